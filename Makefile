@@ -1,0 +1,49 @@
+# RansomEye release pipeline.
+#   make release   install what is missing, then build, sign and publish release/artifacts/
+#   make test      install what is missing, then run the whole test suite
+# Both are idempotent: a second run only does what is out of date.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: release test setup python toolchain keys lint lock clean
+
+release: setup keys
+	$(PY) release/builder/build.py
+
+test: setup
+	$(PY) -m pytest
+
+setup: python toolchain
+
+python: $(STAMP)
+
+# Pinned, hash-checked Python dependencies (requirements.lock) in .venv.
+$(STAMP): requirements.lock
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is required (found " + sys.version.split()[0] + ")")'
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
+	@touch $@
+
+# Debian packages: the Windows cross toolchain, minisign, wine64 (tests).
+toolchain:
+	@sh release/setup_toolchain.sh
+
+# Development keys, generated once when none exist (loudly).
+keys: $(STAMP)
+	@$(PY) release/builder/signer.py dev-keys
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check release governance layouts tests
+	$(VENV)/bin/mypy
+
+# Re-pin the Python dependencies (needs network access to PyPI).
+lock:
+	$(PYTHON) -m pip install --quiet uv
+	$(PYTHON) -m uv pip compile --generate-hashes --python-version 3.11 requirements.in -o requirements.lock
+
+clean:
+	rm -rf target release/.staging
