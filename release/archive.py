@@ -1,0 +1,362 @@
+"""Deterministic, streaming archive writers (tar.gz and zip).
+
+The bytes of an archive depend only on the entries' names, contents and
+executable bits, and on the epoch: entries are sorted, mtimes are the epoch,
+owners are 0/0 with no names, modes are 755 (directories, executables) or 644,
+the gzip header carries no name and no time, zip entries carry a fixed DOS
+time and no extra fields. Files are streamed in chunks, never read whole; the
+archive is hashed (SHA-256 and BLAKE2b-512) while it is written, to a temporary
+file that is renamed into place only when complete.
+
+Rules for input trees (:func:`collect_tree`): regular files and directories
+are taken; a symlink is followed only when it resolves inside the tree being
+packaged, and is then stored as the regular file it points to; symlinks
+leaving the tree, FIFOs, sockets and device files are refused. Hard links are
+stored as independent regular files. Names must be printable and free of
+backslashes. setuid/setgid/sticky bits and group/world write bits are dropped
+by the mode normalisation.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import stat
+import tarfile
+import tempfile
+import time
+import unicodedata
+import zipfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO
+
+from release.errors import PackagingError
+
+CHUNK = 1 << 20
+GZIP_LEVEL = 6
+ZIP_LEVEL = 6
+DIR_MODE = 0o755
+EXEC_MODE = 0o755
+FILE_MODE = 0o644
+_ZIP_MIN_EPOCH = 315532800  # 1980-01-01T00:00:00Z, the earliest DOS date
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One archive member: a directory (``source`` is None) or a file."""
+
+    arcname: str
+    source: Path | None
+    executable: bool = False
+
+    @property
+    def is_dir(self) -> bool:
+        return self.source is None
+
+    @property
+    def mode(self) -> int:
+        if self.is_dir or self.executable:
+            return EXEC_MODE
+        return FILE_MODE
+
+
+@dataclass(frozen=True)
+class ArtifactDigest:
+    """A written file: its path, size and digests, computed while writing."""
+
+    path: Path
+    size: int
+    sha256: str
+    blake2b: bytes
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+class HashingWriter(io.RawIOBase):
+    """A write-only, non-seekable stream that hashes what passes through it."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        super().__init__()
+        self._raw = raw
+        self._sha256 = hashlib.sha256()
+        self._blake2b = hashlib.blake2b(digest_size=64)
+        self._size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        view = memoryview(b)
+        self._raw.write(view)
+        self._sha256.update(view)
+        self._blake2b.update(view)
+        self._size += len(view)
+        return len(view)
+
+    def tell(self) -> int:
+        return self._size
+
+    def seekable(self) -> bool:
+        return False
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        raise io.UnsupportedOperation("HashingWriter is not seekable")
+
+    def flush(self) -> None:
+        self._raw.flush()
+
+    def digest(self, path: Path) -> ArtifactDigest:
+        return ArtifactDigest(path, self._size, self._sha256.hexdigest(), self._blake2b.digest())
+
+
+def hash_file(path: Path) -> ArtifactDigest:
+    """Hash an existing file by streaming it (SHA-256 and BLAKE2b-512)."""
+    sha = hashlib.sha256()
+    b2 = hashlib.blake2b(digest_size=64)
+    size = 0
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            sha.update(chunk)
+            b2.update(chunk)
+            size += len(chunk)
+    return ArtifactDigest(path, size, sha.hexdigest(), b2.digest())
+
+
+def check_name(name: str, where: str) -> None:
+    """Refuse a path component that cannot be archived safely."""
+    if name in ("", ".", "..") or "/" in name or "\\" in name:
+        raise PackagingError(f"{where}: the name {name!r} is not allowed in an archive")
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co") for c in name):
+        raise PackagingError(
+            f"{where}: the name {name!r} contains a control or invisible character",
+            hint="rename the file; archive member names must be printable",
+        )
+
+
+def _file_kind(path: Path, st: os.stat_result) -> str | None:
+    if stat.S_ISFIFO(st.st_mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(st.st_mode):
+        return "a socket"
+    if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+        return "a device file"
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        return "not a regular file"
+    return None
+
+
+def collect_tree(root: Path, tree: Path, arc_prefix: str) -> list[Entry]:
+    """List the entries for directory ``tree`` (inside ``root``) under ``arc_prefix``.
+
+    ``arc_prefix`` is the archive-relative directory (POSIX). Raises
+    :class:`PackagingError` for anything the module docstring says is refused.
+    Never opens FIFOs or devices (only ``lstat`` is used on them).
+    """
+    rel = tree.relative_to(root) if tree.is_relative_to(root) else tree
+    try:
+        st = tree.lstat()
+    except FileNotFoundError as e:
+        raise PackagingError(f"{rel}: asset directory not found", hint="check the bundle's assets in Cargo.toml") from e
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise PackagingError(f"{rel}: an asset must be a real directory, not a symlink or file")
+    real_tree = tree.resolve()
+    entries: list[Entry] = [Entry(arc_prefix, None)]
+    _walk(tree, real_tree, arc_prefix, root, entries)
+    return entries
+
+
+def _walk(directory: Path, real_tree: Path, arc_dir: str, root: Path, out: list[Entry]) -> None:
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError as e:
+        raise PackagingError(f"{directory.relative_to(root)}: cannot be listed: {e.strerror}") from e
+    for name in names:
+        path = directory / name
+        rel = path.relative_to(root)
+        check_name(name, str(rel))
+        arcname = f"{arc_dir}/{name}"
+        st = path.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            target = path.resolve()
+            if not target.is_relative_to(real_tree):
+                raise PackagingError(
+                    f"{rel}: symlink leaves the packaged tree (-> {os.readlink(path)})",
+                    hint="replace it with the file itself, or remove it",
+                )
+            st = target.stat()
+            if stat.S_ISDIR(st.st_mode):
+                raise PackagingError(f"{rel}: symlinks to directories are not packaged", hint="replace it with a copy")
+            path = target
+        kind = _file_kind(path, st)
+        if kind is not None:
+            raise PackagingError(f"{rel}: is {kind}; only regular files and directories are packaged")
+        if stat.S_ISDIR(st.st_mode):
+            out.append(Entry(arcname, None))
+            _walk(path, real_tree, arcname, root, out)
+        else:
+            out.append(Entry(arcname, path, executable=bool(st.st_mode & 0o111)))
+
+
+def directory_entries(arcnames: Iterable[str]) -> list[Entry]:
+    """Directory entries for every parent of ``arcnames`` (sorted, unique)."""
+    dirs: set[str] = set()
+    for name in arcnames:
+        parent = PurePosixPath(name).parent
+        while str(parent) not in (".", "/"):
+            dirs.add(str(parent))
+            parent = parent.parent
+    return [Entry(d, None) for d in sorted(dirs)]
+
+
+def normalize(entries: Iterable[Entry]) -> list[Entry]:
+    """Sort entries by name, merge duplicate directories, refuse duplicate files."""
+    by_name: dict[str, Entry] = {}
+    for e in entries:
+        prev = by_name.get(e.arcname)
+        if prev is not None and not (prev.is_dir and e.is_dir):
+            raise PackagingError(f"two inputs map to the same archive member {e.arcname!r}")
+        by_name[e.arcname] = e
+    return [by_name[k] for k in sorted(by_name)]
+
+
+def check_windows_names(entries: Sequence[Entry]) -> None:
+    """Refuse names that collide on Windows (case-insensitive, NFC-normalised)."""
+    seen: dict[str, str] = {}
+    for e in entries:
+        key = unicodedata.normalize("NFC", e.arcname).casefold()
+        if key in seen and seen[key] != e.arcname:
+            raise PackagingError(
+                f"{e.arcname!r} and {seen[key]!r} are the same name on Windows (case or Unicode normalisation)",
+                hint="rename one of them",
+            )
+        seen[key] = e.arcname
+
+
+def _open_source(entry: Entry) -> IO[bytes]:
+    if entry.source is None:
+        raise PackagingError(f"{entry.arcname}: a directory entry has no content to read")
+    try:
+        fd = os.open(entry.source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        raise PackagingError(f"{entry.source}: cannot be read: {e.strerror}") from e
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise PackagingError(f"{entry.source}: is no longer a regular file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def _atomic_output(out_path: Path) -> tuple[IO[bytes], Path]:
+    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".part", dir=out_path.parent)
+    return os.fdopen(fd, "wb"), Path(tmp)
+
+
+def _finish(f: IO[bytes], tmp: Path, out_path: Path) -> None:
+    f.flush()
+    os.fsync(f.fileno())
+    f.close()
+    os.chmod(tmp, FILE_MODE)
+    os.replace(tmp, out_path)
+
+
+def write_tar_gz(entries: Sequence[Entry], out_path: Path, epoch: int) -> ArtifactDigest:
+    """Write ``entries`` as a deterministic tar.gz at ``out_path``; return its digest.
+
+    Side effects: creates ``out_path`` atomically. Raises :class:`PackagingError`
+    when an input cannot be read or changes while being read.
+    """
+    entries = normalize(entries)
+    f, tmp = _atomic_output(out_path)
+    try:
+        hw = HashingWriter(f)
+        with (
+            gzip.GzipFile(filename="", mode="wb", fileobj=hw, compresslevel=GZIP_LEVEL, mtime=0) as gz,
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+        ):
+            for e in entries:
+                info = tarfile.TarInfo(e.arcname)
+                info.mtime = epoch
+                info.mode = e.mode
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                if e.is_dir:
+                    info.type = tarfile.DIRTYPE
+                    tar.addfile(info)
+                    continue
+                with _open_source(e) as src:
+                    info.size = os.fstat(src.fileno()).st_size
+                    try:
+                        tar.addfile(info, src)
+                    except OSError as err:
+                        raise PackagingError(f"{e.source}: changed while being packaged ({err})") from err
+        digest = hw.digest(out_path)
+        _finish(f, tmp, out_path)
+        return digest
+    except BaseException:
+        f.close()
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _dos_time(epoch: int) -> tuple[int, int, int, int, int, int]:
+    t = time.gmtime(max(epoch, _ZIP_MIN_EPOCH))
+    return (t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec)
+
+
+def write_zip(entries: Sequence[Entry], out_path: Path, epoch: int) -> ArtifactDigest:
+    """Write ``entries`` as a deterministic zip at ``out_path``; return its digest.
+
+    Entries are stored deflated with a fixed DOS time (the epoch, or
+    1980-01-01 if earlier), Unix modes and no extra fields. Names that collide
+    on Windows are refused.
+    """
+    entries = normalize(entries)
+    check_windows_names(entries)
+    date_time = _dos_time(epoch)
+    f, tmp = _atomic_output(out_path)
+    try:
+        hw = HashingWriter(f)
+        with zipfile.ZipFile(hw, mode="w", compression=zipfile.ZIP_DEFLATED, compresslevel=ZIP_LEVEL) as zf:
+            for e in entries:
+                name = e.arcname + "/" if e.is_dir else e.arcname
+                info = zipfile.ZipInfo(name, date_time=date_time)
+                info.create_system = 3
+                if e.is_dir:
+                    info.external_attr = ((stat.S_IFDIR | e.mode) << 16) | 0x10
+                    info.compress_type = zipfile.ZIP_STORED
+                    zf.writestr(info, b"")
+                    continue
+                info.external_attr = (stat.S_IFREG | e.mode) << 16
+                info.compress_type = zipfile.ZIP_DEFLATED
+                with _open_source(e) as src:
+                    info.file_size = os.fstat(src.fileno()).st_size
+                    with zf.open(info, "w") as dst:
+                        copied = 0
+                        while chunk := src.read(CHUNK):
+                            dst.write(chunk)
+                            copied += len(chunk)
+                    if copied != info.file_size:
+                        raise PackagingError(f"{e.source}: changed while being packaged")
+        digest = hw.digest(out_path)
+        _finish(f, tmp, out_path)
+        return digest
+    except BaseException:
+        f.close()
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_archive(fmt: str, entries: Sequence[Entry], out_path: Path, epoch: int) -> ArtifactDigest:
+    """Write ``entries`` in format ``fmt`` ("tar.gz" or "zip")."""
+    if fmt == "tar.gz":
+        return write_tar_gz(entries, out_path, epoch)
+    if fmt == "zip":
+        return write_zip(entries, out_path, epoch)
+    raise PackagingError(f"unknown archive format {fmt!r}")

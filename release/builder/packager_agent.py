@@ -1,0 +1,41 @@
+"""Edge packagers: the Linux agent, the Windows agent and the DPI probe.
+
+* ``ransomeye-agent-linux-{version}.tar.gz``: agent, loader, sentinel;
+* ``ransomeye-agent-windows-{version}.zip``: agent.exe, sentinel.exe;
+* ``ransomeye-dpi-{version}.tar.gz``: the DPI probe.
+
+Each archive holds exactly what the product declaration lists, and is
+checked against the bundle's forbidden list before it is written.
+
+Usage: ``python3 release/builder/packager_agent.py [--bundle ID ...] --bin-root DIR --out DIR``
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from release.archive import ArtifactDigest
+from release.bundle import package
+from release.packaging_cli import packager_main
+from release.products import Workspace
+
+BUNDLE_IDS = ("agent-linux", "agent-windows", "dpi")
+
+
+def package_edge(ws: Workspace, bundle_id: str, bin_root: Path, out_dir: Path, epoch: int) -> ArtifactDigest:
+    """Write one edge bundle's archive into ``out_dir``."""
+    if bundle_id not in BUNDLE_IDS:
+        raise ValueError(f"{bundle_id} is not an edge bundle")
+    return package(ws, ws.bundle(bundle_id), bin_root, out_dir, epoch)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return packager_main("packager_agent", BUNDLE_IDS, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Assembling a bundle: from the declaration and built binaries to archive entries.
+
+An archive holds one top-level directory ``{name}-{version}/`` with the
+bundle's binaries under ``bin/`` (mode 755) and each asset directory at its
+repository-relative path. :func:`check_forbidden` is the defence in depth
+that refuses forbidden material whatever the gates said.
+"""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+
+from release.archive import ArtifactDigest, Entry, collect_tree, directory_entries, normalize, write_archive
+from release.errors import PackagingError
+from release.products import Bundle, Workspace
+
+
+def binary_dir(bin_root: Path, bundle: Bundle) -> Path:
+    """Where the build step leaves the binaries for ``bundle``'s target."""
+    return bin_root / bundle.target
+
+
+def assemble(ws: Workspace, bundle: Bundle, bin_root: Path) -> list[Entry]:
+    """The sorted entries of ``bundle``: its binaries and its asset trees.
+
+    Raises :class:`PackagingError` for a missing binary, a hostile asset tree
+    or forbidden content.
+    """
+    top = bundle.stem(ws.version)
+    bdir = binary_dir(bin_root, bundle)
+    entries: list[Entry] = []
+    for filename in bundle.binary_files():
+        src = bdir / filename
+        try:
+            st = src.lstat()
+        except FileNotFoundError:
+            raise PackagingError(
+                f"{bundle.id}: binary {filename} not found in {bdir}",
+                hint="the build step must run first (python3 release/builder/build.py does both)",
+            ) from None
+        if not stat.S_ISREG(st.st_mode):
+            raise PackagingError(f"{bundle.id}: binary {src} is not a regular file")
+        entries.append(Entry(f"{top}/bin/{filename}", src, executable=True))
+    for asset in bundle.assets:
+        entries += collect_tree(ws.root, ws.root / asset, f"{top}/{asset}")
+    entries = normalize(entries + directory_entries(e.arcname for e in entries))
+    check_forbidden(ws, bundle, entries)
+    return entries
+
+
+def check_forbidden(ws: Workspace, bundle: Bundle, entries: Sequence[Entry]) -> None:
+    """Refuse any entry that is, or comes from, something ``bundle`` must never contain.
+
+    Checked on the archive names (inside the top-level directory), on the
+    resolved source paths (relative to the repository) and on file names
+    against the forbidden binaries.
+    """
+    top = bundle.stem(ws.version)
+    for e in entries:
+        inner = PurePosixPath(e.arcname)
+        if inner.parts[0] != top:
+            raise PackagingError(f"{bundle.id}: entry {e.arcname!r} is outside the top-level directory {top}/")
+        rel_inner = PurePosixPath(*inner.parts[1:]) if len(inner.parts) > 1 else PurePosixPath(".")
+        hit = bundle.forbidden_path(str(rel_inner))
+        if hit is None and e.source is not None:
+            src = e.source.resolve()
+            if src.is_relative_to(ws.root):
+                hit = bundle.forbidden_path(src.relative_to(ws.root).as_posix())
+        if hit is not None:
+            raise PackagingError(
+                f"{bundle.id}: {e.arcname} is {hit}/ material, which the {bundle.id} bundle must never contain",
+                hint="remove it from the bundle's assets in Cargo.toml",
+            )
+        if not e.is_dir:
+            banned = bundle.forbidden_binary(inner.name)
+            if banned is not None:
+                raise PackagingError(
+                    f"{bundle.id}: {e.arcname} is the {banned} binary, which the {bundle.id} bundle must never contain"
+                )
+
+
+def package(ws: Workspace, bundle: Bundle, bin_root: Path, out_dir: Path, epoch: int) -> ArtifactDigest:
+    """Write ``bundle``'s archive into ``out_dir``; return its digest (computed while writing)."""
+    entries = assemble(ws, bundle, bin_root)
+    return write_archive(bundle.format, entries, out_dir / bundle.archive_name(ws.version), epoch)

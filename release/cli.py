@@ -1,0 +1,32 @@
+"""The one place where errors become messages and exit codes.
+
+Every entry point's ``main`` is wrapped by :func:`run`: a :class:`ReleaseError`
+prints its diagnostics on stderr (no traceback) and exits with its code;
+Ctrl-C exits 130 with a one-line message.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from release.errors import ReleaseError
+
+EXIT_INTERRUPTED = 130
+
+
+def fail(prog: str, error: ReleaseError) -> int:
+    """Print ``error`` for the user and return its exit code."""
+    print(error.render(prog), file=sys.stderr)
+    return error.exit_code
+
+
+def run(prog: str, main: Callable[[list[str]], int], argv: list[str] | None = None) -> int:
+    """Call ``main(argv)`` and turn any :class:`ReleaseError` into a message and exit code."""
+    try:
+        return main(sys.argv[1:] if argv is None else argv)
+    except ReleaseError as e:
+        return fail(prog, e)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; nothing was published", file=sys.stderr)
+        return EXIT_INTERRUPTED

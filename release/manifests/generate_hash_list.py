@@ -1,0 +1,101 @@
+"""``SHA256SUMS``: the hash of every artifact and signature of a release.
+
+The file is in ``sha256sum -c`` format: ``<hex>  <name>`` lines, LF, sorted by
+name, covering every regular file in the release folder except ``SHA256SUMS``
+itself, its signature and dot-files. Hashes the pipeline already computed
+while writing are reused; any other file is hashed by streaming it.
+
+Usage: ``python3 release/manifests/generate_hash_list.py [DIR]`` (default:
+``release/artifacts``) writes ``DIR/SHA256SUMS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from release.archive import ArtifactDigest, hash_file
+from release.cli import run
+from release.errors import BadInputError, VerificationError
+from release.products import repo_root
+
+SUMS_NAME = "SHA256SUMS"
+EXCLUDED = frozenset({SUMS_NAME, SUMS_NAME + ".minisig"})
+
+
+def covered_files(release_dir: Path) -> list[Path]:
+    """The files ``SHA256SUMS`` must cover, sorted by name."""
+    files = []
+    for p in sorted(release_dir.iterdir(), key=lambda p: p.name):
+        if p.name in EXCLUDED or p.name.startswith("."):
+            continue
+        if p.is_symlink() or not p.is_file():
+            raise BadInputError(f"{p}: the release folder holds something that is not a regular file")
+        if "\n" in p.name or "\\" in p.name:
+            raise BadInputError(f"{p!r}: a file name with a newline or backslash cannot be listed")
+        files.append(p)
+    return files
+
+
+def render(hashes: Mapping[str, str]) -> str:
+    """The ``SHA256SUMS`` text for ``{name: sha256}``."""
+    return "".join(f"{hashes[name]}  {name}\n" for name in sorted(hashes))
+
+
+def parse(text: str, where: str) -> dict[str, str]:
+    """Parse ``SHA256SUMS`` text; raise :class:`VerificationError` if malformed."""
+    out: dict[str, str] = {}
+    for n, line in enumerate(text.split("\n")[:-1] if text.endswith("\n") else text.split("\n"), 1):
+        digest, sep, name = line.partition("  ")
+        if not sep or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest) or not name:
+            raise VerificationError(f"{where}: line {n} is not '<sha256>  <name>'")
+        if name in out:
+            raise VerificationError(f"{where}: {name} is listed twice")
+        out[name] = digest
+    return out
+
+
+def write_hash_list(release_dir: Path, known: Iterable[ArtifactDigest] = ()) -> ArtifactDigest:
+    """Write ``release_dir/SHA256SUMS`` atomically; return its digest.
+
+    ``known`` digests (computed while the files were written) are reused for
+    files of the same name; every other covered file is hashed by streaming.
+    """
+    reuse = {d.name: d.sha256 for d in known if d.path.parent == release_dir}
+    hashes = {p.name: reuse.get(p.name) or hash_file(p).sha256 for p in covered_files(release_dir)}
+    if not hashes:
+        raise BadInputError(f"{release_dir}: no artifacts to list")
+    out = release_dir / SUMS_NAME
+    tmp = release_dir / f".{SUMS_NAME}.part"
+    with tmp.open("w", newline="\n") as f:
+        f.write(render(hashes))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, out)
+    return hash_file(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    def inner(args: list[str]) -> int:
+        parser = argparse.ArgumentParser(
+            prog="generate_hash_list", description="Write SHA256SUMS for a release folder."
+        )
+        parser.add_argument("dir", nargs="?", type=Path, default=repo_root() / "release" / "artifacts")
+        ns = parser.parse_args(args)
+        if not ns.dir.is_dir():
+            raise BadInputError(f"{ns.dir}: not a directory")
+        digest = write_hash_list(ns.dir.resolve())
+        print(f"wrote {digest.path} ({len(digest.path.read_text().splitlines())} entries)")
+        return 0
+
+    return run("generate_hash_list", inner, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

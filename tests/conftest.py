@@ -1,0 +1,113 @@
+"""Shared fixtures: real repository copies, real keys, a real release.
+
+Nothing here mocks the pipeline: a release is made by running
+``release/builder/build.py`` as a user would, in a temporary copy of this
+repository, with keys generated for the test session.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from release.builder.signer import ensure_dev_keys
+from release.products import Workspace, load_workspace
+
+ROOT = Path(__file__).resolve().parent.parent
+EPOCH = 1_700_000_000
+IGNORED = {".git", ".venv", "target", ".staging", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".hypothesis",
+           "__pycache__", ".build.lock"}  # fmt: skip
+
+
+def copy_repo(dest: Path) -> Path:
+    """Copy the working tree (sources only: no build outputs, keys or caches) to ``dest``."""
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        skip = {n for n in names if n in IGNORED}
+        d = Path(directory)
+        if d == ROOT / "keys":
+            skip |= {n for n in names if n not in (".gitignore", "README.md")}
+        if d == ROOT / "release" / "artifacts":
+            skip |= {n for n in names if n != ".gitkeep"}
+        return skip
+
+    shutil.copytree(ROOT, dest, ignore=ignore, symlinks=True)
+    return dest
+
+
+def release_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment a test runs the pipeline with: fixed epoch, no injected faults."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RANSOMEYE_")}
+    env["SOURCE_DATE_EPOCH"] = str(EPOCH)
+    env.update(extra or {})
+    return env
+
+
+@dataclass(frozen=True)
+class Repo:
+    """A temporary copy of the repository with its own keys."""
+
+    root: Path
+
+    @property
+    def artifacts(self) -> Path:
+        return self.root / "release" / "artifacts"
+
+    @property
+    def keys(self) -> Path:
+        return self.root / "keys"
+
+    @property
+    def ws(self) -> Workspace:
+        return load_workspace(self.root)
+
+    def build(
+        self, *args: str, env: Mapping[str, str] | None = None, timeout: int = 1200
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``build.py`` in this copy as a user would."""
+        return subprocess.run(
+            [sys.executable, str(self.root / "release" / "builder" / "build.py"), *args],
+            cwd=self.root,
+            env=release_env(env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def artifact_state(self) -> dict[str, bytes]:
+        """Every file in the release folder with its bytes (to compare before/after)."""
+        return {p.name: p.read_bytes() for p in sorted(self.artifacts.iterdir()) if p.is_file()}
+
+
+def make_repo(dest: Path, keys_from: Path | None = None) -> Repo:
+    repo = Repo(copy_repo(dest))
+    if keys_from is None:
+        ensure_dev_keys(repo.keys)
+    else:
+        for p in keys_from.iterdir():
+            if p.name not in (".gitignore", "README.md"):
+                shutil.copy2(p, repo.keys / p.name)
+    return repo
+
+
+@pytest.fixture(scope="session")
+def released(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Repo]:
+    """A repository copy on which the whole pipeline ran once, successfully."""
+    repo = make_repo(tmp_path_factory.mktemp("released") / "ransomeye")
+    proc = repo.build()
+    assert proc.returncode == 0, f"the release build failed:\n{proc.stdout}\n{proc.stderr}"
+    yield repo
+
+
+@pytest.fixture
+def repo_copy(tmp_path: Path) -> Repo:
+    """A fresh repository copy with its own development keys (nothing built)."""
+    return make_repo(tmp_path / "ransomeye")
