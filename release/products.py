@@ -103,6 +103,7 @@ class Workspace:
     version: str
     members: tuple[str, ...]
     artifacts_dir: str
+    sources: tuple[str, ...]
     bundles: tuple[Bundle, ...]
     toolchains: tuple[ToolchainHint, ...]
 
@@ -166,7 +167,10 @@ def _relpath_list(table: dict[str, Any], key: str, where: str, path: Path) -> tu
             raise BadInputError(
                 f"{path}: {where}.{key}[{i}] = {v!r} must be a plain relative path inside the repository"
             )
-    return tuple(v.rstrip("/") for v in values)
+    stripped = tuple(v.rstrip("/") for v in values)
+    if len(set(stripped)) != len(stripped):
+        raise BadInputError(f"{path}: {where}.{key} lists a name twice")
+    return stripped
 
 
 def parse_bundle(table: Any, where: str, path: Path) -> Bundle:
@@ -228,14 +232,18 @@ def parse_workspace(data: dict[str, Any], root: Path) -> Workspace:
     if not isinstance(meta, dict):
         raise BadInputError(f"{path}: {where} is missing", hint="declare the release bundles there")
     artifacts_dir = _field(meta, "artifacts-dir", str, where, path)
+    sources = _relpath_list(meta, "sources", where, path)
+    if not sources:
+        raise BadInputError(f"{path}: {where}.sources is empty", hint="list the source files and directories")
     raw_bundles = _field(meta, "bundles", list, where, path)
     if not raw_bundles:
         raise BadInputError(f"{path}: {where}.bundles is empty", hint="declare at least one bundle")
     bundles = tuple(parse_bundle(t, f"{where}.bundles[{i}]", path) for i, t in enumerate(raw_bundles))
     for attr in ("id", "name"):
         values = [getattr(b, attr) for b in bundles]
-        if len(set(values)) != len(values):
-            raise BadInputError(f"{path}: two bundles share the same {attr}")
+        twice = sorted({v for v in values if values.count(v) > 1})
+        if twice:
+            raise BadInputError(f"{path}: two bundles share the same {attr}: {', '.join(twice)}")
     raw_tc = meta.get("toolchains", {})
     if not isinstance(raw_tc, dict):
         raise BadInputError(f"{path}: {where}.toolchains must be a table")
@@ -256,6 +264,7 @@ def parse_workspace(data: dict[str, Any], root: Path) -> Workspace:
         version=version,
         members=members,
         artifacts_dir=artifacts_dir,
+        sources=sources,
         bundles=bundles,
         toolchains=tuple(toolchains),
     )

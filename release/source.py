@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+import stat
 import subprocess
 from pathlib import Path
 
 from release.errors import BadInputError
+from release.products import Workspace
+
+CACHE_DIRS = frozenset({"__pycache__", "target", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".hypothesis"})
+CACHE_SUFFIXES = (".pyc", ".pyo")
+CHUNK = 1 << 20
 
 EPOCH_VARIABLE = "SOURCE_DATE_EPOCH"
 
@@ -35,7 +43,7 @@ def source_date_epoch(root: Path) -> int:
             f"no {EPOCH_VARIABLE} and {root} is not a git checkout with a commit",
             hint=f"set {EPOCH_VARIABLE} to the release's timestamp (seconds since 1970)",
         )
-    if not raw.isdigit():
+    if not re.fullmatch(r"[0-9]+", raw):
         raise BadInputError(f"{where} = {raw!r} is not a non-negative integer number of seconds")
     return int(raw)
 
@@ -43,3 +51,55 @@ def source_date_epoch(root: Path) -> int:
 def source_commit(root: Path) -> str | None:
     """The commit of HEAD, or None outside a git checkout."""
     return _git(root, "rev-parse", "HEAD")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def hash_sources(ws: Workspace) -> dict[str, str]:
+    """The SHA-256 of every file of the gated source, by repository-relative path.
+
+    The source is the declaration's ``sources``; caches (``__pycache__``,
+    ``*.pyc``, ``target``) are not source and are left out. A symlink to a
+    file is hashed as that file when it stays inside the repository; symlinks
+    to directories are refused (no loops, no walking a tree twice).
+    Raises :class:`BadInputError` for a missing source, a symlink leaving the
+    repository, or anything that is not a regular file or directory (a FIFO
+    is never opened).
+    """
+    out: dict[str, str] = {}
+
+    def visit(path: Path) -> None:
+        rel = path.relative_to(ws.root).as_posix()
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            raise BadInputError(f"{rel}: declared source not found", hint="fix `sources` in Cargo.toml") from None
+        if stat.S_ISLNK(st.st_mode):
+            try:
+                target = path.resolve(strict=True)
+            except (OSError, RuntimeError):
+                raise BadInputError(f"{rel}: symlink dangles or loops") from None
+            if not target.is_relative_to(ws.root):
+                raise BadInputError(f"{rel}: symlink leaves the repository or dangles")
+            st = target.stat()
+            if stat.S_ISDIR(st.st_mode):
+                raise BadInputError(f"{rel}: symlinks to directories are not followed", hint="replace it with a copy")
+        if stat.S_ISDIR(st.st_mode):
+            for child in sorted(os.listdir(path)):
+                if child in CACHE_DIRS or child.endswith(CACHE_SUFFIXES):
+                    continue
+                visit(path / child)
+        elif stat.S_ISREG(st.st_mode):
+            out[rel] = _sha256(path)
+        else:
+            raise BadInputError(f"{rel}: is not a regular file or directory; the source must hold only those")
+
+    for src in ws.sources:
+        visit(ws.root / src)
+    return dict(sorted(out.items()))

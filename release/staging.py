@@ -22,6 +22,7 @@ from pathlib import Path
 from release.errors import BuildBusyError, ReleaseError
 
 STAGING_DIRNAME = ".staging"
+PREVIOUS_DIRNAME = ".previous"
 LOCK_NAME = ".build.lock"
 KEEP_FILES = (".gitkeep",)
 _AT_FDCWD = -100
@@ -54,13 +55,26 @@ def build_lock(release_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def _remove(path: Path) -> None:
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    except OSError as e:
+        raise ReleaseError(f"cannot remove the leftover {path}: {e.strerror}", hint="remove it by hand") from e
+
+
 def clean_stale(release_dir: Path) -> list[Path]:
-    """Remove staging directories of earlier runs (call with the lock held)."""
+    """Remove what earlier runs left in the staging area (call with the lock held).
+
+    Returns the paths removed; raises :class:`ReleaseError` if one cannot be.
+    """
     root = release_dir / STAGING_DIRNAME
     removed = []
     if root.is_dir():
         for child in sorted(root.iterdir()):
-            shutil.rmtree(child, ignore_errors=True)
+            _remove(child)
             removed.append(child)
     return removed
 
@@ -100,9 +114,10 @@ def publish(new_dir: Path, artifacts_dir: Path) -> None:
     """Make ``new_dir`` the release folder ``artifacts_dir`` in one atomic step.
 
     Files listed in ``KEEP_FILES`` (``.gitkeep``) are carried over. The old
-    release ends up in ``new_dir``'s place and is deleted. Raises
-    :class:`ReleaseError` if the swap cannot be made; ``artifacts_dir`` is then
-    unchanged.
+    release is kept whole in ``.previous/`` beside ``artifacts_dir`` (replacing
+    the one kept before), so a reader still listing it sees it complete.
+    Raises :class:`ReleaseError` if the swap cannot be made;
+    ``artifacts_dir`` is then unchanged.
     """
     for keep in KEEP_FILES:
         old = artifacts_dir / keep
@@ -122,4 +137,8 @@ def publish(new_dir: Path, artifacts_dir: Path) -> None:
     except OSError as e:
         raise ReleaseError(f"cannot publish into {artifacts_dir}: {e.strerror}") from e
     _fsync_dir(artifacts_dir.parent)
-    shutil.rmtree(new_dir, ignore_errors=True)
+    if new_dir.exists():
+        previous = artifacts_dir.parent / PREVIOUS_DIRNAME
+        if previous.exists():
+            _remove(previous)
+        os.rename(new_dir, previous)

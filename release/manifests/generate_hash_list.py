@@ -1,8 +1,9 @@
 """``SHA256SUMS``: the hash of every artifact and signature of a release.
 
 The file is in ``sha256sum -c`` format: ``<hex>  <name>`` lines, LF, sorted by
-name, covering every regular file in the release folder except ``SHA256SUMS``
-itself, its signature and dot-files. Hashes the pipeline already computed
+name, covering every archive and signature in the release folder: every
+regular file except ``SHA256SUMS`` itself, its signature, dot-files and the
+in-toto metadata (``*.link``, ``root.layout``). Hashes the pipeline already computed
 while writing are reused; any other file is hashed by streaming it.
 
 Usage: ``python3 release/manifests/generate_hash_list.py [DIR]`` (default:
@@ -27,18 +28,22 @@ from release.products import repo_root
 
 SUMS_NAME = "SHA256SUMS"
 EXCLUDED = frozenset({SUMS_NAME, SUMS_NAME + ".minisig"})
+# in-toto metadata is verified by its own signatures, not listed.
+EXCLUDED_SUFFIXES = (".link", ".layout")
 
 
 def covered_files(release_dir: Path) -> list[Path]:
     """The files ``SHA256SUMS`` must cover, sorted by name."""
     files = []
     for p in sorted(release_dir.iterdir(), key=lambda p: p.name):
-        if p.name in EXCLUDED or p.name.startswith("."):
+        if p.name in EXCLUDED or p.name.startswith(".") or p.name.endswith(EXCLUDED_SUFFIXES):
             continue
+        if p.is_dir() and p.name == "_inspect":
+            continue  # left by a customer's in-toto-verify run
         if p.is_symlink() or not p.is_file():
             raise BadInputError(f"{p}: the release folder holds something that is not a regular file")
-        if "\n" in p.name or "\\" in p.name:
-            raise BadInputError(f"{p!r}: a file name with a newline or backslash cannot be listed")
+        if {"\n", "\r", "\\"} & set(p.name):
+            raise BadInputError(f"{p!r}: a file name with a line break or backslash cannot be listed")
         files.append(p)
     return files
 
@@ -53,7 +58,8 @@ def parse(text: str, where: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for n, line in enumerate(text.split("\n")[:-1] if text.endswith("\n") else text.split("\n"), 1):
         digest, sep, name = line.partition("  ")
-        if not sep or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest) or not name:
+        bad_name = not name or "\r" in name
+        if not sep or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest) or bad_name:
             raise VerificationError(f"{where}: line {n} is not '<sha256>  <name>'")
         if name in out:
             raise VerificationError(f"{where}: {name} is listed twice")
