@@ -115,6 +115,37 @@ class HashingWriter(io.RawIOBase):
         return ArtifactDigest(path, self._size, self._sha256.hexdigest(), self._blake2b.digest())
 
 
+@dataclass(frozen=True)
+class WrittenArchive:
+    """An archive just written, and the SHA-256 of every input file as it was read."""
+
+    digest: ArtifactDigest
+    inputs: dict[Path, str]
+
+
+class HashingReader(io.RawIOBase):
+    """A read-only stream that hashes (SHA-256) what is read through it."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        super().__init__()
+        self._raw = raw
+        self.sha256 = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        n = self._raw.readinto(b)  # type: ignore[attr-defined]
+        if n:
+            self.sha256.update(memoryview(b)[:n])
+        return int(n or 0)
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        self.sha256.update(data)
+        return data
+
+
 def hash_file(path: Path) -> ArtifactDigest:
     """Hash an existing file by streaming it (SHA-256 and BLAKE2b-512)."""
     sha = hashlib.sha256()
@@ -126,6 +157,17 @@ def hash_file(path: Path) -> ArtifactDigest:
             b2.update(chunk)
             size += len(chunk)
     return ArtifactDigest(path, size, sha.hexdigest(), b2.digest())
+
+
+def copy_hashed(src: Path, dst: Path, mode: int = FILE_MODE) -> ArtifactDigest:
+    """Copy ``src`` to ``dst`` by streaming, hashing as it goes; return ``dst``'s digest."""
+    with src.open("rb") as fin, dst.open("wb") as fout:
+        hw = HashingWriter(fout)
+        while chunk := fin.read(CHUNK):
+            hw.write(chunk)
+        hw.flush()
+    os.chmod(dst, mode)
+    return hw.digest(dst)
 
 
 def check_name(name: str, where: str) -> None:
@@ -266,13 +308,14 @@ def _finish(f: IO[bytes], tmp: Path, out_path: Path) -> None:
     os.replace(tmp, out_path)
 
 
-def write_tar_gz(entries: Sequence[Entry], out_path: Path, epoch: int) -> ArtifactDigest:
-    """Write ``entries`` as a deterministic tar.gz at ``out_path``; return its digest.
+def write_tar_gz(entries: Sequence[Entry], out_path: Path, epoch: int) -> WrittenArchive:
+    """Write ``entries`` as a deterministic tar.gz at ``out_path``; return its digest and inputs.
 
     Side effects: creates ``out_path`` atomically. Raises :class:`PackagingError`
     when an input cannot be read or changes while being read.
     """
     entries = normalize(entries)
+    inputs: dict[Path, str] = {}
     f, tmp = _atomic_output(out_path)
     try:
         hw = HashingWriter(f)
@@ -286,19 +329,21 @@ def write_tar_gz(entries: Sequence[Entry], out_path: Path, epoch: int) -> Artifa
                 info.mode = e.mode
                 info.uid = info.gid = 0
                 info.uname = info.gname = ""
-                if e.is_dir:
+                if e.source is None:
                     info.type = tarfile.DIRTYPE
                     tar.addfile(info)
                     continue
                 with _open_source(e) as src:
                     info.size = os.fstat(src.fileno()).st_size
+                    reader = HashingReader(src)
                     try:
-                        tar.addfile(info, src)
+                        tar.addfile(info, reader)
                     except OSError as err:
                         raise PackagingError(f"{e.source}: changed while being packaged ({err})") from err
+                    inputs[e.source] = reader.sha256.hexdigest()
         digest = hw.digest(out_path)
         _finish(f, tmp, out_path)
-        return digest
+        return WrittenArchive(digest, inputs)
     except BaseException:
         f.close()
         tmp.unlink(missing_ok=True)
@@ -310,8 +355,8 @@ def _dos_time(epoch: int) -> tuple[int, int, int, int, int, int]:
     return (t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec)
 
 
-def write_zip(entries: Sequence[Entry], out_path: Path, epoch: int) -> ArtifactDigest:
-    """Write ``entries`` as a deterministic zip at ``out_path``; return its digest.
+def write_zip(entries: Sequence[Entry], out_path: Path, epoch: int) -> WrittenArchive:
+    """Write ``entries`` as a deterministic zip at ``out_path``; return its digest and inputs.
 
     Entries are stored deflated with a fixed DOS time (the epoch, or
     1980-01-01 if earlier), Unix modes and no extra fields. Names that collide
@@ -320,6 +365,7 @@ def write_zip(entries: Sequence[Entry], out_path: Path, epoch: int) -> ArtifactD
     entries = normalize(entries)
     check_windows_names(entries)
     date_time = _dos_time(epoch)
+    inputs: dict[Path, str] = {}
     f, tmp = _atomic_output(out_path)
     try:
         hw = HashingWriter(f)
@@ -328,7 +374,7 @@ def write_zip(entries: Sequence[Entry], out_path: Path, epoch: int) -> ArtifactD
                 name = e.arcname + "/" if e.is_dir else e.arcname
                 info = zipfile.ZipInfo(name, date_time=date_time)
                 info.create_system = 3
-                if e.is_dir:
+                if e.source is None:
                     info.external_attr = ((stat.S_IFDIR | e.mode) << 16) | 0x10
                     info.compress_type = zipfile.ZIP_STORED
                     zf.writestr(info, b"")
@@ -337,23 +383,26 @@ def write_zip(entries: Sequence[Entry], out_path: Path, epoch: int) -> ArtifactD
                 info.compress_type = zipfile.ZIP_DEFLATED
                 with _open_source(e) as src:
                     info.file_size = os.fstat(src.fileno()).st_size
+                    sha = hashlib.sha256()
                     with zf.open(info, "w") as dst:
                         copied = 0
                         while chunk := src.read(CHUNK):
                             dst.write(chunk)
+                            sha.update(chunk)
                             copied += len(chunk)
                     if copied != info.file_size:
                         raise PackagingError(f"{e.source}: changed while being packaged")
+                    inputs[e.source] = sha.hexdigest()
         digest = hw.digest(out_path)
         _finish(f, tmp, out_path)
-        return digest
+        return WrittenArchive(digest, inputs)
     except BaseException:
         f.close()
         tmp.unlink(missing_ok=True)
         raise
 
 
-def write_archive(fmt: str, entries: Sequence[Entry], out_path: Path, epoch: int) -> ArtifactDigest:
+def write_archive(fmt: str, entries: Sequence[Entry], out_path: Path, epoch: int) -> WrittenArchive:
     """Write ``entries`` in format ``fmt`` ("tar.gz" or "zip")."""
     if fmt == "tar.gz":
         return write_tar_gz(entries, out_path, epoch)

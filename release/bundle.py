@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import stat
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from release.archive import ArtifactDigest, Entry, collect_tree, directory_entries, normalize, write_archive
@@ -81,7 +82,35 @@ def check_forbidden(ws: Workspace, bundle: Bundle, entries: Sequence[Entry]) -> 
                 )
 
 
-def package(ws: Workspace, bundle: Bundle, bin_root: Path, out_dir: Path, epoch: int) -> ArtifactDigest:
-    """Write ``bundle``'s archive into ``out_dir``; return its digest (computed while writing)."""
+@dataclass(frozen=True)
+class Packaged:
+    """A bundle's archive and the files the packager read, by their in-toto names.
+
+    Binaries are named ``bin/<target>/<file>`` (the build step's products),
+    assets by their repository-relative path (the build step's materials).
+    """
+
+    digest: ArtifactDigest
+    materials: dict[str, str]
+
+
+def material_name(ws: Workspace, bin_root: Path, path: Path) -> str:
+    """The in-toto artifact name of a packager input."""
+    if path.is_relative_to(bin_root):
+        return "bin/" + path.relative_to(bin_root).as_posix()
+    real = path.resolve()
+    if real.is_relative_to(ws.root):
+        return real.relative_to(ws.root).as_posix()
+    raise PackagingError(f"{path}: an input outside the repository and the build products")
+
+
+def package(ws: Workspace, bundle: Bundle, bin_root: Path, out_dir: Path, epoch: int) -> Packaged:
+    """Write ``bundle``'s archive into ``out_dir``.
+
+    Returns its digest (computed while writing) and the SHA-256 of every input
+    as it was read. Raises :class:`PackagingError` for hostile or forbidden input.
+    """
     entries = assemble(ws, bundle, bin_root)
-    return write_archive(bundle.format, entries, out_dir / bundle.archive_name(ws.version), epoch)
+    written = write_archive(bundle.format, entries, out_dir / bundle.archive_name(ws.version), epoch)
+    materials = {material_name(ws, bin_root, p): h for p, h in written.inputs.items()}
+    return Packaged(written.digest, dict(sorted(materials.items())))

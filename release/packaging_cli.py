@@ -25,8 +25,8 @@ def packager_main(prog: str, bundle_ids: Sequence[str], argv: list[str] | None) 
         epoch = source_date_epoch(ws.root)
         ns.out.mkdir(parents=True, exist_ok=True)
         for bundle_id in ns.bundle or bundle_ids:
-            digest = package(ws, ws.bundle(bundle_id), ns.bin_root.resolve(), ns.out.resolve(), epoch)
-            print(f"{digest.sha256}  {digest.path}")
+            packaged = package(ws, ws.bundle(bundle_id), ns.bin_root.resolve(), ns.out.resolve(), epoch)
+            print(f"{packaged.digest.sha256}  {packaged.digest.path}")
         return 0
 
     return run(prog, main, argv)

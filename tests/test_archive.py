@@ -82,8 +82,8 @@ def test_archive_bytes_depend_only_on_content(
         seed.shuffle(order)
         _materialize(base / "src", tree, order, mtimes[attempt], umasks[attempt])
         entries = collect_tree(base, base / "src", "pkg-1.0/src")
-        digests["tar.gz"].add(write_tar_gz(entries, base / "a.tar.gz", EPOCH).sha256)
-        digests["zip"].add(write_zip(entries, base / "a.zip", EPOCH).sha256)
+        digests["tar.gz"].add(write_tar_gz(entries, base / "a.tar.gz", EPOCH).digest.sha256)
+        digests["zip"].add(write_zip(entries, base / "a.zip", EPOCH).digest.sha256)
     assert len(digests["tar.gz"]) == 1
     assert len(digests["zip"]) == 1
 
@@ -98,7 +98,7 @@ def _tree(tmp_path: Path) -> list[Entry]:
 
 
 def test_tar_gz_is_normalized(tmp_path: Path) -> None:
-    digest = write_tar_gz(_tree(tmp_path), tmp_path / "out.tar.gz", EPOCH)
+    digest = write_tar_gz(_tree(tmp_path), tmp_path / "out.tar.gz", EPOCH).digest
     raw = (tmp_path / "out.tar.gz").read_bytes()
     assert raw[:2] == b"\x1f\x8b"
     assert raw[3] & 0x08 == 0, "no file name in the gzip header"

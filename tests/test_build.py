@@ -11,6 +11,7 @@ import sys
 import tarfile
 import time
 import zipfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from tests.conftest import Repo
 
 STEPS = [
     "gates", "build", "package-core", "package-agent-linux", "package-agent-windows", "package-dpi", "sign",
-    "checksums",
+    "checksums", "verify",
 ]  # fmt: skip
 BANNER = "⛔ RELEASE ABORTED: GATES FAILED"
 WINE = shutil.which("wine64") or ("/usr/lib/wine/wine64" if os.path.exists("/usr/lib/wine/wine64") else None)
@@ -76,8 +77,11 @@ def test_four_distinct_signed_archives(released: Repo) -> None:
         assert p.stat().st_size > 0
         assert (p.parent / (p.name + ".minisig")).is_file()
     expected = {p.name for p in archives.values()} | {p.name + ".minisig" for p in archives.values()}
-    expected |= {"SHA256SUMS", "SHA256SUMS.minisig", ".gitkeep"}
-    assert {p.name for p in released.artifacts.iterdir()} == expected, "nothing else is published"
+    expected |= {"SHA256SUMS", "SHA256SUMS.minisig", ".gitkeep", "root.layout"}
+    published = {p.name for p in released.artifacts.iterdir()}
+    links = {n for n in published if n.endswith(".link")}
+    assert {n.split(".")[0] for n in links} == set(STEPS) - {"verify"}, "one link per in-toto step"
+    assert published - links == expected, "nothing else is published"
 
 
 def test_archive_names_match_the_mission(released: Repo) -> None:
@@ -212,7 +216,7 @@ def test_sha256sums_covers_every_artifact(released: Repo) -> None:
     expected = sorted(
         p.name
         for p in released.artifacts.iterdir()
-        if not p.name.startswith(".") and p.name not in ("SHA256SUMS", "SHA256SUMS.minisig")
+        if p.name.endswith((".tar.gz", ".zip", ".minisig")) and not p.name.startswith("SHA256SUMS")
     )
     assert names == expected
     assert len(names) == 8
@@ -251,13 +255,12 @@ def test_real_policy_violation_aborts_the_release(repo_copy: Repo) -> None:
     _assert_nothing_published(repo_copy)
 
 
-@pytest.mark.parametrize("step", [*STEPS, "publish-never-reached"])
+@pytest.mark.parametrize("step", STEPS)
 def test_failure_at_each_step_leaves_the_release_unchanged(released: Repo, step: str) -> None:
     before = released.artifact_state()
-    failpoint = step if step in STEPS else "checksums"
-    proc = released.build(env={"RANSOMEYE_FAILPOINT": failpoint})
+    proc = released.build(env={"RANSOMEYE_FAILPOINT": step})
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert f"failure injected after step {failpoint}" in proc.stderr
+    assert f"failure injected after step {step}" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert released.artifact_state() == before
     assert list((released.root / "release" / ".staging").iterdir()) == [], "staging is cleaned up"
@@ -280,8 +283,8 @@ def test_hostile_asset_fails_packaging_and_publishes_nothing(released: Repo) -> 
         proc = released.build(timeout=600)
     finally:
         fifo.unlink()
-    assert proc.returncode == 4, proc.stdout + proc.stderr
-    assert "ui/dist/pipe" in proc.stderr, "the gates (or the packager) name the FIFO"
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "ui/dist/pipe: is not a regular file" in proc.stderr, "the source check names the FIFO"
     assert "Traceback" not in proc.stderr
     assert released.artifact_state() == before
 
@@ -401,4 +404,99 @@ def test_two_clones_build_identical_releases(released: Repo, tmp_path: Path) -> 
         os.umask(old)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (other.artifacts / "SHA256SUMS").read_bytes() == (released.artifacts / "SHA256SUMS").read_bytes()
-    assert other.artifact_state() == released.artifact_state()
+    # Every archive, signature and link is identical; a development root.layout is signed at build time
+    # and carries its own expiry date (a committed layout is the same file in both).
+    ours, theirs = other.artifact_state(), released.artifact_state()
+    assert ours.keys() == theirs.keys()
+    assert {k: v for k, v in ours.items() if k != "root.layout"} == {
+        k: v for k, v in theirs.items() if k != "root.layout"
+    }
+
+
+# --- the root layout -----------------------------------------------------------
+
+
+def _create_layout(repo: Repo, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(repo.root / "layouts" / "create_layout.py"), *args],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def test_committed_layout_is_used_and_checked(released: Repo) -> None:
+    layout = released.root / "layouts" / "root.layout"
+    try:
+        made = _create_layout(released, "--expires-days", "30")
+        assert made.returncode == 0, made.stderr
+        proc = released.build()
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "layout layouts/root.layout" in proc.stdout
+        assert (released.artifacts / "root.layout").read_bytes() == layout.read_bytes()
+    finally:
+        layout.unlink(missing_ok=True)
+
+
+def test_expired_or_foreign_layout_is_refused(released: Repo, tmp_path: Path) -> None:
+    from release import attest
+    from release.keys import generate_key, load_private_key, load_public_key
+
+    before = released.artifact_state()
+    layout = released.root / "layouts" / "root.layout"
+    keys = released.keys
+    ws = released.ws
+    try:
+        expired = attest.build_layout(
+            ws, load_public_key(keys / "build.pub"), load_public_key(keys / "release.pub"), datetime_ago()
+        )
+        attest.write_layout(attest.sign_layout(expired, load_private_key(keys, "owner")), layout)
+        proc = released.build()
+        assert proc.returncode == 1 and "the layout expired" in proc.stderr, proc.stderr
+        other = generate_key(tmp_path / "other", "build")
+        foreign = attest.build_layout(ws, other.public, load_public_key(keys / "release.pub"), attest.expiry(30))
+        attest.write_layout(attest.sign_layout(foreign, load_private_key(keys, "owner")), layout)
+        proc = released.build()
+        assert proc.returncode == 2 and "does not authorise" in proc.stderr, proc.stderr
+        attest.write_layout(attest.sign_layout(foreign, load_private_key(keys, "build")), layout)
+        proc = released.build()
+        assert proc.returncode == 1 and "not signed by the owner key" in proc.stderr, proc.stderr
+    finally:
+        layout.unlink(missing_ok=True)
+    assert released.artifact_state() == before
+
+
+def datetime_ago() -> datetime:
+    return datetime.now(UTC) - timedelta(days=1)
+
+
+def test_layout_expiry_is_capped(repo_copy: Repo) -> None:
+    proc = _create_layout(repo_copy, "--expires-days", "400")
+    assert proc.returncode == 2 and "between 1 and 365" in proc.stderr
+
+
+def test_pipeline_never_publishes_a_release_that_does_not_verify(released: Repo) -> None:
+    """A compromised packager slips edge/ material into the core archive: caught before publishing."""
+    before = released.artifact_state()
+    bundle_py = released.root / "release" / "bundle.py"
+    honest = bundle_py.read_text()
+    implant = honest.replace(
+        "    written = write_archive(",
+        "    if bundle.id == 'core':\n"
+        "        implant = ws.root / 'edge' / 'agent' / 'Cargo.toml'\n"
+        "        entries = [*entries, Entry(f'{bundle.stem(ws.version)}/edge/agent/Cargo.toml', implant)]\n"
+        "    written = write_archive(",
+    )
+    implant = implant.replace(
+        "    materials = {material_name(ws, bin_root, p): h for p, h in written.inputs.items()}",
+        "    materials = {material_name(ws, bin_root, p): h for p, h in written.inputs.items()"
+        " if 'edge' not in p.parts}",
+    )
+    assert implant != honest
+    bundle_py.write_text(implant)
+    try:
+        proc = released.build()
+    finally:
+        bundle_py.write_text(honest)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "the staged release does not verify" in proc.stderr
+    assert "DISALLOW _inspect/core/edge/*" in proc.stderr
+    assert released.artifact_state() == before

@@ -1,18 +1,22 @@
-"""The release orchestrator: gates, build, package, sign, checksums, publish.
+"""The release orchestrator: gates, build, package, sign, checksums, verify, publish.
 
 ``python3 release/builder/build.py`` turns the workspace into the release in
-``release/artifacts/``: four archives, their minisign signatures, and a signed
-``SHA256SUMS``. Every step works in a private staging directory with declared
-inputs and outputs; the release folder is replaced atomically only after all
-steps succeeded, so a failure anywhere leaves it exactly as it was. A second
-build started while one runs fails at once.
+``release/artifacts/``: four archives, their minisign signatures, a signed
+``SHA256SUMS``, the in-toto root layout and one signed link per step. Every
+step works in a private staging directory with declared inputs and outputs
+and records them in its link; before publishing, ``SHA256SUMS`` is checked
+against the links and the staged release is verified with the stock
+``in-toto-verify``. The release folder is replaced atomically only after all
+of that succeeded, so a failure anywhere leaves it exactly as it was. A
+second build started while one runs fails at once.
 
 Steps, in order: gates, build, package-core, package-agent-linux,
-package-agent-windows, package-dpi, sign, checksums.
+package-agent-windows, package-dpi, sign, checksums (each an in-toto step),
+then verify (the customer's verification, run on the staged release).
 
-Exit codes: 0 published; 1 a step failed; 2 bad input (config, key,
-passphrase); 3 toolchain missing; 4 gates failed or forbidden content;
-5 another build is running; 130 interrupted.
+Exit codes: 0 published; 1 a step or the verification failed; 2 bad input
+(config, key, passphrase, layout); 3 toolchain missing; 4 gates failed or
+forbidden content; 5 another build is running; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -31,26 +35,39 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from release.bootstrap import ensure_environment
 
-    ensure_environment("cryptography")
+    ensure_environment("cryptography", "in_toto")
 
-from release.archive import ArtifactDigest
+from in_toto.models.metadata import Metablock
+
+from release import attest
+from release.archive import ArtifactDigest, copy_hashed, hash_file
+from release.attest import GATES_REPORT, LAYOUT_NAME, StepRecord
 from release.builder.packager_agent import package_edge
 from release.builder.packager_core import BUNDLE_ID as CORE_ID
 from release.builder.packager_core import package_core
-from release.builder.signer import ROLE as SIGNING_ROLE
 from release.builder.signer import sign_all, sign_digest, write_minisign_pub
+from release.bundle import Packaged
 from release.cargo import HOST_TARGET, Toolchain, cargo_build, find_toolchain
 from release.cli import run
-from release.errors import GateFailure, InjectedFault, ToolchainError, VerificationError
-from release.keys import DEV_MARKER, KeyPair, load_private_key
+from release.errors import (
+    BadInputError,
+    GateFailure,
+    InjectedFault,
+    ToolchainError,
+    VerificationError,
+)
+from release.keys import DEV_MARKER, KeyPair, load_private_key, load_public_key, private_key_path
 from release.manifests.generate_hash_list import SUMS_NAME, parse, write_hash_list
 from release.products import Workspace, load_workspace, repo_root
-from release.source import source_date_epoch
+from release.source import hash_sources, source_commit, source_date_epoch
 from release.staging import build_lock, clean_stale, new_staging, publish
 
 GATES_SCRIPT = Path("governance") / "gates" / "check_gates.py"
 GATES_BANNER = "⛔ RELEASE ABORTED: GATES FAILED"
 FAILPOINT_VARIABLE = "RANSOMEYE_FAILPOINT"
+COMMITTED_LAYOUT = Path("layouts") / LAYOUT_NAME
+LAYOUT_DAYS_DEV = 30
+VERIFY_TIMEOUT = 600
 
 
 @dataclass
@@ -62,10 +79,13 @@ class Release:
     keys_dir: Path
     target_dir: Path
     epoch: int
-    signing_key: KeyPair
+    keys: dict[str, KeyPair]
     toolchains: dict[str, Toolchain]
+    layout: Metablock
+    layout_origin: str
     artifacts: list[ArtifactDigest] = field(default_factory=list)
     signatures: list[ArtifactDigest] = field(default_factory=list)
+    links: dict[str, Path] = field(default_factory=dict)
 
     @property
     def out(self) -> Path:
@@ -79,26 +99,41 @@ class Release:
 
     @property
     def gates_report(self) -> Path:
-        return self.staging / "gates-report.json"
+        return self.staging / GATES_REPORT
 
     @property
     def log(self) -> Path:
         return self.staging / "cargo.log"
 
 
-def step_gates(r: Release) -> str:
-    """Run the gate script; raise :class:`GateFailure` (with its output) if it fails."""
+StepResult = tuple[str, StepRecord]
+
+
+def step_gates(r: Release) -> StepResult:
+    """Run the gate script on the hashed source; raise :class:`GateFailure` if it fails."""
+    materials = hash_sources(r.ws)
     script = r.ws.root / GATES_SCRIPT
     cmd = [sys.executable, str(script), "--root", str(r.ws.root), "--report", str(r.gates_report)]
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False, env=env)
     except (OSError, subprocess.SubprocessError) as e:
         raise GateFailure(GATES_BANNER, hint=f"{script} could not run: {e}") from e
     if proc.returncode != 0:
         details = (proc.stdout + proc.stderr).strip() or f"{script} exited {proc.returncode}"
         raise GateFailure(GATES_BANNER, hint=f"{script} exited {proc.returncode}:\n{details}")
-    passed = sum(1 for line in proc.stdout.splitlines() if line.startswith("PASS"))
-    return f"{passed} gates passed"
+    if not r.gates_report.is_file():
+        raise GateFailure(GATES_BANNER, hint=f"{script} passed but wrote no report")
+    report = hash_file(r.gates_report)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(("PASS", "FAIL"))]
+    record = StepRecord(
+        name=attest.STEP_GATES,
+        command=["python3", str(GATES_SCRIPT), "--report", GATES_REPORT],
+        materials=materials,
+        products={GATES_REPORT: report.sha256},
+        byproducts={"stdout": "\n".join(lines), "stderr": ""},
+    )
+    return f"{sum(1 for x in lines if x.startswith('PASS'))} gates passed", record
 
 
 def _check_version(path: Path, name: str, version: str) -> None:
@@ -113,8 +148,11 @@ def _check_version(path: Path, name: str, version: str) -> None:
         )
 
 
-def step_build(r: Release) -> str:
+def step_build(r: Release) -> StepResult:
     """Build every target; copy the declared binaries into ``bin/<target>/``."""
+    materials = hash_sources(r.ws)
+    materials[GATES_REPORT] = hash_file(r.gates_report).sha256
+    products: dict[str, str] = {}
     for target, tc in r.toolchains.items():
         needed = sorted({b for bundle in r.ws.bundles if bundle.target == target for b in bundle.binaries})
         built = cargo_build(r.ws, tc, r.target_dir, None if target == HOST_TARGET else needed, r.epoch, r.log)
@@ -127,62 +165,137 @@ def step_build(r: Release) -> str:
                 raise ToolchainError(
                     f"cargo did not produce {src.name} for {target}", hint="is it a [[bin]] of a crate?"
                 )
-            shutil.copyfile(src, dest / src.name)
-            os.chmod(dest / src.name, 0o755)  # noqa: S103 - an executable
+            digest = copy_hashed(src, dest / src.name, 0o755)
+            products[f"bin/{target}/{src.name}"] = digest.sha256
             if target == HOST_TARGET:
                 _check_version(dest / src.name, name, r.ws.version)
-    return ", ".join(f"{t}: {tc.version}" for t, tc in r.toolchains.items())
+    record = StepRecord(
+        name=attest.STEP_BUILD,
+        command=["cargo", "build", "--release", "--offline", "--locked"],
+        materials=materials,
+        products=products,
+        environment={"toolchains": {t: tc.version for t, tc in r.toolchains.items()}},
+    )
+    return ", ".join(f"{t}: {tc.version}" for t, tc in r.toolchains.items()), record
 
 
-def _package_step(bundle_id: str) -> Callable[[Release], str]:
-    def step(r: Release) -> str:
+def _package_step(bundle_id: str) -> Callable[[Release], StepResult]:
+    def step(r: Release) -> StepResult:
+        packaged: Packaged
         if bundle_id == CORE_ID:
-            digest = package_core(r.ws, r.bin_root, r.out, r.epoch)
+            packaged = package_core(r.ws, r.bin_root, r.out, r.epoch)
         else:
-            digest = package_edge(r.ws, bundle_id, r.bin_root, r.out, r.epoch)
-        r.artifacts.append(digest)
-        return f"{digest.name} ({_size(digest.size)})"
+            packaged = package_edge(r.ws, bundle_id, r.bin_root, r.out, r.epoch)
+        d = packaged.digest
+        r.artifacts.append(d)
+        record = StepRecord(
+            name=r.ws.bundle(bundle_id).step,
+            command=["package", bundle_id],
+            materials=packaged.materials,
+            products={d.name: d.sha256},
+        )
+        return f"{d.name} ({_size(d.size)})", record
 
     step.__doc__ = f"Package the {bundle_id} bundle into the release folder."
     return step
 
 
-def step_sign(r: Release) -> str:
+def step_sign(r: Release) -> StepResult:
     """Sign every archive (``<archive>.minisig``)."""
-    r.signatures = sign_all(r.signing_key, r.artifacts, r.ws.version, r.epoch)
-    return f"{len(r.signatures)} signatures"
+    r.signatures = sign_all(r.keys[attest.RELEASE_ROLE], r.artifacts, r.ws.version, r.epoch)
+    record = StepRecord(
+        name=attest.STEP_SIGN,
+        command=["minisign-sign"],
+        materials={d.name: d.sha256 for d in r.artifacts},
+        products={d.name: d.sha256 for d in r.signatures},
+    )
+    return f"{len(r.signatures)} signatures", record
 
 
-def step_checksums(r: Release) -> str:
+def step_checksums(r: Release) -> StepResult:
     """Write and sign ``SHA256SUMS``; check it lists exactly what the steps produced."""
     produced = r.artifacts + r.signatures
     sums = write_hash_list(r.out, produced)
     listed = parse(sums.path.read_text(), SUMS_NAME)
-    expected = {d.name: d.sha256 for d in produced}
-    if listed != expected:
+    if listed != {d.name: d.sha256 for d in produced}:
         raise VerificationError(f"{SUMS_NAME} does not match what the steps produced")
-    sign_digest(r.signing_key, sums, r.ws.version, r.epoch)
-    return f"{len(listed)} entries"
+    sums_sig = sign_digest(r.keys[attest.RELEASE_ROLE], sums, r.ws.version, r.epoch)
+    record = StepRecord(
+        name=attest.STEP_CHECKSUMS,
+        command=["sha256sums"],
+        materials={d.name: d.sha256 for d in produced},
+        products={sums.name: sums.sha256, sums_sig.name: sums_sig.sha256},
+    )
+    return f"{len(listed)} entries", record
 
 
-STEPS: tuple[tuple[str, Callable[[Release], str]], ...] = (
-    ("gates", step_gates),
-    ("build", step_build),
+STEPS: tuple[tuple[str, Callable[[Release], StepResult]], ...] = (
+    (attest.STEP_GATES, step_gates),
+    (attest.STEP_BUILD, step_build),
     ("package-core", _package_step("core")),
     ("package-agent-linux", _package_step("agent-linux")),
     ("package-agent-windows", _package_step("agent-windows")),
     ("package-dpi", _package_step("dpi")),
-    ("sign", step_sign),
-    ("checksums", step_checksums),
+    (attest.STEP_SIGN, step_sign),
+    (attest.STEP_CHECKSUMS, step_checksums),
 )
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
+def check_sums_against_links(r: Release) -> None:
+    """Every line of ``SHA256SUMS`` must equal the hash the producing step's link recorded."""
+    recorded: dict[str, str] = {}
+    for b in r.ws.bundles:
+        recorded.update(attest.read_link_products(r.links[b.step]))
+    recorded.update(attest.read_link_products(r.links[attest.STEP_SIGN]))
+    listed = parse((r.out / SUMS_NAME).read_text(), SUMS_NAME)
+    if listed != recorded:
+        diff = sorted(set(listed.items()) ^ set(recorded.items()))
+        raise VerificationError(f"{SUMS_NAME} disagrees with the links on {', '.join(n for n, _ in diff)}")
+
+
+def in_toto_verify_command() -> str:
+    """The stock ``in-toto-verify`` of the running environment."""
+    beside = Path(sys.executable).parent / "in-toto-verify"
+    found = str(beside) if beside.is_file() else shutil.which("in-toto-verify")
+    if found is None:
+        raise ToolchainError("in-toto-verify not found", hint="run `make setup` (it comes with the in-toto package)")
+    return found
+
+
+def verify_failure_reason(stderr: str) -> str:
+    """The reason line of a failed ``in-toto-verify`` run."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "(in-toto-verify)" in line:
+            return line.split("(in-toto-verify)", 1)[1].strip()
+    return lines[-1] if lines else "(no output)"
+
+
+def verify_staged(r: Release) -> str:
+    """Run the customer's verification on a hard-linked copy of the staged release."""
+    check_sums_against_links(r)
+    scratch = r.staging / "verify"
+    scratch.mkdir()
+    for p in r.out.iterdir():
+        os.link(p, scratch / p.name)
+    owner_pub = r.keys_dir / "owner.pub"
+    cmd = [in_toto_verify_command(), "--layout", LAYOUT_NAME, "--verification-keys", str(owner_pub)]
+    cmd += ["--inspection-timeout", str(VERIFY_TIMEOUT)]
+    try:
+        proc = subprocess.run(cmd, cwd=scratch, capture_output=True, text=True, timeout=VERIFY_TIMEOUT, check=False)
+    except subprocess.TimeoutExpired as e:
+        raise VerificationError("in-toto-verify of the staged release timed out") from e
+    if proc.returncode != 0:
+        raise VerificationError(f"the staged release does not verify: {verify_failure_reason(proc.stderr)}")
+    return f"in-toto-verify passed ({len(r.links)} links, {r.layout_origin})"
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    raise AssertionError("unreachable")
+        n /= 1024
+    return f"{n:.1f} GiB"
 
 
 def _failpoint(name: str) -> None:
@@ -190,8 +303,44 @@ def _failpoint(name: str) -> None:
         raise InjectedFault(f"failure injected after step {name} ({FAILPOINT_VARIABLE}={name})")
 
 
+def resolve_layout(ws: Workspace, keys_dir: Path, keys: dict[str, KeyPair]) -> tuple[Metablock, str]:
+    """The signed root layout this build ships.
+
+    The committed ``layouts/root.layout`` when there is one (its owner
+    signature checked against ``keys/owner.pub``, expiry checked, and it must
+    authorise the keys this build signs with); otherwise, with development
+    keys, a layout signed now with the development owner key.
+    """
+    committed = ws.root / COMMITTED_LAYOUT
+    if committed.exists():
+        metablock = attest.load_layout(committed, load_public_key(keys_dir / "owner.pub"))
+        authorised = attest.layout_functionaries(metablock)
+        for role in (attest.BUILD_ROLE, attest.RELEASE_ROLE):
+            if attest.keyid_of(keys[role].public) not in authorised:
+                raise BadInputError(
+                    f"{committed}: the layout does not authorise {keys[role].path.with_suffix('.pub')}",
+                    hint="the owner signs a new layout for the current functionary keys (layouts/README.md)",
+                )
+        return metablock, f"layout {COMMITTED_LAYOUT}"
+    if not private_key_path(keys_dir, "owner").exists():
+        raise BadInputError(
+            f"no {COMMITTED_LAYOUT} and no owner key to sign one",
+            hint="the owner creates it offline: python3 layouts/create_layout.py (see layouts/README.md)",
+        )
+    if not (keys_dir / DEV_MARKER).exists():
+        raise BadInputError(
+            f"no {COMMITTED_LAYOUT}: production builds use the layout the owner signed offline",
+            hint="commit layouts/root.layout (python3 layouts/create_layout.py on the owner's machine)",
+        )
+    owner = load_private_key(keys_dir, "owner")
+    layout = attest.build_layout(
+        ws, keys[attest.BUILD_ROLE].public, keys[attest.RELEASE_ROLE].public, attest.expiry(LAYOUT_DAYS_DEV)
+    )
+    return attest.sign_layout(layout, owner), "layout signed now with the development owner key"
+
+
 def run_release(root: Path, keys_dir: Path, target_dir: Path) -> Path:
-    """Run every step and publish; return the release folder.
+    """Run every step, verify, and publish; return the release folder.
 
     Side effects: runs the gates and cargo, writes a staging directory under
     ``release/.staging/`` and, on success only, replaces ``release/artifacts/``.
@@ -203,37 +352,70 @@ def run_release(root: Path, keys_dir: Path, target_dir: Path) -> Path:
         clean_stale(release_dir)
         # Preflight: everything that can be checked before work starts.
         epoch = source_date_epoch(ws.root)
-        signing_key = load_private_key(keys_dir, SIGNING_ROLE)
-        write_minisign_pub(keys_dir, signing_key.public)
+        keys = {role: load_private_key(keys_dir, role) for role in (attest.BUILD_ROLE, attest.RELEASE_ROLE)}
+        write_minisign_pub(keys_dir, keys[attest.RELEASE_ROLE].public)
+        layout, layout_origin = resolve_layout(ws, keys_dir, keys)
         toolchains = {t: find_toolchain(ws, t) for t in ws.targets()}
         staging = new_staging(release_dir)
         try:
-            r = Release(ws, staging, keys_dir, target_dir, epoch, signing_key, toolchains)
+            r = Release(ws, staging, keys_dir, target_dir, epoch, keys, toolchains, layout, layout_origin)
             r.out.mkdir()
-            print(f"RansomEye {ws.version}: release build (SOURCE_DATE_EPOCH={epoch})", flush=True)
+            commit = source_commit(ws.root)
+            print(
+                f"RansomEye {ws.version}: release build of {commit or 'a tree without git'} (SOURCE_DATE_EPOCH={epoch})"
+            )
+            total = len(STEPS) + 1
             for i, (name, fn) in enumerate(STEPS, 1):
-                started = time.monotonic()
-                print(f"[{i}/{len(STEPS)}] {name:<22}", end="", flush=True)
-                try:
-                    summary = fn(r)
+                with _progress(i, total, name) as done:
+                    summary, record = fn(r)
+                    key = r.keys[attest.step_role(name)]
+                    r.links[name] = attest.write_link(record, key, r.out)
                     _failpoint(name)
-                except BaseException:
-                    print(f"FAILED after {time.monotonic() - started:.1f}s", flush=True)
-                    raise
-                print(f"ok {time.monotonic() - started:6.1f}s  {summary}", flush=True)
+                    done(summary)
+            attest.write_layout(r.layout, r.out / LAYOUT_NAME)
+            with _progress(total, total, "verify") as done:
+                done(verify_staged(r))
+                _failpoint("verify")
             publish(r.out, artifacts_dir)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return artifacts_dir
 
 
+class _progress:
+    """Print ``[i/n] name`` then ``ok <seconds> <summary>`` or ``FAILED after <seconds>``."""
+
+    def __init__(self, i: int, total: int, name: str) -> None:
+        self.label = f"[{i}/{total}] {name:<22}"
+        self.summary = ""
+
+    def __enter__(self) -> Callable[[str], None]:
+        print(self.label, end="", flush=True)
+        self.started = time.monotonic()
+
+        def done(summary: str) -> None:
+            self.summary = summary
+
+        return done
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        elapsed = time.monotonic() - self.started
+        if exc_type is None:
+            print(f"ok {elapsed:6.1f}s  {self.summary}", flush=True)
+        else:
+            print(f"FAILED after {elapsed:.1f}s", flush=True)
+
+
 def _summary(ws: Workspace, artifacts_dir: Path, keys_dir: Path) -> str:
     lines = [f"Published RansomEye {ws.version} to {artifacts_dir}:"]
     for p in sorted(artifacts_dir.iterdir()):
-        if not p.name.startswith("."):
+        if not p.name.startswith(".") and not p.name.endswith(".link"):
             lines.append(f"  {p.name:<48} {_size(p.stat().st_size):>10}")
-    pub = keys_dir / "release.minisign.pub"
-    lines.append(f"Verify: cd {artifacts_dir} && sha256sum -c {SUMS_NAME} && minisign -V -p {pub} -m <file>")
+    links = sorted(p.name for p in artifacts_dir.glob("*.link"))
+    lines.append(f"  {len(links)} in-toto links ({', '.join(n.split('.')[0] for n in links)})")
+    lines.append(
+        f"Verify: cd {artifacts_dir} && in-toto-verify --layout {LAYOUT_NAME} --verification-keys {keys_dir}/owner.pub"
+    )
     if (keys_dir / DEV_MARKER).exists():
         bar = "!" * 72
         lines += [bar, "!! Signed with DEVELOPMENT keys: for testing only, never for customers.", bar]

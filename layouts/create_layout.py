@@ -1,0 +1,63 @@
+"""Create and sign the in-toto root layout of the RansomEye release.
+
+The layout is generated from the product declaration in ``Cargo.toml`` and
+authorises the functionary keys ``keys/build.pub`` (gates, build, packaging)
+and ``keys/release.pub`` (sign, checksums). It is version-agnostic: one signed
+layout serves every release until it expires. The owner runs this on the
+machine that holds ``keys/owner.pem`` (offline in production) and commits
+the result; the build server then never needs the owner key.
+
+Usage: ``python3 layouts/create_layout.py [--keys-dir keys] [--expires-days N] [--out layouts/root.layout]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from release.bootstrap import ensure_environment
+
+    ensure_environment("cryptography", "in_toto")
+
+from release import attest
+from release.cli import run
+from release.keys import load_private_key, load_public_key
+from release.products import load_workspace, repo_root
+
+DEFAULT_DAYS = 365
+
+
+def main(argv: list[str] | None = None) -> int:
+    def inner(args: list[str]) -> int:
+        root = repo_root()
+        parser = argparse.ArgumentParser(prog="create_layout", description="Create and sign the root layout.")
+        parser.add_argument("--keys-dir", type=Path, default=root / "keys")
+        parser.add_argument(
+            "--expires-days",
+            type=int,
+            default=DEFAULT_DAYS,
+            help=f"days until the layout expires (1 to {attest.MAX_EXPIRY_DAYS}, default {DEFAULT_DAYS})",
+        )
+        parser.add_argument("--out", type=Path, default=root / "layouts" / attest.LAYOUT_NAME)
+        ns = parser.parse_args(args)
+        ws = load_workspace(root)
+        expires = attest.expiry(ns.expires_days)
+        owner = load_private_key(ns.keys_dir, "owner")
+        layout = attest.build_layout(
+            ws,
+            load_public_key(ns.keys_dir / "build.pub"),
+            load_public_key(ns.keys_dir / "release.pub"),
+            expires,
+        )
+        attest.write_layout(attest.sign_layout(layout, owner), ns.out)
+        print(f"wrote {ns.out}: {len(layout.steps)} steps, {len(layout.inspect)} inspections, expires {layout.expires}")
+        return 0
+
+    return run("create_layout", inner, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

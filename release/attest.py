@@ -1,0 +1,380 @@
+"""in-toto adapter: signed links for each step, and the root layout.
+
+A step's link records exactly the materials it read and the products it
+wrote, with the SHA-256 computed while the pipeline streamed them (nothing is
+re-read, nothing is skipped by exclude patterns). Links are named
+``<step>.<first 8 hex of keyid>.link`` and signed by the step's functionary.
+
+The root layout is generated from the product declaration. It is
+version-agnostic (archive names are matched with ``*``), so one signed layout
+serves every release. Its artifact rules chain the steps (each consumes what
+the previous one produced, every list ends in ``DISALLOW *``), keep ``edge/``
+material and agent/DPI binaries out of the core bundle, and its inspections —
+run by the customer's ``in-toto-verify`` in the flat release folder — check
+every delivered file against the step that produced it and unpack each archive
+to check what is inside.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from in_toto.models.layout import Inspection, Layout, Step
+from in_toto.models.link import FILENAME_FORMAT, Link
+from in_toto.models.metadata import Metablock
+from securesystemslib.signer import CryptoSigner, SSlibKey
+
+from release.errors import BadInputError, VerificationError
+from release.keys import KeyPair
+from release.manifests.generate_hash_list import SUMS_NAME
+from release.minisign import SUFFIX as SIG_SUFFIX
+from release.products import Bundle, Workspace
+
+LAYOUT_NAME = "root.layout"
+GATES_REPORT = "gates-report.json"
+INSPECT_DIR = "_inspect"
+MAX_EXPIRY_DAYS = 365
+EXPIRES_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+# Which functionary role performs each step.
+BUILD_ROLE = "build"
+RELEASE_ROLE = "release"
+STEP_GATES = "gates"
+STEP_BUILD = "build"
+STEP_SIGN = "sign"
+STEP_CHECKSUMS = "checksums"
+
+
+def step_names(ws: Workspace) -> list[str]:
+    """Every in-toto step of the pipeline, in order."""
+    return [STEP_GATES, STEP_BUILD, *(b.step for b in ws.bundles), STEP_SIGN, STEP_CHECKSUMS]
+
+
+def step_role(step: str) -> str:
+    return RELEASE_ROLE if step in (STEP_SIGN, STEP_CHECKSUMS) else BUILD_ROLE
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What one step did: the evidence its link carries."""
+
+    name: str
+    command: Sequence[str]
+    materials: Mapping[str, str]
+    products: Mapping[str, str]
+    byproducts: Mapping[str, Any] = field(default_factory=dict)
+    environment: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _artifacts(hashes: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    return {name: {"sha256": hashes[name]} for name in sorted(hashes)}
+
+
+def key_dict(public: Ed25519PublicKey) -> dict[str, Any]:
+    """The in-toto/securesystemslib key dict (with ``keyid``) of ``public``."""
+    key = SSlibKey.from_crypto(public)
+    d: dict[str, Any] = key.to_dict()
+    d["keyid"] = key.keyid
+    return d
+
+
+def keyid_of(public: Ed25519PublicKey) -> str:
+    return str(SSlibKey.from_crypto(public).keyid)
+
+
+def link_filename(step: str, public: Ed25519PublicKey) -> str:
+    return str(FILENAME_FORMAT.format(step_name=step, keyid=keyid_of(public)))
+
+
+def _dump(metablock: Metablock, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.part")
+    metablock.dump(str(tmp))
+    with tmp.open("rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_link(record: StepRecord, key: KeyPair, out_dir: Path) -> Path:
+    """Sign ``record`` with ``key`` and write its link into ``out_dir``; return the path."""
+    link = Link(
+        name=record.name,
+        materials=_artifacts(record.materials),
+        products=_artifacts(record.products),
+        byproducts={"return-value": 0, **record.byproducts},
+        command=list(record.command),
+        environment=dict(record.environment),
+    )
+    metablock = Metablock(signed=link)
+    metablock.create_signature(CryptoSigner(key.private))
+    path = out_dir / link_filename(record.name, key.public)
+    _dump(metablock, path)
+    return path
+
+
+def read_link_products(path: Path) -> dict[str, str]:
+    """The products (name → sha256) a link file records."""
+    try:
+        data = json.loads(path.read_text())
+        return {name: h["sha256"] for name, h in data["signed"]["products"].items()}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise VerificationError(f"{path.name}: not a readable in-toto link") from e
+
+
+# --- the layout ----------------------------------------------------------------
+
+
+def _archive_glob(ws: Workspace, bundle: Bundle) -> str:
+    return f"{bundle.name}-*.{bundle.format}"
+
+
+def _forbidden_rules(bundle: Bundle, prefix: str) -> list[list[str]]:
+    """DISALLOW rules for ``bundle``'s forbidden paths and binaries under ``prefix``."""
+    rules: list[list[str]] = []
+    for fp in bundle.forbidden_paths:
+        rules += [["DISALLOW", f"{prefix}{fp}/*"], ["DISALLOW", f"{prefix}*/{fp}/*"]]
+    for fb in bundle.forbidden_binaries:
+        for name in (fb, f"{fb}.exe"):
+            rules += [["DISALLOW", f"{prefix}{name}"], ["DISALLOW", f"{prefix}*/{name}"]]
+    return rules
+
+
+def _release_files(ws: Workspace) -> list[list[str]]:
+    """MATCH rules tying every delivered file to the step that produced it."""
+    rules: list[list[str]] = [
+        ["MATCH", SUMS_NAME, "WITH", "PRODUCTS", "FROM", STEP_CHECKSUMS],
+        ["MATCH", SUMS_NAME + SIG_SUFFIX, "WITH", "PRODUCTS", "FROM", STEP_CHECKSUMS],
+    ]
+    for b in ws.bundles:
+        rules.append(["MATCH", _archive_glob(ws, b), "WITH", "PRODUCTS", "FROM", b.step])
+        rules.append(["MATCH", _archive_glob(ws, b) + SIG_SUFFIX, "WITH", "PRODUCTS", "FROM", STEP_SIGN])
+    return rules
+
+
+def _allow_delivered(ws: Workspace) -> list[list[str]]:
+    """ALLOW rules for files another inspection checks strictly (or that carry no payload)."""
+    rules = [["ALLOW", LAYOUT_NAME], ["ALLOW", ".gitkeep"], ["ALLOW", SUMS_NAME], ["ALLOW", SUMS_NAME + SIG_SUFFIX]]
+    for b in ws.bundles:
+        rules += [["ALLOW", _archive_glob(ws, b)], ["ALLOW", _archive_glob(ws, b) + SIG_SUFFIX]]
+    return rules
+
+
+def _unpack_command(ws: Workspace, bundle: Bundle) -> list[str]:
+    dest = f"{INSPECT_DIR}/{bundle.id}"
+    archive = _archive_glob(ws, bundle)
+    if bundle.format == "zip":
+        extract = (
+            f"mkdir -p {dest}.tmp && python3 -m zipfile -e {archive} {dest}.tmp"
+            f" && mv {dest}.tmp/* {dest} && rmdir {dest}.tmp"
+        )
+    else:
+        extract = f"mkdir -p {dest} && tar -xzf {archive} -C {dest} --strip-components=1 --no-same-owner"
+    return ["sh", "-c", f"set -e; rm -rf {INSPECT_DIR}; mkdir {INSPECT_DIR}; {extract}"]
+
+
+def build_layout(
+    ws: Workspace, build_key: Ed25519PublicKey, release_key: Ed25519PublicKey, expires: datetime
+) -> Layout:
+    """The root layout for ``ws``'s pipeline, expiring at ``expires`` (UTC)."""
+    build_id, release_id = keyid_of(build_key), keyid_of(release_key)
+    layout = Layout()
+    layout.readme = (
+        "RansomEye release supply chain: gates -> build -> package (core, agents, DPI) -> sign -> checksums. "
+        "Verify in the release folder: in-toto-verify --layout root.layout --verification-keys owner.pub"
+    )
+    layout.expires = expires.astimezone(UTC).strftime(EXPIRES_FORMAT)
+    layout.add_functionary_key(key_dict(build_key))
+    layout.add_functionary_key(key_dict(release_key))
+
+    source_allow = [["ALLOW", s if (ws.root / s).is_file() else f"{s}/*"] for s in ws.sources]
+    binaries = sorted({f"bin/{b.target}/{f}" for b in ws.bundles for f in b.binary_files()})
+
+    steps: list[Step] = []
+    steps.append(
+        Step(
+            name=STEP_GATES,
+            pubkeys=[build_id],
+            expected_command=["python3", "governance/gates/check_gates.py", "--report", GATES_REPORT],
+            expected_materials=[["REQUIRE", "Cargo.toml"], ["REQUIRE", "Cargo.lock"], *source_allow, ["DISALLOW", "*"]],
+            expected_products=[["REQUIRE", GATES_REPORT], ["CREATE", GATES_REPORT], ["DISALLOW", "*"]],
+        )
+    )
+    steps.append(
+        Step(
+            name=STEP_BUILD,
+            pubkeys=[build_id],
+            expected_command=["cargo", "build", "--release", "--offline", "--locked"],
+            expected_materials=[
+                ["REQUIRE", GATES_REPORT],
+                ["REQUIRE", "Cargo.lock"],
+                ["MATCH", GATES_REPORT, "WITH", "PRODUCTS", "FROM", STEP_GATES],
+                ["MATCH", "*", "WITH", "MATERIALS", "FROM", STEP_GATES],
+                ["DISALLOW", "*"],
+            ],
+            expected_products=[
+                *(["REQUIRE", b] for b in binaries),
+                *(["CREATE", b] for b in binaries),
+                ["DISALLOW", "*"],
+            ],
+        )
+    )
+    for b in ws.bundles:
+        bins = [f"bin/{b.target}/{f}" for f in b.binary_files()]
+        steps.append(
+            Step(
+                name=b.step,
+                pubkeys=[build_id],
+                expected_command=["package", b.id],
+                expected_materials=[
+                    *(["REQUIRE", x] for x in bins),
+                    *_forbidden_rules(b, ""),
+                    *(["MATCH", x, "WITH", "PRODUCTS", "FROM", STEP_BUILD] for x in bins),
+                    *(["MATCH", f"{a}/*", "WITH", "MATERIALS", "FROM", STEP_BUILD] for a in b.assets),
+                    ["DISALLOW", "*"],
+                ],
+                expected_products=[["CREATE", _archive_glob(ws, b)], ["DISALLOW", "*"]],
+            )
+        )
+    steps.append(
+        Step(
+            name=STEP_SIGN,
+            pubkeys=[release_id],
+            expected_command=["minisign-sign"],
+            expected_materials=[
+                *(["MATCH", _archive_glob(ws, b), "WITH", "PRODUCTS", "FROM", b.step] for b in ws.bundles),
+                ["DISALLOW", "*"],
+            ],
+            expected_products=[
+                *(["CREATE", _archive_glob(ws, b) + SIG_SUFFIX] for b in ws.bundles),
+                ["DISALLOW", "*"],
+            ],
+        )
+    )
+    steps.append(
+        Step(
+            name=STEP_CHECKSUMS,
+            pubkeys=[release_id],
+            expected_command=["sha256sums"],
+            expected_materials=[*_release_files(ws)[2:], ["DISALLOW", "*"]],
+            expected_products=[
+                ["REQUIRE", SUMS_NAME],
+                ["REQUIRE", SUMS_NAME + SIG_SUFFIX],
+                ["CREATE", SUMS_NAME],
+                ["CREATE", SUMS_NAME + SIG_SUFFIX],
+                ["DISALLOW", "*"],
+            ],
+        )
+    )
+    layout.steps = steps
+
+    verify_rules = [
+        ["REQUIRE", SUMS_NAME],
+        ["REQUIRE", SUMS_NAME + SIG_SUFFIX],
+        *_release_files(ws),
+        ["ALLOW", LAYOUT_NAME],
+        ["ALLOW", ".gitkeep"],
+        ["ALLOW", f"{INSPECT_DIR}/*"],
+        ["DISALLOW", "*"],
+    ]
+    inspections = [
+        Inspection(
+            name="verify-files",
+            run=["sha256sum", "--check", "--strict", "--quiet", SUMS_NAME],
+            expected_materials=verify_rules,
+            expected_products=verify_rules,
+        )
+    ]
+    for b in ws.bundles:
+        inside = f"{INSPECT_DIR}/{b.id}/"
+        inspections.append(
+            Inspection(
+                name=f"unpack-{b.id}",
+                run=_unpack_command(ws, b),
+                expected_materials=[*_allow_delivered(ws), ["ALLOW", f"{INSPECT_DIR}/*"], ["DISALLOW", "*"]],
+                expected_products=[
+                    *(["REQUIRE", f"{inside}bin/{f}"] for f in b.binary_files()),
+                    *_forbidden_rules(b, inside),
+                    [
+                        "MATCH",
+                        "*",
+                        "IN",
+                        f"{inside}bin",
+                        "WITH",
+                        "PRODUCTS",
+                        "IN",
+                        f"bin/{b.target}",
+                        "FROM",
+                        STEP_BUILD,
+                    ],
+                    *(
+                        ["MATCH", "*", "IN", f"{inside}{a}", "WITH", "MATERIALS", "IN", a, "FROM", STEP_BUILD]
+                        for a in b.assets
+                    ),
+                    *_allow_delivered(ws),
+                    ["DISALLOW", "*"],
+                ],
+            )
+        )
+    layout.inspect = inspections
+    layout.validate()
+    return layout
+
+
+def sign_layout(layout: Layout, owner: KeyPair) -> Metablock:
+    """Wrap ``layout`` and sign it with the owner key."""
+    metablock = Metablock(signed=layout)
+    metablock.create_signature(CryptoSigner(owner.private))
+    return metablock
+
+
+def write_layout(metablock: Metablock, path: Path) -> None:
+    _dump(metablock, path)
+
+
+def expiry(days: int) -> datetime:
+    """The expiry ``days`` from now; refuses more than :data:`MAX_EXPIRY_DAYS`."""
+    if not 1 <= days <= MAX_EXPIRY_DAYS:
+        raise BadInputError(f"layout expiry of {days} days: must be between 1 and {MAX_EXPIRY_DAYS}")
+    return datetime.now(UTC).replace(microsecond=0) + timedelta(days=days)
+
+
+def load_layout(path: Path, owner_public: Ed25519PublicKey) -> Metablock:
+    """Load a signed layout; check its owner signature and expiry.
+
+    Raises :class:`VerificationError` for a bad signature or an expired
+    layout, :class:`BadInputError` when it cannot be read.
+    """
+    try:
+        metablock = Metablock.load(str(path))
+    except Exception as e:  # in-toto raises many types for a malformed file
+        raise BadInputError(f"{path}: not a readable in-toto layout ({type(e).__name__})") from e
+    if not isinstance(metablock.signed, Layout):
+        raise BadInputError(f"{path}: holds a link, not a layout")
+    owner = key_dict(owner_public)
+    try:
+        metablock.verify_signature(owner)
+    except Exception as e:
+        raise VerificationError(f"{path}: not signed by the owner key {owner['keyid'][:8]}") from e
+    expires = datetime.strptime(metablock.signed.expires, EXPIRES_FORMAT).replace(tzinfo=UTC)
+    if expires <= datetime.now(UTC):
+        raise VerificationError(
+            f"{path}: the layout expired on {metablock.signed.expires}",
+            hint="the owner signs a new one: python3 layouts/create_layout.py",
+        )
+    return metablock
+
+
+def layout_functionaries(metablock: Metablock) -> set[str]:
+    """The keyids a layout authorises."""
+    return set(metablock.signed.keys)
+
+
+def command_text(command: Sequence[str]) -> str:
+    return shlex.join(command)

@@ -1,0 +1,298 @@
+"""The tamper matrix: the stock in-toto-verify accepts the honest release and rejects every tampering.
+
+Each case copies a real release made by ``build.py``, tampers with it as an
+attacker would (with the real functionary keys where the attack needs them),
+runs the stock ``in-toto-verify`` in a subprocess in the release folder, and
+checks the exit code and the reason it gives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from in_toto.models.metadata import Metablock
+from securesystemslib.signer import CryptoSigner
+
+from release import attest
+from release.archive import collect_tree, hash_file, write_tar_gz
+from release.attest import StepRecord
+from release.builder.signer import sign_digest
+from release.bundle import package
+from release.keys import KeyPair, load_private_key, load_public_key
+from release.manifests.generate_hash_list import write_hash_list
+from tests.conftest import EPOCH, Repo
+
+pytestmark = pytest.mark.slow
+VERIFY = str(Path(sys.executable).parent / "in-toto-verify")
+CORE = "ransomeye-core-1.0.0.tar.gz"
+ARCHIVES = [
+    CORE,
+    "ransomeye-agent-linux-1.0.0.tar.gz",
+    "ransomeye-agent-windows-1.0.0.zip",
+    "ransomeye-dpi-1.0.0.tar.gz",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """A copy of the release folder and the keys an attacker may hold."""
+
+    folder: Path
+    repo: Repo
+
+    def key(self, role: str) -> KeyPair:
+        return load_private_key(self.repo.keys, role)
+
+    def link(self, step: str) -> Path:
+        (path,) = self.folder.glob(f"{step}.*.link")
+        return path
+
+    def relink(self, step: str, **changes: dict[str, str]) -> None:
+        """Rewrite ``step``'s link with changed materials/products, signed with its real key."""
+        data = json.loads(self.link(step).read_text())["signed"]
+        record = StepRecord(
+            name=step,
+            command=data["command"],
+            materials=changes.get("materials", {k: v["sha256"] for k, v in data["materials"].items()}),
+            products=changes.get("products", {k: v["sha256"] for k, v in data["products"].items()}),
+        )
+        self.link(step).unlink()
+        attest.write_link(record, self.key(attest.step_role(step)), self.folder)
+
+    def resign_release(self) -> None:
+        """What a compromised release stage does after changing an archive: re-sign and re-list everything."""
+        release = self.key("release")
+        archives = [hash_file(self.folder / a) for a in ARCHIVES]
+        sigs = [sign_digest(release, d, "1.0.0", EPOCH) for d in archives]
+        self.relink("sign", materials={d.name: d.sha256 for d in archives}, products={d.name: d.sha256 for d in sigs})
+        sums = write_hash_list(self.folder, archives + sigs)
+        sums_sig = sign_digest(release, sums, "1.0.0", EPOCH)
+        self.relink(
+            "checksums",
+            materials={d.name: d.sha256 for d in archives + sigs},
+            products={sums.name: sums.sha256, sums_sig.name: sums_sig.sha256},
+        )
+
+
+def verify(folder: Path, owner_pub: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [VERIFY, "--layout", "root.layout", "--verification-keys", str(owner_pub)],
+        cwd=folder, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
+def reason(proc: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in proc.stderr.splitlines() if "(in-toto-verify)" in line]
+    return lines[-1] if lines else proc.stderr[-2000:]
+
+
+@pytest.fixture
+def case(released: Repo, tmp_path: Path) -> Case:
+    folder = tmp_path / "download"
+    shutil.copytree(released.artifacts, folder)
+    return Case(folder, released)
+
+
+def test_honest_release_verifies(case: Case) -> None:
+    proc = verify(case.folder, case.repo.keys / "owner.pub")
+    assert proc.returncode == 0, reason(proc)
+    # A second run in the same folder (with the inspection leftovers) verifies too.
+    assert verify(case.folder, case.repo.keys / "owner.pub").returncode == 0
+
+
+def test_owner_key_delivered_separately(case: Case, tmp_path: Path) -> None:
+    delivered = tmp_path / "from-the-website" / "ransomeye-owner.pub"
+    delivered.parent.mkdir()
+    shutil.copy(case.repo.keys / "owner.pub", delivered)
+    assert verify(case.folder, delivered).returncode == 0
+
+
+def _flip(path: Path, offset: int | None = None) -> None:
+    data = bytearray(path.read_bytes())
+    i = len(data) // 2 if offset is None else offset
+    data[i] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _tamper_flip(case: Case, tmp: Path, name: str, offset: int | None = None) -> None:
+    _flip(case.folder / name, offset)
+
+
+def _tamper_extra_file(case: Case, tmp: Path) -> None:
+    (case.folder / "README.txt").write_text("hi\n")
+
+
+def _repack_core_with_edge(case: Case, tmp: Path) -> None:
+    src = tmp / "unpacked"
+    with tarfile.open(case.folder / CORE) as tar:
+        tar.extractall(src, filter="data")
+    top = src / "ransomeye-core-1.0.0"
+    (top / "edge" / "agent").mkdir(parents=True)
+    (top / "edge" / "agent" / "implant.rs").write_text("fn main() {}\n")
+    write_tar_gz(collect_tree(src, top, "ransomeye-core-1.0.0"), case.folder / CORE, EPOCH)
+
+
+def _tamper_repacked_core(case: Case, tmp: Path) -> None:
+    _repack_core_with_edge(case, tmp)
+    write_hash_list(case.folder)  # SHA256SUMS regenerated to match
+
+
+def _tamper_malicious_packager(case: Case, tmp: Path) -> None:
+    """A packager (holding the build key) adds edge/ material but records honest materials."""
+    _repack_core_with_edge(case, tmp)
+    case.relink("package-core", products={CORE: hash_file(case.folder / CORE).sha256})
+    case.resign_release()
+
+
+def _tamper_foreign_key_link(case: Case, tmp: Path) -> None:
+    path = case.link("package-core")
+    mb = Metablock.load(str(path))
+    mb.signatures = []
+    mb.create_signature(CryptoSigner(Ed25519PrivateKey.generate()))
+    mb.dump(str(path))
+
+
+def _tamper_link_copied(case: Case, tmp: Path) -> None:
+    shutil.copy(case.link("package-dpi"), case.link("package-core"))
+
+
+def _tamper_link_edited(case: Case, tmp: Path) -> None:
+    path = case.link("package-core")
+    data = json.loads(path.read_text())
+    data["signed"]["products"][CORE]["sha256"] = "0" * 64
+    path.write_text(json.dumps(data))
+
+
+def _new_layout(case: Case, signer: str, expires: datetime) -> None:
+    ws = case.repo.ws
+    layout = attest.build_layout(
+        ws, load_public_key(case.repo.keys / "build.pub"), load_public_key(case.repo.keys / "release.pub"), expires
+    )
+    attest.write_layout(attest.sign_layout(layout, case.key(signer)), case.folder / "root.layout")
+
+
+def _tamper_layout_edited(case: Case, tmp: Path) -> None:
+    path = case.folder / "root.layout"
+    data = json.loads(path.read_text())
+    for step in data["signed"]["steps"]:
+        if step["name"] == "package-core":
+            step["expected_materials"] = [["ALLOW", "*"]]
+    path.write_text(json.dumps(data))
+
+
+def _tamper_sums_changed_line(case: Case, tmp: Path) -> None:
+    path = case.folder / "SHA256SUMS"
+    lines = path.read_text().splitlines()
+    lines[0] = "0" * 64 + lines[0][64:]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _tamper_sums_extra_line_missing_file(case: Case, tmp: Path) -> None:
+    with (case.folder / "SHA256SUMS").open("a") as f:
+        f.write("1" * 64 + "  ransomeye-rootkit-1.0.0.tar.gz\n")
+
+
+def _tamper_sums_extra_line_existing_file(case: Case, tmp: Path) -> None:
+    extra = case.folder / "notes.txt"
+    extra.write_text("harmless?\n")
+    with (case.folder / "SHA256SUMS").open("a") as f:
+        f.write(f"{hash_file(extra).sha256}  notes.txt\n")
+
+
+def _tamper_mixed_versions(case: Case, tmp: Path) -> None:
+    """The core archive of another version (packaged from the same binaries) dropped into the folder."""
+    repo = case.repo
+    ws = dataclasses.replace(repo.ws, version="0.9.0")
+    bin_root = tmp / "bin"
+    target = ws.bundle("core").target
+    (bin_root / target).mkdir(parents=True)
+    for f in ws.bundle("core").binary_files():
+        shutil.copy(repo.root / "target" / target / "release" / f, bin_root / target / f)
+    old = package(ws, ws.bundle("core"), bin_root, case.folder, EPOCH)
+    sign_digest(case.key("release"), old.digest, "0.9.0", EPOCH)
+
+
+Tamper = Callable[[Case, Path], None]
+CASES: list[tuple[str, Tamper, str]] = [
+    *((f"flipped-byte-{a}", partial(_tamper_flip, name=a), "sha256sum") for a in ARCHIVES),
+    *(
+        (f"flipped-byte-{a}.minisig", partial(_tamper_flip, name=f"{a}.minisig", offset=60), "sha256sum")
+        for a in ARCHIVES
+    ),
+    (
+        "flipped-byte-SHA256SUMS.minisig",
+        partial(_tamper_flip, name="SHA256SUMS.minisig", offset=60),
+        "SHA256SUMS.minisig",
+    ),
+    ("core-repacked-with-edge", _tamper_repacked_core, CORE),
+    ("malicious-packager-honest-materials", _tamper_malicious_packager, "edge/agent/implant.rs"),
+    ("missing-link", lambda c, t: c.link("sign").unlink(), "LinkNotFoundError"),
+    ("link-signed-by-unlisted-key", _tamper_foreign_key_link, "package-core"),
+    ("link-copied-over-another-step", _tamper_link_copied, "REQUIRE bin/x86_64-unknown-linux-gnu/ransomeye-core"),
+    ("link-edited-without-resigning", _tamper_link_edited, "package-core"),
+    (
+        "expired-layout",
+        lambda c, t: _new_layout(c, "owner", datetime.now(UTC) - timedelta(days=1)),
+        "LayoutExpiredError",
+    ),
+    (
+        "layout-signed-by-functionary",
+        lambda c, t: _new_layout(c, "build", datetime.now(UTC) + timedelta(days=30)),
+        "SignatureVerificationError",
+    ),
+    ("layout-edited-after-signing", _tamper_layout_edited, "SignatureVerificationError"),
+    ("extra-file", _tamper_extra_file, "README.txt"),
+    ("sums-changed-line", _tamper_sums_changed_line, "sha256sum"),
+    ("sums-extra-line-missing-file", _tamper_sums_extra_line_missing_file, "sha256sum"),
+    ("sums-extra-line-existing-file", _tamper_sums_extra_line_existing_file, "notes.txt"),
+    ("mixed-versions", _tamper_mixed_versions, "tar -xzf ransomeye-core-*.tar.gz"),
+]
+
+
+@pytest.mark.parametrize("tamper, expected", [(t, e) for _, t, e in CASES], ids=[n for n, _, _ in CASES])
+def test_tampering_is_rejected(case: Case, tmp_path: Path, tamper: Tamper, expected: str) -> None:
+    tamper(case, tmp_path)
+    proc = verify(case.folder, case.repo.keys / "owner.pub")
+    assert proc.returncode == 1, "in-toto-verify must reject the tampered release"
+    assert expected in reason(proc), reason(proc)
+
+
+def test_link_rules_name_the_step(case: Case, tmp_path: Path) -> None:
+    """The malicious packager is caught by the core unpacking inspection, by name."""
+    _tamper_malicious_packager(case, tmp_path)
+    proc = verify(case.folder, case.repo.keys / "owner.pub")
+    assert proc.returncode == 1
+    assert "DISALLOW _inspect/core/edge/*" in proc.stderr
+
+
+def test_links_record_exactly_what_each_step_read_and_wrote(released: Repo) -> None:
+    folder = released.artifacts
+    links = {p.name.split(".")[0]: json.loads(p.read_text())["signed"] for p in folder.glob("*.link")}
+    assert sorted(links) == sorted(attest.step_names(released.ws))
+    ws = released.ws
+    # gates and build read exactly the gated source (no caches, nothing skipped)
+    assert links["build"]["materials"].keys() - {"gates-report.json"} == links["gates"]["materials"].keys()
+    assert not [m for m in links["gates"]["materials"] if "__pycache__" in m or m.endswith(".pyc")]
+    assert "core/src/main.rs" in links["gates"]["materials"]
+    # the core packager read its binaries and assets only
+    core = links["package-core"]
+    assert sorted(m for m in core["materials"] if m.startswith("bin/")) == [
+        f"bin/x86_64-unknown-linux-gnu/{b}" for b in sorted(ws.bundle("core").binaries)
+    ]
+    assert not [m for m in core["materials"] if m.startswith("edge/") or "/edge/" in m]
+    assert list(core["products"]) == [CORE]
+    assert core["products"][CORE]["sha256"] == hash_file(folder / CORE).sha256
+    for name, link in links.items():
+        assert link["byproducts"]["return-value"] == 0, name
+        assert str(released.root) not in json.dumps(link), f"{name}: no machine paths in links"
