@@ -13,12 +13,16 @@ are taken; a symlink is followed only when it resolves inside the tree being
 packaged, and is then stored as the regular file it points to; symlinks
 leaving the tree, FIFOs, sockets and device files are refused. Hard links are
 stored as independent regular files. Names must be printable and free of
-backslashes. setuid/setgid/sticky bits and group/world write bits are dropped
-by the mode normalisation.
+backslashes, and no member name may be absolute or contain ``..``.
+setuid/setgid/sticky bits and group/world write bits are dropped by the mode
+normalisation. A file over :data:`MAX_FILE_BYTES` (1 GiB, e.g. a huge sparse
+file) is refused rather than streamed for minutes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import gzip
 import hashlib
 import io
@@ -35,8 +39,10 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from release.errors import PackagingError
+from release.faults import failpoint
 
 CHUNK = 1 << 20
+MAX_FILE_BYTES = 1 << 30  # one input file; larger (or huge sparse) files are refused
 GZIP_LEVEL = 6
 ZIP_LEVEL = 6
 DIR_MODE = 0o755
@@ -181,6 +187,14 @@ def check_name(name: str, where: str) -> None:
         )
 
 
+def check_arcname(arcname: str) -> None:
+    """Refuse an archive member name that could escape the extraction directory."""
+    if arcname.startswith("/") or not arcname:
+        raise PackagingError(f"archive member {arcname!r}: absolute or empty names are not allowed")
+    for part in arcname.split("/"):
+        check_name(part, f"archive member {arcname!r}")
+
+
 def _file_kind(path: Path, st: os.stat_result) -> str | None:
     if stat.S_ISFIFO(st.st_mode):
         return "a FIFO"
@@ -241,6 +255,11 @@ def _walk(directory: Path, real_tree: Path, arc_dir: str, root: Path, out: list[
         if stat.S_ISDIR(st.st_mode):
             out.append(Entry(arcname, None))
             _walk(path, real_tree, arcname, root, out)
+        elif st.st_size > MAX_FILE_BYTES:
+            raise PackagingError(
+                f"{rel}: {st.st_size} bytes is over the {MAX_FILE_BYTES}-byte limit for one packaged file",
+                hint="large or sparse files do not belong in a release asset",
+            )
         else:
             out.append(Entry(arcname, path, executable=bool(st.st_mode & 0o111)))
 
@@ -260,6 +279,7 @@ def normalize(entries: Iterable[Entry]) -> list[Entry]:
     """Sort entries by name, merge duplicate directories, refuse duplicate files."""
     by_name: dict[str, Entry] = {}
     for e in entries:
+        check_arcname(e.arcname)
         prev = by_name.get(e.arcname)
         if prev is not None and not (prev.is_dir and e.is_dir):
             raise PackagingError(f"two inputs map to the same archive member {e.arcname!r}")
@@ -295,9 +315,20 @@ def _open_source(entry: Entry) -> IO[bytes]:
     return os.fdopen(fd, "rb")
 
 
+def _write_error(out_path: Path, err: OSError) -> PackagingError:
+    hint = f"free space on the disk holding {out_path.parent}" if err.errno == errno.ENOSPC else None
+    return PackagingError(f"{out_path.name}: cannot be written: {err.strerror or err}", hint=hint)
+
+
 def _atomic_output(out_path: Path) -> tuple[IO[bytes], Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".part", dir=out_path.parent)
     return os.fdopen(fd, "wb"), Path(tmp)
+
+
+def _discard(f: IO[bytes], tmp: Path) -> None:
+    with contextlib.suppress(OSError):  # the write already failed; the partial file goes below
+        f.close()
+    tmp.unlink(missing_ok=True)
 
 
 def _finish(f: IO[bytes], tmp: Path, out_path: Path) -> None:
@@ -323,7 +354,8 @@ def write_tar_gz(entries: Sequence[Entry], out_path: Path, epoch: int) -> Writte
             gzip.GzipFile(filename="", mode="wb", fileobj=hw, compresslevel=GZIP_LEVEL, mtime=0) as gz,
             tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
         ):
-            for e in entries:
+            for n, e in enumerate(entries):
+                failpoint(f"write:{out_path.name}:{n}")
                 info = tarfile.TarInfo(e.arcname)
                 info.mtime = epoch
                 info.mode = e.mode
@@ -344,9 +376,14 @@ def write_tar_gz(entries: Sequence[Entry], out_path: Path, epoch: int) -> Writte
         digest = hw.digest(out_path)
         _finish(f, tmp, out_path)
         return WrittenArchive(digest, inputs)
+    except PackagingError:
+        _discard(f, tmp)
+        raise
+    except OSError as err:
+        _discard(f, tmp)
+        raise _write_error(out_path, err) from err
     except BaseException:
-        f.close()
-        tmp.unlink(missing_ok=True)
+        _discard(f, tmp)
         raise
 
 
@@ -370,7 +407,8 @@ def write_zip(entries: Sequence[Entry], out_path: Path, epoch: int) -> WrittenAr
     try:
         hw = HashingWriter(f)
         with zipfile.ZipFile(hw, mode="w", compression=zipfile.ZIP_DEFLATED, compresslevel=ZIP_LEVEL) as zf:
-            for e in entries:
+            for n, e in enumerate(entries):
+                failpoint(f"write:{out_path.name}:{n}")
                 name = e.arcname + "/" if e.is_dir else e.arcname
                 info = zipfile.ZipInfo(name, date_time=date_time)
                 info.create_system = 3
@@ -396,9 +434,14 @@ def write_zip(entries: Sequence[Entry], out_path: Path, epoch: int) -> WrittenAr
         digest = hw.digest(out_path)
         _finish(f, tmp, out_path)
         return WrittenArchive(digest, inputs)
+    except PackagingError:
+        _discard(f, tmp)
+        raise
+    except OSError as err:
+        _discard(f, tmp)
+        raise _write_error(out_path, err) from err
     except BaseException:
-        f.close()
-        tmp.unlink(missing_ok=True)
+        _discard(f, tmp)
         raise
 
 

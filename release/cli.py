@@ -30,3 +30,9 @@ def run(prog: str, main: Callable[[list[str]], int], argv: list[str] | None = No
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; nothing was published", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as e:
+        # An environment failure no layer could name better (a full disk, a
+        # vanished directory): one line, never a traceback.
+        where = f": {e.filename}" if e.filename else ""
+        print(f"{prog}: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 1

@@ -83,6 +83,20 @@ class VerificationError(ReleaseError):
     exit_code = 1
 
 
+class Interrupted(ReleaseError):
+    """The user interrupted the run (Ctrl-C); says whether the new release was published."""
+
+    exit_code = 130
+
+    def __init__(self, published: bool) -> None:
+        state = "the new release had been published" if published else "nothing was published"
+        super().__init__(f"interrupted; {state}")
+        self.published = published
+
+    def render(self, prog: str) -> str:
+        return f"{prog}: {self.message}"
+
+
 class InjectedFault(ReleaseError):
     """A failure injected on purpose through ``RANSOMEYE_FAILPOINT`` (testing)."""
 

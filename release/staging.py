@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from release.errors import BuildBusyError, ReleaseError
+from release.faults import failpoint
 
 STAGING_DIRNAME = ".staging"
 PREVIOUS_DIRNAME = ".previous"
@@ -124,6 +125,7 @@ def publish(new_dir: Path, artifacts_dir: Path) -> None:
         if old.is_file() and not (new_dir / keep).exists():
             shutil.copy2(old, new_dir / keep)
     _fsync_dir(new_dir)
+    failpoint("publish:before-exchange")
     try:
         if not artifacts_dir.exists():
             os.rename(new_dir, artifacts_dir)
@@ -137,6 +139,7 @@ def publish(new_dir: Path, artifacts_dir: Path) -> None:
     except OSError as e:
         raise ReleaseError(f"cannot publish into {artifacts_dir}: {e.strerror}") from e
     _fsync_dir(artifacts_dir.parent)
+    failpoint("publish:after-exchange")
     if new_dir.exists():
         previous = artifacts_dir.parent / PREVIOUS_DIRNAME
         if previous.exists():

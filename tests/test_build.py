@@ -260,7 +260,7 @@ def test_failure_at_each_step_leaves_the_release_unchanged(released: Repo, step:
     before = released.artifact_state()
     proc = released.build(env={"RANSOMEYE_FAILPOINT": step})
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert f"failure injected after step {step}" in proc.stderr
+    assert f"failure injected at {step}" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert released.artifact_state() == before
     assert list((released.root / "release" / ".staging").iterdir()) == [], "staging is cleaned up"

@@ -22,12 +22,14 @@ forbidden content; 5 another build is running; 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,13 +51,8 @@ from release.builder.signer import sign_all, sign_digest, write_minisign_pub
 from release.bundle import Packaged
 from release.cargo import HOST_TARGET, Toolchain, cargo_build, find_toolchain
 from release.cli import run
-from release.errors import (
-    BadInputError,
-    GateFailure,
-    InjectedFault,
-    ToolchainError,
-    VerificationError,
-)
+from release.errors import BadInputError, GateFailure, Interrupted, ToolchainError, VerificationError
+from release.faults import failpoint
 from release.keys import DEV_MARKER, KeyPair, load_private_key, load_public_key, private_key_path
 from release.manifests.generate_hash_list import SUMS_NAME, parse, write_hash_list
 from release.products import Workspace, load_workspace, repo_root
@@ -64,7 +61,6 @@ from release.staging import build_lock, clean_stale, new_staging, publish
 
 GATES_SCRIPT = Path("governance") / "gates" / "check_gates.py"
 GATES_BANNER = "⛔ RELEASE ABORTED: GATES FAILED"
-FAILPOINT_VARIABLE = "RANSOMEYE_FAILPOINT"
 COMMITTED_LAYOUT = Path("layouts") / LAYOUT_NAME
 LAYOUT_DAYS_DEV = 30
 VERIFY_TIMEOUT = 600
@@ -216,6 +212,7 @@ def step_checksums(r: Release) -> StepResult:
     """Write and sign ``SHA256SUMS``; check it lists exactly what the steps produced."""
     produced = r.artifacts + r.signatures
     sums = write_hash_list(r.out, produced)
+    failpoint("checksums:written")
     listed = parse(sums.path.read_text(), SUMS_NAME)
     if listed != {d.name: d.sha256 for d in produced}:
         raise VerificationError(f"{SUMS_NAME} does not match what the steps produced")
@@ -298,11 +295,6 @@ def _size(n: float) -> str:
     return f"{n:.1f} GiB"
 
 
-def _failpoint(name: str) -> None:
-    if os.environ.get(FAILPOINT_VARIABLE) == name:
-        raise InjectedFault(f"failure injected after step {name} ({FAILPOINT_VARIABLE}={name})")
-
-
 def resolve_layout(ws: Workspace, keys_dir: Path, keys: dict[str, KeyPair]) -> tuple[Metablock, str]:
     """The signed root layout this build ships.
 
@@ -357,6 +349,7 @@ def run_release(root: Path, keys_dir: Path, target_dir: Path) -> Path:
         layout, layout_origin = resolve_layout(ws, keys_dir, keys)
         toolchains = {t: find_toolchain(ws, t) for t in ws.targets()}
         staging = new_staging(release_dir)
+        published = False
         try:
             r = Release(ws, staging, keys_dir, target_dir, epoch, keys, toolchains, layout, layout_origin)
             r.out.mkdir()
@@ -370,16 +363,31 @@ def run_release(root: Path, keys_dir: Path, target_dir: Path) -> Path:
                     summary, record = fn(r)
                     key = r.keys[attest.step_role(name)]
                     r.links[name] = attest.write_link(record, key, r.out)
-                    _failpoint(name)
+                    failpoint(name)
                     done(summary)
             attest.write_layout(r.layout, r.out / LAYOUT_NAME)
             with _progress(total, total, "verify") as done:
                 done(verify_staged(r))
-                _failpoint("verify")
-            publish(r.out, artifacts_dir)
+                failpoint("verify")
+            with signals_deferred():
+                publish(r.out, artifacts_dir)
+                published = True
+        except KeyboardInterrupt:
+            raise Interrupted(published) from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return artifacts_dir
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block is done (the publish is never cut in half)."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
 
 
 class _progress:

@@ -36,6 +36,7 @@ from release import minisign
 from release.archive import ArtifactDigest, hash_file
 from release.cli import run
 from release.errors import BadInputError, VerificationError
+from release.faults import failpoint
 from release.keys import DEV_MARKER, ROLES, KeyPair, generate_key, load_private_key, load_public_key, public_key_path
 from release.products import load_workspace, repo_root
 from release.source import source_date_epoch
@@ -72,6 +73,7 @@ def sign_digest(key: KeyPair, digest: ArtifactDigest, version: str, epoch: int) 
     comment = minisign.trusted_comment(digest.name, version, epoch)
     text = minisign.sign_prehashed(key.private, pub.key_id, digest.blake2b, comment)
     out = signature_path(digest.path)
+    failpoint(f"sign:{digest.name}")
     tmp = out.with_name(f".{out.name}.part")
     with tmp.open("w") as f:
         f.write(text)
