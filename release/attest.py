@@ -362,7 +362,10 @@ def load_layout(path: Path, owner_public: Ed25519PublicKey) -> Metablock:
         metablock.verify_signature(owner)
     except Exception as e:
         raise VerificationError(f"{path}: not signed by the owner key {owner['keyid'][:8]}") from e
-    expires = datetime.strptime(metablock.signed.expires, EXPIRES_FORMAT).replace(tzinfo=UTC)
+    try:
+        expires = datetime.strptime(str(metablock.signed.expires), EXPIRES_FORMAT).replace(tzinfo=UTC)
+    except ValueError as e:
+        raise BadInputError(f"{path}: signed.expires = {metablock.signed.expires!r} is not a UTC timestamp") from e
     if expires <= datetime.now(UTC):
         raise VerificationError(
             f"{path}: the layout expired on {metablock.signed.expires}",
