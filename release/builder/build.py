@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,6 +80,7 @@ class Release:
     toolchains: dict[str, Toolchain]
     layout: Metablock
     layout_origin: str
+    prebuilt: Path | None = None
     artifacts: list[ArtifactDigest] = field(default_factory=list)
     signatures: list[ArtifactDigest] = field(default_factory=list)
     links: dict[str, Path] = field(default_factory=dict)
@@ -149,9 +151,13 @@ def step_build(r: Release) -> StepResult:
     materials = hash_sources(r.ws)
     materials[GATES_REPORT] = hash_file(r.gates_report).sha256
     products: dict[str, str] = {}
-    for target, tc in r.toolchains.items():
+    for target in r.ws.targets():
         needed = sorted({b for bundle in r.ws.bundles if bundle.target == target for b in bundle.binaries})
-        built = cargo_build(r.ws, tc, r.target_dir, None if target == HOST_TARGET else needed, r.epoch, r.log)
+        if r.prebuilt is not None:
+            built = r.prebuilt / target
+        else:
+            tc = r.toolchains[target]
+            built = cargo_build(r.ws, tc, r.target_dir, None if target == HOST_TARGET else needed, r.epoch, r.log)
         dest = r.bin_root / target
         dest.mkdir(parents=True, exist_ok=True)
         exe = ".exe" if "windows" in target else ""
@@ -163,8 +169,17 @@ def step_build(r: Release) -> StepResult:
                 )
             digest = copy_hashed(src, dest / src.name, 0o755)
             products[f"bin/{target}/{src.name}"] = digest.sha256
-            if target == HOST_TARGET:
+            if target == HOST_TARGET and r.prebuilt is None:
                 _check_version(dest / src.name, name, r.ws.version)
+    if r.prebuilt is not None:
+        record = StepRecord(
+            name=attest.STEP_BUILD,
+            command=["unsafe-prebuilt-binaries"],
+            materials=materials,
+            products=products,
+            environment={"unsafe-prebuilt-binaries": True},
+        )
+        return f"UNSAFE: {len(products)} prebuilt binaries, not built from the source", record
     record = StepRecord(
         name=attest.STEP_BUILD,
         command=["cargo", "build", "--release", "--offline", "--locked"],
@@ -226,16 +241,56 @@ def step_checksums(r: Release) -> StepResult:
     return f"{len(listed)} entries", record
 
 
-STEPS: tuple[tuple[str, Callable[[Release], StepResult]], ...] = (
-    (attest.STEP_GATES, step_gates),
-    (attest.STEP_BUILD, step_build),
-    ("package-core", _package_step("core")),
-    ("package-agent-linux", _package_step("agent-linux")),
-    ("package-agent-windows", _package_step("agent-windows")),
-    ("package-dpi", _package_step("dpi")),
-    (attest.STEP_SIGN, step_sign),
-    (attest.STEP_CHECKSUMS, step_checksums),
+StepFn = Callable[[Release], StepResult]
+# Stages run in order; the steps of one stage are independent and run in parallel.
+STAGES: tuple[tuple[tuple[str, StepFn], ...], ...] = (
+    ((attest.STEP_GATES, step_gates),),
+    ((attest.STEP_BUILD, step_build),),
+    (
+        ("package-core", _package_step("core")),
+        ("package-agent-linux", _package_step("agent-linux")),
+        ("package-agent-windows", _package_step("agent-windows")),
+        ("package-dpi", _package_step("dpi")),
+    ),
+    ((attest.STEP_SIGN, step_sign),),
+    ((attest.STEP_CHECKSUMS, step_checksums),),
 )
+STEPS = tuple(step for stage in STAGES for step in stage)
+
+
+def _run_step(r: Release, name: str, fn: StepFn) -> str:
+    """Run one step and write its signed link; return the step's summary."""
+    summary, record = fn(r)
+    r.links[name] = attest.write_link(record, r.keys[attest.step_role(name)], r.out)
+    failpoint(name)
+    return summary
+
+
+def _run_parallel(r: Release, first: int, total: int, stage: tuple[tuple[str, StepFn], ...]) -> None:
+    """Run independent steps on every core; print their lines in order when all are done."""
+    workers = min(len(stage), os.cpu_count() or 1)
+    outcomes: list[tuple[str, float] | BaseException] = []
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="package") as pool:
+
+        def timed(name: str, fn: StepFn) -> tuple[str, float]:
+            started = time.monotonic()
+            return _run_step(r, name, fn), time.monotonic() - started
+
+        futures = [pool.submit(timed, name, fn) for name, fn in stage]
+        for future in futures:
+            try:
+                outcomes.append(future.result())
+            except Exception as e:  # reported below, in step order
+                outcomes.append(e)
+    for i, ((name, _), outcome) in enumerate(zip(stage, outcomes, strict=True), first):
+        if isinstance(outcome, BaseException):
+            print(f"[{i}/{total}] {name:<22}FAILED", flush=True)
+        else:
+            print(f"[{i}/{total}] {name:<22}ok {outcome[1]:6.1f}s  {outcome[0]}", flush=True)
+    r.artifacts.sort(key=lambda d: d.name)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 def check_sums_against_links(r: Release) -> None:
@@ -331,7 +386,7 @@ def resolve_layout(ws: Workspace, keys_dir: Path, keys: dict[str, KeyPair]) -> t
     return attest.sign_layout(layout, owner), "layout signed now with the development owner key"
 
 
-def run_release(root: Path, keys_dir: Path, target_dir: Path) -> Path:
+def run_release(root: Path, keys_dir: Path, target_dir: Path, prebuilt: Path | None = None) -> Path:
     """Run every step, verify, and publish; return the release folder.
 
     Side effects: runs the gates and cargo, writes a staging directory under
@@ -347,24 +402,26 @@ def run_release(root: Path, keys_dir: Path, target_dir: Path) -> Path:
         keys = {role: load_private_key(keys_dir, role) for role in (attest.BUILD_ROLE, attest.RELEASE_ROLE)}
         write_minisign_pub(keys_dir, keys[attest.RELEASE_ROLE].public)
         layout, layout_origin = resolve_layout(ws, keys_dir, keys)
-        toolchains = {t: find_toolchain(ws, t) for t in ws.targets()}
+        toolchains = {} if prebuilt is not None else {t: find_toolchain(ws, t) for t in ws.targets()}
         staging = new_staging(release_dir)
         published = False
         try:
-            r = Release(ws, staging, keys_dir, target_dir, epoch, keys, toolchains, layout, layout_origin)
+            r = Release(ws, staging, keys_dir, target_dir, epoch, keys, toolchains, layout, layout_origin, prebuilt)
             r.out.mkdir()
             commit = source_commit(ws.root)
             print(
                 f"RansomEye {ws.version}: release build of {commit or 'a tree without git'} (SOURCE_DATE_EPOCH={epoch})"
             )
             total = len(STEPS) + 1
-            for i, (name, fn) in enumerate(STEPS, 1):
-                with _progress(i, total, name) as done:
-                    summary, record = fn(r)
-                    key = r.keys[attest.step_role(name)]
-                    r.links[name] = attest.write_link(record, key, r.out)
-                    failpoint(name)
-                    done(summary)
+            i = 1
+            for stage in STAGES:
+                if len(stage) > 1:
+                    _run_parallel(r, i, total, stage)
+                else:
+                    ((name, fn),) = stage
+                    with _progress(i, total, name) as done:
+                        done(_run_step(r, name, fn))
+                i += len(stage)
             attest.write_layout(r.layout, r.out / LAYOUT_NAME)
             with _progress(total, total, "verify") as done:
                 done(verify_staged(r))
@@ -443,9 +500,19 @@ def main(argv: list[str] | None = None) -> int:
             default=Path(os.environ.get("CARGO_TARGET_DIR", root / "target")),
             help="cargo's target directory, kept between builds (default: target/)",
         )
+        parser.add_argument(
+            "--unsafe-prebuilt-binaries",
+            type=Path,
+            metavar="DIR",
+            help="UNSAFE, for benchmarks: take <target>/<binary> from DIR instead of building the source",
+        )
         ns = parser.parse_args(args)
         started = time.monotonic()
-        artifacts_dir = run_release(root, ns.keys_dir.resolve(), ns.target_dir.resolve())
+        prebuilt = ns.unsafe_prebuilt_binaries
+        if prebuilt is not None:
+            prebuilt = prebuilt.resolve()
+            print(f"WARNING: --unsafe-prebuilt-binaries: the binaries come from {prebuilt}, not from the source")
+        artifacts_dir = run_release(root, ns.keys_dir.resolve(), ns.target_dir.resolve(), prebuilt)
         print(_summary(load_workspace(root), artifacts_dir, ns.keys_dir))
         print(f"Done in {time.monotonic() - started:.1f}s.")
         return 0
