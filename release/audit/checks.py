@@ -1,0 +1,719 @@
+"""The audit of a release folder: a named pipeline of checks, each listing what it found wrong.
+
+:func:`audit` reads only the folder and the owner's public key. The owner's
+key verifies ``root.layout``; the layout names every other key (the release
+key: the one it authorises for the ``sign`` step; the build key: the one it
+authorises for ``build``, or for ``provenance`` when it has that step). Then:
+
+``layout``      the layout is signed by the owner, unexpired, and has steps;
+``in-toto``     the stock ``in-toto-verify`` passes (on a scratch copy);
+``links``       every step has a link signed by a key the layout authorises
+                for it, that ran to return value 0, and every delivered file
+                a link names is byte-for-byte what that step recorded;
+``files``       nothing in the folder beyond the release's own files;
+``checksums``   ``SHA256SUMS`` lists exactly the archives, SBOMs, gates report
+                and their signatures, with their true hashes;
+``signatures``  every archive, SBOM, the gates report and ``SHA256SUMS`` carry
+                a valid minisign signature by the release key, for this version;
+``gates``       the gates report is there and every gate passed;
+``archives``    each archive is readable, with one top-level directory and
+                binaries under ``bin/``, all of one version;
+``sboms``       each archive's CycloneDX SBOM is schema-valid, describes the
+                archive's SHA-256 and exactly the files inside it;
+``provenance``  the SLSA provenance is signed by the build key, its subjects
+                are exactly the archives' ``SHA256SUMS`` entries and its
+                resolved dependencies what the links recorded.
+
+The SBOMs, the gates report and the provenance are required: a missing one is
+a failure. The verdict is "verified" only when every check passed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from release import attest, minisign, provenance, sbom
+from release.audit.evidence import (
+    ArchiveContents,
+    Folder,
+    LayoutView,
+    archive_format,
+    archive_stem,
+    is_layout,
+    is_link,
+    layout_view,
+    load_metablock,
+    read_archive,
+    signature_ok,
+    version_of,
+)
+from release.audit.intoto import run_in_toto_verify
+from release.audit.model import (
+    ArchiveInfo,
+    AuditReport,
+    Check,
+    CrateInfo,
+    Finding,
+    GateInfo,
+    InTotoResult,
+    KeyInfo,
+    ProvenanceInfo,
+    SbomInfo,
+    StepInfo,
+)
+from release.builder.signer import minisign_public, verify_digest
+from release.errors import BadInputError, ReleaseError, ToolchainError, VerificationError
+from release.keys import load_public_key
+from release.manifests.generate_hash_list import SUMS_NAME, parse
+
+SIG = minisign.SUFFIX
+GATES_REPORT = attest.GATES_REPORT
+GATES_SCHEMA = "ransomeye.gates/v1"
+PACKAGE_PREFIX = "package-"
+ALLOWED_EXTRAS = frozenset({".gitkeep"})
+MAX_LISTED = 8
+
+TITLES = {
+    "layout": "Root layout signed by the owner",
+    "in-toto": "Stock in-toto-verify",
+    "links": "A signed link per step, matching the delivered files",
+    "files": "Nothing but the release in the folder",
+    "checksums": "SHA256SUMS",
+    "signatures": "minisign signatures by the release key",
+    "gates": "Release gates",
+    "archives": "Archive contents",
+    "sboms": "CycloneDX SBOM per archive",
+    "provenance": "SLSA provenance signed by the build key",
+}
+
+
+class _Findings:
+    """The findings of one check, in the order found."""
+
+    def __init__(self, check: str) -> None:
+        self.check = check
+        self.items: list[Finding] = []
+
+    def add(self, subject: str, message: str) -> None:
+        self.items.append(Finding(self.check, subject, message))
+
+    def done(self, summary_ok: str, summary_failed: str | None = None) -> Check:
+        n = len(self.items)
+        summary = summary_ok if not n else (summary_failed or f"{n} failure{'s' if n != 1 else ''}")
+        return Check(self.check, TITLES[self.check], summary, tuple(self.items))
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(names[:MAX_LISTED])
+    return shown + (f" and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else "")
+
+
+@dataclass
+class _Link:
+    file: str
+    keyid: str
+    signature_ok: bool
+    signed: dict[str, Any]
+
+
+@dataclass
+class _Audit:
+    """The state of one audit while its checks run (internal; the result is the frozen report)."""
+
+    folder: Folder
+    owner: Ed25519PublicKey
+    owner_keyid: str
+    layout: LayoutView | None = None
+    layout_trusted: bool = False
+    links: dict[str, _Link] = field(default_factory=dict)
+    archives: dict[str, str] = field(default_factory=dict)  # archive name -> packaging step
+    version: str | None = None
+    sums: dict[str, str] | None = None
+    signature_status: dict[str, bool] = field(default_factory=dict)
+    contents: dict[str, ArchiveContents] = field(default_factory=dict)
+    sbom_infos: dict[str, SbomInfo] = field(default_factory=dict)
+    provenance_file: str | None = None
+    provenance_info: ProvenanceInfo | None = None
+    gates: list[GateInfo] = field(default_factory=list)
+    steps: list[StepInfo] = field(default_factory=list)
+
+    # --- names of the release's files ---
+
+    def sbom_name(self, archive: str) -> str:
+        return archive_stem(archive) + sbom.SUFFIX
+
+    def signed_files(self) -> list[str]:
+        """Every file that must carry a release-key signature (when it is present at all)."""
+        names = [*self.archives, *(self.sbom_name(a) for a in self.archives), GATES_REPORT, SUMS_NAME]
+        return sorted(names)
+
+    def covered_files(self) -> set[str]:
+        """What ``SHA256SUMS`` must list: archives, SBOMs, the gates report and their signatures."""
+        base = [*self.archives, *(self.sbom_name(a) for a in self.archives), GATES_REPORT]
+        return {*base, *(n + SIG for n in base)}
+
+    def role_of(self, keyid: str | None) -> str:
+        if keyid is None or self.layout is None:
+            return "unknown"
+        roles = [
+            role
+            for role, step in ((attest.BUILD_ROLE, attest.STEP_BUILD), (attest.RELEASE_ROLE, attest.STEP_SIGN))
+            if (s := self.layout.step(step)) is not None and keyid in s.pubkeys
+        ]
+        return "+".join(roles) if roles else "functionary"
+
+
+# --- the checks -------------------------------------------------------------------
+
+
+def _trust(a: _Audit, summary: str) -> str:
+    """``summary``, with a warning when the keys it relied on come from a layout the owner did not sign."""
+    return summary if a.layout_trusted else f"{summary} (keys from a layout NOT signed by the owner)"
+
+
+def check_layout(a: _Audit) -> Check:
+    f = _Findings("layout")
+    name = attest.LAYOUT_NAME
+    if not a.folder.has(name):
+        f.add(name, "missing: the release has no root layout")
+        return f.done("")
+    metablock, why = load_metablock(a.folder.files[name])
+    if metablock is None or not is_layout(metablock):
+        f.add(name, why or "holds a link, not a layout")
+        return f.done("")
+    a.layout = layout_view(metablock.signed)
+    if signature_ok(metablock, attest.key_dict(a.owner)):
+        a.layout_trusted = True
+    else:
+        signers = ", ".join(s.get("keyid", "?")[:8] for s in metablock.signatures) or "nobody"
+        f.add(name, f"not signed by the owner key {a.owner_keyid[:8]} (signed by {signers})")
+    try:
+        expires = datetime.strptime(a.layout.expires, attest.EXPIRES_FORMAT).replace(tzinfo=UTC)
+        if expires <= datetime.now(UTC):
+            f.add(name, f"expired on {a.layout.expires}")
+    except ValueError:
+        f.add(name, f"its expiry {a.layout.expires!r} is not a time")
+    if not a.layout.steps:
+        f.add(name, "defines no steps")
+    for role, step in ((attest.BUILD_ROLE, attest.STEP_BUILD), (attest.RELEASE_ROLE, attest.STEP_SIGN)):
+        if not a.layout.key_dicts(step):
+            f.add(name, f"authorises no {role} key (no key for the {step} step)")
+    return f.done(f"signed by the owner key {a.owner_keyid[:8]}, expires {a.layout.expires}")
+
+
+def check_links(a: _Audit) -> Check:
+    f = _Findings("links")
+    layout = a.layout
+    if layout is None:
+        f.add(attest.LAYOUT_NAME, "no readable layout: the steps and their keys are unknown")
+        return f.done("")
+    for step in layout.steps:
+        candidates = [(k, f"{step.name}.{k[:8]}.link") for k in step.pubkeys]
+        present = [(k, n) for k, n in candidates if a.folder.has(n)]
+        if not present:
+            f.add(step.name, f"no link (expected {' or '.join(n for _, n in candidates) or 'a signed link'})")
+            continue
+        keyid, file = present[0]
+        metablock, why = load_metablock(a.folder.files[file])
+        if metablock is None or not is_link(metablock):
+            f.add(file, why or "holds a layout, not a link")
+            continue
+        key = layout.keys.get(keyid)
+        ok = key is not None and signature_ok(metablock, {**key, "keyid": keyid})
+        signed: dict[str, Any] = json.loads(metablock.signed.signable_bytes, strict=False)
+        a.links[step.name] = _Link(file, keyid, ok, signed)
+        if not ok:
+            f.add(file, f"its signature does not verify with the {a.role_of(keyid)} key {keyid[:8]}")
+        if signed.get("name") != step.name:
+            f.add(file, f"is the link of step {signed.get('name')!r}, not of {step.name!r}")
+        rv = (signed.get("byproducts") or {}).get("return-value")
+        if rv != 0:
+            f.add(step.name, f"the step's command returned {rv!r}, not 0")
+    for step_name, link in a.links.items():
+        for name, digest in sorted((link.signed.get("products") or {}).items()):
+            actual = a.folder.digest(name) if "/" not in name else None
+            recorded = digest.get("sha256") if isinstance(digest, dict) else None
+            if actual is not None and actual.sha256 != recorded:
+                f.add(name, f"differs from what step {step_name} recorded (sha256 {actual.sha256[:12]}…, "
+                            f"recorded {str(recorded)[:12]}…)")  # fmt: skip
+    return f.done(_trust(a, f"{len(a.links)} links, each signed by its functionary, every step returned 0"))
+
+
+def find_archives(a: _Audit) -> None:
+    """The release's archives: each packaging step's archive product (or, with no link, its file in the folder)."""
+    if a.layout is None:
+        for name in a.folder.files:
+            if archive_format(name):
+                a.archives[name] = "?"
+        return
+    for step in a.layout.steps:
+        if not step.name.startswith(PACKAGE_PREFIX):
+            continue
+        link = a.links.get(step.name)
+        names = [n for n in (link.signed.get("products") or {}) if archive_format(n)] if link else []
+        if not names:  # no readable link: the file the layout lets this step create, if there is exactly one
+            found = [n for n in a.folder.files if archive_format(n) and any(fnmatchcase(n, p) for p in step.creates)]
+            names = found if len(found) == 1 else []
+        for n in names:
+            a.archives[n] = step.name
+    versions = sorted({v for n in a.archives if (v := version_of(archive_stem(n)))})
+    a.version = versions[0] if len(versions) == 1 else None
+
+
+def _provenance_file(a: _Audit) -> str | None:
+    link = a.links.get(provenance.STEP_PROVENANCE)
+    if link is not None:
+        for name in link.signed.get("products") or {}:
+            if name.endswith(provenance.SUFFIX):
+                return str(name)
+    if a.version is not None and a.folder.has(provenance.provenance_name(a.version)):
+        return provenance.provenance_name(a.version)
+    found = [n for n in a.folder.files if n.endswith(provenance.SUFFIX)]
+    return found[0] if len(found) == 1 else None
+
+
+def check_files(a: _Audit) -> Check:
+    f = _Findings("files")
+    expected = {attest.LAYOUT_NAME, SUMS_NAME, SUMS_NAME + SIG, *a.covered_files()}
+    if a.layout is not None:
+        expected |= {f"{s.name}.{k[:8]}.link" for s in a.layout.steps for k in s.pubkeys}
+        expected |= {f"{i}.link" for i in a.layout.inspections}  # left by a customer's in-toto-verify
+    a.provenance_file = _provenance_file(a)
+    if a.provenance_file is not None:
+        expected.add(a.provenance_file)
+    for name in a.folder.files:
+        if name not in expected and name not in ALLOWED_EXTRAS:
+            f.add(name, "is not part of the release (no step produced it)")
+    for name in a.folder.others:
+        if name != attest.INSPECT_DIR:
+            f.add(name, "is not a regular file; a release folder holds only files")
+    return f.done(f"{len(a.folder.files)} files, all part of the release")
+
+
+def check_checksums(a: _Audit) -> Check:
+    f = _Findings("checksums")
+    text = a.folder.text(SUMS_NAME)
+    if text is None:
+        f.add(SUMS_NAME, "missing or unreadable")
+        return f.done("")
+    try:
+        a.sums = parse(text, SUMS_NAME)
+    except VerificationError as e:
+        f.add(SUMS_NAME, e.message.removeprefix(f"{SUMS_NAME}: "))
+        return f.done("")
+    covered = a.covered_files()
+    for name, listed in sorted(a.sums.items()):
+        actual = a.folder.digest(name)
+        if name not in covered:
+            f.add(name, f"is listed in {SUMS_NAME} but is not an archive, SBOM, gates report or their signature")
+        if actual is None:
+            f.add(name, f"is listed in {SUMS_NAME} but is not in the folder")
+        elif actual.sha256 != listed:
+            f.add(name, f"its sha256 {actual.sha256[:12]}… is not the one {SUMS_NAME} lists ({listed[:12]}…)")
+    for name in sorted(covered - a.sums.keys()):
+        if a.folder.has(name):
+            f.add(name, f"is not listed in {SUMS_NAME}")
+    return f.done(f"{len(a.sums)} entries, every one matching its file")
+
+
+def _release_key(a: _Audit) -> minisign.MinisignPublicKey | None:
+    if a.layout is None:
+        return None
+    for key in a.layout.key_dicts(attest.STEP_SIGN):
+        try:
+            raw = bytes.fromhex(str(key["keyval"]["public"]))
+            return minisign_public(Ed25519PublicKey.from_public_bytes(raw))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return None
+
+
+def _comment_field(comment: str, key: str) -> str | None:
+    """A ``key:value`` field of a trusted comment (fields are tab-separated)."""
+    for part in comment.split("\t"):
+        k, sep, v = part.partition(":")
+        if sep and k == key:
+            return v
+    return None
+
+
+def check_signatures(a: _Audit) -> Check:
+    f = _Findings("signatures")
+    pub = _release_key(a)
+    if pub is None:
+        f.add(attest.LAYOUT_NAME, "names no usable release key (the key of the sign step)")
+        return f.done("")
+    checked = 0
+    for name in a.signed_files():
+        digest = a.folder.digest(name)
+        if digest is None:
+            continue  # a missing file is named by the check that needs it
+        a.signature_status[name] = False
+        try:
+            verify_digest(pub, digest)
+            sig = minisign.parse_signature(a.folder.text(name + SIG) or "", name + SIG)
+        except VerificationError as e:
+            f.add(name + SIG, e.message.removeprefix(f"{name + SIG}: "))
+            continue
+        signed_version = _comment_field(sig.comment, "version")
+        if a.version is not None and signed_version != a.version:
+            f.add(name + SIG, f"was made for version {signed_version!r}, not {a.version}")
+            continue
+        a.signature_status[name] = True
+        checked += 1
+    for name in sorted(a.folder.files):
+        if name.endswith(SIG) and not a.folder.has(name.removesuffix(SIG)):
+            f.add(name, f"signs {name.removesuffix(SIG)}, which is not in the folder")
+    return f.done(_trust(a, f"{checked} signatures by the release key {pub.key_id_hex}"))
+
+
+def _gates_from_link(a: _Audit) -> list[GateInfo]:
+    link = a.links.get(attest.STEP_GATES)
+    stdout = str((link.signed.get("byproducts") or {}).get("stdout", "")) if link else ""
+    out = []
+    for line in stdout.splitlines():
+        verdict, _, rest = line.partition(" ")
+        name, _, reason = rest.partition(": ")
+        if verdict in ("PASS", "FAIL") and name:
+            out.append(GateInfo(name, verdict == "PASS", reason, "gates link (output)"))
+    return out
+
+
+def check_gates(a: _Audit) -> Check:
+    f = _Findings("gates")
+    text = a.folder.text(GATES_REPORT)
+    if text is None:
+        f.add(GATES_REPORT, "missing: the gates report is part of every release")
+        a.gates = _gates_from_link(a)
+        return f.done("")
+    try:
+        data = json.loads(text)
+        if not isinstance(data, dict) or data.get("schema") != GATES_SCHEMA:
+            raise ValueError(f"not a {GATES_SCHEMA} report")
+        gates = data["gates"]
+        a.gates = [GateInfo(str(g["name"]), g["passed"] is True, str(g["reason"]), GATES_REPORT) for g in gates]
+    except (ValueError, KeyError, TypeError) as e:
+        f.add(GATES_REPORT, f"not a readable gates report ({e})")
+        a.gates = _gates_from_link(a)
+        return f.done("")
+    if not a.gates:
+        f.add(GATES_REPORT, "lists no gates")
+    for g in a.gates:
+        if not g.passed:
+            f.add(f"gate {g.name}", f"failed: {g.reason}")
+    if data.get("passed") is not True:
+        f.add(GATES_REPORT, "does not say the gates passed")
+    if a.version is not None and data.get("workspace_version") != a.version:
+        f.add(GATES_REPORT, f"was made for version {data.get('workspace_version')!r}, not {a.version}")
+    return f.done(f"{len(a.gates)} gates passed")
+
+
+def check_archives(a: _Audit) -> Check:
+    f = _Findings("archives")
+    if not a.archives:
+        f.add("archives", "the release holds no archive (no packaging step produced one)")
+    versions = sorted({version_of(archive_stem(n)) or "?" for n in a.archives})
+    if len(versions) > 1:
+        f.add("archives", f"are of different versions: {', '.join(versions)}")
+    for name in sorted(a.archives):
+        if not a.folder.has(name):
+            f.add(name, f"missing (the product of {a.archives[name]})")
+            continue
+        stem = archive_stem(name)
+        contents = read_archive(a.folder.files[name], stem)
+        a.contents[name] = contents
+        for problem in contents.problems:
+            f.add(name, problem)
+        if contents.readable and not any(m.path.startswith(f"{stem}/bin/") for m in contents.members):
+            f.add(name, f"holds no binary under {stem}/bin/")
+    files = sum(len(c.members) for c in a.contents.values())
+    return f.done(f"{len(a.contents)} archives, {files} files inside")
+
+
+def _compare_files(f: _Findings, where: str, described: Mapping[str, str], actual: Mapping[str, str]) -> None:
+    missing = sorted(actual.keys() - described.keys())
+    extra = sorted(described.keys() - actual.keys())
+    wrong = sorted(p for p in actual.keys() & described.keys() if actual[p] != described[p])
+    if missing:
+        f.add(where, f"does not describe {len(missing)} file(s) in the archive: {_names(missing)}")
+    if extra:
+        f.add(where, f"describes {len(extra)} file(s) the archive does not hold: {_names(extra)}")
+    if wrong:
+        f.add(where, f"gives the wrong sha256 for {len(wrong)} file(s): {_names(wrong)}")
+
+
+def check_sboms(a: _Audit) -> Check:
+    f = _Findings("sboms")
+    for archive in sorted(a.archives):
+        name = a.sbom_name(archive)
+        text = a.folder.text(name)
+        if text is None:
+            f.add(name, f"missing: every archive ships with its SBOM ({archive})")
+            continue
+        try:
+            data = json.loads(text)
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as e:
+            f.add(name, f"not JSON ({e})")
+            continue
+        errors = sbom.validate_sbom(text, str(data.get("specVersion")))
+        if errors:
+            f.add(name, f"not valid CycloneDX {data.get('specVersion')}: {errors[0]}")
+        try:
+            view = sbom.read_sbom(data, name)
+        except VerificationError as e:
+            f.add(name, e.message.removeprefix(f"{name}: "))
+            continue
+        a.sbom_infos[archive] = SbomInfo(
+            file=name,
+            spec_version=view.spec_version,
+            serial_number=view.serial_number,
+            timestamp=view.timestamp,
+            components=view.components,
+            files=len(view.files),
+            crates=tuple(CrateInfo(c.name, c.version, c.licenses) for c in view.crates),
+            toolchain=view.toolchain,
+        )
+        digest = a.folder.digest(archive)
+        if digest is not None and view.subject_sha256 != digest.sha256:
+            f.add(name, f"describes an archive with sha256 {str(view.subject_sha256)[:12]}…, "
+                        f"not {archive} ({digest.sha256[:12]}…)")  # fmt: skip
+        if view.subject_archive is not None and view.subject_archive != archive:
+            f.add(name, f"names the archive {view.subject_archive}, not {archive}")
+        if a.version is not None and view.subject_version != a.version:
+            f.add(name, f"describes version {view.subject_version}, not {a.version}")
+        if archive in a.contents and a.contents[archive].readable:  # an unreadable archive is named by "archives"
+            _compare_files(f, name, view.files, a.contents[archive].hashes)
+    return f.done(f"{len(a.sbom_infos)} SBOMs, each describing its archive exactly")
+
+
+def _build_keys(a: _Audit) -> list[dict[str, Any]]:
+    if a.layout is None:
+        return []
+    return a.layout.key_dicts(provenance.STEP_PROVENANCE) or a.layout.key_dicts(attest.STEP_BUILD)
+
+
+def _get(data: Any, *path: str) -> Any:
+    for p in path:
+        data = data.get(p) if isinstance(data, dict) else None
+    return data
+
+
+def check_provenance(a: _Audit) -> Check:
+    f = _Findings("provenance")
+    name = a.provenance_file
+    if name is None:
+        expected = provenance.provenance_name(a.version) if a.version else f"ransomeye-<version>{provenance.SUFFIX}"
+        f.add(expected, "missing: the release ships its SLSA provenance")
+        return f.done("")
+    try:
+        envelope = provenance.read_envelope(a.folder.text(name) or "", name)
+    except VerificationError as e:
+        f.add(name, e.message.removeprefix(f"{name}: "))
+        return f.done("")
+    keys = _build_keys(a)
+    statement: dict[str, Any] | None = None
+    reasons = []
+    for key in keys:
+        try:
+            statement = provenance.verify_envelope(envelope, key)
+            break
+        except ReleaseError as e:
+            reasons.append(e.message)
+    verified = statement is not None
+    if not keys:
+        f.add(name, "the layout names no build key to verify it with")
+    elif statement is None:
+        f.add(name, f"not verified with the build key: {reasons[0]}")
+    shown = statement if statement is not None else provenance.unverified_statement(envelope)
+    signers = tuple(str(s.get("keyid", "?")) for s in envelope.get("signatures") or [] if isinstance(s, dict))
+    subjects: dict[str, str] = {}
+    if shown is not None:
+        try:
+            subjects = provenance.statement_subjects(shown)
+        except VerificationError as e:
+            f.add(name, e.message)
+    a.provenance_info = ProvenanceInfo(
+        file=name,
+        verified=verified,
+        signed_by=signers,
+        build_type=_get(shown, "predicate", "buildDefinition", "buildType"),
+        builder_id=_get(shown, "predicate", "runDetails", "builder", "id"),
+        invocation_id=_get(shown, "predicate", "runDetails", "metadata", "invocationId"),
+        started=_get(shown, "predicate", "runDetails", "metadata", "startedOn"),
+        finished=_get(shown, "predicate", "runDetails", "metadata", "finishedOn"),
+        source_commit=_get(shown, "predicate", "buildDefinition", "externalParameters", "sourceCommit"),
+        subjects=tuple(sorted(subjects.items())),
+        toolchains=tuple(
+            sorted((_get(shown, "predicate", "buildDefinition", "internalParameters", "toolchains") or {}).items())
+        ),
+    )
+    if statement is None:
+        return f.done("")
+    expected_subjects = {n: _listed_sha256(a, n) for n in a.archives}
+    for n in sorted(expected_subjects.keys() - subjects.keys()):
+        f.add(name, f"does not list the archive {n} as a subject")
+    for n in sorted(subjects.keys() - expected_subjects.keys()):
+        f.add(name, f"lists {n} as a subject, which is not an archive of the release")
+    for n in sorted(subjects.keys() & expected_subjects.keys()):
+        if subjects[n] != expected_subjects[n]:
+            listed = expected_subjects[n][:12]
+            f.add(name, f"gives {n} the sha256 {subjects[n][:12]}…, not its {SUMS_NAME} entry {listed}…")
+    if not _get(statement, "predicate", "runDetails", "builder", "id"):
+        f.add(name, "names no builder (runDetails.builder.id)")
+    if not _get(statement, "predicate", "buildDefinition", "buildType"):
+        f.add(name, "has no build type (buildDefinition.buildType)")
+    _check_resolved(a, f, name, statement)
+    return f.done(_trust(a, f"signed by the build key, {len(subjects)} subjects equal to their {SUMS_NAME} entries"))
+
+
+def _listed_sha256(a: _Audit, name: str) -> str:
+    """The SHA-256 ``SHA256SUMS`` lists for ``name`` (the file's own when it is unlisted or unreadable)."""
+    listed = (a.sums or {}).get(name)
+    if listed is not None:
+        return listed
+    digest = a.folder.digest(name)
+    return digest.sha256 if digest else ""
+
+
+def _check_resolved(a: _Audit, f: _Findings, name: str, statement: Mapping[str, Any]) -> None:
+    """The statement's file dependencies must be what the links recorded as read and not produced."""
+    links = {s: link.signed for s, link in a.links.items() if s != provenance.STEP_PROVENANCE}
+    if a.layout is None or len(links) + (provenance.STEP_PROVENANCE in a.links) != len(a.layout.steps):
+        return  # a missing link is named by the links check; the comparison needs them all
+    try:
+        recorded = provenance.external_materials(links)
+    except BadInputError:
+        return
+    deps = _get(statement, "predicate", "buildDefinition", "resolvedDependencies") or []
+    listed = {str(d.get("name")): str(_get(d, "digest", "sha256")) for d in deps if _get(d, "digest", "sha256")}
+    differ = sorted(set(listed.items()) ^ set(recorded.items()))
+    if differ:
+        f.add(name, f"its resolved dependencies disagree with the links on {_names(sorted({n for n, _ in differ}))}")
+
+
+def _steps(a: _Audit) -> list[StepInfo]:
+    if a.layout is None:
+        return []
+    out = []
+    for step in a.layout.steps:
+        link = a.links.get(step.name)
+        signed = link.signed if link else {}
+        env = signed.get("environment") or {}
+        rv = (signed.get("byproducts") or {}).get("return-value")
+        out.append(
+            StepInfo(
+                name=step.name,
+                role=a.role_of(link.keyid if link else (step.pubkeys[0] if step.pubkeys else None)),
+                keyid=link.keyid if link else None,
+                link=link.file if link else None,
+                signature_ok=bool(link and link.signature_ok),
+                command=tuple(str(c) for c in signed.get("command") or []),
+                expected_command=step.expected_command,
+                started=str(env["started"]) if isinstance(env, dict) and "started" in env else None,
+                finished=str(env["finished"]) if isinstance(env, dict) and "finished" in env else None,
+                return_value=rv if isinstance(rv, int) else None,
+                materials=len(signed.get("materials") or {}),
+                products=len(signed.get("products") or {}),
+                depends_on=step.depends_on,
+            )
+        )
+    return out
+
+
+def _keys(a: _Audit) -> list[KeyInfo]:
+    out = [KeyInfo(a.owner_keyid, "owner", ("root.layout",))]
+    if a.layout is not None:
+        for keyid in sorted(a.layout.keys):
+            steps = tuple(s.name for s in a.layout.steps if keyid in s.pubkeys)
+            out.append(KeyInfo(keyid, a.role_of(keyid), steps))
+    return out
+
+
+def _archive_infos(a: _Audit) -> list[ArchiveInfo]:
+    out = []
+    for name in sorted(a.archives):
+        digest = a.folder.digest(name)
+        contents = a.contents.get(name)
+        out.append(
+            ArchiveInfo(
+                name=name,
+                step=a.archives[name],
+                size=digest.size if digest else None,
+                sha256=digest.sha256 if digest else None,
+                members=contents.members if contents else (),
+                signature_ok=a.signature_status.get(name, False),
+                sbom=a.sbom_infos.get(name),
+            )
+        )
+    return out
+
+
+def _in_toto_check(result: InTotoResult) -> Check:
+    f = _Findings("in-toto")
+    if not result.ok:
+        f.add("in-toto-verify", result.reason)
+    return f.done("in-toto-verify passed with the owner key: layout, links, rules and inspections")
+
+
+def audit(release_dir: Path, owner_pub: Path) -> AuditReport:
+    """Audit the release in ``release_dir`` with the owner's public key ``owner_pub``.
+
+    Reads only the folder and the key, never writes to the folder (the stock
+    ``in-toto-verify`` runs on a scratch copy in the temporary directory), no
+    network. Every failure becomes a named :class:`Finding` of the check that
+    found it; the report is verified only when no check found anything.
+    Raises :class:`BadInputError` ("could not run") when the folder cannot be
+    listed, the key is not an Ed25519 PEM public key, or ``in-toto-verify`` is
+    missing.
+    """
+    if not release_dir.is_dir():
+        raise BadInputError(f"{release_dir}: not a directory", hint="give the folder of a downloaded release")
+    owner = load_public_key(owner_pub)
+    try:
+        folder = Folder.scan(release_dir)
+    except OSError as e:
+        raise BadInputError(f"{release_dir}: cannot list the release folder: {e.strerror or e}") from e
+    a = _Audit(folder=folder, owner=owner, owner_keyid=attest.keyid_of(owner))
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        verifying = pool.submit(run_in_toto_verify, release_dir, owner_pub)
+        checks: list[Check] = [check_layout(a)]
+        checks.append(check_links(a))
+        find_archives(a)
+        ordered: list[Callable[[_Audit], Check]] = [
+            check_files, check_checksums, check_signatures, check_gates, check_archives, check_sboms, check_provenance,
+        ]  # fmt: skip
+        checks += [fn(a) for fn in ordered]
+        try:
+            in_toto = verifying.result()
+        except ToolchainError as e:
+            raise BadInputError(e.message, hint=e.hint) from e
+    checks.insert(1, _in_toto_check(in_toto))
+    verified_provenance = a.provenance_info is not None and a.provenance_info.verified
+    return AuditReport(
+        release_dir=str(release_dir.resolve()),
+        audited_at=datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+        version=a.version,
+        source_commit=a.provenance_info.source_commit if verified_provenance and a.provenance_info else None,
+        owner_keyid=a.owner_keyid,
+        layout_expires=a.layout.expires if a.layout else None,
+        layout_readme=a.layout.readme if a.layout else None,
+        keys=tuple(_keys(a)),
+        steps=tuple(_steps(a)),
+        gates=tuple(a.gates),
+        archives=tuple(_archive_infos(a)),
+        provenance=a.provenance_info,
+        in_toto=in_toto,
+        checks=tuple(checks),
+        files=tuple(sorted(folder.files)),
+    )

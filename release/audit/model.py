@@ -1,0 +1,313 @@
+"""The audit report: frozen records of what was checked, what was found, and the verdict.
+
+Nothing here does I/O. :meth:`AuditReport.to_dict` is the JSON document a
+machine reads (schema :data:`REPORT_SCHEMA`); the writers in
+:mod:`release.audit.render` turn the same report into text and HTML.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+REPORT_SCHEMA = "ransomeye.audit/v1"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One failure: which check found it, what it is about (a file, a step, a key), and a sentence."""
+
+    check: str
+    subject: str
+    message: str
+
+    def text(self) -> str:
+        return f"[{self.check}] {self.subject}: {self.message}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"check": self.check, "subject": self.subject, "message": self.message}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One named verification, passed exactly when it found nothing."""
+
+    name: str
+    title: str
+    summary: str
+    findings: tuple[Finding, ...]
+
+    @property
+    def passed(self) -> bool:
+        return not self.findings
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "title": self.title,
+            "passed": self.passed,
+            "summary": self.summary,
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+
+@dataclass(frozen=True)
+class InTotoResult:
+    """The outcome of the stock ``in-toto-verify``: ``reason`` is its last reason line when it failed."""
+
+    ok: bool
+    reason: str
+    output: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """A key of the release: its in-toto keyid, its role and the steps the layout lets it sign."""
+
+    keyid: str
+    role: str
+    steps: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"keyid": self.keyid, "role": self.role, "steps": list(self.steps)}
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """One step of the supply chain, from the layout and its link."""
+
+    name: str
+    role: str
+    keyid: str | None
+    link: str | None
+    signature_ok: bool
+    command: tuple[str, ...]
+    expected_command: tuple[str, ...]
+    started: str | None
+    finished: str | None
+    return_value: int | None
+    materials: int
+    products: int
+    depends_on: tuple[str, ...]
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds between ``started`` and ``finished``, when both are known and parse."""
+        if self.started is None or self.finished is None:
+            return None
+        try:
+            return (datetime.fromisoformat(self.finished) - datetime.fromisoformat(self.started)).total_seconds()
+        except (ValueError, TypeError):
+            return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "role": self.role,
+            "keyid": self.keyid,
+            "link": self.link,
+            "signature_ok": self.signature_ok,
+            "command": list(self.command),
+            "expected_command": list(self.expected_command),
+            "started": self.started,
+            "finished": self.finished,
+            "duration_seconds": self.duration,
+            "return_value": self.return_value,
+            "materials": self.materials,
+            "products": self.products,
+            "depends_on": list(self.depends_on),
+        }
+
+
+@dataclass(frozen=True)
+class GateInfo:
+    """One release gate's result; ``source`` says where it was read (the report, or the gates link)."""
+
+    name: str
+    passed: bool
+    reason: str
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "passed": self.passed, "reason": self.reason, "source": self.source}
+
+
+@dataclass(frozen=True)
+class CrateInfo:
+    name: str
+    version: str
+    licenses: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "licenses": self.licenses}
+
+
+@dataclass(frozen=True)
+class SbomInfo:
+    """The summary of one archive's SBOM."""
+
+    file: str
+    spec_version: str
+    serial_number: str
+    timestamp: str
+    components: int
+    files: int
+    crates: tuple[CrateInfo, ...]
+    toolchain: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "spec_version": self.spec_version,
+            "serial_number": self.serial_number,
+            "timestamp": self.timestamp,
+            "components": self.components,
+            "files": self.files,
+            "crates": [c.to_dict() for c in self.crates],
+            "toolchain": self.toolchain,
+        }
+
+
+@dataclass(frozen=True)
+class MemberInfo:
+    """A regular file inside an archive."""
+
+    path: str
+    size: int
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "size": self.size, "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
+class ArchiveInfo:
+    """A release archive: its digest, what is inside, its signature and its SBOM."""
+
+    name: str
+    step: str
+    size: int | None
+    sha256: str | None
+    members: tuple[MemberInfo, ...]
+    signature_ok: bool
+    sbom: SbomInfo | None
+
+    @property
+    def binaries(self) -> tuple[str, ...]:
+        return tuple(m.path for m in self.members if "/bin/" in m.path)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "step": self.step,
+            "size": self.size,
+            "sha256": self.sha256,
+            "signature_ok": self.signature_ok,
+            "binaries": list(self.binaries),
+            "members": [m.to_dict() for m in self.members],
+            "sbom": None if self.sbom is None else self.sbom.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class ProvenanceInfo:
+    """The SLSA provenance as read from its envelope (``verified``: its signature checked)."""
+
+    file: str
+    verified: bool
+    signed_by: tuple[str, ...]
+    build_type: str | None
+    builder_id: str | None
+    invocation_id: str | None
+    started: str | None
+    finished: str | None
+    source_commit: str | None
+    subjects: tuple[tuple[str, str], ...]
+    toolchains: tuple[tuple[str, str], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "verified": self.verified,
+            "signed_by": list(self.signed_by),
+            "build_type": self.build_type,
+            "builder_id": self.builder_id,
+            "invocation_id": self.invocation_id,
+            "started": self.started,
+            "finished": self.finished,
+            "source_commit": self.source_commit,
+            "subjects": [{"name": n, "sha256": h} for n, h in self.subjects],
+            "toolchains": dict(self.toolchains),
+        }
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """The complete account of one release folder and the verdict on it.
+
+    ``verified`` is True only when at least one check ran and every check
+    passed (fail closed).
+    """
+
+    release_dir: str
+    audited_at: str
+    version: str | None
+    source_commit: str | None
+    owner_keyid: str
+    layout_expires: str | None
+    layout_readme: str | None
+    keys: tuple[KeyInfo, ...]
+    steps: tuple[StepInfo, ...]
+    gates: tuple[GateInfo, ...]
+    archives: tuple[ArchiveInfo, ...]
+    provenance: ProvenanceInfo | None
+    in_toto: InTotoResult
+    checks: tuple[Check, ...]
+    files: tuple[str, ...] = field(default=())
+
+    @property
+    def verified(self) -> bool:
+        return bool(self.checks) and all(c.passed for c in self.checks)
+
+    @property
+    def findings(self) -> tuple[Finding, ...]:
+        return tuple(f for c in self.checks for f in c.findings)
+
+    @property
+    def verdict(self) -> str:
+        if self.verified:
+            return "VERIFIED"
+        n = len(self.findings)
+        return f"VERIFICATION FAILED ({n} failure{'s' if n != 1 else ''})"
+
+    def check(self, name: str) -> Check:
+        for c in self.checks:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": REPORT_SCHEMA,
+            "verified": self.verified,
+            "verdict": self.verdict,
+            "release_dir": self.release_dir,
+            "audited_at": self.audited_at,
+            "version": self.version,
+            "source_commit": self.source_commit,
+            "owner_keyid": self.owner_keyid,
+            "layout": {"expires": self.layout_expires, "readme": self.layout_readme},
+            "keys": [k.to_dict() for k in self.keys],
+            "steps": [s.to_dict() for s in self.steps],
+            "gates": [g.to_dict() for g in self.gates],
+            "archives": [a.to_dict() for a in self.archives],
+            "provenance": None if self.provenance is None else self.provenance.to_dict(),
+            "in_toto": self.in_toto.to_dict(),
+            "checks": [c.to_dict() for c in self.checks],
+            "failures": [f.to_dict() for f in self.findings],
+            "files": list(self.files),
+        }

@@ -1,0 +1,563 @@
+"""CycloneDX SBOMs: one per release archive, and reading them back for an audit.
+
+An SBOM ``<stem>.cdx.json`` (CycloneDX 1.6, JSON) describes one archive:
+
+* ``metadata.component`` is the archive itself: the bundle's name, the release
+  version, its SHA-256 and BLAKE2b-512, and properties naming the archive file,
+  the bundle and the target;
+* one component per file inside the archive, with its SHA-256 and the
+  property ``ransomeye:path`` holding its exact member name: binaries (type
+  ``application``, named by file, versioned by the crate they are built from)
+  and assets (type ``file``, named by member name);
+* one ``library`` component per Rust crate linked into a binary (the crate
+  and its normal dependencies, from ``cargo metadata``), with its licence,
+  and, when the toolchain is known, the Rust standard library;
+* dependencies: archive → its files, binary → its crate (and ``rust-std``),
+  crate → its dependencies.
+
+The document is deterministic: the serial number is a UUID5 of the archive's
+SHA-256, the timestamp is the release epoch (``SOURCE_DATE_EPOCH``), and the
+JSON is written with sorted keys. Documents are made with the maintained
+``cyclonedx-python-lib`` and checked against the CycloneDX JSON schema before
+they are written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import tempfile
+import threading
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from cyclonedx import __version__ as cyclonedx_version
+from cyclonedx.model import HashAlgorithm, HashType, Property
+from cyclonedx.model.bom import Bom, BomMetaData
+from cyclonedx.model.component import Component, ComponentType
+from cyclonedx.model.license import DisjunctiveLicense, License, LicenseExpression
+from cyclonedx.output.json import JsonV1Dot6
+from cyclonedx.schema import SchemaVersion
+from cyclonedx.spdx import fixup_id, is_expression
+from packageurl import PackageURL
+
+from release.archive import ArtifactDigest
+from release.errors import BadInputError, ToolchainError, VerificationError
+from release.products import SEMVER, Bundle
+
+SUFFIX = ".cdx.json"
+SPEC_VERSION = SchemaVersion.V1_6
+PATH_PROPERTY = "ransomeye:path"
+ARCHIVE_PROPERTY = "ransomeye:archive"
+BUNDLE_PROPERTY = "ransomeye:bundle"
+TARGET_PROPERTY = "ransomeye:target"
+CRATE_PROPERTY = "ransomeye:crate"
+# Serial numbers are UUID5s of the archive's SHA-256 in this namespace.
+SERIAL_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:ransomeye:release:sbom")
+RUST_STD = "rust-std"
+RUST_STD_LICENSE = "MIT OR Apache-2.0"
+CRATES_IO = "registry+https://github.com/rust-lang/crates.io-index"
+CARGO_TIMEOUT = 120
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_RUSTC_VERSION = re.compile(r"^rustc (\S+)")
+
+
+def sbom_name(bundle: Bundle, version: str) -> str:
+    """The SBOM file name of ``bundle``'s archive, e.g. ``ransomeye-core-1.0.0.cdx.json``."""
+    return bundle.stem(version) + SUFFIX
+
+
+# --- cargo metadata -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Crate:
+    """One Rust package as ``cargo metadata`` describes it (no machine paths).
+
+    ``deps`` are the keys of its normal (linked) dependencies; ``source`` is
+    None for a workspace or path crate.
+    """
+
+    name: str
+    version: str
+    license: str | None
+    description: str | None
+    source: str | None
+    deps: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    @property
+    def purl(self) -> str | None:
+        """The package URL of a crates.io crate; None for any other source."""
+        return f"pkg:cargo/{self.name}@{self.version}" if self.source == CRATES_IO else None
+
+
+@dataclass(frozen=True)
+class CargoMetadata:
+    """The crates of the workspace and which crate each binary is built from."""
+
+    crates: Mapping[str, Crate]
+    binaries: Mapping[str, str]
+
+    def crate_of(self, binary: str) -> Crate:
+        """The crate whose ``[[bin]]`` target is ``binary`` (name without ``.exe``)."""
+        try:
+            return self.crates[self.binaries[binary]]
+        except KeyError:
+            raise BadInputError(
+                f"no workspace crate builds the binary {binary!r}",
+                hint="known binaries: " + ", ".join(sorted(self.binaries)),
+            ) from None
+
+    def closure(self, binary: str) -> tuple[Crate, ...]:
+        """``binary``'s crate and every crate it links (normal dependencies), sorted by key."""
+        seen: dict[str, Crate] = {}
+        todo = [self.crate_of(binary).key]
+        while todo:
+            key = todo.pop()
+            if key in seen:
+                continue
+            crate = self.crates[key]
+            seen[key] = crate
+            todo.extend(crate.deps)
+        return tuple(seen[k] for k in sorted(seen))
+
+
+def _str(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise BadInputError(f"cargo metadata: {where} is not a non-empty string")
+    return value
+
+
+def _opt_str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def parse_cargo_metadata(data: Mapping[str, Any]) -> CargoMetadata:
+    """Parse the JSON of ``cargo metadata --format-version 1``.
+
+    Binaries are the ``bin`` targets of the workspace members. A crate's
+    dependencies come from ``resolve`` (normal dependencies only: dev and
+    build dependencies are not linked into a binary); without ``resolve``
+    (``--no-deps``) each crate stands alone. Raises :class:`BadInputError`
+    for a document that is not cargo's.
+    """
+    packages = data.get("packages")
+    members = data.get("workspace_members")
+    if not isinstance(packages, list) or not isinstance(members, list):
+        raise BadInputError("cargo metadata: no packages or workspace_members (not cargo's format version 1)")
+    key_of: dict[str, str] = {}
+    raw: dict[str, Mapping[str, Any]] = {}
+    for i, pkg in enumerate(packages):
+        if not isinstance(pkg, dict):
+            raise BadInputError(f"cargo metadata: packages[{i}] is not an object")
+        pkg_id = _str(pkg.get("id"), f"packages[{i}].id")
+        key = f"{_str(pkg.get('name'), f'packages[{i}].name')}@{_str(pkg.get('version'), f'packages[{i}].version')}"
+        if key in raw:
+            raise BadInputError(f"cargo metadata: two packages are {key} (from different sources)")
+        key_of[pkg_id] = key
+        raw[key] = pkg
+    deps: dict[str, list[str]] = {k: [] for k in raw}
+    resolve = data.get("resolve")
+    if isinstance(resolve, dict):
+        for node in resolve.get("nodes") or []:
+            node_key = key_of.get(node.get("id", ""))
+            if node_key is None:
+                raise BadInputError(f"cargo metadata: resolve names an unknown package {node.get('id')!r}")
+            for dep in node.get("deps") or []:
+                kinds = dep.get("dep_kinds")
+                normal = kinds is None or any(k.get("kind") is None for k in kinds)
+                dep_key = key_of.get(dep.get("pkg", ""))
+                if dep_key is None:
+                    raise BadInputError(f"cargo metadata: resolve names an unknown package {dep.get('pkg')!r}")
+                if normal:
+                    deps[node_key].append(dep_key)
+    crates = {
+        key: Crate(
+            name=pkg["name"],
+            version=pkg["version"],
+            license=_opt_str(pkg.get("license")),
+            description=_opt_str(pkg.get("description")),
+            source=_opt_str(pkg.get("source")),
+            deps=tuple(sorted(set(deps[key]))),
+        )
+        for key, pkg in sorted(raw.items())
+    }
+    binaries: dict[str, str] = {}
+    for member in members:
+        member_key = key_of.get(member)
+        if member_key is None:
+            raise BadInputError(f"cargo metadata: workspace member {member!r} is not among the packages")
+        for target in raw[member_key].get("targets") or []:
+            if "bin" in (target.get("kind") or []):
+                name = _str(target.get("name"), f"{member_key} target name")
+                if name in binaries:
+                    raise BadInputError(f"cargo metadata: two crates build a binary {name!r}")
+                binaries[name] = member_key
+    return CargoMetadata(MappingProxyType(crates), MappingProxyType(dict(sorted(binaries.items()))))
+
+
+def cargo_metadata(root: Path, cargo: Path) -> CargoMetadata:
+    """Run ``cargo metadata --offline --locked --format-version 1`` in ``root`` and parse it.
+
+    Side effect: runs cargo (offline; ``--locked`` so it never rewrites
+    ``Cargo.lock``). Raises :class:`ToolchainError` when cargo cannot run or
+    fails, :class:`BadInputError` when its output is not what cargo writes.
+    """
+    cmd = [str(cargo), "metadata", "--offline", "--locked", "--format-version", "1"]
+    cmd += ["--manifest-path", str(root / "Cargo.toml")]
+    try:
+        proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=CARGO_TIMEOUT, check=False)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise ToolchainError(f"cannot run {cargo} metadata: {e}") from e
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-10:])
+        raise ToolchainError(f"cargo metadata failed (exit {proc.returncode})", hint=tail or None)
+    try:
+        data = json.loads(proc.stdout)
+    except ValueError as e:
+        raise BadInputError(f"cargo metadata did not print JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise BadInputError("cargo metadata did not print a JSON object")
+    return parse_cargo_metadata(data)
+
+
+# --- building the SBOM ------------------------------------------------------------
+
+
+_LICENSING_LOCK = threading.Lock()
+
+
+def _license(expression: str) -> License:
+    """An SPDX id as an id, an expression (``LicenseRef-…`` included) as an expression, else a name.
+
+    The SPDX helpers initialise shared state lazily and are not thread-safe (the
+    packagers run in parallel): called concurrently, they classified the same
+    expression differently from run to run. Hence the lock.
+    """
+    with _LICENSING_LOCK:
+        spdx_id = fixup_id(expression)
+        if spdx_id is not None:
+            return DisjunctiveLicense(id=spdx_id)
+        if "LicenseRef-" in expression or is_expression(expression):
+            return LicenseExpression(expression)
+        return DisjunctiveLicense(name=expression)
+
+
+def _crate_component(crate: Crate) -> Component:
+    properties = [] if crate.source is None else [Property(name="cargo:source", value=crate.source)]
+    return Component(
+        type=ComponentType.LIBRARY,
+        name=crate.name,
+        version=crate.version,
+        bom_ref=f"crate:{crate.key}",
+        description=crate.description,
+        licenses=[_license(crate.license)] if crate.license else [],
+        properties=properties,
+        purl=None if crate.purl is None else PackageURL.from_string(crate.purl),
+    )
+
+
+def rustc_version(toolchain: str) -> str:
+    """``1.95.0`` from ``rustc 1.95.0 (59807616e 2026-04-14)``; the text itself when it does not parse."""
+    m = _RUSTC_VERSION.match(toolchain)
+    return m.group(1) if m else toolchain
+
+
+def _check_sha256(value: str, where: str) -> None:
+    if not _SHA256.fullmatch(value):
+        raise BadInputError(f"{where}: {value!r} is not a lowercase hex SHA-256")
+
+
+def bundle_sbom(
+    bundle: Bundle,
+    version: str,
+    archive: ArtifactDigest,
+    contents: Mapping[str, str],
+    metadata: CargoMetadata,
+    epoch: int,
+    toolchain: str | None = None,
+) -> Bom:
+    """The CycloneDX BOM of ``bundle``'s archive. Pure: reads nothing, writes nothing.
+
+    ``contents`` maps every regular file in the archive (member name, e.g.
+    ``ransomeye-core-1.0.0/bin/ransomeye-core``) to its SHA-256; every binary
+    the bundle declares must be there, under ``<stem>/bin/``. ``toolchain``
+    is the ``rustc --version`` line of the bundle's target (adds ``rust-std``).
+    The same arguments always give the same document. Raises
+    :class:`BadInputError` for a declared binary missing from ``contents``,
+    a binary no crate builds, or a malformed hash.
+    """
+    if not SEMVER.fullmatch(version):
+        raise BadInputError(f"{version!r} is not a semver version")
+    if epoch < 0:
+        raise BadInputError(f"epoch {epoch} is negative")
+    _check_sha256(archive.sha256, archive.name)
+    expected_name = bundle.archive_name(version)
+    if archive.name != expected_name:
+        raise BadInputError(f"{archive.name}: the archive of {bundle.id} {version} is named {expected_name}")
+    top = bundle.stem(version)
+    for arcname, member_sha in contents.items():
+        _check_sha256(member_sha, arcname)
+        if not arcname.startswith(top + "/"):
+            raise BadInputError(f"{arcname}: outside the archive's top-level directory {top}/")
+    subject = Component(
+        type=ComponentType.APPLICATION,
+        name=bundle.name,
+        version=version,
+        bom_ref=f"archive:{archive.name}",
+        hashes=[
+            HashType(alg=HashAlgorithm.SHA_256, content=archive.sha256),
+            HashType(alg=HashAlgorithm.BLAKE2B_512, content=archive.blake2b.hex()),
+        ],
+        properties=[
+            Property(name=ARCHIVE_PROPERTY, value=archive.name),
+            Property(name=BUNDLE_PROPERTY, value=bundle.id),
+            Property(name=TARGET_PROPERTY, value=bundle.target),
+        ],
+    )
+    tools = [
+        Component(type=ComponentType.APPLICATION, name="ransomeye-release", description="RansomEye release pipeline"),
+        # Named without its external references: checking their IRI syntax makes validation ten times slower.
+        Component(
+            type=ComponentType.LIBRARY, group="CycloneDX", name="cyclonedx-python-lib", version=cyclonedx_version
+        ),
+    ]
+    bom = Bom(
+        serial_number=uuid.uuid5(SERIAL_NAMESPACE, archive.sha256),
+        metadata=BomMetaData(component=subject, timestamp=datetime.fromtimestamp(epoch, UTC)),
+    )
+    bom.metadata.tools.components.update(tools)
+
+    std: Component | None = None
+    if toolchain is not None:
+        std = Component(
+            type=ComponentType.LIBRARY,
+            name=RUST_STD,
+            version=rustc_version(toolchain),
+            bom_ref=f"{RUST_STD}@{rustc_version(toolchain)}",
+            description=f"The Rust standard library, linked into every binary ({toolchain})",
+            licenses=[_license(RUST_STD_LICENSE)],
+            properties=[Property(name=TARGET_PROPERTY, value=bundle.target)],
+        )
+        bom.components.add(std)
+
+    binary_paths = {f"{top}/bin/{bundle.binary_file(b)}": b for b in bundle.binaries}
+    missing = sorted(set(binary_paths) - set(contents))
+    if missing:
+        raise BadInputError(f"{archive.name}: declared binaries not in the archive: {', '.join(missing)}")
+    crates: dict[str, Component] = {}
+    files: list[Component] = []
+    for arcname in sorted(contents):
+        path_property = Property(name=PATH_PROPERTY, value=arcname)
+        sha = HashType(alg=HashAlgorithm.SHA_256, content=contents[arcname])
+        binary = binary_paths.get(arcname)
+        if binary is None:
+            files.append(
+                Component(
+                    type=ComponentType.FILE, name=arcname, bom_ref=f"file:{arcname}", hashes=[sha],
+                    properties=[path_property],
+                )
+            )  # fmt: skip
+            continue
+        crate = metadata.crate_of(binary)
+        linked = metadata.closure(binary)
+        for c in linked:
+            if c.key not in crates:
+                crates[c.key] = _crate_component(c)
+        component = Component(
+            type=ComponentType.APPLICATION,
+            name=arcname.rsplit("/", 1)[1],
+            version=crate.version,
+            bom_ref=f"file:{arcname}",
+            hashes=[sha],
+            licenses=[_license(crate.license)] if crate.license else [],
+            properties=[path_property, Property(name=CRATE_PROPERTY, value=crate.key)],
+        )
+        files.append(component)
+        bom.register_dependency(component, [crates[crate.key], *([std] if std else [])])
+    for component in files:
+        bom.components.add(component)
+    for key in sorted(crates):
+        bom.components.add(crates[key])
+        c = metadata.crates[key]
+        bom.register_dependency(crates[key], [crates[d] for d in c.deps])
+    bom.register_dependency(subject, files)
+    return bom
+
+
+# --- writing and reading -----------------------------------------------------------
+
+
+def validate_sbom(text: str, spec_version: str = SPEC_VERSION.to_version()) -> list[str]:
+    """Every error of ``text`` against the CycloneDX JSON schema ``spec_version``; empty when valid.
+
+    Offline: the schemas ship with ``cyclonedx-python-lib``. An unknown spec
+    version is an error.
+    """
+    # Imported here: loading the validator compiles a grammar (about 1.5 s), which only validation needs.
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    try:
+        schema = SchemaVersion.from_version(spec_version)
+    except (ValueError, TypeError):
+        return [f"unknown CycloneDX spec version {spec_version!r}"]
+    errors = JsonStrictValidator(schema).validate_str(text, all_errors=True)
+    return [] if errors is None else [_schema_error(e.data) for e in errors]
+
+
+def _schema_error(data: Any) -> str:
+    """``<json path>: <message>`` for a jsonschema error (its ``str`` quotes the whole schema)."""
+    message = getattr(data, "message", None)
+    if message is None:
+        return str(data)
+    return f"{getattr(data, 'json_path', '$')}: {message}"
+
+
+def sbom_json(bom: Bom) -> bytes:
+    """The canonical bytes of ``bom``: CycloneDX 1.6 JSON, sorted keys, two-space indent, final newline.
+
+    Raises :class:`VerificationError` when the document does not validate
+    against the CycloneDX schema (it is never written then).
+    """
+    data = json.loads(JsonV1Dot6(bom).output_as_string())
+    text = json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+    errors = validate_sbom(text)
+    if errors:
+        raise VerificationError(
+            f"the SBOM does not validate against CycloneDX {SPEC_VERSION.to_version()}: {errors[0]}"
+        )
+    return text.encode()
+
+
+def write_sbom(bom: Bom, path: Path) -> ArtifactDigest:
+    """Write ``bom`` (see :func:`sbom_json`) to ``path`` atomically; return its digest.
+
+    Side effect: creates or replaces ``path`` (mode 644). Raises
+    :class:`BadInputError` when the directory is not writable.
+    """
+    data = sbom_json(bom)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    except OSError as e:
+        raise BadInputError(f"{path}: cannot write the SBOM: {e.strerror or e}") from e
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return ArtifactDigest(path, len(data), hashlib.sha256(data).hexdigest(), hashlib.blake2b(data).digest())
+
+
+@dataclass(frozen=True)
+class SbomCrate:
+    name: str
+    version: str
+    licenses: str
+
+
+@dataclass(frozen=True)
+class SbomView:
+    """What an audit needs from an SBOM: its subject, its files and its crates."""
+
+    spec_version: str
+    serial_number: str
+    timestamp: str
+    subject_name: str
+    subject_version: str
+    subject_sha256: str | None
+    subject_archive: str | None
+    files: Mapping[str, str]
+    crates: tuple[SbomCrate, ...]
+    toolchain: str | None
+    components: int
+
+
+def _licenses_text(component: Mapping[str, Any]) -> str:
+    out = []
+    for entry in component.get("licenses") or []:
+        if "expression" in entry:
+            out.append(str(entry["expression"]))
+        elif isinstance(entry.get("license"), dict):
+            lic = entry["license"]
+            out.append(str(lic.get("id") or lic.get("name") or "?"))
+    return " AND ".join(out) if out else "(none declared)"
+
+
+def _sha256_of(component: Mapping[str, Any]) -> str | None:
+    for h in component.get("hashes") or []:
+        if isinstance(h, dict) and h.get("alg") == HashAlgorithm.SHA_256.value:
+            return str(h.get("content"))
+    return None
+
+
+def _property(component: Mapping[str, Any], name: str) -> str | None:
+    for p in component.get("properties") or []:
+        if isinstance(p, dict) and p.get("name") == name:
+            return str(p.get("value"))
+    return None
+
+
+def read_sbom(data: Mapping[str, Any], where: str) -> SbomView:
+    """Read an SBOM written by :func:`write_sbom` (already parsed from JSON).
+
+    Raises :class:`VerificationError` naming ``where`` when it is not a
+    CycloneDX document with a subject, or a file component lacks its path or
+    SHA-256, or a path is described twice.
+    """
+    if data.get("bomFormat") != "CycloneDX":
+        raise VerificationError(f"{where}: not a CycloneDX document")
+    meta = data.get("metadata")
+    subject = meta.get("component") if isinstance(meta, dict) else None
+    if not isinstance(subject, dict):
+        raise VerificationError(f"{where}: no metadata.component (the archive it describes)")
+    files: dict[str, str] = {}
+    crates: list[SbomCrate] = []
+    toolchain = None
+    components = data.get("components") or []
+    if not isinstance(components, list):
+        raise VerificationError(f"{where}: components is not a list")
+    for c in components:
+        if not isinstance(c, dict):
+            raise VerificationError(f"{where}: a component is not an object")
+        path = _property(c, PATH_PROPERTY)
+        if path is not None:
+            sha = _sha256_of(c)
+            if sha is None:
+                raise VerificationError(f"{where}: the component for {path} has no SHA-256")
+            if path in files:
+                raise VerificationError(f"{where}: {path} is described twice")
+            files[path] = sha
+        elif c.get("type") == "library" and c.get("name") == RUST_STD:
+            toolchain = str(c.get("version"))
+        elif c.get("type") == "library":
+            crates.append(SbomCrate(str(c.get("name")), str(c.get("version")), _licenses_text(c)))
+    return SbomView(
+        spec_version=str(data.get("specVersion")),
+        serial_number=str(data.get("serialNumber")),
+        timestamp=str(meta.get("timestamp")) if isinstance(meta, dict) else "",
+        subject_name=str(subject.get("name")),
+        subject_version=str(subject.get("version")),
+        subject_sha256=_sha256_of(subject),
+        subject_archive=_property(subject, ARCHIVE_PROPERTY),
+        files=MappingProxyType(dict(sorted(files.items()))),
+        crates=tuple(sorted(crates, key=lambda c: (c.name, c.version))),
+        toolchain=toolchain,
+        components=len(components),
+    )

@@ -1,0 +1,764 @@
+"""The compliance audit of a release folder: clean on an honest release, and every tampering named.
+
+Two kinds of release folder are audited, both copies of a real release made
+by ``build.py`` (the ``released`` fixture):
+
+* the folder as the pipeline ships it: each tampering is named by the checks
+  that catch it;
+* a *complete* folder: the same release with real SBOMs (from the archives'
+  contents and ``cargo metadata``), the gates report, a signed SLSA
+  provenance, each step re-linked with what it now produces and a layout that
+  knows these files — what the integrated pipeline ships. It audits clean;
+  a lying SBOM or provenance is caught even when every link agrees with it.
+
+``test_integrated_release_audits_clean`` audits the pipeline's own output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from in_toto.models.layout import Step
+from in_toto.models.metadata import Metablock
+from securesystemslib.signer import CryptoSigner
+
+from release import attest, provenance, sbom
+from release.archive import ArtifactDigest, collect_tree, hash_file, write_tar_gz
+from release.attest import GATES_REPORT, StepRecord
+from release.audit import AuditReport, audit, render_html, render_text, run_in_toto_verify, write_html, write_json
+from release.audit.audit import main as audit_main
+from release.audit.evidence import read_archive
+from release.builder.signer import sign_digest
+from release.cargo import HOST_TARGET, find_toolchain
+from release.errors import BadInputError
+from release.keys import KeyPair, load_private_key, load_public_key
+from release.manifests.generate_hash_list import SUMS_NAME, write_hash_list
+from tests.conftest import EPOCH, ROOT, Repo
+
+pytestmark = pytest.mark.slow
+
+VERSION = "1.0.0"
+CORE = "ransomeye-core-1.0.0.tar.gz"
+DPI = "ransomeye-dpi-1.0.0.tar.gz"
+ARCHIVES = [CORE, "ransomeye-agent-linux-1.0.0.tar.gz", "ransomeye-agent-windows-1.0.0.zip", DPI]
+PROVENANCE = provenance.provenance_name(VERSION)
+COMMIT = "94a84f4d67e808291f5f01b659d941915765a02e"
+BUILDER = "https://build.ransomeye.example/release-server"
+AUDIT_SCRIPT = ROOT / "release" / "audit" / "audit.py"
+T0 = datetime(2026, 5, 1, 10, 0, 0, tzinfo=UTC)
+PROVENANCE_COMMAND = "slsa-provenance"
+
+
+# --- building folders ---------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """A release folder under test and the repository (with its keys) it was built from."""
+
+    folder: Path
+    repo: Repo
+
+    def key(self, role: str) -> KeyPair:
+        return load_private_key(self.repo.keys, role)
+
+    @property
+    def owner_pub(self) -> Path:
+        return self.repo.keys / "owner.pub"
+
+    def link(self, step: str) -> Path:
+        (path,) = self.folder.glob(f"{step}.*.link")
+        return path
+
+    def signed(self, step: str) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.link(step).read_text())["signed"]
+        return data
+
+    def relink(self, step: str, role: str | None = None, **changes: Any) -> None:
+        """Rewrite ``step``'s link with ``changes``, signed with the step's real functionary key."""
+        old = self.signed(step) if list(self.folder.glob(f"{step}.*.link")) else {}
+        record = StepRecord(
+            name=step,
+            command=changes.get("command", old.get("command", [])),
+            materials=changes.get("materials", {k: v["sha256"] for k, v in old.get("materials", {}).items()}),
+            products=changes.get("products", {k: v["sha256"] for k, v in old.get("products", {}).items()}),
+            byproducts={k: v for k, v in old.get("byproducts", {}).items() if k != "return-value"},
+            environment=changes.get("environment", old.get("environment", {})),
+        )
+        for p in self.folder.glob(f"{step}.*.link"):
+            p.unlink()
+        attest.write_link(record, self.key(role or attest.step_role(step)), self.folder)
+
+    def audit(self) -> AuditReport:
+        return audit(self.folder, self.owner_pub)
+
+
+def _contents(path: Path) -> dict[str, str]:
+    """Every regular file in an archive and its SHA-256 (read here independently of the audit)."""
+    out = {}
+    if path.name.endswith(".zip"):
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if not info.is_dir():
+                    out[info.filename] = hashlib.sha256(zf.read(info)).hexdigest()
+    else:
+        with tarfile.open(path) as tar:
+            for m in tar.getmembers():
+                f = tar.extractfile(m) if m.isfile() else None
+                if f is not None:
+                    out[m.name] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
+def _before_disallow(rules: list[list[str]], extra: list[list[str]]) -> list[list[str]]:
+    assert rules[-1] == ["DISALLOW", "*"]
+    return [*rules[:-1], *extra, rules[-1]]
+
+
+def _integrated_layout(case: Case, expires: datetime) -> Metablock:
+    """The root layout with rules for the SBOMs, the gates report and the provenance step.
+
+    The pipeline's own layout once it has them; until then, its layout extended here.
+    """
+    ws = case.repo.ws
+    build_pub = load_public_key(case.repo.keys / "build.pub")
+    layout = attest.build_layout(ws, build_pub, load_public_key(case.repo.keys / "release.pub"), expires)
+    steps = {s.name: s for s in layout.steps}
+    if provenance.STEP_PROVENANCE in steps:
+        return attest.sign_layout(layout, case.key("owner"))
+    sboms = [(b, f"{b.name}-*{sbom.SUFFIX}") for b in ws.bundles]
+    sig = ".minisig"
+    for b, pattern in sboms:
+        steps[b.step].expected_products = _before_disallow(steps[b.step].expected_products, [["CREATE", pattern]])
+    signed_inputs = [*(["MATCH", p, "WITH", "PRODUCTS", "FROM", b.step] for b, p in sboms)]
+    signed_inputs.append(["MATCH", GATES_REPORT, "WITH", "PRODUCTS", "FROM", attest.STEP_GATES])
+    signatures = [*(["MATCH", p + sig, "WITH", "PRODUCTS", "FROM", attest.STEP_SIGN] for _, p in sboms)]
+    signatures.append(["MATCH", GATES_REPORT + sig, "WITH", "PRODUCTS", "FROM", attest.STEP_SIGN])
+    sign = steps[attest.STEP_SIGN]
+    sign.expected_materials = _before_disallow(sign.expected_materials, signed_inputs)
+    sign.expected_products = _before_disallow(
+        sign.expected_products, [*(["CREATE", p + sig] for _, p in sboms), ["CREATE", GATES_REPORT + sig]]
+    )
+    sums = steps[attest.STEP_CHECKSUMS]
+    sums.expected_materials = _before_disallow(sums.expected_materials, signed_inputs + signatures)
+    layout.steps.append(
+        Step(
+            name=provenance.STEP_PROVENANCE,
+            pubkeys=[attest.keyid_of(build_pub)],
+            expected_command=[PROVENANCE_COMMAND],
+            expected_materials=[
+                *(["MATCH", f"{b.name}-*.{b.format}", "WITH", "PRODUCTS", "FROM", b.step] for b in ws.bundles),
+                ["DISALLOW", "*"],
+            ],
+            expected_products=[["CREATE", f"ransomeye-*{provenance.SUFFIX}"], ["DISALLOW", "*"]],
+        )
+    )
+    delivered = [
+        *signed_inputs,
+        *signatures,
+        ["MATCH", f"ransomeye-*{provenance.SUFFIX}", "WITH", "PRODUCTS", "FROM", provenance.STEP_PROVENANCE],
+    ]
+    allowed = [["ALLOW", r[1]] for r in delivered]
+    for inspection in layout.inspect:
+        extra = delivered if inspection.name == "verify-files" else allowed
+        inspection.expected_materials = _before_disallow(inspection.expected_materials, extra)
+        inspection.expected_products = _before_disallow(inspection.expected_products, extra)
+    layout.validate()
+    return attest.sign_layout(layout, case.key("owner"))
+
+
+def _times(i: int) -> dict[str, str]:
+    start = T0 + timedelta(seconds=10 * i)
+    return {"started": start.isoformat(), "finished": (start + timedelta(seconds=4 + i)).isoformat()}
+
+
+def _add_sboms(case: Case, cargo: Path) -> dict[str, ArtifactDigest]:
+    ws = case.repo.ws
+    metadata = sbom.cargo_metadata(case.repo.root, cargo)
+    toolchains = case.signed("build")["environment"]["toolchains"]
+    out = {}
+    for b in ws.bundles:
+        archive = hash_file(case.folder / b.archive_name(VERSION))
+        bom = sbom.bundle_sbom(b, VERSION, archive, _contents(archive.path), metadata, EPOCH, toolchains[b.target])
+        out[b.step] = sbom.write_sbom(bom, case.folder / sbom.sbom_name(b, VERSION))
+    return out
+
+
+def complete_release(case: Case, cargo: Path) -> None:
+    """Turn ``case.folder`` (today's release) into what the integrated pipeline ships."""
+    ws = case.repo.ws
+    subprocess.run(
+        [sys.executable, str(case.repo.root / "governance" / "gates" / "check_gates.py"),
+         "--root", str(case.repo.root), "--report", str(case.folder / GATES_REPORT)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    report = hash_file(case.folder / GATES_REPORT)
+    assert case.signed("gates")["products"][GATES_REPORT]["sha256"] == report.sha256, "the gates report is stable"
+    case.relink("gates", environment=_times(0))
+    case.relink("build", environment={**case.signed("build")["environment"], **_times(1)})
+    sboms = _add_sboms(case, cargo)
+    archives = {b.step: hash_file(case.folder / b.archive_name(VERSION)) for b in ws.bundles}
+    for i, b in enumerate(ws.bundles):
+        products = {archives[b.step].name: archives[b.step].sha256, sboms[b.step].name: sboms[b.step].sha256}
+        case.relink(b.step, products=products, environment=_times(2 + i))
+    release = case.key("release")
+    signed = [*archives.values(), *sboms.values(), report]
+    sigs = [sign_digest(release, d, VERSION, EPOCH) for d in signed]
+    case.relink(
+        "sign",
+        materials={d.name: d.sha256 for d in signed},
+        products={d.name: d.sha256 for d in sigs},
+        environment=_times(6),
+    )
+    sums = write_hash_list(case.folder)
+    sums_sig = sign_digest(release, sums, VERSION, EPOCH)
+    case.relink(
+        "checksums",
+        materials={d.name: d.sha256 for d in signed + sigs},
+        products={sums.name: sums.sha256, sums_sig.name: sums_sig.sha256},
+        environment=_times(7),
+    )
+    write_provenance(case)
+    layout = _integrated_layout(case, datetime.now(UTC) + timedelta(days=30))
+    attest.write_layout(layout, case.folder / attest.LAYOUT_NAME)
+
+
+def write_provenance(
+    case: Case, key_role: str = "build", change: Callable[[dict[str, Any]], None] | None = None
+) -> None:
+    """Write the provenance from the links (as the pipeline's provenance step does) and link it."""
+    ws = case.repo.ws
+    links = {s: case.signed(s) for s in attest.step_names(ws) if s != provenance.STEP_PROVENANCE}
+    subjects = {b.archive_name(VERSION): hash_file(case.folder / b.archive_name(VERSION)).sha256 for b in ws.bundles}
+    statement = provenance.build_statement(subjects, links, COMMIT, BUILDER, "release-1.0.0-run-1")
+    if change is not None:
+        change(statement)
+    envelope = provenance.sign_envelope(statement, case.key(key_role))
+    digest = provenance.write_envelope(envelope, case.folder / PROVENANCE)
+    case.relink(
+        provenance.STEP_PROVENANCE,
+        role="build",
+        command=[PROVENANCE_COMMAND],
+        materials=subjects,
+        products={digest.name: digest.sha256},
+        environment=_times(8),
+    )
+
+
+def resign_and_relist(case: Case, *changed: str) -> None:
+    """What a compromised release stage does after changing files: re-sign them and re-list everything."""
+    release = case.key("release")
+    signed = case.signed("sign")
+    for name in changed:
+        sign_digest(release, hash_file(case.folder / name), VERSION, EPOCH)
+    materials = {n: hash_file(case.folder / n).sha256 for n in signed["materials"]}
+    products = {n: hash_file(case.folder / n).sha256 for n in signed["products"]}
+    case.relink("sign", materials=materials, products=products)
+    sums = write_hash_list(case.folder)
+    sums_sig = sign_digest(release, sums, VERSION, EPOCH)
+    case.relink(
+        "checksums",
+        materials={**materials, **products},
+        products={sums.name: sums.sha256, sums_sig.name: sums_sig.sha256},
+    )
+
+
+@pytest.fixture(scope="module")
+def cargo(released: Repo) -> Path:
+    return find_toolchain(released.ws, HOST_TARGET).cargo
+
+
+@pytest.fixture(scope="module")
+def complete_template(released: Repo, cargo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("complete") / "release"
+    shutil.copytree(released.artifacts, folder)
+    complete_release(Case(folder, released), cargo)
+    return folder
+
+
+@pytest.fixture
+def today(released: Repo, tmp_path: Path) -> Case:
+    """A copy of the release folder the pipeline ships today."""
+    folder = tmp_path / "download"
+    shutil.copytree(released.artifacts, folder)
+    return Case(folder, released)
+
+
+@pytest.fixture
+def complete(released: Repo, complete_template: Path, tmp_path: Path) -> Case:
+    folder = tmp_path / "complete"
+    shutil.copytree(complete_template, folder)
+    return Case(folder, released)
+
+
+@pytest.fixture(scope="module")
+def complete_report(released: Repo, complete_template: Path) -> AuditReport:
+    return audit(complete_template, released.keys / "owner.pub")
+
+
+def _state(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def failing(report: AuditReport) -> set[str]:
+    return {c.name for c in report.checks if not c.passed}
+
+
+def named(report: AuditReport, check: str, text: str) -> bool:
+    """Whether ``check`` has a finding that names ``text`` (in its subject or message)."""
+    return any(text in f.subject or text in f.message for f in report.check(check).findings)
+
+
+# --- the complete release ------------------------------------------------------------
+
+
+def test_complete_release_audits_clean(complete_report: AuditReport) -> None:
+    report = complete_report
+    assert report.verified, "\n".join(f.text() for f in report.findings)
+    assert report.verdict == "VERIFIED"
+    assert [c.name for c in report.checks] == [
+        "layout", "in-toto", "links", "files", "checksums", "signatures", "gates", "archives", "sboms", "provenance",
+    ]  # fmt: skip
+    assert report.in_toto.ok
+    assert report.version == VERSION and report.source_commit == COMMIT
+
+
+def test_report_accounts_for_the_steps(complete_report: AuditReport, released: Repo) -> None:
+    steps = {s.name: s for s in complete_report.steps}
+    assert set(steps) == {*attest.step_names(released.ws), provenance.STEP_PROVENANCE}
+    build_id = attest.keyid_of(load_public_key(released.keys / "build.pub"))
+    release_id = attest.keyid_of(load_public_key(released.keys / "release.pub"))
+    assert (steps["build"].role, steps["build"].keyid) == ("build", build_id)
+    assert (steps["sign"].role, steps["sign"].keyid) == ("release", release_id)
+    assert steps["build"].command == ("cargo", "build", "--release", "--offline", "--locked")
+    assert steps["package-core"].products == 2 and steps["package-core"].depends_on == ("build",)
+    assert steps["gates"].duration == 4.0 and steps["gates"].started == T0.isoformat()
+    assert all(s.return_value == 0 and s.signature_ok for s in steps.values())
+    assert steps["gates"].materials == len(json.loads(next(released.artifacts.glob("gates.*.link")).read_text())
+                                           ["signed"]["materials"])  # fmt: skip
+    keys = {k.role: k for k in complete_report.keys}
+    assert keys["owner"].keyid == complete_report.owner_keyid
+    assert "sign" in keys["release"].steps and "provenance" in keys["build"].steps
+
+
+def test_report_accounts_for_gates_archives_sboms_and_provenance(complete_report: AuditReport) -> None:
+    report = complete_report
+    assert {g.name for g in report.gates} == {"resources", "isolation", "versions", "secrets"}
+    assert all(g.passed and g.source == GATES_REPORT for g in report.gates)
+    archives = {a.name: a for a in report.archives}
+    assert sorted(archives) == sorted(ARCHIVES)
+    core = archives[CORE]
+    assert core.signature_ok and core.sbom is not None
+    assert {b.rsplit("/", 1)[1] for b in core.binaries} == {"ransomeye-core", "ransomeye-ops", "ransomeye-tuner"}
+    assert {(c.name, c.licenses) for c in core.sbom.crates} == {
+        ("ransomeye-core", "LicenseRef-RansomEye-Proprietary"),
+        ("ransomeye-ops", "LicenseRef-RansomEye-Proprietary"),
+    }
+    assert core.sbom.files == len(core.members) and core.sbom.toolchain
+    p = report.provenance
+    assert p is not None and p.verified
+    assert (p.builder_id, p.build_type, p.source_commit) == (BUILDER, provenance.BUILD_TYPE, COMMIT)
+    assert p.started == "2026-05-01T10:00:00Z" and p.finished is not None
+
+
+def test_provenance_subjects_equal_the_sha256sums_entries(complete_template: Path, released: Repo) -> None:
+    envelope = provenance.read_envelope((complete_template / PROVENANCE).read_text(), PROVENANCE)
+    statement = provenance.verify_envelope(envelope, attest.key_dict(load_public_key(released.keys / "build.pub")))
+    listed = dict(line.split("  ", 1)[::-1] for line in (complete_template / SUMS_NAME).read_text().splitlines())
+    assert provenance.statement_subjects(statement) == {a: listed[a] for a in ARCHIVES}
+
+
+def test_sboms_in_the_release_validate_against_the_schema(complete_template: Path) -> None:
+    for archive in ARCHIVES:
+        name = archive.removesuffix(".tar.gz").removesuffix(".zip") + sbom.SUFFIX
+        assert sbom.validate_sbom((complete_template / name).read_text()) == [], name
+
+
+def test_the_audit_never_modifies_the_folder(complete: Case) -> None:
+    # A customer's in-toto-verify ran here before: its _inspect/ and inspection links are in the folder.
+    verify = [str(Path(sys.executable).parent / "in-toto-verify"), "--layout", attest.LAYOUT_NAME,
+              "--verification-keys", str(complete.owner_pub)]  # fmt: skip
+    assert subprocess.run(verify, cwd=complete.folder, capture_output=True, check=False).returncode == 0
+    assert (complete.folder / "_inspect").is_dir() and (complete.folder / "verify-files.link").is_file()
+    before = _state(complete.folder)
+    report = complete.audit()
+    assert report.verified, "\n".join(f.text() for f in report.findings)
+    assert _state(complete.folder) == before
+
+
+def test_run_in_toto_verify_alone(complete: Case, tmp_path: Path) -> None:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    assert run_in_toto_verify(complete.folder, complete.owner_pub, scratch_parent=scratch).ok
+    assert list(scratch.iterdir()) == [], "the scratch copy is removed"
+    (complete.folder / "README.txt").write_text("hi\n")
+    result = run_in_toto_verify(complete.folder, complete.owner_pub)
+    assert not result.ok and "README.txt" in result.reason
+
+
+# --- SBOM and provenance tampering: caught even when the links agree ---------------------
+
+
+def _lying_sbom(case: Case, cargo: Path) -> None:
+    """A malicious packager (build key) ships an SBOM that hides a file, and records it honestly."""
+    name = "ransomeye-core-1.0.0.cdx.json"
+    doc = json.loads((case.folder / name).read_text())
+    doc["components"] = [c for c in doc["components"] if not c["name"].endswith("ransomeye-tuner")]
+    (case.folder / name).write_text(json.dumps(doc, indent=2))
+    case.relink("package-core", products={CORE: hash_file(case.folder / CORE).sha256,
+                                          name: hash_file(case.folder / name).sha256})  # fmt: skip
+    resign_and_relist(case, name)
+    write_provenance(case)
+
+
+def _sbom_of_another_archive(case: Case, cargo: Path) -> None:
+    core, dpi = "ransomeye-core-1.0.0.cdx.json", "ransomeye-dpi-1.0.0.cdx.json"
+    shutil.copy(case.folder / dpi, case.folder / core)
+    case.relink("package-core", products={CORE: hash_file(case.folder / CORE).sha256,
+                                          core: hash_file(case.folder / core).sha256})  # fmt: skip
+    resign_and_relist(case, core)
+    write_provenance(case)
+
+
+def _sbom_schema_broken(case: Case, cargo: Path) -> None:
+    name = "ransomeye-dpi-1.0.0.cdx.json"
+    doc = json.loads((case.folder / name).read_text())
+    doc["components"][0]["type"] = "spaceship"
+    (case.folder / name).write_text(json.dumps(doc))
+    case.relink("package-dpi", products={DPI: hash_file(case.folder / DPI).sha256,
+                                         name: hash_file(case.folder / name).sha256})  # fmt: skip
+    resign_and_relist(case, name)
+    write_provenance(case)
+
+
+def _wrong_subject(statement: dict[str, Any]) -> None:
+    statement["subject"][0]["digest"]["sha256"] = "0" * 64
+
+
+def _missing_subject(statement: dict[str, Any]) -> None:
+    statement["subject"] = [s for s in statement["subject"] if s["name"] != DPI]
+
+
+def _hidden_dependency(statement: dict[str, Any]) -> None:
+    deps = statement["predicate"]["buildDefinition"]["resolvedDependencies"]
+    statement["predicate"]["buildDefinition"]["resolvedDependencies"] = [d for d in deps if d["name"] != "Cargo.lock"]
+
+
+SBOM_PROVENANCE_CASES: list[tuple[str, Callable[[Case, Path], None], str, str]] = [
+    ("sbom-hides-a-binary", _lying_sbom, "sboms", "ransomeye-core-1.0.0/bin/ransomeye-tuner"),
+    ("sbom-of-another-archive", _sbom_of_another_archive, "sboms", "ransomeye-core-1.0.0.cdx.json"),
+    ("sbom-not-cyclonedx", _sbom_schema_broken, "sboms", "not valid CycloneDX 1.6"),
+    ("provenance-wrong-subject-hash", lambda c, _: write_provenance(c, change=_wrong_subject), "provenance", "0000"),
+    ("provenance-missing-subject", lambda c, _: write_provenance(c, change=_missing_subject), "provenance", DPI),
+    ("provenance-hides-a-source-file", lambda c, _: write_provenance(c, change=_hidden_dependency), "provenance",
+     "Cargo.lock"),
+    ("provenance-signed-by-release-key", lambda c, _: write_provenance(c, key_role="release"), "provenance",
+     "not verified with the build key"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "tamper, check, expected",
+    [(t, c, e) for _, t, c, e in SBOM_PROVENANCE_CASES],
+    ids=[n for n, _, _, _ in SBOM_PROVENANCE_CASES],
+)
+def test_lying_sbom_or_provenance_is_named(
+    complete: Case, cargo: Path, tamper: Callable[[Case, Path], None], check: str, expected: str
+) -> None:
+    tamper(complete, cargo)
+    report = complete.audit()
+    assert not report.verified
+    assert failing(report) == {check}, "\n".join(f.text() for f in report.findings)
+    assert named(report, check, expected), report.check(check).findings
+
+
+def test_sbom_missing_and_provenance_missing_are_named(complete: Case) -> None:
+    (complete.folder / "ransomeye-dpi-1.0.0.cdx.json").unlink()
+    (complete.folder / PROVENANCE).unlink()
+    report = complete.audit()
+    assert named(report, "sboms", "ransomeye-dpi-1.0.0.cdx.json")
+    assert named(report, "provenance", PROVENANCE)
+    assert named(report, "checksums", "ransomeye-dpi-1.0.0.cdx.json")  # listed but gone
+    assert not report.in_toto.ok
+
+
+# --- today's release and the tamper matrix ------------------------------------------------
+
+
+def _flip(case: Case, name: str, offset: int | None = None) -> None:
+    path = case.folder / name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 if offset is None else offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _new_layout(case: Case, signer: str, expires: datetime) -> None:
+    layout = attest.build_layout(
+        case.repo.ws, load_public_key(case.repo.keys / "build.pub"), load_public_key(case.repo.keys / "release.pub"),
+        expires,
+    )  # fmt: skip
+    attest.write_layout(attest.sign_layout(layout, case.key(signer)), case.folder / attest.LAYOUT_NAME)
+
+
+def _foreign_key_link(case: Case) -> None:
+    path = case.link("package-core")
+    mb = Metablock.load(str(path))
+    mb.signatures = []
+    mb.create_signature(CryptoSigner(Ed25519PrivateKey.generate()))
+    mb.dump(str(path))
+
+
+def _edit_link(case: Case) -> None:
+    path = case.link("package-core")
+    data = json.loads(path.read_text())
+    data["signed"]["products"][CORE]["sha256"] = "0" * 64
+    path.write_text(json.dumps(data))
+
+
+def _edit_layout(case: Case) -> None:
+    path = case.folder / attest.LAYOUT_NAME
+    data = json.loads(path.read_text())
+    for step in data["signed"]["steps"]:
+        if step["name"] == "package-core":
+            step["expected_materials"] = [["ALLOW", "*"]]
+    path.write_text(json.dumps(data))
+
+
+def _repack_core_with_edge(case: Case) -> None:
+    src = case.folder.parent / "unpacked"
+    with tarfile.open(case.folder / CORE) as tar:
+        tar.extractall(src, filter="data")
+    top = src / "ransomeye-core-1.0.0"
+    (top / "edge" / "agent").mkdir(parents=True)
+    (top / "edge" / "agent" / "implant.rs").write_text("fn main() {}\n")
+    write_tar_gz(collect_tree(src, top, "ransomeye-core-1.0.0"), case.folder / CORE, EPOCH)
+
+
+def _repacked_core_relisted(case: Case) -> None:
+    _repack_core_with_edge(case)
+    write_hash_list(case.folder)  # SHA256SUMS regenerated to match
+
+
+def _malicious_packager(case: Case) -> None:
+    """The packager (build key) adds edge/ material, records it as its product; the release stage re-signs."""
+    _repack_core_with_edge(case)
+    products = {n: d["sha256"] for n, d in case.signed("package-core")["products"].items()}
+    case.relink("package-core", products={**products, CORE: hash_file(case.folder / CORE).sha256})
+    if list(case.folder.glob(f"{provenance.STEP_PROVENANCE}.*.link")):
+        write_provenance(case)  # the build key signs the provenance too
+    resign_and_relist(case, CORE)
+
+
+def _sums_line_changed(case: Case) -> None:
+    path = case.folder / SUMS_NAME
+    lines = [("0" * 64 + line[64:]) if line.endswith(ARCHIVES[1]) else line for line in path.read_text().splitlines()]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _sums_extra_existing_file(case: Case) -> None:
+    extra = case.folder / "notes.txt"
+    extra.write_text("harmless?\n")
+    with (case.folder / SUMS_NAME).open("a") as f:
+        f.write(f"{hash_file(extra).sha256}  notes.txt\n")
+
+
+def _mixed_versions(case: Case) -> None:
+    """An old core archive (another version, properly signed) dropped into the folder."""
+    old = case.folder / "ransomeye-core-0.9.0.tar.gz"
+    shutil.copy(case.folder / CORE, old)
+    sign_digest(case.key("release"), hash_file(old), "0.9.0", EPOCH)
+
+
+Tamper = Callable[[Case], object]
+# (id, tamper, [(check, text it must name)]); the stock in-toto-verify must fail in every case too.
+TAMPER_CASES: list[tuple[str, Tamper, list[tuple[str, str]]]] = [
+    ("flipped-byte-archive", partial(_flip, name=CORE),
+     [("checksums", CORE), ("signatures", CORE + ".minisig"), ("links", CORE), ("archives", "cannot be read")]),
+    ("flipped-byte-zip", partial(_flip, name=ARCHIVES[2]),
+     [("checksums", ARCHIVES[2]), ("signatures", ARCHIVES[2] + ".minisig")]),
+    ("flipped-byte-signature", partial(_flip, name=DPI + ".minisig", offset=60),
+     [("signatures", DPI + ".minisig"), ("checksums", DPI + ".minisig")]),
+    ("flipped-byte-sums-signature", partial(_flip, name=SUMS_NAME + ".minisig", offset=60),
+     [("signatures", SUMS_NAME + ".minisig"), ("links", SUMS_NAME + ".minisig")]),
+    ("extra-file", lambda c: (c.folder / "README.txt").write_text("hi\n"), [("files", "README.txt")]),
+    ("missing-link", lambda c: c.link("sign").unlink(), [("links", "sign")]),
+    ("link-signed-by-unlisted-key", _foreign_key_link, [("links", "package-core.")]),
+    ("link-copied-over-another-step", lambda c: shutil.copy(c.link("package-dpi"), c.link("package-core")),
+     [("links", "is the link of step 'package-dpi'")]),
+    ("link-edited-without-resigning", _edit_link, [("links", "signature does not verify")]),
+    ("layout-signed-by-functionary", lambda c: _new_layout(c, "build", datetime.now(UTC) + timedelta(days=30)),
+     [("layout", "not signed by the owner key")]),
+    ("layout-expired", lambda c: _new_layout(c, "owner", datetime.now(UTC) - timedelta(days=1)),
+     [("layout", "expired")]),
+    ("layout-edited-after-signing", _edit_layout, [("layout", "not signed by the owner key")]),
+    ("core-repacked-with-edge", _repacked_core_relisted,
+     [("links", CORE), ("signatures", CORE + ".minisig")]),
+    ("malicious-packager-honest-links", _malicious_packager, [("in-toto", "edge/agent/implant.rs")]),
+    ("sums-changed-line", _sums_line_changed, [("checksums", ARCHIVES[1])]),
+    ("sums-extra-line-missing-file", lambda c: (c.folder / SUMS_NAME).open("a").write("1" * 64 + "  rootkit.tar.gz\n"),
+     [("checksums", "rootkit.tar.gz")]),
+    ("sums-extra-line-existing-file", _sums_extra_existing_file, [("checksums", "notes.txt"), ("files", "notes.txt")]),
+    ("mixed-versions", _mixed_versions, [("files", "ransomeye-core-0.9.0.tar.gz")]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("tamper, expected", [(t, e) for _, t, e in TAMPER_CASES], ids=[n for n, _, _ in TAMPER_CASES])
+def test_tampering_fails_the_audit_and_is_named(today: Case, tamper: Tamper, expected: list[tuple[str, str]]) -> None:
+    tamper(today)
+    report = today.audit()
+    assert not report.verified
+    assert not report.in_toto.ok and named(report, "in-toto", "")
+    for check, text in expected:
+        assert named(report, check, text), f"{check} must name {text!r}: {report.check(check).findings}"
+
+
+# --- the command, as an auditor runs it ------------------------------------------------------
+
+NO_NETWORK = """
+import sys
+def _deny(event, args):
+    if event in ("socket.connect", "socket.getaddrinfo", "socket.gethostbyname", "socket.__new__"):
+        raise PermissionError(f"network access during the audit: {event}")
+sys.addaudithook(_deny)
+"""
+
+
+def _offline_env(tmp_path: Path) -> dict[str, str]:
+    guard = tmp_path / "no-network"
+    guard.mkdir(exist_ok=True)
+    (guard / "sitecustomize.py").write_text(NO_NETWORK)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RANSOMEYE_", "PYTHON"))}
+    env["PYTHONPATH"] = str(guard)
+    return env
+
+
+def _tool_copy(tmp_path: Path) -> Path:
+    """The audit tool alone (the ``release`` package): no Cargo.toml, no keys, no governance, no artifacts."""
+    tool = tmp_path / "tool"
+    shutil.copytree(
+        ROOT / "release", tool / "release",
+        ignore=shutil.ignore_patterns("artifacts", ".staging", ".previous", "__pycache__", "*.lock"),
+    )  # fmt: skip
+    return tool / "release" / "audit" / "audit.py"
+
+
+def _run(script: Path, *args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_the_network_guard_works(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", "import socket; socket.create_connection(('127.0.0.1', 9))"],
+        cwd=tmp_path, env=_offline_env(tmp_path), capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "network access during the audit" in proc.stderr
+
+
+def test_command_offline_outside_the_repository(complete: Case, tmp_path: Path) -> None:
+    work = tmp_path / "auditor"
+    work.mkdir()
+    shutil.copy(complete.owner_pub, work / "ransomeye-owner.pub")
+    script = _tool_copy(tmp_path)
+    before = _state(complete.folder)
+    proc = _run(script, str(complete.folder), "--owner-key", "ransomeye-owner.pub", "--json", "audit.json",
+                "--html", "audit.html", cwd=work, env=_offline_env(tmp_path))  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Verdict: VERIFIED" in proc.stdout
+    assert _state(complete.folder) == before
+    data = json.loads((work / "audit.json").read_text())
+    assert data["schema"] == "ransomeye.audit/v1" and data["verified"] is True and data["failures"] == []
+    assert data["source_commit"] == COMMIT
+    assert {s["name"] for s in data["steps"]} >= {"gates", "build", "sign", "checksums", "provenance"}
+    html = (work / "audit.html").read_text()
+    assert "✔ VERIFIED" in html and CORE in html and COMMIT in html
+    for external in ("<script", "<link", "src=", "url(", "@import"):
+        assert external not in html, f"the HTML report must be self-contained ({external})"
+
+
+def test_command_exit_codes(today: Case, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    env = _offline_env(tmp_path)
+    owner = str(today.owner_pub)
+    _flip(today, DPI)
+    failed = _run(AUDIT_SCRIPT, str(today.folder), "--owner-key", owner, cwd=tmp_path, env=env)
+    assert failed.returncode == 1, failed.stderr
+    assert "Verdict: VERIFICATION FAILED" in failed.stdout and f"[checksums] {DPI}" in failed.stdout
+    could_not_run = _run(AUDIT_SCRIPT, str(tmp_path / "nowhere"), "--owner-key", owner, cwd=tmp_path, env=env)
+    assert could_not_run.returncode == 2 and "audit: error:" in could_not_run.stderr
+    # The same entry point in-process, for the other ways it cannot run.
+    assert audit_main([str(today.folder), "--owner-key", owner, "--quiet"]) == 1
+    assert capsys.readouterr().out.startswith("Verdict: VERIFICATION FAILED")
+    (tmp_path / "garbage.pub").write_text("not a key\n")
+    for args in (
+        [],
+        [str(today.folder)],
+        [str(today.folder), "--owner-key", str(tmp_path / "missing.pub")],
+        [str(today.folder), "--owner-key", str(tmp_path / "garbage.pub")],
+        [str(today.folder), "--owner-key", owner, "--json", str(tmp_path / "no-such-dir" / "a.json")],
+    ):
+        assert audit_main(args) == 2, args
+        assert "audit: error:" in capsys.readouterr().err
+
+
+def test_data_hidden_after_the_end_of_a_tar_is_found(tmp_path: Path) -> None:
+    top = tmp_path / "ransomeye-dpi-1.0.0"
+    (top / "bin").mkdir(parents=True)
+    (top / "bin" / "ransomeye-dpi").write_bytes(b"\x7fELF")
+    plain = tmp_path / "plain.tar.gz"
+    write_tar_gz(collect_tree(tmp_path, top, top.name), plain, EPOCH)
+    assert read_archive(plain, top.name).problems == ()
+    hidden = tmp_path / "hidden.tar"
+    with tarfile.open(hidden, "w") as tar:
+        tar.add(top / "bin" / "ransomeye-dpi", "ransomeye-dpi-1.0.0/bin/implant")
+    smuggled = tmp_path / "ransomeye-dpi-1.0.0.tar.gz"
+    smuggled.write_bytes(gzip.compress(gzip.decompress(plain.read_bytes()) + hidden.read_bytes()))
+    contents = read_archive(smuggled, top.name)
+    assert [m.path for m in contents.members] == ["ransomeye-dpi-1.0.0/bin/ransomeye-dpi"]
+    assert contents.problems == ("holds data after its end-of-archive marker (a corrupt or hidden member)",)
+
+
+def test_bad_input_raises_from_the_library(today: Case, tmp_path: Path) -> None:
+    with pytest.raises(BadInputError, match="not a directory"):
+        audit(tmp_path / "nowhere", today.owner_pub)
+    with pytest.raises(BadInputError, match="public key not found"):
+        audit(today.folder, tmp_path / "owner.pub")
+
+
+def test_reports_name_every_failure(today: Case, tmp_path: Path) -> None:
+    _flip(today, CORE)
+    (today.folder / "<img src=x onerror=alert(1)>").write_text("x")
+    report = today.audit()
+    write_json(report, tmp_path / "r.json")
+    write_html(report, tmp_path / "r.html")
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["verified"] is False and len(data["failures"]) == len(report.findings) > 0
+    html = (tmp_path / "r.html").read_text()
+    text = render_text(report)
+    assert render_html(report) == html
+    for f in report.findings:
+        assert f.subject in text
+    assert "VERIFICATION FAILED" in html and "<img" not in html, "folder names are escaped"
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+
+
+def test_integrated_release_audits_clean(released: Repo) -> None:
+    """The pipeline's own output: SBOMs, the gates report and the provenance included."""
+    report = audit(released.artifacts, released.keys / "owner.pub")
+    assert report.verified, "\n".join(f.text() for f in report.findings)

@@ -1,0 +1,312 @@
+"""SBOMs: cargo metadata parsing, a schema-valid, deterministic CycloneDX document per archive, reading it back."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cyclonedx.schema import SchemaVersion
+from cyclonedx.validation.json import JsonStrictValidator
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from release.archive import ArtifactDigest
+from release.errors import BadInputError
+from release.products import Bundle, load_workspace
+from release.sbom import (
+    CRATES_IO,
+    SERIAL_NAMESPACE,
+    SUFFIX,
+    CargoMetadata,
+    bundle_sbom,
+    cargo_metadata,
+    parse_cargo_metadata,
+    read_sbom,
+    rustc_version,
+    sbom_json,
+    sbom_name,
+    validate_sbom,
+    write_sbom,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+EPOCH = 1_700_000_000
+TOOLCHAIN = "rustc 1.95.0 (59807616e 2026-04-14)"
+VERSION = "1.0.0"
+
+
+def _pkg(name: str, version: str, license: str | None, bins: tuple[str, ...] = (), source: str | None = None) -> Any:
+    return {
+        "name": name,
+        "version": version,
+        "id": f"{'registry' if source else 'path'}+file:///somewhere/{name}#{name}@{version}",
+        "license": license,
+        "description": f"the {name} crate",
+        "source": source,
+        "targets": [{"kind": ["bin"], "name": b} for b in bins] + [{"kind": ["lib"], "name": name}],
+    }
+
+
+def _dep(pkg: dict[str, Any], kind: str | None) -> dict[str, Any]:
+    return {"name": pkg["name"], "pkg": pkg["id"], "dep_kinds": [{"kind": kind, "target": None}]}
+
+
+APP = _pkg("app", "2.1.0", "LicenseRef-Acme-Proprietary", ("app-server", "app-tool"))
+CLI = _pkg("cli", "2.1.0", "MIT", ("app-cli",))
+LIBX = _pkg("libx", "0.4.2", "MIT OR Apache-2.0", source=CRATES_IO)
+LIBY = _pkg("liby", "1.0.0", "Apache-2.0", source=CRATES_IO)
+DEVONLY = _pkg("devonly", "3.0.0", "MIT", source=CRATES_IO)
+BUILDONLY = _pkg("buildonly", "1.2.3", None, source=CRATES_IO)
+METADATA: dict[str, Any] = {
+    "packages": [APP, CLI, LIBX, LIBY, DEVONLY, BUILDONLY],
+    "workspace_members": [APP["id"], CLI["id"]],
+    "resolve": {
+        "nodes": [
+            {"id": APP["id"], "deps": [_dep(LIBX, None), _dep(DEVONLY, "dev"), _dep(BUILDONLY, "build")]},
+            {"id": CLI["id"], "deps": []},
+            {"id": LIBX["id"], "deps": [_dep(LIBY, None)]},
+            {"id": LIBY["id"], "deps": []},
+            {"id": DEVONLY["id"], "deps": []},
+            {"id": BUILDONLY["id"], "deps": []},
+        ]
+    },
+}
+
+BUNDLE = Bundle(
+    id="server",
+    name="app-server",
+    format="tar.gz",
+    target="x86_64-unknown-linux-gnu",
+    binaries=("app-server", "app-tool"),
+    assets=("ui/dist",),
+    forbidden_paths=("edge",),
+    forbidden_binaries=("app-cli",),
+)
+WINDOWS = Bundle("win", "app-win", "zip", "x86_64-pc-windows-gnu", ("app-cli",), (), (), ())
+TOP = BUNDLE.stem(VERSION)
+
+
+def _sha(data: str) -> str:
+    return hashlib.sha256(data.encode()).hexdigest()
+
+
+CONTENTS = {
+    f"{TOP}/bin/app-server": _sha("server"),
+    f"{TOP}/bin/app-tool": _sha("tool"),
+    f"{TOP}/ui/dist/index.html": _sha("<html>"),
+    f"{TOP}/ui/dist/assets/app.js": _sha("js"),
+}
+
+
+def _archive(bundle: Bundle = BUNDLE, data: bytes = b"the archive bytes") -> ArtifactDigest:
+    return ArtifactDigest(
+        Path("/nowhere") / bundle.archive_name(VERSION),
+        len(data),
+        hashlib.sha256(data).hexdigest(),
+        hashlib.blake2b(data).digest(),
+    )
+
+
+@pytest.fixture(scope="module")
+def metadata() -> CargoMetadata:
+    return parse_cargo_metadata(METADATA)
+
+
+def _document(metadata: CargoMetadata, contents: dict[str, str] = CONTENTS, **kw: Any) -> dict[str, Any]:
+    bom = bundle_sbom(BUNDLE, VERSION, _archive(), contents, metadata, EPOCH, **kw)
+    result: dict[str, Any] = json.loads(sbom_json(bom))
+    return result
+
+
+# --- cargo metadata ---------------------------------------------------------------
+
+
+def test_binaries_map_to_their_workspace_crates(metadata: CargoMetadata) -> None:
+    assert dict(metadata.binaries) == {"app-cli": "cli@2.1.0", "app-server": "app@2.1.0", "app-tool": "app@2.1.0"}
+    crate = metadata.crate_of("app-tool")
+    assert (crate.name, crate.version, crate.license) == ("app", "2.1.0", "LicenseRef-Acme-Proprietary")
+
+
+def test_closure_follows_normal_dependencies_only(metadata: CargoMetadata) -> None:
+    """Dev and build dependencies are not linked into the binary."""
+    assert [c.key for c in metadata.closure("app-server")] == ["app@2.1.0", "libx@0.4.2", "liby@1.0.0"]
+    assert [c.key for c in metadata.closure("app-cli")] == ["cli@2.1.0"]
+    assert metadata.crates["libx@0.4.2"].purl == "pkg:cargo/libx@0.4.2"
+    assert metadata.crates["app@2.1.0"].purl is None  # a workspace crate is not on crates.io
+
+
+def test_without_resolve_each_crate_stands_alone() -> None:
+    md = parse_cargo_metadata({**METADATA, "resolve": None})
+    assert [c.key for c in md.closure("app-server")] == ["app@2.1.0"]
+
+
+def test_unknown_binary_is_refused(metadata: CargoMetadata) -> None:
+    with pytest.raises(BadInputError, match="no workspace crate builds the binary 'nope'"):
+        metadata.crate_of("nope")
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({}, "no packages"),
+        ({**METADATA, "workspace_members": ["path+file:///elsewhere#x@1.0.0"]}, "not among the packages"),
+        ({**METADATA, "packages": [APP, APP]}, "two packages are app@2.1.0"),
+        ({**METADATA, "packages": [{**APP, "version": ""}]}, "version is not a non-empty string"),
+    ],
+)
+def test_malformed_metadata_is_refused(data: dict[str, Any], message: str) -> None:
+    with pytest.raises(BadInputError, match=message):
+        parse_cargo_metadata(data)
+
+
+@pytest.mark.skipif(shutil.which("cargo") is None, reason="needs cargo")
+def test_cargo_metadata_of_this_workspace() -> None:
+    cargo = shutil.which("cargo")
+    assert cargo is not None
+    md = cargo_metadata(ROOT, Path(cargo))
+    ws = load_workspace(ROOT)
+    declared = {b for bundle in ws.bundles for b in bundle.binaries}
+    assert declared <= set(md.binaries)
+    assert md.crate_of("ransomeye-tuner").name == "ransomeye-core"
+    assert md.crate_of("ransomeye-loader").name == "ransomeye-agent"
+    assert all(c.license for c in md.crates.values()), "every crate declares its licence"
+
+
+# --- the SBOM -------------------------------------------------------------------
+
+
+def test_sbom_validates_against_the_cyclonedx_schema(metadata: CargoMetadata) -> None:
+    text = sbom_json(bundle_sbom(BUNDLE, VERSION, _archive(), CONTENTS, metadata, EPOCH, toolchain=TOOLCHAIN))
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(text.decode()) is None
+    assert validate_sbom(text.decode()) == []
+
+
+def test_sbom_describes_the_archive_its_files_and_crates(metadata: CargoMetadata) -> None:
+    doc = _document(metadata, toolchain=TOOLCHAIN)
+    archive = _archive()
+    subject = doc["metadata"]["component"]
+    assert (subject["name"], subject["version"], subject["type"]) == ("app-server", VERSION, "application")
+    assert {"alg": "SHA-256", "content": archive.sha256} in subject["hashes"]
+    assert {"alg": "BLAKE2b-512", "content": archive.blake2b.hex()} in subject["hashes"]
+    assert doc["serialNumber"] == f"urn:uuid:{uuid.uuid5(SERIAL_NAMESPACE, archive.sha256)}"
+    assert doc["metadata"]["timestamp"] == "2023-11-14T22:13:20+00:00"
+    by_ref = {c["bom-ref"]: c for c in doc["components"]}
+    server = by_ref[f"file:{TOP}/bin/app-server"]
+    assert (server["type"], server["name"], server["version"]) == ("application", "app-server", "2.1.0")
+    assert server["licenses"] == [{"expression": "LicenseRef-Acme-Proprietary"}]
+    assert by_ref[f"file:{TOP}/ui/dist/index.html"]["type"] == "file"
+    assert by_ref["crate:libx@0.4.2"]["licenses"] == [{"expression": "MIT OR Apache-2.0"}]
+    assert by_ref["crate:liby@1.0.0"]["licenses"] == [{"license": {"id": "Apache-2.0"}}]
+    assert by_ref["crate:libx@0.4.2"]["purl"] == "pkg:cargo/libx@0.4.2"
+    assert "crate:devonly@3.0.0" not in by_ref and "crate:buildonly@1.2.3" not in by_ref
+    assert "crate:cli@2.1.0" not in by_ref, "only the crates of this bundle's binaries"
+    std = by_ref["rust-std@1.95.0"]
+    assert std["licenses"] == [{"expression": "MIT OR Apache-2.0"}] and TOOLCHAIN in std["description"]
+    deps = {d["ref"]: set(d.get("dependsOn", [])) for d in doc["dependencies"]}
+    assert deps[f"archive:{BUNDLE.archive_name(VERSION)}"] == {f"file:{p}" for p in CONTENTS}
+    assert deps[f"file:{TOP}/bin/app-tool"] == {"crate:app@2.1.0", "rust-std@1.95.0"}
+    assert deps["crate:app@2.1.0"] == {"crate:libx@0.4.2"}
+    assert deps["crate:libx@0.4.2"] == {"crate:liby@1.0.0"}
+    assert "/somewhere" not in json.dumps(doc), "no machine paths from cargo metadata"
+
+
+def test_read_sbom_round_trip(metadata: CargoMetadata) -> None:
+    view = read_sbom(_document(metadata, toolchain=TOOLCHAIN), "x")
+    assert dict(view.files) == CONTENTS
+    assert view.subject_sha256 == _archive().sha256
+    assert view.subject_archive == BUNDLE.archive_name(VERSION)
+    assert [(c.name, c.version, c.licenses) for c in view.crates] == [
+        ("app", "2.1.0", "LicenseRef-Acme-Proprietary"),
+        ("libx", "0.4.2", "MIT OR Apache-2.0"),
+        ("liby", "1.0.0", "Apache-2.0"),
+    ]
+    assert view.toolchain == "1.95.0"
+    assert view.spec_version == "1.6"
+
+
+def test_windows_binaries_keep_their_exe_name(metadata: CargoMetadata) -> None:
+    top = WINDOWS.stem(VERSION)
+    bom = bundle_sbom(WINDOWS, VERSION, _archive(WINDOWS), {f"{top}/bin/app-cli.exe": _sha("exe")}, metadata, EPOCH)
+    doc = json.loads(sbom_json(bom))
+    (exe,) = [c for c in doc["components"] if c["type"] == "application"]
+    assert exe["name"] == "app-cli.exe" and exe["version"] == "2.1.0"
+
+
+def test_same_inputs_same_bytes(metadata: CargoMetadata, tmp_path: Path) -> None:
+    a = write_sbom(bundle_sbom(BUNDLE, VERSION, _archive(), CONTENTS, metadata, EPOCH), tmp_path / "a.cdx.json")
+    b = write_sbom(bundle_sbom(BUNDLE, VERSION, _archive(), dict(reversed(CONTENTS.items())), metadata, EPOCH),
+                   tmp_path / "b.cdx.json")  # fmt: skip
+    assert a.sha256 == b.sha256
+    assert (tmp_path / "a.cdx.json").read_bytes() == (tmp_path / "b.cdx.json").read_bytes()
+    assert a.size == len((tmp_path / "a.cdx.json").read_bytes())
+    assert a.sha256 == hashlib.sha256((tmp_path / "a.cdx.json").read_bytes()).hexdigest()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")], "no temporary file left"
+
+
+_asset = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_.-", min_size=1, max_size=12).filter(
+    lambda s: s not in (".", "..")
+)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    assets=st.dictionaries(_asset, st.binary(max_size=16), max_size=5),
+    archive_bytes=st.binary(min_size=1, max_size=64),
+    epoch=st.integers(min_value=0, max_value=4_000_000_000),
+)
+def test_determinism_and_validity_hold_for_any_contents(
+    metadata: CargoMetadata, assets: dict[str, bytes], archive_bytes: bytes, epoch: int
+) -> None:
+    contents = {f"{TOP}/bin/app-server": _sha("s"), f"{TOP}/bin/app-tool": _sha("t")}
+    contents |= {f"{TOP}/ui/dist/{n}": hashlib.sha256(d).hexdigest() for n, d in assets.items()}
+    archive = _archive(data=archive_bytes)
+    first = sbom_json(bundle_sbom(BUNDLE, VERSION, archive, contents, metadata, epoch))  # validated inside
+    second = sbom_json(bundle_sbom(BUNDLE, VERSION, archive, dict(sorted(contents.items())), metadata, epoch))
+    assert first == second
+    view = read_sbom(json.loads(first), "x")
+    assert dict(view.files) == contents and view.subject_sha256 == archive.sha256
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda c: {k: v for k, v in c.items() if not k.endswith("app-tool")}, "declared binaries not in the archive"),
+        (lambda c: {**c, "elsewhere/x": _sha("x")}, "outside the archive's top-level directory"),
+        (lambda c: {**c, f"{TOP}/ui/dist/x": "ABC"}, "not a lowercase hex SHA-256"),
+    ],
+    ids=["missing-binary", "outside-top-dir", "bad-hash"],
+)
+def test_inconsistent_inputs_are_refused(metadata: CargoMetadata, change: Any, message: str) -> None:
+    with pytest.raises(BadInputError, match=message):
+        bundle_sbom(BUNDLE, VERSION, _archive(), change(CONTENTS), metadata, EPOCH)
+
+
+def test_archive_of_another_bundle_or_version_is_refused(metadata: CargoMetadata) -> None:
+    with pytest.raises(BadInputError, match=r"is named app-server-1\.0\.0\.tar\.gz"):
+        bundle_sbom(BUNDLE, VERSION, _archive(WINDOWS), CONTENTS, metadata, EPOCH)
+
+
+def test_a_binary_no_crate_builds_is_refused() -> None:
+    md = parse_cargo_metadata({**METADATA, "workspace_members": [CLI["id"]]})
+    with pytest.raises(BadInputError, match="no workspace crate builds the binary 'app-server'"):
+        bundle_sbom(BUNDLE, VERSION, _archive(), CONTENTS, md, EPOCH)
+
+
+def test_schema_violations_are_reported(metadata: CargoMetadata) -> None:
+    doc = _document(metadata)
+    doc["components"][0]["type"] = "spaceship"
+    del doc["metadata"]["component"]["name"]
+    errors = validate_sbom(json.dumps(doc))
+    assert errors, "an invalid document must not validate"
+    assert validate_sbom("{}", "9.9") == ["unknown CycloneDX spec version '9.9'"]
+
+
+def test_names() -> None:
+    assert sbom_name(BUNDLE, VERSION) == "app-server-1.0.0" + SUFFIX == "app-server-1.0.0.cdx.json"
+    assert rustc_version(TOOLCHAIN) == "1.95.0"
+    assert rustc_version("rustc 1.63.0") == "1.63.0"
