@@ -32,6 +32,7 @@ from in_toto.models.link import FILENAME_FORMAT, Link
 from in_toto.models.metadata import Metablock
 from securesystemslib.signer import CryptoSigner, SSlibKey
 
+from release import provenance, sbom
 from release.errors import BadInputError, VerificationError
 from release.keys import KeyPair
 from release.manifests.generate_hash_list import SUMS_NAME
@@ -41,6 +42,8 @@ from release.products import Bundle, Workspace
 LAYOUT_NAME = "root.layout"
 GATES_REPORT = "gates-report.json"
 INSPECT_DIR = "_inspect"
+SBOM_SUFFIX = sbom.SUFFIX
+PROVENANCE_GLOB = provenance.provenance_name("*")
 MAX_EXPIRY_DAYS = 365
 EXPIRES_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -49,13 +52,14 @@ BUILD_ROLE = "build"
 RELEASE_ROLE = "release"
 STEP_GATES = "gates"
 STEP_BUILD = "build"
+STEP_PROVENANCE = "provenance"
 STEP_SIGN = "sign"
 STEP_CHECKSUMS = "checksums"
 
 
 def step_names(ws: Workspace) -> list[str]:
     """Every in-toto step of the pipeline, in order."""
-    return [STEP_GATES, STEP_BUILD, *(b.step for b in ws.bundles), STEP_SIGN, STEP_CHECKSUMS]
+    return [STEP_GATES, STEP_BUILD, *(b.step for b in ws.bundles), STEP_PROVENANCE, STEP_SIGN, STEP_CHECKSUMS]
 
 
 def step_role(step: str) -> str:
@@ -119,6 +123,15 @@ def write_link(record: StepRecord, key: KeyPair, out_dir: Path) -> Path:
     return path
 
 
+def read_link(path: Path) -> dict[str, Any]:
+    """The ``signed`` part of a link file."""
+    try:
+        signed: dict[str, Any] = json.loads(path.read_text())["signed"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise VerificationError(f"{path.name}: not a readable in-toto link") from e
+    return signed
+
+
 def read_link_products(path: Path) -> dict[str, str]:
     """The products (name → sha256) a link file records."""
     try:
@@ -146,23 +159,43 @@ def _forbidden_rules(bundle: Bundle, prefix: str) -> list[list[str]]:
     return rules
 
 
+def _sbom_glob(bundle: Bundle) -> str:
+    return f"{bundle.name}-*{SBOM_SUFFIX}"
+
+
+def _payloads(ws: Workspace) -> list[tuple[str, str]]:
+    """Every file the release key signs, as (pattern, producing step)."""
+    out = [(GATES_REPORT, STEP_GATES)]
+    for b in ws.bundles:
+        out += [(_archive_glob(ws, b), b.step), (_sbom_glob(b), b.step)]
+    return out
+
+
+def _payload_rules(ws: Workspace) -> list[list[str]]:
+    return [["MATCH", pattern, "WITH", "PRODUCTS", "FROM", step] for pattern, step in _payloads(ws)]
+
+
+def _signature_rules(ws: Workspace) -> list[list[str]]:
+    return [["MATCH", pattern + SIG_SUFFIX, "WITH", "PRODUCTS", "FROM", STEP_SIGN] for pattern, _ in _payloads(ws)]
+
+
 def _release_files(ws: Workspace) -> list[list[str]]:
     """MATCH rules tying every delivered file to the step that produced it."""
-    rules: list[list[str]] = [
+    return [
         ["MATCH", SUMS_NAME, "WITH", "PRODUCTS", "FROM", STEP_CHECKSUMS],
         ["MATCH", SUMS_NAME + SIG_SUFFIX, "WITH", "PRODUCTS", "FROM", STEP_CHECKSUMS],
+        ["MATCH", PROVENANCE_GLOB, "WITH", "PRODUCTS", "FROM", STEP_PROVENANCE],
+        *_payload_rules(ws),
+        *_signature_rules(ws),
     ]
-    for b in ws.bundles:
-        rules.append(["MATCH", _archive_glob(ws, b), "WITH", "PRODUCTS", "FROM", b.step])
-        rules.append(["MATCH", _archive_glob(ws, b) + SIG_SUFFIX, "WITH", "PRODUCTS", "FROM", STEP_SIGN])
-    return rules
 
 
 def _allow_delivered(ws: Workspace) -> list[list[str]]:
     """ALLOW rules for files another inspection checks strictly (or that carry no payload)."""
     rules = [["ALLOW", LAYOUT_NAME], ["ALLOW", ".gitkeep"], ["ALLOW", SUMS_NAME], ["ALLOW", SUMS_NAME + SIG_SUFFIX]]
-    for b in ws.bundles:
-        rules += [["ALLOW", _archive_glob(ws, b)], ["ALLOW", _archive_glob(ws, b) + SIG_SUFFIX]]
+    rules.append(["ALLOW", PROVENANCE_GLOB])
+    for pattern, _ in _payloads(ws):
+        rules += [["ALLOW", pattern], ["ALLOW", pattern + SIG_SUFFIX]]
     return rules
 
 
@@ -186,7 +219,8 @@ def build_layout(
     build_id, release_id = keyid_of(build_key), keyid_of(release_key)
     layout = Layout()
     layout.readme = (
-        "RansomEye release supply chain: gates -> build -> package (core, agents, DPI) -> sign -> checksums. "
+        "RansomEye release supply chain: gates -> build -> package (core, agents, DPI) -> provenance -> sign "
+        "-> checksums. "
         "Verify in the release folder: in-toto-verify --layout root.layout --verification-keys owner.pub"
     )
     layout.expires = expires.astimezone(UTC).strftime(EXPIRES_FORMAT)
@@ -239,20 +273,33 @@ def build_layout(
                     *(["MATCH", f"{a}/*", "WITH", "MATERIALS", "FROM", STEP_BUILD] for a in b.assets),
                     ["DISALLOW", "*"],
                 ],
-                expected_products=[["CREATE", _archive_glob(ws, b)], ["DISALLOW", "*"]],
+                expected_products=[
+                    ["CREATE", _archive_glob(ws, b)],
+                    ["CREATE", _sbom_glob(b)],
+                    ["DISALLOW", "*"],
+                ],
             )
         )
+    steps.append(
+        Step(
+            name=STEP_PROVENANCE,
+            pubkeys=[build_id],
+            expected_command=["slsa-provenance"],
+            expected_materials=[
+                *(["MATCH", _archive_glob(ws, b), "WITH", "PRODUCTS", "FROM", b.step] for b in ws.bundles),
+                ["DISALLOW", "*"],
+            ],
+            expected_products=[["CREATE", PROVENANCE_GLOB], ["DISALLOW", "*"]],
+        )
+    )
     steps.append(
         Step(
             name=STEP_SIGN,
             pubkeys=[release_id],
             expected_command=["minisign-sign"],
-            expected_materials=[
-                *(["MATCH", _archive_glob(ws, b), "WITH", "PRODUCTS", "FROM", b.step] for b in ws.bundles),
-                ["DISALLOW", "*"],
-            ],
+            expected_materials=[*_payload_rules(ws), ["DISALLOW", "*"]],
             expected_products=[
-                *(["CREATE", _archive_glob(ws, b) + SIG_SUFFIX] for b in ws.bundles),
+                *(["CREATE", pattern + SIG_SUFFIX] for pattern, _ in _payloads(ws)),
                 ["DISALLOW", "*"],
             ],
         )
@@ -262,7 +309,7 @@ def build_layout(
             name=STEP_CHECKSUMS,
             pubkeys=[release_id],
             expected_command=["sha256sums"],
-            expected_materials=[*_release_files(ws)[2:], ["DISALLOW", "*"]],
+            expected_materials=[*_payload_rules(ws), *_signature_rules(ws), ["DISALLOW", "*"]],
             expected_products=[
                 ["REQUIRE", SUMS_NAME],
                 ["REQUIRE", SUMS_NAME + SIG_SUFFIX],
@@ -277,6 +324,8 @@ def build_layout(
     verify_rules = [
         ["REQUIRE", SUMS_NAME],
         ["REQUIRE", SUMS_NAME + SIG_SUFFIX],
+        ["REQUIRE", GATES_REPORT],
+        ["REQUIRE", GATES_REPORT + SIG_SUFFIX],
         *_release_files(ws),
         ["ALLOW", LAYOUT_NAME],
         ["ALLOW", ".gitkeep"],

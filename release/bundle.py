@@ -92,6 +92,7 @@ class Packaged:
 
     digest: ArtifactDigest
     materials: dict[str, str]
+    contents: dict[str, str]
 
 
 def material_name(ws: Workspace, bin_root: Path, path: Path) -> str:
@@ -113,4 +114,5 @@ def package(ws: Workspace, bundle: Bundle, bin_root: Path, out_dir: Path, epoch:
     entries = assemble(ws, bundle, bin_root)
     written = write_archive(bundle.format, entries, out_dir / bundle.archive_name(ws.version), epoch)
     materials = {material_name(ws, bin_root, p): h for p, h in written.inputs.items()}
-    return Packaged(written.digest, dict(sorted(materials.items())))
+    contents = {e.arcname: written.inputs[e.source] for e in entries if e.source is not None}
+    return Packaged(written.digest, dict(sorted(materials.items())), dict(sorted(contents.items())))

@@ -20,8 +20,8 @@ from release.products import Bundle, Workspace
 from tests.conftest import Repo
 
 STEPS = [
-    "gates", "build", "package-core", "package-agent-linux", "package-agent-windows", "package-dpi", "sign",
-    "checksums", "verify",
+    "gates", "build", "package-core", "package-agent-linux", "package-agent-windows", "package-dpi",
+    "provenance", "sign", "checksums", "verify",
 ]  # fmt: skip
 BANNER = "⛔ RELEASE ABORTED: GATES FAILED"
 WINE = shutil.which("wine64") or ("/usr/lib/wine/wine64" if os.path.exists("/usr/lib/wine/wine64") else None)
@@ -76,8 +76,11 @@ def test_four_distinct_signed_archives(released: Repo) -> None:
     for p in archives.values():
         assert p.stat().st_size > 0
         assert (p.parent / (p.name + ".minisig")).is_file()
-    expected = {p.name for p in archives.values()} | {p.name + ".minisig" for p in archives.values()}
-    expected |= {"SHA256SUMS", "SHA256SUMS.minisig", ".gitkeep", "root.layout"}
+    v = released.ws.version
+    sboms = {f"{b.stem(v)}.cdx.json" for b in released.ws.bundles}
+    payloads = {p.name for p in archives.values()} | sboms | {"gates-report.json"}
+    expected = payloads | {n + ".minisig" for n in payloads}
+    expected |= {"SHA256SUMS", "SHA256SUMS.minisig", ".gitkeep", "root.layout", f"ransomeye-{v}.intoto.jsonl"}
     published = {p.name for p in released.artifacts.iterdir()}
     links = {n for n in published if n.endswith(".link")}
     assert {n.split(".")[0] for n in links} == set(STEPS) - {"verify"}, "one link per in-toto step"
@@ -216,10 +219,11 @@ def test_sha256sums_covers_every_artifact(released: Repo) -> None:
     expected = sorted(
         p.name
         for p in released.artifacts.iterdir()
-        if p.name.endswith((".tar.gz", ".zip", ".minisig")) and not p.name.startswith("SHA256SUMS")
+        if p.name.endswith((".tar.gz", ".zip", ".cdx.json", "gates-report.json", ".minisig"))
+        and not p.name.startswith("SHA256SUMS")
     )
     assert names == expected
-    assert len(names) == 8
+    assert len(names) == 18, "4 archives, 4 SBOMs, the gates report, and their signatures"
     check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=released.artifacts, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
 
@@ -404,13 +408,14 @@ def test_two_clones_build_identical_releases(released: Repo, tmp_path: Path) -> 
         os.umask(old)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (other.artifacts / "SHA256SUMS").read_bytes() == (released.artifacts / "SHA256SUMS").read_bytes()
-    # Every archive, signature and link is identical; a development root.layout is signed at build time
-    # and carries its own expiry date (a committed layout is the same file in both).
+    # Every file SHA256SUMS lists is identical: archives, SBOMs, the gates report and all signatures.
+    # The in-toto metadata is not: links and the provenance carry the run's times, and a development
+    # root.layout is signed at build time with its own expiry (a committed layout is the same file).
     ours, theirs = other.artifact_state(), released.artifact_state()
     assert ours.keys() == theirs.keys()
-    assert {k: v for k, v in ours.items() if k != "root.layout"} == {
-        k: v for k, v in theirs.items() if k != "root.layout"
-    }
+    listed = [line.split("  ", 1)[1] for line in ours["SHA256SUMS"].decode().splitlines()]
+    assert len(listed) == 18
+    assert {k: ours[k] for k in listed} == {k: theirs[k] for k in listed}
 
 
 # --- the root layout -----------------------------------------------------------

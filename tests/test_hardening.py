@@ -30,8 +30,8 @@ from tests.conftest import Repo, release_env
 pytestmark = pytest.mark.slow
 
 STEPS = [
-    "gates", "build", "package-core", "package-agent-linux", "package-agent-windows", "package-dpi", "sign",
-    "checksums", "verify",
+    "gates", "build", "package-core", "package-agent-linux", "package-agent-windows", "package-dpi",
+    "provenance", "sign", "checksums", "verify",
 ]  # fmt: skip
 ARCHIVES = [
     "ransomeye-core-1.0.0.tar.gz",
@@ -151,7 +151,7 @@ def test_real_sigint_during_cargo(released: Repo) -> None:
     )  # fmt: skip
     assert child.stdout is not None
     seen = ""
-    while "[2/9] build" not in seen:
+    while "[2/10] build" not in seen:
         seen += child.stdout.read(1)
         assert seen or child.poll() is None
     child.send_signal(signal.SIGINT)
@@ -172,7 +172,7 @@ def test_two_builds_started_together(released: Repo, tmp_path: Path) -> None:
     )  # fmt: skip
     assert first.stdout is not None
     seen = ""
-    while "[1/9]" not in seen:
+    while "[1/10]" not in seen:
         seen += first.stdout.read(1)
     started = time.monotonic()
     second = released.build()
@@ -365,7 +365,7 @@ def test_encrypted_key_without_the_right_passphrase(released: Repo, env: dict[st
     assert proc.returncode == 2
     assert message in proc.stderr and "RANSOMEYE_RELEASE_KEY_PASSPHRASE" in proc.stderr
     assert "not-the-passphrase" not in proc.stderr + proc.stdout
-    assert "[1/9]" not in proc.stdout, "no step ran, so no link was written"
+    assert "[1/10]" not in proc.stdout, "no step ran, so no link was written"
     assert released.artifact_state() == before
 
 

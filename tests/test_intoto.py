@@ -61,11 +61,14 @@ class Case:
     def relink(self, step: str, **changes: dict[str, str]) -> None:
         """Rewrite ``step``'s link with changed materials/products, signed with its real key."""
         data = json.loads(self.link(step).read_text())["signed"]
+        materials = {k: v["sha256"] for k, v in data["materials"].items()}
+        products = {k: v["sha256"] for k, v in data["products"].items()}
         record = StepRecord(
             name=step,
             command=data["command"],
-            materials=changes.get("materials", {k: v["sha256"] for k, v in data["materials"].items()}),
-            products=changes.get("products", {k: v["sha256"] for k, v in data["products"].items()}),
+            materials={**materials, **changes.get("materials", {})},
+            products={**products, **changes.get("products", {})},
+            environment=data["environment"],
         )
         self.link(step).unlink()
         attest.write_link(record, self.key(attest.step_role(step)), self.folder)
@@ -73,7 +76,8 @@ class Case:
     def resign_release(self) -> None:
         """What a compromised release stage does after changing an archive: re-sign and re-list everything."""
         release = self.key("release")
-        archives = [hash_file(self.folder / a) for a in ARCHIVES]
+        signed = sorted(p.name.removesuffix(".minisig") for p in self.folder.glob("*.minisig"))
+        archives = [hash_file(self.folder / a) for a in signed if a != "SHA256SUMS"]
         sigs = [sign_digest(release, d, "1.0.0", EPOCH) for d in archives]
         self.relink("sign", materials={d.name: d.sha256 for d in archives}, products={d.name: d.sha256 for d in sigs})
         sums = write_hash_list(self.folder, archives + sigs)
@@ -151,7 +155,9 @@ def _tamper_repacked_core(case: Case, tmp: Path) -> None:
 def _tamper_malicious_packager(case: Case, tmp: Path) -> None:
     """A packager (holding the build key) adds edge/ material but records honest materials."""
     _repack_core_with_edge(case, tmp)
-    case.relink("package-core", products={CORE: hash_file(case.folder / CORE).sha256})
+    new = {CORE: hash_file(case.folder / CORE).sha256}
+    case.relink("package-core", products=new)
+    case.relink("provenance", materials=new)
     case.resign_release()
 
 
@@ -291,7 +297,7 @@ def test_links_record_exactly_what_each_step_read_and_wrote(released: Repo) -> N
         f"bin/x86_64-unknown-linux-gnu/{b}" for b in sorted(ws.bundle("core").binaries)
     ]
     assert not [m for m in core["materials"] if m.startswith("edge/") or "/edge/" in m]
-    assert list(core["products"]) == [CORE]
+    assert sorted(core["products"]) == ["ransomeye-core-1.0.0.cdx.json", CORE]
     assert core["products"][CORE]["sha256"] == hash_file(folder / CORE).sha256
     for name, link in links.items():
         assert link["byproducts"]["return-value"] == 0, name

@@ -23,15 +23,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -45,6 +48,7 @@ from in_toto.models.metadata import Metablock
 from release import attest
 from release.archive import ArtifactDigest, copy_hashed, hash_file
 from release.attest import GATES_REPORT, LAYOUT_NAME, StepRecord
+from release.audit import audit
 from release.builder.packager_agent import package_edge
 from release.builder.packager_core import BUNDLE_ID as CORE_ID
 from release.builder.packager_core import package_core
@@ -57,6 +61,8 @@ from release.faults import failpoint
 from release.keys import DEV_MARKER, KeyPair, load_private_key, load_public_key, private_key_path
 from release.manifests.generate_hash_list import SUMS_NAME, parse, write_hash_list
 from release.products import Workspace, load_workspace, repo_root
+from release.provenance import build_statement, provenance_name, sign_envelope, write_envelope
+from release.sbom import CargoMetadata, bundle_sbom, cargo_metadata, sbom_name, write_sbom
 from release.source import hash_sources, source_commit, source_date_epoch
 from release.staging import build_lock, clean_stale, new_staging, publish
 
@@ -64,7 +70,6 @@ GATES_SCRIPT = Path("governance") / "gates" / "check_gates.py"
 GATES_BANNER = "⛔ RELEASE ABORTED: GATES FAILED"
 COMMITTED_LAYOUT = Path("layouts") / LAYOUT_NAME
 LAYOUT_DAYS_DEV = 30
-VERIFY_TIMEOUT = 600
 
 
 @dataclass
@@ -81,9 +86,16 @@ class Release:
     layout: Metablock
     layout_origin: str
     prebuilt: Path | None = None
+    metadata: CargoMetadata | None = None
     artifacts: list[ArtifactDigest] = field(default_factory=list)
+    sboms: list[ArtifactDigest] = field(default_factory=list)
+    evidence: list[ArtifactDigest] = field(default_factory=list)
     signatures: list[ArtifactDigest] = field(default_factory=list)
     links: dict[str, Path] = field(default_factory=dict)
+
+    def signed_payloads(self) -> list[ArtifactDigest]:
+        """Everything the release key signs: archives, SBOMs and the gates report."""
+        return sorted(self.artifacts + self.sboms + self.evidence, key=lambda d: d.name)
 
     @property
     def out(self) -> Path:
@@ -97,7 +109,8 @@ class Release:
 
     @property
     def gates_report(self) -> Path:
-        return self.staging / GATES_REPORT
+        """The gates' evidence, shipped in the release folder."""
+        return self.out / GATES_REPORT
 
     @property
     def log(self) -> Path:
@@ -123,6 +136,7 @@ def step_gates(r: Release) -> StepResult:
     if not r.gates_report.is_file():
         raise GateFailure(GATES_BANNER, hint=f"{script} passed but wrote no report")
     report = hash_file(r.gates_report)
+    r.evidence.append(report)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(("PASS", "FAIL"))]
     record = StepRecord(
         name=attest.STEP_GATES,
@@ -150,6 +164,7 @@ def step_build(r: Release) -> StepResult:
     """Build every target; copy the declared binaries into ``bin/<target>/``."""
     materials = hash_sources(r.ws)
     materials[GATES_REPORT] = hash_file(r.gates_report).sha256
+    r.metadata = cargo_metadata(r.ws.root, r.toolchains[HOST_TARGET].cargo)
     products: dict[str, str] = {}
     for target in r.ws.targets():
         needed = sorted({b for bundle in r.ws.bundles if bundle.target == target for b in bundle.binaries})
@@ -198,26 +213,56 @@ def _package_step(bundle_id: str) -> Callable[[Release], StepResult]:
         else:
             packaged = package_edge(r.ws, bundle_id, r.bin_root, r.out, r.epoch)
         d = packaged.digest
+        bundle = r.ws.bundle(bundle_id)
+        if r.metadata is None:
+            raise ToolchainError("no cargo metadata: the build step must run first")
+        tc = r.toolchains.get(bundle.target)
+        bom = bundle_sbom(bundle, r.ws.version, d, packaged.contents, r.metadata, r.epoch, tc.version if tc else None)
+        sbom = write_sbom(bom, r.out / sbom_name(bundle, r.ws.version))
         r.artifacts.append(d)
+        r.sboms.append(sbom)
         record = StepRecord(
-            name=r.ws.bundle(bundle_id).step,
+            name=bundle.step,
             command=["package", bundle_id],
             materials=packaged.materials,
-            products={d.name: d.sha256},
+            products={d.name: d.sha256, sbom.name: sbom.sha256},
         )
-        return f"{d.name} ({_size(d.size)})", record
+        return f"{d.name} ({_size(d.size)}) + SBOM", record
 
     step.__doc__ = f"Package the {bundle_id} bundle into the release folder."
     return step
 
 
+def step_provenance(r: Release) -> StepResult:
+    """Write the SLSA v1 provenance of the archives, from what the links recorded (DSSE, build key)."""
+    key = r.keys[attest.BUILD_ROLE]
+    links = {name: attest.read_link(path) for name, path in r.links.items()}
+    subjects = {d.name: d.sha256 for d in r.artifacts}
+    statement = build_statement(
+        subjects,
+        links,
+        source_commit(r.ws.root),
+        builder_id=f"urn:ransomeye:release-builder:{attest.keyid_of(key.public)[:16]}",
+        invocation_id=f"urn:uuid:{uuid.uuid4()}",
+    )
+    envelope = write_envelope(sign_envelope(statement, key), r.out / provenance_name(r.ws.version))
+    record = StepRecord(
+        name=attest.STEP_PROVENANCE,
+        command=["slsa-provenance"],
+        materials=subjects,
+        products={envelope.name: envelope.sha256},
+    )
+    return f"{envelope.name} ({len(subjects)} subjects)", record
+
+
 def step_sign(r: Release) -> StepResult:
-    """Sign every archive (``<archive>.minisig``)."""
-    r.signatures = sign_all(r.keys[attest.RELEASE_ROLE], r.artifacts, r.ws.version, r.epoch)
+    """Sign every archive, SBOM and the gates report (``<file>.minisig``)."""
+    payloads = r.signed_payloads()
+    r.signatures = sign_all(r.keys[attest.RELEASE_ROLE], payloads, r.ws.version, r.epoch)
     record = StepRecord(
         name=attest.STEP_SIGN,
         command=["minisign-sign"],
-        materials={d.name: d.sha256 for d in r.artifacts},
+        materials={d.name: d.sha256 for d in payloads},
         products={d.name: d.sha256 for d in r.signatures},
     )
     return f"{len(r.signatures)} signatures", record
@@ -225,7 +270,7 @@ def step_sign(r: Release) -> StepResult:
 
 def step_checksums(r: Release) -> StepResult:
     """Write and sign ``SHA256SUMS``; check it lists exactly what the steps produced."""
-    produced = r.artifacts + r.signatures
+    produced = r.signed_payloads() + r.signatures
     sums = write_hash_list(r.out, produced)
     failpoint("checksums:written")
     listed = parse(sums.path.read_text(), SUMS_NAME)
@@ -252,15 +297,22 @@ STAGES: tuple[tuple[tuple[str, StepFn], ...], ...] = (
         ("package-agent-windows", _package_step("agent-windows")),
         ("package-dpi", _package_step("dpi")),
     ),
+    ((attest.STEP_PROVENANCE, step_provenance),),
     ((attest.STEP_SIGN, step_sign),),
     ((attest.STEP_CHECKSUMS, step_checksums),),
 )
 STEPS = tuple(step for stage in STAGES for step in stage)
 
 
+def _utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def _run_step(r: Release, name: str, fn: StepFn) -> str:
-    """Run one step and write its signed link; return the step's summary."""
+    """Run one step and write its signed link (with its start and finish times); return its summary."""
+    started = _utc_now()
     summary, record = fn(r)
+    record = dataclasses.replace(record, environment={**record.environment, "started": started, "finished": _utc_now()})
     r.links[name] = attest.write_link(record, r.keys[attest.step_role(name)], r.out)
     failpoint(name)
     return summary
@@ -296,50 +348,29 @@ def _run_parallel(r: Release, first: int, total: int, stage: tuple[tuple[str, St
 def check_sums_against_links(r: Release) -> None:
     """Every line of ``SHA256SUMS`` must equal the hash the producing step's link recorded."""
     recorded: dict[str, str] = {}
-    for b in r.ws.bundles:
-        recorded.update(attest.read_link_products(r.links[b.step]))
-    recorded.update(attest.read_link_products(r.links[attest.STEP_SIGN]))
+    for step in (attest.STEP_GATES, *(b.step for b in r.ws.bundles), attest.STEP_SIGN):
+        recorded.update(attest.read_link_products(r.links[step]))
     listed = parse((r.out / SUMS_NAME).read_text(), SUMS_NAME)
     if listed != recorded:
         diff = sorted(set(listed.items()) ^ set(recorded.items()))
         raise VerificationError(f"{SUMS_NAME} disagrees with the links on {', '.join(n for n, _ in diff)}")
 
 
-def in_toto_verify_command() -> str:
-    """The stock ``in-toto-verify`` of the running environment."""
-    beside = Path(sys.executable).parent / "in-toto-verify"
-    found = str(beside) if beside.is_file() else shutil.which("in-toto-verify")
-    if found is None:
-        raise ToolchainError("in-toto-verify not found", hint="run `make setup` (it comes with the in-toto package)")
-    return found
-
-
-def verify_failure_reason(stderr: str) -> str:
-    """The reason line of a failed ``in-toto-verify`` run."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    for line in reversed(lines):
-        if "(in-toto-verify)" in line:
-            return line.split("(in-toto-verify)", 1)[1].strip()
-    return lines[-1] if lines else "(no output)"
-
-
 def verify_staged(r: Release) -> str:
-    """Run the customer's verification on a hard-linked copy of the staged release."""
+    """Audit the staged release exactly as a customer's auditor would; refuse it unless it verifies.
+
+    Checks ``SHA256SUMS`` against the links first, then runs the full audit
+    (the stock ``in-toto-verify`` with its inspections, every signature, the
+    SBOMs against the archives' contents, the provenance against
+    ``SHA256SUMS``) on the staged folder, which it does not modify.
+    """
     check_sums_against_links(r)
-    scratch = r.staging / "verify"
-    scratch.mkdir()
-    for p in r.out.iterdir():
-        os.link(p, scratch / p.name)
-    owner_pub = r.keys_dir / "owner.pub"
-    cmd = [in_toto_verify_command(), "--layout", LAYOUT_NAME, "--verification-keys", str(owner_pub)]
-    cmd += ["--inspection-timeout", str(VERIFY_TIMEOUT)]
-    try:
-        proc = subprocess.run(cmd, cwd=scratch, capture_output=True, text=True, timeout=VERIFY_TIMEOUT, check=False)
-    except subprocess.TimeoutExpired as e:
-        raise VerificationError("in-toto-verify of the staged release timed out") from e
-    if proc.returncode != 0:
-        raise VerificationError(f"the staged release does not verify: {verify_failure_reason(proc.stderr)}")
-    return f"in-toto-verify passed ({len(r.links)} links, {r.layout_origin})"
+    report = audit(r.out, r.keys_dir / "owner.pub")
+    if not report.verified:
+        failures = "; ".join(f.text() for f in report.findings[:3])
+        more = f" (and {len(report.findings) - 3} more)" if len(report.findings) > 3 else ""
+        raise VerificationError(f"the staged release does not verify: {failures}{more}")
+    return f"audit passed: in-toto-verify, {len(r.links)} links, signatures, SBOMs, provenance ({r.layout_origin})"
 
 
 def _size(n: float) -> str:
@@ -402,7 +433,8 @@ def run_release(root: Path, keys_dir: Path, target_dir: Path, prebuilt: Path | N
         keys = {role: load_private_key(keys_dir, role) for role in (attest.BUILD_ROLE, attest.RELEASE_ROLE)}
         write_minisign_pub(keys_dir, keys[attest.RELEASE_ROLE].public)
         layout, layout_origin = resolve_layout(ws, keys_dir, keys)
-        toolchains = {} if prebuilt is not None else {t: find_toolchain(ws, t) for t in ws.targets()}
+        targets = (HOST_TARGET,) if prebuilt is not None else ws.targets()  # prebuilt: cargo metadata only
+        toolchains = {t: find_toolchain(ws, t) for t in targets}
         staging = new_staging(release_dir)
         published = False
         try:

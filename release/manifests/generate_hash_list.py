@@ -3,7 +3,8 @@
 The file is in ``sha256sum -c`` format: ``<hex>  <name>`` lines, LF, sorted by
 name, covering every archive and signature in the release folder: every
 regular file except ``SHA256SUMS`` itself, its signature, dot-files and the
-in-toto metadata (``*.link``, ``root.layout``). Hashes the pipeline already computed
+in-toto metadata (``*.link``, ``root.layout``, the ``*.intoto.jsonl``
+provenance), which carries its own signatures and the run's times. Hashes the pipeline already computed
 while writing are reused; any other file is hashed by streaming it.
 
 Usage: ``python3 release/manifests/generate_hash_list.py [DIR]`` (default:
@@ -29,7 +30,7 @@ from release.products import repo_root
 SUMS_NAME = "SHA256SUMS"
 EXCLUDED = frozenset({SUMS_NAME, SUMS_NAME + ".minisig"})
 # in-toto metadata is verified by its own signatures, not listed.
-EXCLUDED_SUFFIXES = (".link", ".layout")
+EXCLUDED_SUFFIXES = (".link", ".layout", ".intoto.jsonl")
 
 
 def covered_files(release_dir: Path) -> list[Path]:
