@@ -8,7 +8,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: release test setup python toolchain keys lint lock clean
+.PHONY: release test setup python toolchain keys lint lock clean audit bench
 
 release: setup keys
 	$(PY) release/builder/build.py
@@ -34,6 +34,15 @@ toolchain:
 # Development keys, generated once when none exist (loudly).
 keys: $(STAMP)
 	@$(PY) release/builder/signer.py dev-keys
+
+# Audit the published release (writes audit.json and audit.html in release/).
+audit: python
+	$(PY) release/audit/audit.py release/artifacts --owner-key keys/owner.pub \
+		--json release/audit.json --html release/audit.html
+
+# The benchmark against the stock-tool baseline (see bench/README.md).
+bench: setup keys
+	$(PY) bench/run.py
 
 lint: setup
 	$(VENV)/bin/ruff check .
