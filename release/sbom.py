@@ -406,15 +406,34 @@ def validate_sbom(text: str, spec_version: str = SPEC_VERSION.to_version()) -> l
     Offline: the schemas ship with ``cyclonedx-python-lib``. An unknown spec
     version is an error.
     """
-    # Imported here: loading the validator compiles a grammar (about 1.5 s), which only validation needs.
-    from cyclonedx.validation.json import JsonStrictValidator
-
     try:
         schema = SchemaVersion.from_version(spec_version)
     except (ValueError, TypeError):
         return [f"unknown CycloneDX spec version {spec_version!r}"]
-    errors = JsonStrictValidator(schema).validate_str(text, all_errors=True)
+    errors = _validator(schema).validate_str(text, all_errors=True)
     return [] if errors is None else [_schema_error(e.data) for e in errors]
+
+
+_VALIDATORS: dict[SchemaVersion, Any] = {}
+_VALIDATORS_LOCK = threading.Lock()
+
+
+def _validator(schema: SchemaVersion) -> Any:
+    """One compiled validator per schema version, shared by every thread (compiling takes about 1 s)."""
+    with _VALIDATORS_LOCK:
+        if schema not in _VALIDATORS:
+            # Imported here: loading the validator compiles a grammar, which only validation needs.
+            from cyclonedx.validation.json import JsonStrictValidator
+
+            _VALIDATORS[schema] = JsonStrictValidator(schema)
+        return _VALIDATORS[schema]
+
+
+def warm_up() -> threading.Thread:
+    """Compile the validator in a background thread, so the packagers find it ready."""
+    thread = threading.Thread(target=_validator, args=(SPEC_VERSION,), name="sbom-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def _schema_error(data: Any) -> str:

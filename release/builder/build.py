@@ -63,6 +63,7 @@ from release.manifests.generate_hash_list import SUMS_NAME, parse, write_hash_li
 from release.products import Workspace, load_workspace, repo_root
 from release.provenance import build_statement, provenance_name, sign_envelope, write_envelope
 from release.sbom import CargoMetadata, bundle_sbom, cargo_metadata, sbom_name, write_sbom
+from release.sbom import warm_up as sbom_warm_up
 from release.source import hash_sources, source_commit, source_date_epoch
 from release.staging import build_lock, clean_stale, new_staging, publish
 
@@ -435,6 +436,7 @@ def run_release(root: Path, keys_dir: Path, target_dir: Path, prebuilt: Path | N
         layout, layout_origin = resolve_layout(ws, keys_dir, keys)
         targets = (HOST_TARGET,) if prebuilt is not None else ws.targets()  # prebuilt: cargo metadata only
         toolchains = {t: find_toolchain(ws, t) for t in targets}
+        sbom_warm_up()  # the SBOM schema validator compiles while the gates and the build run
         staging = new_staging(release_dir)
         published = False
         try:
