@@ -176,6 +176,19 @@ def copy_hashed(src: Path, dst: Path, mode: int = FILE_MODE) -> ArtifactDigest:
     return hw.digest(dst)
 
 
+def link_hashed(src: Path, dst: Path) -> ArtifactDigest:
+    """Put executable ``src`` at ``dst`` and hash it: a hard link when the file system allows
+    (nothing is written), else a streamed copy. ``src`` is never modified."""
+    if os.access(src, os.X_OK):
+        try:
+            os.link(src, dst)
+        except OSError:
+            pass  # another file system, or links refused: copy below
+        else:
+            return hash_file(dst)
+    return copy_hashed(src, dst, EXEC_MODE)
+
+
 def check_name(name: str, where: str) -> None:
     """Refuse a path component that cannot be archived safely."""
     if name in ("", ".", "..") or "/" in name or "\\" in name:

@@ -46,7 +46,7 @@ if __package__ in (None, ""):
 from in_toto.models.metadata import Metablock
 
 from release import attest
-from release.archive import ArtifactDigest, copy_hashed, hash_file
+from release.archive import ArtifactDigest, hash_file, link_hashed
 from release.attest import GATES_REPORT, LAYOUT_NAME, StepRecord
 from release.audit import audit
 from release.builder.packager_agent import package_edge
@@ -183,7 +183,7 @@ def step_build(r: Release) -> StepResult:
                 raise ToolchainError(
                     f"cargo did not produce {src.name} for {target}", hint="is it a [[bin]] of a crate?"
                 )
-            digest = copy_hashed(src, dest / src.name, 0o755)
+            digest = link_hashed(src, dest / src.name)
             products[f"bin/{target}/{src.name}"] = digest.sha256
             if target == HOST_TARGET and r.prebuilt is None:
                 _check_version(dest / src.name, name, r.ws.version)
