@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from release.errors import PackagingError
+from release.errors import BadInputError, PackagingError
 from release.faults import failpoint
 
 CHUNK = 1 << 20
@@ -150,6 +150,33 @@ class HashingReader(io.RawIOBase):
         data = self._raw.read(size)
         self.sha256.update(data)
         return data
+
+
+def write_bytes_atomic(path: Path, data: bytes, what: str) -> ArtifactDigest:
+    """Write small ``data`` (a document, not an archive) to ``path`` atomically; return its digest.
+
+    A temporary file in the same directory is fsynced and renamed into place;
+    on any failure it is removed and ``path`` is untouched. An OSError is a
+    :class:`BadInputError` naming ``what`` ("the SBOM", "the report").
+    """
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    except OSError as e:
+        raise BadInputError(f"{path}: cannot write {what}: {e.strerror or e}") from e
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise BadInputError(f"{path}: cannot write {what}: {e.strerror or e}") from e
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return ArtifactDigest(path, len(data), hashlib.sha256(data).hexdigest(), hashlib.blake2b(data).digest())
 
 
 def hash_file(path: Path) -> ArtifactDigest:

@@ -25,11 +25,8 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
-import hashlib
 import json
-import os
 import re
-import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,7 +37,7 @@ from securesystemslib.exceptions import FormatError, UnverifiedSignatureError
 from securesystemslib.exceptions import VerificationError as SslibVerificationError
 from securesystemslib.signer import CryptoSigner, SSlibKey
 
-from release.archive import ArtifactDigest
+from release.archive import ArtifactDigest, write_bytes_atomic
 from release.errors import BadInputError, VerificationError
 from release.keys import KeyPair
 
@@ -192,21 +189,7 @@ def sign_envelope(statement: Mapping[str, Any], key: KeyPair) -> dict[str, Any]:
 def write_envelope(envelope: Mapping[str, Any], path: Path) -> ArtifactDigest:
     """Write ``envelope`` as one JSON line (and a newline) to ``path``, atomically; return its digest."""
     data = canonical_json(envelope) + b"\n"
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    except OSError as e:
-        raise BadInputError(f"{path}: cannot write the provenance: {e.strerror or e}") from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return ArtifactDigest(path, len(data), hashlib.sha256(data).hexdigest(), hashlib.blake2b(data).digest())
+    return write_bytes_atomic(path, data, "the provenance")
 
 
 def read_envelope(text: str, where: str) -> dict[str, Any]:

@@ -24,12 +24,9 @@ they are written.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
 import subprocess
-import tempfile
 import threading
 import uuid
 from collections.abc import Mapping
@@ -49,7 +46,7 @@ from cyclonedx.schema import SchemaVersion
 from cyclonedx.spdx import fixup_id, is_expression
 from packageurl import PackageURL
 
-from release.archive import ArtifactDigest
+from release.archive import ArtifactDigest, write_bytes_atomic
 from release.errors import BadInputError, ToolchainError, VerificationError
 from release.products import SEMVER, Bundle
 
@@ -467,21 +464,7 @@ def write_sbom(bom: Bom, path: Path) -> ArtifactDigest:
     :class:`BadInputError` when the directory is not writable.
     """
     data = sbom_json(bom)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    except OSError as e:
-        raise BadInputError(f"{path}: cannot write the SBOM: {e.strerror or e}") from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return ArtifactDigest(path, len(data), hashlib.sha256(data).hexdigest(), hashlib.blake2b(data).digest())
+    return write_bytes_atomic(path, data, "the SBOM")
 
 
 @dataclass(frozen=True)

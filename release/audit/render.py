@@ -11,37 +11,15 @@ Reports are written atomically (a temporary file, then a rename).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from datetime import datetime
 from html import escape
 from pathlib import Path
 
+from release.archive import write_bytes_atomic
 from release.attest import command_text
 from release.audit.evidence import LayoutStep, step_depths
 from release.audit.model import ArchiveInfo, AuditReport, StepInfo
-from release.errors import BadInputError
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    except OSError as e:
-        raise BadInputError(f"{path}: cannot write the report: {e.strerror or e}") from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise BadInputError(f"{path}: cannot write the report: {e.strerror or e}") from e
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def report_json(report: AuditReport) -> bytes:
@@ -51,12 +29,12 @@ def report_json(report: AuditReport) -> bytes:
 
 def write_json(report: AuditReport, path: Path) -> None:
     """Write :func:`report_json` to ``path`` atomically; :class:`BadInputError` if it cannot be written."""
-    _write_atomic(path, report_json(report))
+    write_bytes_atomic(path, report_json(report), "the report")
 
 
 def write_html(report: AuditReport, path: Path) -> None:
     """Write :func:`render_html` to ``path`` atomically; :class:`BadInputError` if it cannot be written."""
-    _write_atomic(path, render_html(report).encode())
+    write_bytes_atomic(path, render_html(report).encode(), "the report")
 
 
 def size_text(n: int | None) -> str:
