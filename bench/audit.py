@@ -8,6 +8,9 @@ file. Files are sorted into the synthetic inputs, the build step's copies of
 them in staging, the release files the pipeline itself wrote (an archive,
 signature, ``SHA256SUMS`` or link read back is a re-read), the repository
 (sources and assets), pipes, and the rest (the interpreter and libraries).
+Reads from the moment ``build.py`` prints its ``verify`` step on are counted
+apart (``verify step: ...``): verifying the staged release reads it again by
+design; a re-read before that is a producing step not reusing a hash.
 """
 
 from __future__ import annotations
@@ -23,8 +26,12 @@ from typing import Any
 
 from bench.pipeline import PROBE, BenchError, pipeline_env
 
-_READ = re.compile(r"^(?:read|pread64|readv|preadv)\(\d+<([^>]*)>.*\)\s+=\s+(\d+)$")
-_CLONE = re.compile(r"^(clone3?|vfork|fork)\((.*)\)\s+=\s+(\d+)$")
+_TS = r"^(\d+\.\d+) "
+_READ = re.compile(_TS + r"(?:read|pread64|readv|preadv)\(\d+<([^>]*)>.*\)\s+=\s+(\d+)$")
+_CLONE = re.compile(_TS + r"(clone3?|vfork|fork)\((.*)\)\s+=\s+(\d+)$")
+# build.py prints "[i/n] verify" on stdout when its verify step starts.
+_VERIFY_START = re.compile(_TS + r'write\(1<[^>]*>, "\[\d+/\d+\] verify\b')
+VERIFY_PREFIX = "verify step: "
 
 
 def strace_available() -> bool:
@@ -38,8 +45,8 @@ def _threads_of_root(files: dict[int, list[str]]) -> set[int]:
     for tid, lines in files.items():
         for line in lines:
             if m := _CLONE.match(line):
-                child = int(m.group(3))
-                is_thread = "CLONE_THREAD" in m.group(2)
+                child = int(m.group(4))
+                is_thread = "CLONE_THREAD" in m.group(3)
                 created.setdefault(tid, []).append((child, is_thread))
                 children.add(child)
     roots = [tid for tid in files if tid not in children]
@@ -93,8 +100,8 @@ def audit_reads(repo: Path, bins: Path, binary_bytes: int) -> dict[str, Any]:
         prefix = Path(tmp) / "t"
         probe_out = Path(tmp) / "probe.json"
         cmd = [
-            "strace", "-f", "-ff", "-y", "-s", "0", "-o", str(prefix),
-            "-e", "trace=read,pread64,readv,preadv,clone,clone3,vfork,fork",
+            "strace", "-f", "-ff", "-y", "-ttt", "-s", "24", "-o", str(prefix),
+            "-e", "trace=read,pread64,readv,preadv,clone,clone3,vfork,fork,write",
             sys.executable, str(PROBE), str(probe_out), str(build), "--unsafe-prebuilt-binaries", str(bins),
         ]  # fmt: skip
         proc = subprocess.run(cmd, cwd=repo, env=pipeline_env(), capture_output=True, text=True, check=False)
@@ -102,14 +109,17 @@ def audit_reads(repo: Path, bins: Path, binary_bytes: int) -> dict[str, Any]:
             raise BenchError(f"the pipeline under strace failed:\n{proc.stdout}\n{proc.stderr}")
         files = {int(p.suffix[1:]): p.read_text(errors="replace").splitlines() for p in Path(tmp).glob("t.*")}
     main = _threads_of_root(files)
-    by_file: Counter[str] = Counter()
+    starts = [float(m.group(1)) for tid in main for line in files[tid] if (m := _VERIFY_START.match(line))]
+    verify_start = min(starts, default=float("inf"))
+    by_file: Counter[tuple[bool, str]] = Counter()
     for tid in main:
         for line in files[tid]:
             if m := _READ.match(line):
-                by_file[m.group(1)] += int(m.group(2))
+                by_file[(float(m.group(1)) >= verify_start, m.group(2))] += int(m.group(3))
     by_category: Counter[str] = Counter()
-    for path, n in by_file.items():
-        by_category[classify(path, bins.resolve(), repo.resolve())] += n
+    for (in_verify, path), n in by_file.items():
+        category = classify(path, bins.resolve(), repo.resolve())
+        by_category[(VERIFY_PREFIX + category) if in_verify else category] += n
     reread = {k: v for k, v in by_category.items() if k.startswith("re-read")}
     inputs = by_category["inputs: synthetic binaries"] + by_category["inputs: staging copies of the binaries"]
     return {
@@ -117,6 +127,8 @@ def audit_reads(repo: Path, bins: Path, binary_bytes: int) -> dict[str, Any]:
         "by_category": dict(by_category.most_common()),
         "reread_bytes": sum(reread.values()),
         "reread": reread,
+        "verify_step_bytes": sum(v for k, v in by_category.items() if k.startswith(VERIFY_PREFIX)),
+        "verify_step_started": verify_start != float("inf"),
         "binary_read_passes": round(inputs / binary_bytes, 3) if binary_bytes else None,
-        "largest_files": dict(by_file.most_common(12)),
+        "largest_files": {f"{VERIFY_PREFIX if v else ''}{p}": n for (v, p), n in by_file.most_common(12)},
     }

@@ -123,8 +123,9 @@ def targets(sizes: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 ),
                 "value": audit["reread_bytes"],
                 "met": audit["reread_bytes"] == 0,
-                "margin": f"re-read by the pipeline process: {what}; each input binary byte read"
-                f" {audit['binary_read_passes']:.2f} times",
+                "margin": f"re-read by the producing steps: {what}; each input binary byte read"
+                f" {audit['binary_read_passes']:.2f} times; the verify step then read"
+                f" {audit['verify_step_bytes'] / MiB:.1f} MiB in-process",
             }
         )
     for s in sizes:
