@@ -33,7 +33,7 @@ import tempfile
 import time
 import unicodedata
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
@@ -387,35 +387,44 @@ def write_tar_gz(entries: Sequence[Entry], out_path: Path, epoch: int) -> Writte
     """
     entries = normalize(entries)
     inputs: dict[Path, str] = {}
+    with (
+        _atomic_archive(out_path) as hw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=hw, compresslevel=GZIP_LEVEL, mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        for n, e in enumerate(entries):
+            failpoint(f"write:{out_path.name}:{n}")
+            info = tarfile.TarInfo(e.arcname)
+            info.mtime = epoch
+            info.mode = e.mode
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            if e.source is None:
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+                continue
+            with _open_source(e) as src:
+                info.size = os.fstat(src.fileno()).st_size
+                reader = HashingReader(src)
+                try:
+                    tar.addfile(info, reader)
+                except OSError as err:
+                    raise PackagingError(f"{e.source}: changed while being packaged ({err})") from err
+                inputs[e.source] = reader.sha256.hexdigest()
+    return WrittenArchive(hw.digest(out_path), inputs)
+
+
+@contextlib.contextmanager
+def _atomic_archive(out_path: Path) -> Iterator[HashingWriter]:
+    """A hashing stream to a temporary file that becomes ``out_path`` only if the block succeeds.
+
+    On any failure the partial file is removed; an OSError (a full disk) becomes
+    a :class:`PackagingError` naming the archive.
+    """
     f, tmp = _atomic_output(out_path)
     try:
-        hw = HashingWriter(f)
-        with (
-            gzip.GzipFile(filename="", mode="wb", fileobj=hw, compresslevel=GZIP_LEVEL, mtime=0) as gz,
-            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
-        ):
-            for n, e in enumerate(entries):
-                failpoint(f"write:{out_path.name}:{n}")
-                info = tarfile.TarInfo(e.arcname)
-                info.mtime = epoch
-                info.mode = e.mode
-                info.uid = info.gid = 0
-                info.uname = info.gname = ""
-                if e.source is None:
-                    info.type = tarfile.DIRTYPE
-                    tar.addfile(info)
-                    continue
-                with _open_source(e) as src:
-                    info.size = os.fstat(src.fileno()).st_size
-                    reader = HashingReader(src)
-                    try:
-                        tar.addfile(info, reader)
-                    except OSError as err:
-                        raise PackagingError(f"{e.source}: changed while being packaged ({err})") from err
-                    inputs[e.source] = reader.sha256.hexdigest()
-        digest = hw.digest(out_path)
+        yield HashingWriter(f)
         _finish(f, tmp, out_path)
-        return WrittenArchive(digest, inputs)
     except PackagingError:
         _discard(f, tmp)
         raise
@@ -443,46 +452,35 @@ def write_zip(entries: Sequence[Entry], out_path: Path, epoch: int) -> WrittenAr
     check_windows_names(entries)
     date_time = _dos_time(epoch)
     inputs: dict[Path, str] = {}
-    f, tmp = _atomic_output(out_path)
-    try:
-        hw = HashingWriter(f)
-        with zipfile.ZipFile(hw, mode="w", compression=zipfile.ZIP_DEFLATED, compresslevel=ZIP_LEVEL) as zf:
-            for n, e in enumerate(entries):
-                failpoint(f"write:{out_path.name}:{n}")
-                name = e.arcname + "/" if e.is_dir else e.arcname
-                info = zipfile.ZipInfo(name, date_time=date_time)
-                info.create_system = 3
-                if e.source is None:
-                    info.external_attr = ((stat.S_IFDIR | e.mode) << 16) | 0x10
-                    info.compress_type = zipfile.ZIP_STORED
-                    zf.writestr(info, b"")
-                    continue
-                info.external_attr = (stat.S_IFREG | e.mode) << 16
-                info.compress_type = zipfile.ZIP_DEFLATED
-                with _open_source(e) as src:
-                    info.file_size = os.fstat(src.fileno()).st_size
-                    sha = hashlib.sha256()
-                    with zf.open(info, "w") as dst:
-                        copied = 0
-                        while chunk := src.read(CHUNK):
-                            dst.write(chunk)
-                            sha.update(chunk)
-                            copied += len(chunk)
-                    if copied != info.file_size:
-                        raise PackagingError(f"{e.source}: changed while being packaged")
-                    inputs[e.source] = sha.hexdigest()
-        digest = hw.digest(out_path)
-        _finish(f, tmp, out_path)
-        return WrittenArchive(digest, inputs)
-    except PackagingError:
-        _discard(f, tmp)
-        raise
-    except OSError as err:
-        _discard(f, tmp)
-        raise _write_error(out_path, err) from err
-    except BaseException:
-        _discard(f, tmp)
-        raise
+    with (
+        _atomic_archive(out_path) as hw,
+        zipfile.ZipFile(hw, mode="w", compression=zipfile.ZIP_DEFLATED, compresslevel=ZIP_LEVEL) as zf,
+    ):
+        for n, e in enumerate(entries):
+            failpoint(f"write:{out_path.name}:{n}")
+            name = e.arcname + "/" if e.is_dir else e.arcname
+            info = zipfile.ZipInfo(name, date_time=date_time)
+            info.create_system = 3
+            if e.source is None:
+                info.external_attr = ((stat.S_IFDIR | e.mode) << 16) | 0x10
+                info.compress_type = zipfile.ZIP_STORED
+                zf.writestr(info, b"")
+                continue
+            info.external_attr = (stat.S_IFREG | e.mode) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with _open_source(e) as src:
+                info.file_size = os.fstat(src.fileno()).st_size
+                sha = hashlib.sha256()
+                with zf.open(info, "w") as dst:
+                    copied = 0
+                    while chunk := src.read(CHUNK):
+                        dst.write(chunk)
+                        sha.update(chunk)
+                        copied += len(chunk)
+                if copied != info.file_size:
+                    raise PackagingError(f"{e.source}: changed while being packaged")
+                inputs[e.source] = sha.hexdigest()
+    return WrittenArchive(hw.digest(out_path), inputs)
 
 
 def write_archive(fmt: str, entries: Sequence[Entry], out_path: Path, epoch: int) -> WrittenArchive:

@@ -8,13 +8,11 @@ byte-identical reports wherever it is checked out.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from release.errors import BadInputError
+from release.archive import write_bytes_atomic
 
 REPORT_SCHEMA = "ransomeye.gates/v1"
 
@@ -113,21 +111,4 @@ def write_report(report: Report, path: Path) -> None:
     one. Raises :class:`BadInputError` when the directory does not exist or
     is not writable.
     """
-    directory = path.parent
-    try:
-        fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:
-        raise BadInputError(f"{path}: cannot write the report: {e.strerror or e}") from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(report.to_json())
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, path)
-    except OSError as e:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise BadInputError(f"{path}: cannot write the report: {e.strerror or e}") from e
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, report.to_json(), "the report")
