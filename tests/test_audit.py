@@ -176,7 +176,7 @@ def _integrated_layout(case: Case, expires: datetime) -> Metablock:
     ]
     allowed = [["ALLOW", r[1]] for r in delivered]
     for inspection in layout.inspect:
-        extra = delivered if inspection.name == "verify-files" else allowed
+        extra = delivered if inspection.name == attest.INSPECTION else allowed
         inspection.expected_materials = _before_disallow(inspection.expected_materials, extra)
         inspection.expected_products = _before_disallow(inspection.expected_products, extra)
     layout.validate()
@@ -395,7 +395,7 @@ def test_the_audit_never_modifies_the_folder(complete: Case) -> None:
     verify = [str(Path(sys.executable).parent / "in-toto-verify"), "--layout", attest.LAYOUT_NAME,
               "--verification-keys", str(complete.owner_pub)]  # fmt: skip
     assert subprocess.run(verify, cwd=complete.folder, capture_output=True, check=False).returncode == 0
-    assert (complete.folder / "_inspect").is_dir() and (complete.folder / "verify-files.link").is_file()
+    assert (complete.folder / "_inspect").is_dir() and (complete.folder / f"{attest.INSPECTION}.link").is_file()
     before = _state(complete.folder)
     report = complete.audit()
     assert report.verified, "\n".join(f.text() for f in report.findings)

@@ -8,6 +8,7 @@ checks the exit code and the reason it gives.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import shutil
@@ -36,6 +37,7 @@ from tests.conftest import EPOCH, Repo
 pytestmark = pytest.mark.slow
 VERIFY = str(Path(sys.executable).parent / "in-toto-verify")
 CORE = "ransomeye-core-1.0.0.tar.gz"
+SBOM = "ransomeye-dpi-1.0.0.cdx.json"
 ARCHIVES = [
     CORE,
     "ransomeye-agent-linux-1.0.0.tar.gz",
@@ -101,6 +103,26 @@ def reason(proc: subprocess.CompletedProcess[str]) -> str:
     return lines[-1] if lines else proc.stderr[-2000:]
 
 
+@dataclasses.dataclass(frozen=True)
+class Disallowed:
+    """in-toto-verify's reason for delivered files that match no step's product: exactly these files."""
+
+    names: frozenset[str]
+
+    def found_in(self, reason: str) -> bool:
+        prefix = "'DISALLOW *' matched the following artifacts: "
+        if prefix not in reason:
+            return False
+        return set(ast.literal_eval(reason.split(prefix, 1)[1].strip())) == self.names
+
+
+def disallowed(*names: str) -> Disallowed:
+    return Disallowed(frozenset(names))
+
+
+Expected = str | Disallowed
+
+
 @pytest.fixture
 def case(released: Repo, tmp_path: Path) -> Case:
     folder = tmp_path / "download"
@@ -156,6 +178,17 @@ def _tamper_malicious_packager(case: Case, tmp: Path) -> None:
     """A packager (holding the build key) adds edge/ material but records honest materials."""
     _repack_core_with_edge(case, tmp)
     new = {CORE: hash_file(case.folder / CORE).sha256}
+    case.relink("package-core", products=new)
+    case.relink("provenance", materials=new)
+    case.resign_release()
+
+
+def _tamper_broken_archive(case: Case, tmp: Path) -> None:
+    """A packager (holding the build key) signs a core archive cut short: its hash matches, unpacking fails."""
+    path = case.folder / CORE
+    with path.open("r+b") as f:
+        f.truncate(path.stat().st_size // 2)
+    new = {CORE: hash_file(path).sha256}
     case.relink("package-core", products=new)
     case.relink("provenance", materials=new)
     case.resign_release()
@@ -230,10 +263,10 @@ def _tamper_mixed_versions(case: Case, tmp: Path) -> None:
 
 
 Tamper = Callable[[Case, Path], None]
-CASES: list[tuple[str, Tamper, str]] = [
-    *((f"flipped-byte-{a}", partial(_tamper_flip, name=a), "sha256sum") for a in ARCHIVES),
+CASES: list[tuple[str, Tamper, Expected]] = [
+    *((f"flipped-byte-{a}", partial(_tamper_flip, name=a), disallowed(a)) for a in ARCHIVES),
     *(
-        (f"flipped-byte-{a}.minisig", partial(_tamper_flip, name=f"{a}.minisig", offset=60), "sha256sum")
+        (f"flipped-byte-{a}.minisig", partial(_tamper_flip, name=f"{a}.minisig", offset=60), disallowed(f"{a}.minisig"))
         for a in ARCHIVES
     ),
     (
@@ -241,8 +274,11 @@ CASES: list[tuple[str, Tamper, str]] = [
         partial(_tamper_flip, name="SHA256SUMS.minisig", offset=60),
         "SHA256SUMS.minisig",
     ),
-    ("core-repacked-with-edge", _tamper_repacked_core, CORE),
+    ("core-repacked-with-edge", _tamper_repacked_core, disallowed("SHA256SUMS", CORE)),
     ("malicious-packager-honest-materials", _tamper_malicious_packager, "edge/agent/implant.rs"),
+    ("packager-signs-a-broken-archive", _tamper_broken_archive, "'_inspect/core.unpack-failed'"),
+    ("signature-deleted", lambda c, t: (c.folder / f"{CORE}.minisig").unlink(), "'_inspect/listed-but-missing'"),
+    ("sbom-deleted", lambda c, t: (c.folder / SBOM).unlink(), "'_inspect/listed-but-missing'"),
     ("missing-link", lambda c, t: c.link("sign").unlink(), "LinkNotFoundError"),
     ("link-signed-by-unlisted-key", _tamper_foreign_key_link, "package-core"),
     ("link-copied-over-another-step", _tamper_link_copied, "REQUIRE bin/x86_64-unknown-linux-gnu/ransomeye-core"),
@@ -258,20 +294,25 @@ CASES: list[tuple[str, Tamper, str]] = [
         "SignatureVerificationError",
     ),
     ("layout-edited-after-signing", _tamper_layout_edited, "SignatureVerificationError"),
-    ("extra-file", _tamper_extra_file, "README.txt"),
-    ("sums-changed-line", _tamper_sums_changed_line, "sha256sum"),
-    ("sums-extra-line-missing-file", _tamper_sums_extra_line_missing_file, "sha256sum"),
+    ("extra-file", _tamper_extra_file, disallowed("README.txt")),
+    ("sums-changed-line", _tamper_sums_changed_line, disallowed("SHA256SUMS")),
+    ("sums-extra-line-missing-file", _tamper_sums_extra_line_missing_file, disallowed("SHA256SUMS")),
     ("sums-extra-line-existing-file", _tamper_sums_extra_line_existing_file, "notes.txt"),
-    ("mixed-versions", _tamper_mixed_versions, "tar -xzf ransomeye-core-*.tar.gz"),
+    (
+        "mixed-versions",
+        _tamper_mixed_versions,
+        disallowed("ransomeye-core-0.9.0.tar.gz", "ransomeye-core-0.9.0.tar.gz.minisig"),
+    ),
 ]
 
 
 @pytest.mark.parametrize("tamper, expected", [(t, e) for _, t, e in CASES], ids=[n for n, _, _ in CASES])
-def test_tampering_is_rejected(case: Case, tmp_path: Path, tamper: Tamper, expected: str) -> None:
+def test_tampering_is_rejected(case: Case, tmp_path: Path, tamper: Tamper, expected: Expected) -> None:
     tamper(case, tmp_path)
     proc = verify(case.folder, case.repo.keys / "owner.pub")
     assert proc.returncode == 1, "in-toto-verify must reject the tampered release"
-    assert expected in reason(proc), reason(proc)
+    found = expected.found_in(reason(proc)) if isinstance(expected, Disallowed) else expected in reason(proc)
+    assert found, reason(proc)
 
 
 def test_link_rules_name_the_step(case: Case, tmp_path: Path) -> None:
@@ -280,6 +321,16 @@ def test_link_rules_name_the_step(case: Case, tmp_path: Path) -> None:
     proc = verify(case.folder, case.repo.keys / "owner.pub")
     assert proc.returncode == 1
     assert "DISALLOW _inspect/core/edge/*" in proc.stderr
+
+
+def test_files_listed_but_missing_are_named(case: Case) -> None:
+    """Deleted files match no rule to fail; the inspection lists what SHA256SUMS names and the folder lacks."""
+    (case.folder / SBOM).unlink()
+    (case.folder / f"{SBOM}.minisig").unlink()
+    proc = verify(case.folder, case.repo.keys / "owner.pub")
+    assert proc.returncode == 1
+    missing = (case.folder / "_inspect" / "listed-but-missing").read_text().splitlines()
+    assert sorted(missing) == [SBOM, f"{SBOM}.minisig"]
 
 
 def test_links_record_exactly_what_each_step_read_and_wrote(released: Repo) -> None:
