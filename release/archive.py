@@ -176,6 +176,11 @@ def write_bytes_atomic(path: Path, data: bytes, what: str) -> ArtifactDigest:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return digest_bytes(path, data)
+
+
+def digest_bytes(path: Path, data: bytes) -> ArtifactDigest:
+    """The digest of ``data``, just written to ``path`` (hashed from memory, not read back)."""
     return ArtifactDigest(path, len(data), hashlib.sha256(data).hexdigest(), hashlib.blake2b(data).digest())
 
 
@@ -203,17 +208,23 @@ def copy_hashed(src: Path, dst: Path, mode: int = FILE_MODE) -> ArtifactDigest:
     return hw.digest(dst)
 
 
-def link_hashed(src: Path, dst: Path) -> ArtifactDigest:
-    """Put executable ``src`` at ``dst`` and hash it: a hard link when the file system allows
-    (nothing is written), else a streamed copy. ``src`` is never modified."""
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of an existing file, streamed: for files that are recorded but never signed."""
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def link_hashed(src: Path, dst: Path) -> str:
+    """Put executable ``src`` at ``dst`` and return its SHA-256: a hard link when the file
+    system allows (nothing is written), else a streamed copy. ``src`` is never modified."""
     if os.access(src, os.X_OK):
         try:
             os.link(src, dst)
         except OSError:
             pass  # another file system, or links refused: copy below
         else:
-            return hash_file(dst)
-    return copy_hashed(src, dst, EXEC_MODE)
+            return sha256_file(dst)
+    return copy_hashed(src, dst, EXEC_MODE).sha256
 
 
 def check_name(name: str, where: str) -> None:

@@ -109,8 +109,16 @@ def _dump(metablock: Metablock, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_link(record: StepRecord, key: KeyPair, out_dir: Path) -> Path:
-    """Sign ``record`` with ``key`` and write its link into ``out_dir``; return the path."""
+@dataclass(frozen=True)
+class WrittenLink:
+    """A link file just written, and its ``signed`` part as written (to use without reading it back)."""
+
+    path: Path
+    signed: dict[str, Any]
+
+
+def write_link(record: StepRecord, key: KeyPair, out_dir: Path) -> WrittenLink:
+    """Sign ``record`` with ``key`` and write its link into ``out_dir``."""
     link = Link(
         name=record.name,
         materials=_artifacts(record.materials),
@@ -123,7 +131,7 @@ def write_link(record: StepRecord, key: KeyPair, out_dir: Path) -> Path:
     metablock.create_signature(CryptoSigner(key.private))
     path = out_dir / link_filename(record.name, key.public)
     _dump(metablock, path)
-    return path
+    return WrittenLink(path, metablock.to_dict()["signed"])
 
 
 def read_link(path: Path) -> dict[str, Any]:

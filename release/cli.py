@@ -7,8 +7,10 @@ Ctrl-C exits 130 with a one-line message.
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 from release.errors import ReleaseError
 
@@ -36,3 +38,15 @@ def run(prog: str, main: Callable[[list[str]], int], argv: list[str] | None = No
         where = f": {e.filename}" if e.filename else ""
         print(f"{prog}: error: {e.strerror or e}{where}", file=sys.stderr)
         return 1
+
+
+def exit_process(code: int) -> NoReturn:
+    """End a command's process with ``code``, without the interpreter's final garbage collection.
+
+    By then every output is written and closed and the operating system takes
+    the memory back; the final collection would only walk every object the
+    libraries loaded (a third of a second once the CycloneDX schema validator
+    is loaded). Only for ``__main__``: a process that goes on must not freeze.
+    """
+    gc.freeze()
+    sys.exit(code)

@@ -265,9 +265,10 @@ def test_determinism_and_validity_hold_for_any_contents(
     contents = {f"{TOP}/bin/app-server": _sha("s"), f"{TOP}/bin/app-tool": _sha("t")}
     contents |= {f"{TOP}/ui/dist/{n}": hashlib.sha256(d).hexdigest() for n, d in assets.items()}
     archive = _archive(data=archive_bytes)
-    first = sbom_json(bundle_sbom(BUNDLE, VERSION, archive, contents, metadata, epoch))  # validated inside
+    first = sbom_json(bundle_sbom(BUNDLE, VERSION, archive, contents, metadata, epoch))
     second = sbom_json(bundle_sbom(BUNDLE, VERSION, archive, dict(sorted(contents.items())), metadata, epoch))
     assert first == second
+    assert validate_sbom(first.decode()) == []
     view = read_sbom(json.loads(first), "x")
     assert dict(view.files) == contents and view.subject_sha256 == archive.sha256
 

@@ -33,7 +33,7 @@ if __package__ in (None, ""):
 
 from release.audit.checks import audit
 from release.audit.render import render_text, write_html, write_json
-from release.cli import run
+from release.cli import exit_process, run
 from release.errors import BadInputError, ReleaseError
 
 EXIT_VERIFIED = 0
@@ -75,4 +75,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -663,7 +663,7 @@ def _in_toto_check(result: InTotoResult) -> Check:
     f = _Findings("in-toto")
     if not result.ok:
         f.add("in-toto-verify", result.reason)
-    return f.done("in-toto-verify passed with the owner key: layout, links, rules and inspections")
+    return f.done("in-toto-verify passed with the owner key: layout, links, artifact rules and the inspection")
 
 
 def audit(release_dir: Path, owner_pub: Path) -> AuditReport:

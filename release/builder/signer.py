@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from release import minisign
-from release.archive import ArtifactDigest, hash_file
+from release.archive import ArtifactDigest, digest_bytes, hash_file
 from release.cli import run
 from release.errors import BadInputError, VerificationError
 from release.faults import failpoint
@@ -75,13 +75,14 @@ def sign_digest(key: KeyPair, digest: ArtifactDigest, version: str, epoch: int) 
     out = signature_path(digest.path)
     failpoint(f"sign:{digest.name}")
     tmp = out.with_name(f".{out.name}.part")
-    with tmp.open("w") as f:
-        f.write(text)
+    data = text.encode()
+    with tmp.open("wb") as f:
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, out)
-    verify_digest(pub, digest)
-    return hash_file(out)
+    _verify_text(pub, text, digest, out.name)  # what was just written; the verify step reads it back
+    return digest_bytes(out, data)
 
 
 def sign_all(key: KeyPair, digests: Iterable[ArtifactDigest], version: str, epoch: int) -> list[ArtifactDigest]:
@@ -98,10 +99,14 @@ def verify_digest(pub: minisign.MinisignPublicKey, digest: ArtifactDigest) -> No
         raise VerificationError(f"{sig_path.name}: signature missing") from None
     except UnicodeDecodeError:
         raise VerificationError(f"{sig_path.name}: not a minisign signature file") from None
-    sig = minisign.parse_signature(text, sig_path.name)
-    minisign.verify(pub, sig, digest.blake2b, None, sig_path.name)
+    _verify_text(pub, text, digest, sig_path.name)
+
+
+def _verify_text(pub: minisign.MinisignPublicKey, text: str, digest: ArtifactDigest, where: str) -> None:
+    sig = minisign.parse_signature(text, where)
+    minisign.verify(pub, sig, digest.blake2b, None, where)
     if f"\tfile:{digest.name}\t" not in f"\t{sig.comment}\t":
-        raise VerificationError(f"{sig_path.name}: the trusted comment names another file ({sig.comment!r})")
+        raise VerificationError(f"{where}: the trusted comment names another file ({sig.comment!r})")
 
 
 def ensure_dev_keys(keys_dir: Path) -> list[str]:

@@ -22,7 +22,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from release.archive import ArtifactDigest, hash_file
+from release.archive import ArtifactDigest, digest_bytes, hash_file
 from release.cli import run
 from release.errors import BadInputError, VerificationError
 from release.products import repo_root
@@ -80,12 +80,13 @@ def write_hash_list(release_dir: Path, known: Iterable[ArtifactDigest] = ()) -> 
         raise BadInputError(f"{release_dir}: no artifacts to list")
     out = release_dir / SUMS_NAME
     tmp = release_dir / f".{SUMS_NAME}.part"
-    with tmp.open("w", newline="\n") as f:
-        f.write(render(hashes))
+    data = render(hashes).encode()
+    with tmp.open("wb") as f:
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, out)
-    return hash_file(out)
+    return digest_bytes(out, data)
 
 
 def main(argv: list[str] | None = None) -> int:
