@@ -6,7 +6,8 @@ thread and the packaging threads, not the processes it starts, such as the
 gates script or ``in-toto-verify``), the bytes every ``read`` returned, by
 file. Files are sorted into the synthetic inputs, the build step's copies of
 them in staging, the release files the pipeline itself wrote (an archive,
-signature, ``SHA256SUMS`` or link read back is a re-read), the repository
+signature, ``SHA256SUMS`` or link read back is a re-read; the gates' report,
+written by the gates script, is an input), the repository
 (sources and assets), pipes, and the rest (the interpreter and libraries).
 Reads from the moment ``build.py`` prints its ``verify`` step on are counted
 apart (``verify step: ...``): verifying the staged release reads it again by
@@ -76,6 +77,8 @@ def classify(path: str, bins: Path, repo: Path) -> str:
             return "inputs: staging copies of the binaries"
         if len(parts) > 1 and parts[1] == "out":
             name = p.name
+            if name == "gates-report.json":  # written by the gates subprocess: the pipeline's first read of it
+                return "inputs: the gates' report"
             if name.endswith((".tar.gz", ".zip")):
                 return "re-read: archives"
             if name.endswith(".minisig"):
