@@ -47,34 +47,17 @@ from bench.pipeline import (  # noqa: E402 - after the bootstrap above
 )
 from bench.pipeline import run_verify as run_verify_once  # noqa: E402 - after the bootstrap above
 from bench.synth import make_binaries, make_trees  # noqa: E402 - after the bootstrap above
+from bench.worktree import copy_worktree  # noqa: E402 - after the bootstrap above
 from release.products import Workspace, load_workspace  # noqa: E402 - after the bootstrap above
 
 MiB = 1 << 20
 DEFAULT_SIZES = (4, 16, 64)
 TOOLS = ("tar", "gzip", "zip", "sha256sum", "minisign", "git")
-IGNORED = {".git", ".venv", "target", ".staging", ".previous", ".pytest_cache", ".mypy_cache", ".ruff_cache",
-           ".hypothesis", "__pycache__", ".build.lock"}  # fmt: skip
 
 
 def _git(*args: str) -> str:
     proc = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=False)
     return proc.stdout.strip() if proc.returncode == 0 else ""
-
-
-def copy_worktree(dest: Path, root: Path = ROOT) -> Path:
-    """Copy a working tree's sources (no build outputs, keys, caches or releases) to ``dest``."""
-
-    def ignore(directory: str, names: list[str]) -> set[str]:
-        skip = {n for n in names if n in IGNORED}
-        d = Path(directory)
-        if d == root / "keys":
-            skip |= {n for n in names if n not in (".gitignore", "README.md")}
-        if d == root / "release" / "artifacts":
-            skip |= {n for n in names if n != ".gitkeep"}
-        return skip
-
-    shutil.copytree(root, dest, ignore=ignore, symlinks=True)
-    return dest
 
 
 def export_head(dest: Path) -> Path:

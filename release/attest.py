@@ -134,15 +134,6 @@ def write_link(record: StepRecord, key: KeyPair, out_dir: Path) -> WrittenLink:
     return WrittenLink(path, metablock.to_dict()["signed"])
 
 
-def read_link(path: Path) -> dict[str, Any]:
-    """The ``signed`` part of a link file."""
-    try:
-        signed: dict[str, Any] = json.loads(path.read_text())["signed"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise VerificationError(f"{path.name}: not a readable in-toto link") from e
-    return signed
-
-
 def read_link_products(path: Path) -> dict[str, str]:
     """The products (name → sha256) a link file records."""
     try:

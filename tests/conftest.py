@@ -17,29 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from bench.worktree import copy_worktree
 from release.builder.signer import ensure_dev_keys
 from release.products import Workspace, load_workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 EPOCH = 1_700_000_000
-IGNORED = {".git", ".venv", "target", ".staging", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".hypothesis",
-           "__pycache__", ".build.lock"}  # fmt: skip
-
-
-def copy_repo(dest: Path) -> Path:
-    """Copy the working tree (sources only: no build outputs, keys or caches) to ``dest``."""
-
-    def ignore(directory: str, names: list[str]) -> set[str]:
-        skip = {n for n in names if n in IGNORED}
-        d = Path(directory)
-        if d == ROOT / "keys":
-            skip |= {n for n in names if n not in (".gitignore", "README.md")}
-        if d == ROOT / "release" / "artifacts":
-            skip |= {n for n in names if n != ".gitkeep"}
-        return skip
-
-    shutil.copytree(ROOT, dest, ignore=ignore, symlinks=True)
-    return dest
 
 
 def release_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -88,7 +71,7 @@ class Repo:
 
 
 def make_repo(dest: Path, keys_from: Path | None = None) -> Repo:
-    repo = Repo(copy_repo(dest))
+    repo = Repo(copy_worktree(dest))
     if keys_from is None:
         ensure_dev_keys(repo.keys)
     else:

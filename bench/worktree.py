@@ -1,0 +1,26 @@
+"""A copy of a working tree's sources, for the benchmark and the test suite to build in."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+IGNORED = {".git", ".venv", "target", ".staging", ".previous", ".pytest_cache", ".mypy_cache", ".ruff_cache",
+           ".hypothesis", "__pycache__", ".build.lock"}  # fmt: skip
+
+
+def copy_worktree(dest: Path, root: Path = ROOT) -> Path:
+    """Copy ``root``'s sources (no build outputs, keys, caches or releases) to ``dest``."""
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        skip = {n for n in names if n in IGNORED}
+        d = Path(directory)
+        if d == root / "keys":
+            skip |= {n for n in names if n not in (".gitignore", "README.md")}
+        if d == root / "release" / "artifacts":
+            skip |= {n for n in names if n != ".gitkeep"}
+        return skip
+
+    shutil.copytree(root, dest, ignore=ignore, symlinks=True)
+    return dest
