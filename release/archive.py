@@ -122,11 +122,27 @@ class HashingWriter(io.RawIOBase):
 
 
 @dataclass(frozen=True)
+class Member:
+    """One member as written: what the packaging link declares so a verifier can bound and check every read."""
+
+    name: str
+    kind: str  # "file" or "dir"
+    mode: int
+    size: int
+    sha256: str  # "" for a directory
+
+    def declaration(self) -> list[str | int]:
+        """The member as the packaging link records it: ``[name, kind, mode, size, sha256]``."""
+        return [self.name, self.kind, self.mode, self.size, self.sha256]
+
+
+@dataclass(frozen=True)
 class WrittenArchive:
-    """An archive just written, and the SHA-256 of every input file as it was read."""
+    """An archive just written, the SHA-256 of every input file as it was read, and its members in order."""
 
     digest: ArtifactDigest
     inputs: dict[Path, str]
+    members: tuple[Member, ...]
 
 
 class HashingReader(io.RawIOBase):
@@ -398,6 +414,7 @@ def write_tar_gz(entries: Sequence[Entry], out_path: Path, epoch: int) -> Writte
     """
     entries = normalize(entries)
     inputs: dict[Path, str] = {}
+    members: list[Member] = []
     with (
         _atomic_archive(out_path) as hw,
         gzip.GzipFile(filename="", mode="wb", fileobj=hw, compresslevel=GZIP_LEVEL, mtime=0) as gz,
@@ -413,6 +430,7 @@ def write_tar_gz(entries: Sequence[Entry], out_path: Path, epoch: int) -> Writte
             if e.source is None:
                 info.type = tarfile.DIRTYPE
                 tar.addfile(info)
+                members.append(Member(e.arcname, "dir", e.mode, 0, ""))
                 continue
             with _open_source(e) as src:
                 info.size = os.fstat(src.fileno()).st_size
@@ -422,7 +440,8 @@ def write_tar_gz(entries: Sequence[Entry], out_path: Path, epoch: int) -> Writte
                 except OSError as err:
                     raise PackagingError(f"{e.source}: changed while being packaged ({err})") from err
                 inputs[e.source] = reader.sha256.hexdigest()
-    return WrittenArchive(hw.digest(out_path), inputs)
+                members.append(Member(e.arcname, "file", e.mode, info.size, inputs[e.source]))
+    return WrittenArchive(hw.digest(out_path), inputs, tuple(members))
 
 
 @contextlib.contextmanager
@@ -463,6 +482,7 @@ def write_zip(entries: Sequence[Entry], out_path: Path, epoch: int) -> WrittenAr
     check_windows_names(entries)
     date_time = _dos_time(epoch)
     inputs: dict[Path, str] = {}
+    members: list[Member] = []
     with (
         _atomic_archive(out_path) as hw,
         zipfile.ZipFile(hw, mode="w", compression=zipfile.ZIP_DEFLATED, compresslevel=ZIP_LEVEL) as zf,
@@ -476,6 +496,7 @@ def write_zip(entries: Sequence[Entry], out_path: Path, epoch: int) -> WrittenAr
                 info.external_attr = ((stat.S_IFDIR | e.mode) << 16) | 0x10
                 info.compress_type = zipfile.ZIP_STORED
                 zf.writestr(info, b"")
+                members.append(Member(e.arcname, "dir", e.mode, 0, ""))
                 continue
             info.external_attr = (stat.S_IFREG | e.mode) << 16
             info.compress_type = zipfile.ZIP_DEFLATED
@@ -491,7 +512,8 @@ def write_zip(entries: Sequence[Entry], out_path: Path, epoch: int) -> WrittenAr
                 if copied != info.file_size:
                     raise PackagingError(f"{e.source}: changed while being packaged")
                 inputs[e.source] = sha.hexdigest()
-    return WrittenArchive(hw.digest(out_path), inputs)
+                members.append(Member(e.arcname, "file", e.mode, copied, inputs[e.source]))
+    return WrittenArchive(hw.digest(out_path), inputs, tuple(members))
 
 
 def write_archive(fmt: str, entries: Sequence[Entry], out_path: Path, epoch: int) -> WrittenArchive:

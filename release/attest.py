@@ -32,7 +32,7 @@ from in_toto.models.link import FILENAME_FORMAT, Link
 from in_toto.models.metadata import Metablock
 from securesystemslib.signer import CryptoSigner, SSlibKey
 
-from release import provenance, sbom
+from release import inspection, provenance, sbom
 from release.errors import BadInputError, VerificationError
 from release.keys import KeyPair
 from release.manifests.generate_hash_list import SUMS_NAME
@@ -41,10 +41,7 @@ from release.products import Bundle, Workspace
 
 LAYOUT_NAME = "root.layout"
 GATES_REPORT = "gates-report.json"
-INSPECT_DIR = "_inspect"
 INSPECTION = "verify-release"
-UNPACK_FAILED = ".unpack-failed"
-LISTED_BUT_MISSING = "listed-but-missing"
 SBOM_SUFFIX = sbom.SUFFIX
 PROVENANCE_GLOB = provenance.provenance_name("*")
 MAX_EXPIRY_DAYS = 365
@@ -58,6 +55,7 @@ STEP_BUILD = "build"
 STEP_PROVENANCE = "provenance"
 STEP_SIGN = "sign"
 STEP_CHECKSUMS = "checksums"
+BUILD_COMMAND = ("cargo", "build", "--release", "--offline", "--locked")
 
 
 def step_names(ws: Workspace) -> list[str]:
@@ -192,61 +190,66 @@ def _release_files(ws: Workspace) -> list[list[str]]:
     ]
 
 
-def _unpack_job(ws: Workspace, bundle: Bundle) -> str:
-    """A background shell job that unpacks ``bundle``'s archive into ``_inspect/<id>/``.
+def inspection_config(
+    ws: Workspace, keyids: Mapping[str, Sequence[str]], *, allow_prebuilt: bool = False
+) -> list[list[Any]]:
+    """The configuration the layout passes to the inspection program (lists only: no brace in the command).
 
-    Its errors go to ``_inspect/<id>.unpack-failed``, which it removes once the
-    archive is unpacked: a failure leaves that file behind, and the products'
-    ``DISALLOW *`` rejects it by name (in-toto discards an inspection's output,
-    so a failing command would only say "non-zero return value").
+    ``keyids`` maps every step to the keyids authorised for it.
     """
-    dest = f"{INSPECT_DIR}/{bundle.id}"
-    archive = _archive_glob(ws, bundle)
-    if bundle.format == "zip":
-        extract = (
-            f"mkdir {dest}.tmp && python3 -m zipfile -e {archive} {dest}.tmp"
-            f" && mv {dest}.tmp/* {dest} && rmdir {dest}.tmp"
-        )
-    else:
-        extract = f"mkdir {dest} && tar -xzf {archive} -C {dest} --strip-components=1 --no-same-owner"
-    # A subshell, not a { } group: in-toto formats a failed command's text with str.format.
-    return f"(exec 2>{dest}{UNPACK_FAILED}; {extract} && rm {dest}{UNPACK_FAILED}) &"
-
-
-def _inspect_command(ws: Workspace) -> list[str]:
-    """The inspection's command; the layout's rules judge what it leaves in ``_inspect/``.
-
-    It unpacks every archive at once (one background job each) and, meanwhile,
-    lists in ``_inspect/listed-but-missing`` every file ``SHA256SUMS`` names
-    that is not in the folder. The hashes need no second check: the rules match
-    every delivered file, ``SHA256SUMS`` included, with its producing step's.
-    """
-    jobs = " ".join(_unpack_job(ws, b) for b in ws.bundles)
-    missing = (
-        f"if [ -f {SUMS_NAME} ]; then while read -r sum name; do"
-        f' [ -e "$name" ] || echo "$name" >> {INSPECT_DIR}/{LISTED_BUT_MISSING}; done < {SUMS_NAME}; fi;'
-    )
-    return ["sh", "-c", f"set -e; rm -rf {INSPECT_DIR}; mkdir {INSPECT_DIR}; {jobs} {missing} wait"]
-
-
-def _bundle_contents(bundle: Bundle) -> list[list[str]]:
-    """Rules for what unpacking ``bundle`` must yield: its binaries, built by the build step, its assets, as gated."""
-    inside = f"{INSPECT_DIR}/{bundle.id}/"
+    bundles = [
+        [
+            ["id", b.id],
+            ["name", b.name],
+            ["format", b.format],
+            ["target", b.target],
+            ["step", b.step],
+            ["binary-files", list(b.binary_files())],
+            ["assets", list(b.assets)],
+            ["forbidden-paths", list(b.forbidden_paths)],
+            ["forbidden-binaries", list(b.forbidden_binaries)],
+        ]
+        for b in ws.bundles
+    ]
     return [
-        *(["REQUIRE", f"{inside}bin/{f}"] for f in bundle.binary_files()),
-        *_forbidden_rules(bundle, inside),
-        ["MATCH", "*", "IN", f"{inside}bin", "WITH", "PRODUCTS", "IN", f"bin/{bundle.target}", "FROM", STEP_BUILD],
-        *(
-            ["MATCH", "*", "IN", f"{inside}{asset}", "WITH", "MATERIALS", "IN", asset, "FROM", STEP_BUILD]
-            for asset in bundle.assets
-        ),
+        ["schema", inspection.SCHEMA],
+        ["layout", LAYOUT_NAME],
+        ["inspection", INSPECTION],
+        ["steps", [[step, [k[:8] for k in keyids[step]]] for step in step_names(ws)]],
+        ["gates-step", STEP_GATES],
+        ["build-step", STEP_BUILD],
+        ["build-command", list(BUILD_COMMAND)],
+        ["sums", [SUMS_NAME, STEP_CHECKSUMS]],
+        ["bundles", bundles],
+        ["allowed-empty-files", [".gitkeep"]],
+        ["allow-prebuilt", allow_prebuilt],
     ]
 
 
+def inspect_command(config: list[list[Any]]) -> list[str]:
+    """The inspection's command: ``release/inspection.py`` run by the customer's ``python3``, isolated.
+
+    ``-I`` keeps the release folder (the working directory) off ``sys.path``
+    and ignores ``PYTHON*`` variables; ``-S`` skips site packages.
+    """
+    source = Path(inspection.__file__).read_text(encoding="utf-8")
+    return ["python3", "-I", "-S", "-c", source, json.dumps(config, separators=(",", ":"))]
+
+
 def build_layout(
-    ws: Workspace, build_key: Ed25519PublicKey, release_key: Ed25519PublicKey, expires: datetime
+    ws: Workspace,
+    build_key: Ed25519PublicKey,
+    release_key: Ed25519PublicKey,
+    expires: datetime,
+    *,
+    allow_prebuilt: bool = False,
 ) -> Layout:
-    """The root layout for ``ws``'s pipeline, expiring at ``expires`` (UTC)."""
+    """The root layout for ``ws``'s pipeline, expiring at ``expires`` (UTC).
+
+    ``allow_prebuilt`` makes a layout that accepts a build step that did not
+    compile the source (``--unsafe-prebuilt-binaries``, for benchmarks); its
+    readme says so. A customer layout never does.
+    """
     build_id, release_id = keyid_of(build_key), keyid_of(release_key)
     layout = Layout()
     layout.readme = (
@@ -254,6 +257,10 @@ def build_layout(
         "-> checksums. "
         "Verify in the release folder: in-toto-verify --layout root.layout --verification-keys owner.pub"
     )
+    if allow_prebuilt:
+        layout.readme = "UNSAFE: accepts binaries that were not built from the source (benchmarks only). " + (
+            layout.readme
+        )
     layout.expires = expires.astimezone(UTC).strftime(EXPIRES_FORMAT)
     layout.add_functionary_key(key_dict(build_key))
     layout.add_functionary_key(key_dict(release_key))
@@ -275,7 +282,7 @@ def build_layout(
         Step(
             name=STEP_BUILD,
             pubkeys=[build_id],
-            expected_command=["cargo", "build", "--release", "--offline", "--locked"],
+            expected_command=list(BUILD_COMMAND),
             expected_materials=[
                 ["REQUIRE", GATES_REPORT],
                 ["REQUIRE", "Cargo.lock"],
@@ -352,10 +359,11 @@ def build_layout(
     )
     layout.steps = steps
 
-    # One inspection: each inspection hashes the whole folder before and after its command, so one that
-    # unpacks every archive in parallel costs a fraction of one per archive. Its materials tie every delivered
-    # file to the step that produced it (byte for byte, which makes a `sha256sum --check` redundant); its
-    # products add what each archive really holds.
+    # One inspection. in-toto runs its command before it compares the folder with the links, so the command is
+    # the self-contained program of release/inspection.py, which checks every file against the verified links
+    # before it reads it. The rules then tie every delivered file, byte for byte, to the step that produced it
+    # (what `sha256sum --check` would do, against the signed links), before and after the command; the program
+    # writes nothing unless it refuses the release, and then one marker file per reason, which DISALLOW * names.
     delivered = [
         ["REQUIRE", SUMS_NAME],
         ["REQUIRE", SUMS_NAME + SIG_SUFFIX],
@@ -365,12 +373,14 @@ def build_layout(
         ["ALLOW", LAYOUT_NAME],
         ["ALLOW", ".gitkeep"],
     ]
+    keyids = {s.name: list(s.pubkeys) for s in steps}
     inspections = [
         Inspection(
             name=INSPECTION,
-            run=_inspect_command(ws),
-            expected_materials=[*delivered, ["ALLOW", f"{INSPECT_DIR}/*"], ["DISALLOW", "*"]],
-            expected_products=[*(r for b in ws.bundles for r in _bundle_contents(b)), *delivered, ["DISALLOW", "*"]],
+            run=inspect_command(inspection_config(ws, keyids, allow_prebuilt=allow_prebuilt)),
+            # An earlier run's markers are there before the command (which removes them), never after.
+            expected_materials=[*delivered, ["ALLOW", inspection.MARKER + "*"], ["DISALLOW", "*"]],
+            expected_products=[*delivered, ["DISALLOW", "*"]],
         )
     ]
     layout.inspect = inspections

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from release.archive import ArtifactDigest, Entry, collect_tree, directory_entries, normalize, write_archive
+from release.archive import ArtifactDigest, Entry, Member, collect_tree, directory_entries, normalize, write_archive
 from release.errors import PackagingError
 from release.products import Bundle, Workspace
 
@@ -93,6 +93,11 @@ class Packaged:
     digest: ArtifactDigest
     materials: dict[str, str]
     contents: dict[str, str]
+    members: tuple[Member, ...]
+
+    def link_environment(self) -> dict[str, object]:
+        """What the packaging link declares about the archive, so a verifier bounds and checks every read of it."""
+        return {"archive-size": self.digest.size, "archive-members": [m.declaration() for m in self.members]}
 
 
 def material_name(ws: Workspace, bin_root: Path, path: Path) -> str:
@@ -115,4 +120,6 @@ def package(ws: Workspace, bundle: Bundle, bin_root: Path, out_dir: Path, epoch:
     written = write_archive(bundle.format, entries, out_dir / bundle.archive_name(ws.version), epoch)
     materials = {material_name(ws, bin_root, p): h for p, h in written.inputs.items()}
     contents = {e.arcname: written.inputs[e.source] for e in entries if e.source is not None}
-    return Packaged(written.digest, dict(sorted(materials.items())), dict(sorted(contents.items())))
+    return Packaged(
+        written.digest, dict(sorted(materials.items())), dict(sorted(contents.items())), written.members
+    )

@@ -15,18 +15,19 @@ import shutil
 import subprocess
 import sys
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from in_toto.models.metadata import Metablock
 from securesystemslib.signer import CryptoSigner
 
-from release import attest
-from release.archive import collect_tree, hash_file, write_tar_gz
+from release import attest, inspection
+from release.archive import WrittenArchive, collect_tree, hash_file, write_tar_gz
 from release.attest import StepRecord
 from release.builder.signer import sign_digest
 from release.bundle import package
@@ -60,8 +61,8 @@ class Case:
         (path,) = self.folder.glob(f"{step}.*.link")
         return path
 
-    def relink(self, step: str, **changes: dict[str, str]) -> None:
-        """Rewrite ``step``'s link with changed materials/products, signed with its real key."""
+    def relink(self, step: str, **changes: Mapping[str, Any]) -> None:
+        """Rewrite ``step``'s link with changed materials/products/environment, signed with its real key."""
         data = json.loads(self.link(step).read_text())["signed"]
         materials = {k: v["sha256"] for k, v in data["materials"].items()}
         products = {k: v["sha256"] for k, v in data["products"].items()}
@@ -70,7 +71,7 @@ class Case:
             command=data["command"],
             materials={**materials, **changes.get("materials", {})},
             products={**products, **changes.get("products", {})},
-            environment=data["environment"],
+            environment={**data["environment"], **changes.get("environment", {})},
         )
         self.link(step).unlink()
         attest.write_link(record, self.key(attest.step_role(step)), self.folder)
@@ -120,6 +121,11 @@ def disallowed(*names: str) -> Disallowed:
     return Disallowed(frozenset(names))
 
 
+def marker(reason_text: str) -> str:
+    """How the inspection's failure markers (file names in-toto's last line lists) show ``reason_text``."""
+    return inspection.marker_name(reason_text).removeprefix(inspection.MARKER)
+
+
 Expected = str | Disallowed
 
 
@@ -159,14 +165,19 @@ def _tamper_extra_file(case: Case, tmp: Path) -> None:
     (case.folder / "README.txt").write_text("hi\n")
 
 
-def _repack_core_with_edge(case: Case, tmp: Path) -> None:
+def _repack_core_with_edge(case: Case, tmp: Path) -> WrittenArchive:
     src = tmp / "unpacked"
     with tarfile.open(case.folder / CORE) as tar:
         tar.extractall(src, filter="data")
     top = src / "ransomeye-core-1.0.0"
     (top / "edge" / "agent").mkdir(parents=True)
     (top / "edge" / "agent" / "implant.rs").write_text("fn main() {}\n")
-    write_tar_gz(collect_tree(src, top, "ransomeye-core-1.0.0"), case.folder / CORE, EPOCH)
+    return write_tar_gz(collect_tree(src, top, "ransomeye-core-1.0.0"), case.folder / CORE, EPOCH)
+
+
+def declared(written: WrittenArchive) -> dict[str, Any]:
+    """What a packager declares of an archive it wrote (its size and members), as the packaging link records it."""
+    return {"archive-size": written.digest.size, "archive-members": [m.declaration() for m in written.members]}
 
 
 def _tamper_repacked_core(case: Case, tmp: Path) -> None:
@@ -176,9 +187,9 @@ def _tamper_repacked_core(case: Case, tmp: Path) -> None:
 
 def _tamper_malicious_packager(case: Case, tmp: Path) -> None:
     """A packager (holding the build key) adds edge/ material but records honest materials."""
-    _repack_core_with_edge(case, tmp)
-    new = {CORE: hash_file(case.folder / CORE).sha256}
-    case.relink("package-core", products=new)
+    written = _repack_core_with_edge(case, tmp)
+    new = {CORE: written.digest.sha256}
+    case.relink("package-core", products=new, environment=declared(written))
     case.relink("provenance", materials=new)
     case.resign_release()
 
@@ -189,7 +200,7 @@ def _tamper_broken_archive(case: Case, tmp: Path) -> None:
     with path.open("r+b") as f:
         f.truncate(path.stat().st_size // 2)
     new = {CORE: hash_file(path).sha256}
-    case.relink("package-core", products=new)
+    case.relink("package-core", products=new, environment={"archive-size": path.stat().st_size})
     case.relink("provenance", materials=new)
     case.resign_release()
 
@@ -275,10 +286,10 @@ CASES: list[tuple[str, Tamper, Expected]] = [
         "SHA256SUMS.minisig",
     ),
     ("core-repacked-with-edge", _tamper_repacked_core, disallowed("SHA256SUMS", CORE)),
-    ("malicious-packager-honest-materials", _tamper_malicious_packager, "edge/agent/implant.rs"),
-    ("packager-signs-a-broken-archive", _tamper_broken_archive, "'_inspect/core.unpack-failed'"),
-    ("signature-deleted", lambda c, t: (c.folder / f"{CORE}.minisig").unlink(), "'_inspect/listed-but-missing'"),
-    ("sbom-deleted", lambda c, t: (c.folder / SBOM).unlink(), "'_inspect/listed-but-missing'"),
+    ("malicious-packager-honest-materials", _tamper_malicious_packager, marker("member ransomeye-core-1.0.0/edge is edge/")),
+    ("packager-signs-a-broken-archive", _tamper_broken_archive, marker(f"{CORE}: the gzip stream is cut short")),
+    ("signature-deleted", lambda c, t: (c.folder / f"{CORE}.minisig").unlink(), marker(f"{CORE}.minisig: missing")),
+    ("sbom-deleted", lambda c, t: (c.folder / SBOM).unlink(), marker(f"{SBOM}: missing")),
     ("missing-link", lambda c, t: c.link("sign").unlink(), "LinkNotFoundError"),
     ("link-signed-by-unlisted-key", _tamper_foreign_key_link, "package-core"),
     ("link-copied-over-another-step", _tamper_link_copied, "REQUIRE bin/x86_64-unknown-linux-gnu/ransomeye-core"),
@@ -315,22 +326,23 @@ def test_tampering_is_rejected(case: Case, tmp_path: Path, tamper: Tamper, expec
     assert found, reason(proc)
 
 
-def test_link_rules_name_the_step(case: Case, tmp_path: Path) -> None:
-    """The malicious packager is caught by the core unpacking inspection, by name."""
+def test_the_inspection_names_the_forbidden_member(case: Case, tmp_path: Path) -> None:
+    """The malicious packager is caught by the inspection reading the core archive, by the member's name."""
     _tamper_malicious_packager(case, tmp_path)
     proc = verify(case.folder, case.repo.keys / "owner.pub")
     assert proc.returncode == 1
-    assert "DISALLOW _inspect/core/edge/*" in proc.stderr
+    assert inspection.MARKER + "package-core." in reason(proc)
+    assert marker("declared member ransomeye-core-1.0.0/edge is edge/ material, which the core bundle") in reason(proc)
 
 
 def test_files_listed_but_missing_are_named(case: Case) -> None:
-    """Deleted files match no rule to fail; the inspection lists what SHA256SUMS names and the folder lacks."""
+    """Deleted files match no rule to fail; the inspection names every product missing from the folder."""
     (case.folder / SBOM).unlink()
     (case.folder / f"{SBOM}.minisig").unlink()
     proc = verify(case.folder, case.repo.keys / "owner.pub")
     assert proc.returncode == 1
-    missing = (case.folder / "_inspect" / "listed-but-missing").read_text().splitlines()
-    assert sorted(missing) == [SBOM, f"{SBOM}.minisig"]
+    assert marker(f"{SBOM}: missing (the product of package-dpi)") in reason(proc)
+    assert marker(f"{SBOM}.minisig: missing (the product of sign)") in reason(proc)
 
 
 def test_links_record_exactly_what_each_step_read_and_wrote(released: Repo) -> None:

@@ -294,8 +294,7 @@ def check_files(a: _Audit) -> Check:
         if name not in expected and name not in ALLOWED_EXTRAS:
             f.add(name, "is not part of the release (no step produced it)")
     for name in a.folder.others:
-        if name != attest.INSPECT_DIR:
-            f.add(name, "is not a regular file; a release folder holds only files")
+        f.add(name, "is not a regular file; a release folder holds only files")
     return f.done(f"{len(a.folder.files)} files, all part of the release")
 
 

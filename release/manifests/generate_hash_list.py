@@ -39,8 +39,6 @@ def covered_files(release_dir: Path) -> list[Path]:
     for p in sorted(release_dir.iterdir(), key=lambda p: p.name):
         if p.name in EXCLUDED or p.name.startswith(".") or p.name.endswith(EXCLUDED_SUFFIXES):
             continue
-        if p.is_dir() and p.name == "_inspect":
-            continue  # left by a customer's in-toto-verify run
         if p.is_symlink() or not p.is_file():
             raise BadInputError(f"{p}: the release folder holds something that is not a regular file")
         if {"\n", "\r", "\\"} & set(p.name):

@@ -1,0 +1,1037 @@
+"""The layout's inspection: the program a customer's ``in-toto-verify`` runs in the download folder.
+
+The root layout carries this file's text verbatim, signed by the owner, as
+the command of its one inspection (``python3 -I -S -c <this file> <config>``),
+so it must stand alone: the standard library only, Python 3.8 or newer, no
+file of the folder ever imported (``-I`` keeps the folder off ``sys.path``),
+and no brace anywhere in its text (in-toto passes a failed command's text
+through ``str.format``, which a brace would crash).
+
+in-toto runs it after it has checked the layout's signature, every link's
+signature and every step's rules, and before it compares the folder with the
+links. So the program trusts the links (the files in-toto just verified) and
+nothing else, and it touches nothing before checking it against them:
+
+1. It removes what an earlier run left (``verify-release.link``, failure
+   markers), never following what stands at those names, so in-toto's own
+   write of ``verify-release.link`` cannot be steered out of the folder.
+2. It judges every entry of the folder by ``lstat``, whatever its name
+   (in-toto's recording skips ``*.link*``, ``*~``, ``*.pyc`` and ``.git``):
+   only regular files that some step produced, the layout and the links; no
+   symlink, directory, FIFO, socket or device is ever opened.
+3. Each archive is hashed and compared with its packaging step's link before
+   one byte of it is parsed. Then its members are read in-process, never
+   extracted: each must be, in order, the member the packaging link declares
+   (name, type, mode, size, SHA-256), and each file must equal what the step
+   read (a build product or a gated source file). Every read is bounded by
+   those declarations and by hard caps; links, special files, set-uid bits,
+   sparse or hidden members, unsafe or colliding names are refused.
+4. Content, not names: no member of a bundle may equal a file of a path the
+   bundle must never contain (e.g. ``edge/``) or a binary it must never
+   contain, and executables (ELF, PE, Mach-O, ``#!`` scripts) are allowed only
+   at the bundle's declared binary paths.
+5. ``SHA256SUMS`` (once its hash matches the checksums link) must list only
+   files the steps produced, with their recorded hashes, and every file it
+   lists must be in the folder.
+
+It writes nothing on success. On failure it creates one empty file per
+reason, named ``verify-release FAILED <reason>``, which the inspection's
+``DISALLOW *`` rule then names on in-toto's last line (in-toto discards an
+inspection's output). It always exits 0 and starts no process, so in-toto's
+timeout, which kills only its direct child, stops everything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import stat
+import struct
+import sys
+import unicodedata
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+SCHEMA = "ransomeye.inspection/v1"
+MARKER = "verify-release FAILED "
+# How a marker's name shows what a file name cannot hold or in-toto would skip: U+2215, U+29F5, U+2024, U+223C.
+MARKER_SYMBOLS = (("/", "\u2215"), ("\\", "\u29f5"), (".link", "\u2024link"), (".pyc", "\u2024pyc"), ("~", "\u223c"))
+CHUNK = 1 << 20
+MAX_FOLDER_ENTRIES = 10000
+MAX_LINK_BYTES = 16 << 20
+MAX_SUMS_BYTES = 4 << 20
+MAX_MEMBERS = 100000
+MAX_MEMBER_BYTES = 4 << 30
+MAX_ARCHIVE_BYTES = 16 << 30
+MAX_NAME_BYTES = 4096
+MAX_PAX_BYTES = 1 << 16
+TAR_TAIL_BYTES = 512 + 10240  # the second end-of-archive block, then padding to a 10240-byte record
+MAX_FAILURES = 20
+MARKER_TEXT_BYTES = 200
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+# Content that runs: allowed only at a bundle's declared binary paths.
+EXECUTABLE_MAGIC = (
+    (b"\x7fELF", "an ELF executable"),
+    (b"MZ", "a PE (Windows) executable"),
+    (b"\xfe\xed\xfa\xce", "a Mach-O executable"),
+    (b"\xfe\xed\xfa\xcf", "a Mach-O executable"),
+    (b"\xce\xfa\xed\xfe", "a Mach-O executable"),
+    (b"\xcf\xfa\xed\xfe", "a Mach-O executable"),
+    (b"\xca\xfe\xba\xbe", "a Mach-O universal binary"),
+    (b"#!", "a script with a #! line"),
+)
+HEAD_BYTES = 8
+
+
+class Refused(Exception):
+    """A reason the release does not verify (its text names the file and the problem)."""
+
+
+def executable_kind(head: bytes) -> str | None:
+    """What kind of executable ``head`` (a file's first bytes) starts, or None."""
+    for magic, kind in EXECUTABLE_MAGIC:
+        if head.startswith(magic):
+            return kind
+    return None
+
+
+def shown(text: str) -> str:
+    """``text`` as printable ASCII: control, format, non-ASCII characters and backslashes escaped.
+
+    Every attacker-chosen string (a file or member name) is shown this way, so
+    it can never move a terminal's cursor or forge a line of a report.
+    """
+    return "".join(c if " " <= c <= "~" and c != "\\" else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def in_toto_excluded(name: str) -> bool:
+    """Whether in-toto's default exclude patterns (``*.link*``, ``.git``, ``*~``, ``*.pyc``) hide ``name``."""
+    for part in name.split("/"):
+        if ".link" in part or part == ".git" or part.endswith("~") or part.endswith(".pyc"):
+            return True
+    return False
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` (a POSIX relative path from an archive or a link) is unsafe, or None."""
+    if not name or len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        return "an empty or over-long name"
+    if name.startswith("/"):
+        return "an absolute name"
+    for c in name:
+        if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp") or c == "\\":
+            return "a name with a control, invisible or backslash character"
+    for part in name.split("/"):
+        if part in ("", ".", ".."):
+            return "a name with an empty, '.' or '..' component"
+    if in_toto_excluded(name):
+        return "a name in-toto would not record (*.link*, .git, *~, *.pyc)"
+    return None
+
+
+def collision_key(name: str) -> str:
+    """Names that are the same file on a case-insensitive, normalising file system share this key."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+# --- reading files of the folder: never following, never blocking, bounded -------------------
+
+
+def open_regular(name: str) -> tuple[int, os.stat_result]:
+    """Open ``name`` in the current directory for reading, refusing anything but a regular file."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(name, flags)
+    except OSError as e:
+        raise Refused("%s: cannot be opened as a regular file (%s)" % (shown(name), e.strerror)) from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise Refused("%s: is not a regular file" % shown(name))
+    return fd, st
+
+
+def read_small(name: str, limit: int) -> bytes:
+    """The whole of the regular file ``name``, which must be at most ``limit`` bytes."""
+    fd, st = open_regular(name)
+    try:
+        if st.st_size > limit:
+            raise Refused(
+                "%s: %d bytes, over the %d-byte limit for this kind of file" % (shown(name), st.st_size, limit)
+            )
+        chunks = []
+        total = 0
+        while True:
+            chunk = os.read(fd, CHUNK)
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > limit:
+                raise Refused("%s: grew past %d bytes while being read" % (shown(name), limit))
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def sha256_fd(fd: int, limit: int) -> str:
+    """The SHA-256 of what ``fd`` holds from its start; refuses more than ``limit`` bytes."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    h = hashlib.sha256()
+    total = 0
+    while True:
+        chunk = os.read(fd, CHUNK)
+        if not chunk:
+            return h.hexdigest()
+        total += len(chunk)
+        if total > limit:
+            raise Refused("grew past its %d declared bytes while being read" % limit)
+        h.update(chunk)
+
+
+# --- links ---------------------------------------------------------------------------------------
+
+
+class Link:
+    """A step's link, as in-toto verified it just before this program ran."""
+
+    def __init__(self, file: str, signed: Any) -> None:
+        self.file = file
+        self.signed = signed
+        self.materials = _artifacts(signed.get("materials"), file, "materials")
+        self.products = _artifacts(signed.get("products"), file, "products")
+        env = signed.get("environment")
+        self.environment = env if isinstance(env, dict) else dict()
+        byproducts = signed.get("byproducts")
+        self.return_value = byproducts.get("return-value") if isinstance(byproducts, dict) else None
+        command = signed.get("command")
+        self.command = command if isinstance(command, list) else []
+
+
+def _artifacts(raw: Any, file: str, what: str) -> Any:
+    if not isinstance(raw, dict):
+        raise Refused("%s: its %s are not a mapping" % (shown(file), what))
+    out = dict()
+    for name, digest in raw.items():
+        value = digest.get("sha256") if isinstance(digest, dict) else None
+        if not isinstance(value, str) or len(value) != 64:
+            raise Refused("%s: %s %s has no SHA-256" % (shown(file), what, shown(str(name))))
+        out[name] = value.lower()
+    return out
+
+
+def load_link(file: str, step: str) -> Link:
+    data = read_small(file, MAX_LINK_BYTES)
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as e:
+        raise Refused("%s: not a readable link (%s)" % (shown(file), type(e).__name__)) from None
+    signed = doc.get("signed") if isinstance(doc, dict) else None
+    if not isinstance(signed, dict) or signed.get("_type") != "link":
+        raise Refused("%s: is not an in-toto link (a sublayout or another document)" % shown(file))
+    if signed.get("name") != step:
+        raise Refused("%s: is the link of step %s, not %s" % (shown(file), shown(str(signed.get("name"))), step))
+    return Link(file, signed)
+
+
+# --- archives: read in-process, strictly, bounded by what the packaging link declares -----------
+
+
+class Member:
+    """An archive member as declared (by the packaging link) or as read (from the archive)."""
+
+    __slots__ = ("head", "kind", "mode", "name", "sha256", "size")
+
+    def __init__(self, name: str, kind: str, mode: int, size: int, sha256: str = "", head: bytes = b"") -> None:
+        self.name = name
+        self.kind = kind
+        self.mode = mode
+        self.size = size
+        self.sha256 = sha256
+        self.head = head
+
+    def describe(self) -> str:
+        return "%s %s mode %o, %d bytes" % (self.kind, shown(self.name), self.mode, self.size)
+
+
+class Expectation:
+    """Checks each member header against the declared list, in order, before its data is read."""
+
+    def __init__(self, archive: str, declared: list[Member] | None) -> None:
+        self.archive = archive
+        self.declared = declared
+        self.index = 0
+        self.seen = set()  # type: set[str]
+
+    def header(self, got: Member) -> Member | None:
+        """Refuse ``got`` unless it is the next declared member; return the declaration (None: no list)."""
+        where = "%s: member %s" % (self.archive, shown(got.name))
+        problem = name_problem(got.name)
+        if problem is not None:
+            raise Refused("%s is %s" % (where, problem))
+        key = collision_key(got.name)
+        if key in self.seen:
+            raise Refused("%s appears twice (or collides by case or Unicode form with another)" % where)
+        self.seen.add(key)
+        if got.mode & ~0o777:
+            raise Refused("%s has mode %o (set-uid, set-gid or sticky bits)" % (where, got.mode))
+        if self.index >= MAX_MEMBERS:
+            raise Refused("%s: more than %d members" % (self.archive, MAX_MEMBERS))
+        if got.size > MAX_MEMBER_BYTES:
+            raise Refused("%s claims %d bytes, over the %d-byte cap" % (where, got.size, MAX_MEMBER_BYTES))
+        if self.declared is None:
+            self.index += 1
+            return None
+        if self.index >= len(self.declared):
+            raise Refused("%s is more than the %d members the packaging link declares" % (where, len(self.declared)))
+        want = self.declared[self.index]
+        self.index += 1
+        if (got.name, got.kind, got.mode, got.size) != (want.name, want.kind, want.mode, want.size):
+            raise Refused(
+                "%s: found %s where the packaging link declares %s" % (self.archive, got.describe(), want.describe())
+            )
+        return want
+
+    def finish(self) -> None:
+        if self.declared is not None and self.index != len(self.declared):
+            missing = self.declared[self.index]
+            raise Refused("%s: ends before %s, which the packaging link declares" % (self.archive, shown(missing.name)))
+
+
+def _read_member_data(read: Any, size: int, where: str) -> tuple[str, bytes]:
+    """Hash exactly ``size`` bytes from ``read(n)``; return the SHA-256 and the first bytes."""
+    h = hashlib.sha256()
+    head = b""
+    left = size
+    while left:
+        chunk = read(min(left, CHUNK))
+        if not chunk:
+            raise Refused("%s: cut short" % where)
+        if len(head) < HEAD_BYTES:
+            head = (head + chunk[:HEAD_BYTES])[:HEAD_BYTES]
+        h.update(chunk)
+        left -= len(chunk)
+    return h.hexdigest(), head
+
+
+class Inflater:
+    """The decompressed bytes of the one gzip member ``fd`` holds, produced a bounded chunk at a time."""
+
+    def __init__(self, fd: int, archive: str) -> None:
+        self.fd = fd
+        self.archive = archive
+        self.z = zlib.decompressobj(31)
+        self.pending = b""
+        self.buffer = b""
+        self.pos = 0
+        self.eof = False
+
+    def _fill(self) -> bool:
+        while not self.eof:
+            if not self.pending:
+                self.pending = os.read(self.fd, CHUNK)
+                if not self.pending:
+                    raise Refused("%s: the gzip stream is cut short" % self.archive)
+            data = self.z.decompress(self.pending, CHUNK)
+            self.pending = self.z.unconsumed_tail
+            if self.z.eof:
+                self.eof = True
+                if self.z.unused_data or os.read(self.fd, 1):
+                    raise Refused("%s: holds data after its gzip stream" % self.archive)
+            if data:
+                self.buffer, self.pos = data, 0
+                return True
+        return False
+
+    def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes; empty only at the end of the stream."""
+        if self.pos >= len(self.buffer) and not self._fill():
+            return b""
+        data = self.buffer[self.pos : self.pos + n]
+        self.pos += len(data)
+        return data
+
+    def exactly(self, n: int) -> bytes:
+        parts = []
+        got = 0
+        while got < n:
+            data = self.read(n - got)
+            if not data:
+                raise Refused("%s: the tar stream is cut short" % self.archive)
+            parts.append(data)
+            got += len(data)
+        return b"".join(parts)
+
+    def padding(self, size: int) -> None:
+        """The zero bytes that pad a tar member of ``size`` bytes to a whole block."""
+        pad = self.exactly(-size % 512)
+        if pad.count(0) != len(pad):
+            raise Refused("%s: hides data in the padding of a member" % self.archive)
+
+
+def pread(fd: int, n: int, at: int) -> bytes:
+    """Up to ``n`` bytes of ``fd`` from offset ``at`` (fewer only at its end)."""
+    os.lseek(fd, at, os.SEEK_SET)
+    parts = []
+    got = 0
+    while got < n:
+        data = os.read(fd, min(n - got, CHUNK))
+        if not data:
+            break
+        parts.append(data)
+        got += len(data)
+    return b"".join(parts)
+
+
+def _octal(field: bytes, what: str, archive: str) -> int:
+    text = field.rstrip(b"\0 ").lstrip(b" ")
+    if not text:
+        return 0
+    if not all(48 <= c <= 55 for c in text):
+        raise Refused("%s: a tar header's %s field is not octal" % (archive, what))
+    return int(text, 8)
+
+
+def _pax_records(data: bytes, archive: str) -> Any:
+    records = dict()
+    pos = 0
+    while pos < len(data):
+        space = data.find(b" ", pos)
+        if space < 0:
+            raise Refused("%s: a malformed pax header" % archive)
+        length = int(data[pos:space]) if data[pos:space].isdigit() else 0
+        record = data[pos : pos + length]
+        if length <= space - pos or not record.endswith(b"\n") or b"=" not in record:
+            raise Refused("%s: a malformed pax header" % archive)
+        key, _, value = record[space - pos + 1 : -1].partition(b"=")
+        if key != b"path":
+            raise Refused("%s: a pax header sets %s (only path is allowed)" % (archive, shown(key.decode("latin-1"))))
+        try:
+            records["path"] = value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise Refused("%s: a pax path is not UTF-8" % archive) from None
+        pos += length
+    return records
+
+
+TAR_KINDS = (
+    (b"1", "a hard link"),
+    (b"2", "a symlink"),
+    (b"3", "a character device"),
+    (b"4", "a block device"),
+    (b"5", "a directory with data"),
+    (b"6", "a FIFO"),
+    (b"S", "a sparse file"),
+)
+
+
+def _tar_kind(typeflag: bytes) -> str:
+    for flag, kind in TAR_KINDS:
+        if typeflag == flag:
+            return kind
+    return "of tar type %s" % shown(typeflag.decode("latin-1"))
+
+
+def read_tar_gz(fd: int, archive: str, expect: Expectation) -> list[Member]:
+    """Read a tar.gz from ``fd`` (at its start): POSIX ustar/pax, regular files and directories only."""
+    z = Inflater(fd, archive)
+    members = []
+    pax = None
+    while True:
+        block = z.exactly(512)
+        if block == b"\0" * 512:
+            break
+        checksum = _octal(block[148:156], "checksum", archive)
+        if checksum != sum(block[:148]) + 256 + sum(block[156:]):
+            raise Refused("%s: a tar header fails its checksum" % archive)
+        if block[257:265] != b"ustar\x0000":
+            raise Refused("%s: a tar header is not POSIX ustar (GNU and old formats are refused)" % archive)
+        typeflag = block[156:157]
+        size = _octal(block[124:136], "size", archive)
+        if typeflag == b"x":
+            if pax is not None or size > MAX_PAX_BYTES:
+                raise Refused("%s: an oversized or repeated pax header" % archive)
+            data = z.exactly(size)
+            z.padding(size)
+            pax = _pax_records(data, archive)
+            continue
+        try:
+            name = (block[345:500].rstrip(b"\0") + b"/" if block[345] else b"") + block[0:100].rstrip(b"\0")
+            text = pax["path"] if pax else name.decode("utf-8")
+        except UnicodeDecodeError:
+            raise Refused("%s: a member name is not UTF-8" % archive) from None
+        pax = None
+        mode = _octal(block[100:108], "mode", archive)
+        owner = (_octal(block[108:116], "uid", archive), _octal(block[116:124], "gid", archive))
+        if typeflag in (b"0", b"\0"):
+            kind = "file"
+        elif typeflag == b"5" and size == 0:
+            kind = "dir"
+            text = text[:-1] if text.endswith("/") else text
+        else:
+            raise Refused("%s: member %s is %s" % (archive, shown(text), _tar_kind(typeflag)))
+        if (
+            owner != (0, 0)
+            or block[157:257].strip(b"\0")
+            or block[265:329].strip(b"\0")
+            or block[329:345].strip(b"\0 0")
+        ):
+            raise Refused("%s: member %s has an owner, a link target or device numbers" % (archive, shown(text)))
+        got = Member(text, kind, mode, size)
+        want = expect.header(got)
+        if kind == "file":
+            got.sha256, got.head = _read_member_data(z.read, size, "%s: member %s" % (archive, shown(text)))
+            z.padding(size)
+            if want is not None and got.sha256 != want.sha256:
+                raise Refused("%s: member %s is not the file the packaging step read" % (archive, shown(text)))
+        members.append(got)
+    if pax is not None:
+        raise Refused("%s: a pax header without a member" % archive)
+    expect.finish()
+    rest = 0
+    while True:
+        data = z.read(CHUNK)
+        if not data:
+            break
+        rest += len(data)
+        if data.count(0) != len(data) or rest > TAR_TAIL_BYTES:
+            raise Refused("%s: holds data after its end-of-archive marker" % archive)
+    return members
+
+
+_EOCD = struct.Struct("<4sHHHHIIH")
+_CDIR = struct.Struct("<4sBBHHHHHIIIHHHHHII")
+_LOCAL = struct.Struct("<4sHHHHHIIIHH")
+
+
+def read_zip(fd: int, archive: str, size: int, expect: Expectation) -> list[Member]:
+    """Read a zip from ``fd``: its entries back to back from offset 0, then the central directory, nothing else.
+
+    Every local header must repeat its central directory entry; stored or
+    deflated data only, no encryption, no zip64, no comment, no extra field.
+    Entries cannot overlap or hide bytes between them.
+    """
+    if size < _EOCD.size:
+        raise Refused("%s: too short to be a zip" % archive)
+    eocd = pread(fd, _EOCD.size, size - _EOCD.size)
+    sig, disk, cd_disk, n_disk, n_total, cd_size, cd_offset, comment = _EOCD.unpack(eocd)
+    if sig != b"PK\x05\x06" or disk or cd_disk or n_disk != n_total or comment:
+        raise Refused(
+            "%s: no plain end-of-central-directory record at its end (a comment, zip64 or several disks)" % archive
+        )
+    if n_total > MAX_MEMBERS or cd_offset + cd_size != size - _EOCD.size:
+        raise Refused("%s: its central directory is not where its end record says" % archive)
+    if expect.declared is not None and n_total != len(expect.declared):
+        raise Refused("%s: holds %d entries, the packaging link declares %d" % (archive, n_total, len(expect.declared)))
+    if cd_size > n_total * (_CDIR.size + MAX_NAME_BYTES):
+        raise Refused("%s: an oversized central directory" % archive)
+    cdir = pread(fd, cd_size, cd_offset)
+    pos = 0
+    offset = 0
+    members = []
+    for _ in range(n_total):
+        if pos + _CDIR.size > len(cdir):
+            raise Refused("%s: its central directory is cut short" % archive)
+        fields = _CDIR.unpack_from(cdir, pos)
+        (sig, _made_ver, made_os, _need, flags, method, _time, _date, crc, csize, usize, n_name, n_extra, n_comment,
+         disk, _internal, external, local) = fields  # fmt: skip
+        raw_name = cdir[pos + _CDIR.size : pos + _CDIR.size + n_name]
+        pos += _CDIR.size + n_name + n_extra + n_comment
+        if sig != b"PK\x01\x02" or n_extra or n_comment or disk or made_os != 3:
+            raise Refused(
+                "%s: an unexpected central directory entry (extra fields, comments or a non-Unix origin)" % archive
+            )
+        if flags & ~0x0808 or method not in (0, 8):
+            raise Refused("%s: an encrypted entry or an unknown compression method" % archive)
+        try:
+            name = raw_name.decode("utf-8" if flags & 0x800 else "ascii")
+        except UnicodeDecodeError:
+            raise Refused("%s: an entry name is not valid text" % archive) from None
+        if local != offset:
+            raise Refused(
+                "%s: entry %s does not start where the previous one ends (overlapping or hidden data)"
+                % (archive, shown(name))
+            )
+        mode = external >> 16
+        if stat.S_ISDIR(mode) and name.endswith("/") and usize == 0:
+            kind, name = "dir", name[:-1]
+        elif stat.S_ISREG(mode) and not name.endswith("/"):
+            kind = "file"
+        else:
+            raise Refused("%s: entry %s is not a regular file or directory (mode %o)" % (archive, shown(name), mode))
+        got = Member(name, kind, stat.S_IMODE(mode) | (mode & 0o7000), usize)
+        want = expect.header(got)
+        header = pread(fd, _LOCAL.size + n_name, offset)
+        if len(header) != _LOCAL.size + n_name:
+            raise Refused("%s: entry %s is cut short" % (archive, shown(name)))
+        lsig, _ver, lflags, lmethod, _t, _d, lcrc, lcsize, lusize, ln_name, ln_extra = _LOCAL.unpack_from(header)
+        if lsig != b"PK\x03\x04" or (lflags, lmethod, ln_name, ln_extra) != (flags, method, n_name, 0):
+            raise Refused(
+                "%s: the local header of %s differs from its central directory entry" % (archive, shown(name))
+            )
+        if header[_LOCAL.size :] != raw_name:
+            raise Refused("%s: the local name of %s differs from its central directory name" % (archive, shown(name)))
+        if not flags & 0x08 and (lcrc, lcsize, lusize) != (crc, csize, usize):
+            raise Refused("%s: the local sizes of %s differ from its central directory entry" % (archive, shown(name)))
+        data_at = offset + _LOCAL.size + n_name
+        end = data_at + csize
+        if end > cd_offset:
+            raise Refused("%s: entry %s runs into the central directory" % (archive, shown(name)))
+        got.sha256, got.head, crc_read = _zip_data(
+            fd, data_at, csize, usize, method, "%s: entry %s" % (archive, shown(name))
+        )
+        if crc_read != crc:
+            raise Refused("%s: entry %s fails its CRC" % (archive, shown(name)))
+        if flags & 0x08:
+            descriptor = pread(fd, 16, end)
+            if descriptor != struct.pack("<4sIII", b"PK\x07\x08", crc, csize, usize):
+                raise Refused(
+                    "%s: the data descriptor of %s differs from its central directory entry" % (archive, shown(name))
+                )
+            end += 16
+        if want is not None and kind == "file" and got.sha256 != want.sha256:
+            raise Refused("%s: entry %s is not the file the packaging step read" % (archive, shown(name)))
+        members.append(got)
+        offset = end
+    if offset != cd_offset or pos != len(cdir):
+        raise Refused("%s: holds data between its last entry and its central directory" % archive)
+    expect.finish()
+    return members
+
+
+def _zip_data(fd: int, at: int, csize: int, usize: int, method: int, where: str) -> tuple[str, bytes, int]:
+    """Hash the ``usize`` bytes an entry's ``csize`` stored bytes inflate to (never more); return sha, head, crc."""
+    if method == 0 and csize != usize:
+        raise Refused("%s: stored with different sizes" % where)
+    z = zlib.decompressobj(-15) if method == 8 else None
+    h = hashlib.sha256()
+    head = b""
+    crc = 0
+    out_total = 0
+    left = csize
+    pending = b""
+    while True:
+        if not pending and left:
+            pending = pread(fd, min(left, CHUNK), at)
+            if not pending:
+                raise Refused("%s: cut short" % where)
+            at += len(pending)
+            left -= len(pending)
+        if z is None:
+            data, pending = pending, b""
+        else:
+            data = z.decompress(pending, min(CHUNK, usize - out_total + 1))
+            pending = z.unconsumed_tail
+        out_total += len(data)
+        if out_total > usize:
+            raise Refused("%s: inflates to more than its declared %d bytes" % (where, usize))
+        if len(head) < HEAD_BYTES:
+            head = (head + data[:HEAD_BYTES])[:HEAD_BYTES]
+        h.update(data)
+        crc = zlib.crc32(data, crc)
+        if not data and not pending and not left:
+            break
+    if z is not None and (not z.eof or z.unused_data):
+        raise Refused("%s: its deflate stream does not end where its compressed size says" % where)
+    if out_total != usize:
+        raise Refused("%s: inflates to %d bytes, not its declared %d" % (where, out_total, usize))
+    return h.hexdigest(), head, crc
+
+
+def read_archive(fd: int, archive: str, fmt: str, size: int, expect: Expectation) -> list[Member]:
+    """The members of archive ``archive`` (format ``fmt``, ``size`` bytes) open at ``fd``."""
+    if fmt == "tar.gz":
+        return read_tar_gz(fd, archive, expect)
+    if fmt == "zip":
+        return read_zip(fd, archive, size, expect)
+    raise Refused("%s: unknown archive format %s" % (archive, shown(fmt)))
+
+
+# --- the configuration the layout passes -----------------------------------------------------------
+
+
+class Bundle:
+    def __init__(self, pairs: Any) -> None:
+        d = dict(pairs)
+        self.id = str(d["id"])
+        self.name = str(d["name"])
+        self.format = str(d["format"])
+        self.target = str(d["target"])
+        self.step = str(d["step"])
+        self.binary_files = [str(b) for b in d["binary-files"]]
+        self.assets = [str(a) for a in d["assets"]]
+        self.forbidden_paths = [str(p) for p in d["forbidden-paths"]]
+        self.forbidden_binaries = [str(b) for b in d["forbidden-binaries"]]
+
+    def forbidden_path(self, rel: str) -> str | None:
+        """The forbidden path ``rel`` (relative to the archive's top directory, or the repository) falls under."""
+        parts = rel.split("/")
+        for forbidden in self.forbidden_paths:
+            f = forbidden.split("/")
+            for i in range(len(parts) - len(f) + 1):
+                if parts[i : i + len(f)] == f:
+                    return forbidden
+        return None
+
+    def forbidden_binary(self, filename: str) -> str | None:
+        base = filename[:-4] if filename.lower().endswith(".exe") else filename
+        for banned in self.forbidden_binaries:
+            if base.lower() == banned.lower():
+                return banned
+        return None
+
+
+class Config:
+    def __init__(self, raw: str) -> None:
+        d = dict(json.loads(raw))
+        if d.get("schema") != SCHEMA:
+            raise Refused("the layout's inspection configuration is not %s" % SCHEMA)
+        self.layout = str(d["layout"])
+        self.inspection = str(d["inspection"])
+        self.steps = [(str(s), [str(k) for k in keys]) for s, keys in d["steps"]]
+        self.gates_step = str(d["gates-step"])
+        self.build_step = str(d["build-step"])
+        self.build_command = [str(c) for c in d["build-command"]]
+        self.sums_file, self.sums_step = (str(x) for x in d["sums"])
+        self.bundles = [Bundle(b) for b in d["bundles"]]
+        self.allowed_extra = [str(x) for x in d["allowed-empty-files"]]
+        self.allow_prebuilt = d.get("allow-prebuilt") is True
+
+
+# --- the inspection -------------------------------------------------------------------------------
+
+
+class Inspection:
+    """One run over the current directory; ``failures`` collects every reason it does not verify."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.failures = []  # type: list[str]
+        self.regular = dict()  # type: dict[str, os.stat_result]
+        self.links = dict()  # type: dict[str, Link]
+
+    def fail(self, reason: str) -> None:
+        self.failures.append(reason)
+
+    def run(self) -> list[str]:
+        self.scan_folder()
+        self.load_links()
+        if self.failures:
+            return self.failures
+        self.check_files()
+        self.check_steps()
+        self.check_sums()
+        forbidden = self.forbidden_content()
+        bundles = self.config.bundles
+        with ThreadPoolExecutor(max_workers=max(1, min(len(bundles), os.cpu_count() or 1))) as pool:
+            for failure in pool.map(lambda b: self.check_bundle(b, forbidden), bundles):
+                if failure is not None:
+                    self.fail(failure)
+        return self.failures
+
+    def scan_folder(self) -> None:
+        """Remove what an earlier run left; list every other entry by lstat (nothing is followed or opened)."""
+        names = os.listdir(".")
+        if len(names) > MAX_FOLDER_ENTRIES:
+            self.fail("the folder holds %d entries, more than a release (%d)" % (len(names), MAX_FOLDER_ENTRIES))
+            return
+        own_link = self.config.inspection + ".link"
+        for name in sorted(names):
+            st = os.lstat(name)
+            if name == own_link or name.startswith(MARKER):
+                if stat.S_ISDIR(st.st_mode):
+                    self.fail("%s: a directory stands where verification writes its own file" % shown(name))
+                else:
+                    os.unlink(name)  # removes the entry itself, never what a link points to
+                continue
+            if stat.S_ISREG(st.st_mode):
+                self.regular[name] = st
+            else:
+                self.fail("%s: is %s; a release folder holds only regular files" % (shown(name), _kind(st.st_mode)))
+
+    def load_links(self) -> None:
+        for step, keyids in self.config.steps:
+            files = ["%s.%s.link" % (step, k) for k in keyids if "%s.%s.link" % (step, k) in self.regular]
+            if not files:
+                self.fail("%s: no link in the folder" % step)
+                continue
+            try:
+                links = [load_link(f, step) for f in files]
+            except Refused as e:
+                self.fail(str(e))
+                continue
+            for other in links[1:]:
+                if (other.materials, other.products) != (links[0].materials, links[0].products):
+                    self.fail("%s: its links disagree on what the step read and wrote" % step)
+            self.links[step] = links[0]
+
+    def check_files(self) -> None:
+        """Every regular file is the layout, a link or a step's product; every product a step wrote is here."""
+        expected = set([self.config.layout])
+        for step, keyids in self.config.steps:
+            expected.update("%s.%s.link" % (step, k) for k in keyids)
+        for step, link in sorted(self.links.items()):
+            for name in sorted(n for n in link.products if "/" not in n):
+                expected.add(name)
+                if name not in self.regular:
+                    self.fail("%s: missing (the product of %s)" % (shown(name), step))
+        for name in sorted(self.regular):
+            if name in self.config.allowed_extra:
+                if self.regular[name].st_size != 0:
+                    self.fail("%s: must be empty" % shown(name))
+            elif name not in expected:
+                self.fail("%s: is not part of the release (no step produced it)" % shown(name))
+        if self.config.layout not in self.regular:
+            self.fail("%s: missing" % self.config.layout)
+
+    def check_steps(self) -> None:
+        for _, link in sorted(self.links.items()):
+            if link.return_value != 0:
+                self.fail("%s: the step's command returned %s, not 0" % (link.file, shown(repr(link.return_value))))
+        build = self.links.get(self.config.build_step)
+        prebuilt = build is not None and (
+            build.environment.get("unsafe-prebuilt-binaries") or build.command != self.config.build_command
+        )
+        if build is not None and prebuilt and not self.config.allow_prebuilt:
+            self.fail("%s: the binaries were not built from the source (unsafe prebuilt binaries)" % build.file)
+
+    def check_sums(self) -> None:
+        """``SHA256SUMS``, once it is the checksums step's product, lists only products with their recorded hashes."""
+        name = self.config.sums_file
+        link = self.links.get(self.config.sums_step)
+        if link is None or name not in link.products or name not in self.regular:
+            self.fail("%s: missing, or not a product of %s" % (name, self.config.sums_step))
+            return
+        fd, st = open_regular(name)
+        try:
+            if st.st_size > MAX_SUMS_BYTES:
+                raise Refused("%s: %d bytes, more than a release lists" % (name, st.st_size))
+            if sha256_fd(fd, MAX_SUMS_BYTES) != link.products[name]:
+                raise Refused("%s: is not the file the %s step wrote" % (name, self.config.sums_step))
+            os.lseek(fd, 0, os.SEEK_SET)
+            text = os.read(fd, MAX_SUMS_BYTES + 1).decode("utf-8")
+        except (Refused, UnicodeDecodeError) as e:
+            self.fail(str(e) if isinstance(e, Refused) else "%s: not UTF-8 text" % name)
+            return
+        finally:
+            os.close(fd)
+        recorded = dict()
+        for step_link in self.links.values():
+            if step_link is not link:
+                recorded.update(step_link.products)
+        bad = 0
+        for number, line in enumerate(text.splitlines(), 1):
+            digest, sep, listed = line.partition("  ")
+            if not sep or len(digest) != 64 or recorded.get(listed) != digest:
+                self.fail("%s line %d: does not list a step's product with its recorded hash" % (name, number))
+                bad += 1
+                if bad >= MAX_FAILURES:
+                    return
+
+    def forbidden_content(self) -> Any:
+        """For each bundle, the SHA-256 of every file it must never hold: what its forbidden paths and binaries are."""
+        out = dict()
+        gates = self.links.get(self.config.gates_step)
+        build = self.links.get(self.config.build_step)
+        sources = gates.materials if gates is not None else dict()
+        products = build.products if build is not None else dict()
+        for b in self.config.bundles:
+            banned = dict()
+            for path, digest in sources.items():
+                hit = b.forbidden_path(path)
+                if hit is not None and digest != EMPTY_SHA256:
+                    banned[digest] = "the %s/ file %s" % (hit, shown(path))
+            for path, digest in products.items():
+                hit = b.forbidden_binary(path.rsplit("/", 1)[-1])
+                if hit is not None:
+                    banned[digest] = "the %s binary" % hit
+            out[b.id] = banned
+        return out
+
+    def check_bundle(self, bundle: Bundle, forbidden: Any) -> str | None:
+        """Check one bundle's archive; return the reason it fails, or None."""
+        try:
+            self._check_bundle(bundle, forbidden[bundle.id])
+        except Refused as e:
+            return str(e)
+        except (OSError, ValueError, zlib.error, struct.error, RecursionError, MemoryError) as e:
+            return "%s: could not be checked (%s: %s)" % (bundle.step, type(e).__name__, shown(str(e)))
+        return None
+
+    def _check_bundle(self, bundle: Bundle, banned: Any) -> None:
+        link = self.links.get(bundle.step)
+        if link is None:
+            return  # named by load_links
+        names = [n for n in link.products if n.startswith(bundle.name + "-") and n.endswith("." + bundle.format)]
+        if len(names) != 1:
+            raise Refused("%s: names %d %s archives, not one" % (link.file, len(names), bundle.format))
+        archive = names[0]
+        stem = archive[: -len(bundle.format) - 1]
+        declared = declared_members(link, bundle, stem)
+        if archive not in self.regular:
+            raise Refused("%s: missing (the product of %s)" % (archive, bundle.step))
+        fd, st = open_regular(archive)
+        try:
+            size = link.environment.get("archive-size")
+            if not isinstance(size, int) or st.st_size != size or size > MAX_ARCHIVE_BYTES:
+                raise Refused("%s: %d bytes, not the %s the %s step wrote" % (archive, st.st_size, size, bundle.step))
+            if sha256_fd(fd, size) != link.products[archive]:
+                raise Refused("%s: is not the archive the %s step wrote (not unpacked)" % (archive, bundle.step))
+            os.lseek(fd, 0, os.SEEK_SET)
+            members = read_archive(fd, archive, bundle.format, size, Expectation(archive, declared))
+        finally:
+            os.close(fd)
+        judge_content(bundle, stem, members, banned, archive)
+
+
+def _kind(mode: int) -> str:
+    for test, kind in (
+        (stat.S_ISLNK, "a symlink"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def declared_members(link: Link, bundle: Bundle, stem: str) -> list[Member]:
+    """The members the packaging link declares, checked against what the step read (its materials).
+
+    Each file must be the material it was packaged from, byte for byte
+    (``<stem>/bin/<file>`` is ``bin/<target>/<file>``, ``<stem>/<path>`` is
+    ``<path>`` under one of the bundle's assets), and every material must be
+    packaged exactly once.
+    """
+    raw = link.environment.get("archive-members")
+    if not isinstance(raw, list) or not raw or len(raw) > MAX_MEMBERS:
+        raise Refused("%s: declares no archive members" % link.file)
+    members = []
+    packaged = dict()
+    total = 0
+    binaries = set(stem + "/bin/" + f for f in bundle.binary_files)
+    for entry in raw:
+        if not (isinstance(entry, list) and len(entry) == 5):
+            raise Refused("%s: a malformed archive member declaration" % link.file)
+        name, kind, mode, size, digest = entry
+        if not (isinstance(name, str) and kind in ("file", "dir") and isinstance(mode, int) and isinstance(size, int)):
+            raise Refused("%s: a malformed archive member declaration" % link.file)
+        where = "%s: declared member %s" % (link.file, shown(name))
+        problem = name_problem(name)
+        if problem is not None:
+            raise Refused("%s is %s" % (where, problem))
+        if name != stem and not name.startswith(stem + "/"):
+            raise Refused("%s is outside the top-level directory %s/" % (where, stem))
+        inner = name[len(stem) + 1 :]
+        judge_name(bundle, inner, kind, where)
+        if kind == "dir":
+            if (mode, size, digest) != (0o755, 0, ""):
+                raise Refused("%s: a directory must be mode 755 and empty" % where)
+            members.append(Member(name, kind, mode, size))
+            continue
+        if mode not in (0o644, 0o755) or not 0 <= size <= MAX_MEMBER_BYTES or not isinstance(digest, str):
+            raise Refused("%s: mode %o or size %s is not allowed" % (where, mode, size))
+        if name in binaries:
+            if mode != 0o755:
+                raise Refused("%s: a binary must be mode 755" % where)
+            material = "bin/%s/%s" % (bundle.target, inner[len("bin/") :])
+        elif any(inner == a or inner.startswith(a + "/") for a in bundle.assets):
+            material = inner
+        else:
+            raise Refused("%s is neither a declared binary nor under a declared asset" % where)
+        if link.materials.get(material) != digest:
+            raise Refused("%s is not the file %s the step read" % (where, shown(material)))
+        if material in packaged:
+            raise Refused("%s: %s is packaged twice" % (where, shown(material)))
+        packaged[material] = name
+        total += size
+        members.append(Member(name, kind, mode, size, digest))
+    unpacked = sorted(set(link.materials) - set(packaged))
+    if unpacked:
+        raise Refused("%s: read %s but does not declare it in the archive" % (link.file, shown(unpacked[0])))
+    if [m.name for m in members] != sorted(m.name for m in members):
+        raise Refused("%s: the declared members are not in sorted order" % link.file)
+    if total > MAX_ARCHIVE_BYTES:
+        raise Refused("%s: declares %d bytes, over the %d-byte cap" % (link.file, total, MAX_ARCHIVE_BYTES))
+    return members
+
+
+def judge_name(bundle: Bundle, inner: str, kind: str, where: str) -> None:
+    """Refuse a member whose path (inside the top directory) is forbidden, or named like a forbidden binary."""
+    hit = bundle.forbidden_path(inner)
+    if hit is not None:
+        raise Refused("%s is %s/ material, which the %s bundle must never hold" % (where, hit, bundle.id))
+    binary = bundle.forbidden_binary(inner.rsplit("/", 1)[-1])
+    if binary is not None and kind == "file":
+        raise Refused(
+            "%s is named like the %s binary, which the %s bundle must never hold" % (where, binary, bundle.id)
+        )
+
+
+def judge_content(bundle: Bundle, stem: str, members: list[Member], banned: Any, archive: str) -> None:
+    """Refuse forbidden material by name and by content, and executables outside the declared binary paths."""
+    binaries = set(stem + "/bin/" + f for f in bundle.binary_files)
+    for m in members:
+        where = "%s: member %s" % (archive, shown(m.name))
+        judge_name(bundle, m.name[len(stem) + 1 :], m.kind, where)
+        if m.kind != "file":
+            continue
+        if m.sha256 in banned:
+            raise Refused(
+                "%s is byte for byte %s, which the %s bundle must never hold" % (where, banned[m.sha256], bundle.id)
+            )
+        kind = executable_kind(m.head)
+        if kind is not None and m.name not in binaries:
+            raise Refused("%s is %s; only the declared binaries may be" % (where, kind))
+
+
+def marker_name(reason: str) -> str:
+    """A file name that carries ``reason``: printable, no '/' or '\\', nothing in-toto would not record.
+
+    ``shown`` makes the reason ASCII; then the characters a file name cannot
+    hold, or that in-toto would rewrite or skip (``/``, ``\\``, the dot of
+    ``.link`` and ``.pyc``, ``~``), become look-alike symbols that ``shown``
+    text never holds otherwise.
+    """
+    text = shown(reason)
+    for plain, symbol in MARKER_SYMBOLS:
+        text = text.replace(plain, symbol)
+    return MARKER + text.encode("utf-8")[:MARKER_TEXT_BYTES].decode("utf-8", "ignore")
+
+
+def report(failures: list[str]) -> None:
+    """Leave one empty marker file per failure (the first ``MAX_FAILURES``), never following or replacing anything."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    shown_failures = failures[:MAX_FAILURES]
+    if len(failures) > MAX_FAILURES:
+        shown_failures.append("and %d more reasons" % (len(failures) - MAX_FAILURES))
+    for reason in shown_failures:
+        # The same reason twice, or an unwritable folder: in-toto writes its link next, and fails there.
+        with contextlib.suppress(OSError):
+            os.close(os.open(marker_name(reason), flags, 0o644))
+
+
+def main(argv: list[str]) -> int:
+    """Inspect the current directory with the configuration ``argv[0]``; always return 0 (see the module doc)."""
+    try:
+        if len(argv) != 1:
+            raise Refused("the layout's inspection command has no configuration")
+        failures = Inspection(Config(argv[0])).run()
+    except Refused as e:
+        failures = [str(e)]
+    except Exception as e:  # any fault of the inspection fails the verification, never a traceback
+        failures = ["the inspection could not run (%s: %s)" % (type(e).__name__, shown(str(e)))]
+    if failures:
+        report(failures)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
