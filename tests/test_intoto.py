@@ -286,7 +286,11 @@ CASES: list[tuple[str, Tamper, Expected]] = [
         "SHA256SUMS.minisig",
     ),
     ("core-repacked-with-edge", _tamper_repacked_core, disallowed("SHA256SUMS", CORE)),
-    ("malicious-packager-honest-materials", _tamper_malicious_packager, marker("member ransomeye-core-1.0.0/edge is edge/")),
+    (
+        "malicious-packager-honest-materials",
+        _tamper_malicious_packager,
+        marker("member ransomeye-core-1.0.0/edge is edge/"),
+    ),
     ("packager-signs-a-broken-archive", _tamper_broken_archive, marker(f"{CORE}: the gzip stream is cut short")),
     ("signature-deleted", lambda c, t: (c.folder / f"{CORE}.minisig").unlink(), marker(f"{CORE}.minisig: missing")),
     ("sbom-deleted", lambda c, t: (c.folder / SBOM).unlink(), marker(f"{SBOM}: missing")),
