@@ -743,15 +743,29 @@ class Inspection:
         for name in sorted(names):
             st = os.lstat(name)
             if name == own_link or name.startswith(MARKER):
-                if stat.S_ISDIR(st.st_mode):
-                    self.fail("%s: a directory stands where verification writes its own file" % shown(name))
-                else:
-                    os.unlink(name)  # removes the entry itself, never what a link points to
+                self.remove_own(name, st)
                 continue
             if stat.S_ISREG(st.st_mode):
                 self.regular[name] = st
             else:
                 self.fail("%s: is %s; a release folder holds only regular files" % (shown(name), _kind(st.st_mode)))
+
+    def remove_own(self, name: str, st: os.stat_result) -> None:
+        """Remove what an earlier run left at a name verification writes; refuse anything else found there.
+
+        ``unlink`` removes the entry itself, never what a symlink points to or
+        the other names of a hard-linked file, so in-toto's write of its link
+        afterwards creates a new file in the folder.
+        """
+        if stat.S_ISDIR(st.st_mode):
+            self.fail("%s: a directory stands where verification writes its own file" % shown(name))
+            return
+        os.unlink(name)
+        if not stat.S_ISREG(st.st_mode):
+            self.fail("%s: was %s (removed: verification writes its own file there)" % (shown(name), _kind(st.st_mode)))
+        elif st.st_nlink != 1:
+            self.fail("%s: was a regular file with %d links (removed: verification writes its own file there)"
+                      % (shown(name), st.st_nlink))  # fmt: skip
 
     def load_links(self) -> None:
         for step, keyids in self.config.steps:

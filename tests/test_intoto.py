@@ -8,18 +8,14 @@ checks the exit code and the reason it gives.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import json
 import shutil
-import subprocess
-import sys
 import tarfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -28,104 +24,16 @@ from securesystemslib.signer import CryptoSigner
 
 from release import attest, inspection
 from release.archive import WrittenArchive, collect_tree, hash_file, write_tar_gz
-from release.attest import StepRecord
 from release.builder.signer import sign_digest
 from release.bundle import package
-from release.keys import KeyPair, load_private_key, load_public_key
+from release.keys import load_public_key
 from release.manifests.generate_hash_list import write_hash_list
 from tests.conftest import EPOCH, Repo
+from tests.forge import ARCHIVES, CORE, Disallowed, Download, declared, disallowed, marker, reason, verify
 
 pytestmark = pytest.mark.slow
-VERIFY = str(Path(sys.executable).parent / "in-toto-verify")
-CORE = "ransomeye-core-1.0.0.tar.gz"
 SBOM = "ransomeye-dpi-1.0.0.cdx.json"
-ARCHIVES = [
-    CORE,
-    "ransomeye-agent-linux-1.0.0.tar.gz",
-    "ransomeye-agent-windows-1.0.0.zip",
-    "ransomeye-dpi-1.0.0.tar.gz",
-]
-
-
-@dataclasses.dataclass(frozen=True)
-class Case:
-    """A copy of the release folder and the keys an attacker may hold."""
-
-    folder: Path
-    repo: Repo
-
-    def key(self, role: str) -> KeyPair:
-        return load_private_key(self.repo.keys, role)
-
-    def link(self, step: str) -> Path:
-        (path,) = self.folder.glob(f"{step}.*.link")
-        return path
-
-    def relink(self, step: str, **changes: Mapping[str, Any]) -> None:
-        """Rewrite ``step``'s link with changed materials/products/environment, signed with its real key."""
-        data = json.loads(self.link(step).read_text())["signed"]
-        materials = {k: v["sha256"] for k, v in data["materials"].items()}
-        products = {k: v["sha256"] for k, v in data["products"].items()}
-        record = StepRecord(
-            name=step,
-            command=data["command"],
-            materials={**materials, **changes.get("materials", {})},
-            products={**products, **changes.get("products", {})},
-            environment={**data["environment"], **changes.get("environment", {})},
-        )
-        self.link(step).unlink()
-        attest.write_link(record, self.key(attest.step_role(step)), self.folder)
-
-    def resign_release(self) -> None:
-        """What a compromised release stage does after changing an archive: re-sign and re-list everything."""
-        release = self.key("release")
-        signed = sorted(p.name.removesuffix(".minisig") for p in self.folder.glob("*.minisig"))
-        archives = [hash_file(self.folder / a) for a in signed if a != "SHA256SUMS"]
-        sigs = [sign_digest(release, d, "1.0.0", EPOCH) for d in archives]
-        self.relink("sign", materials={d.name: d.sha256 for d in archives}, products={d.name: d.sha256 for d in sigs})
-        sums = write_hash_list(self.folder, archives + sigs)
-        sums_sig = sign_digest(release, sums, "1.0.0", EPOCH)
-        self.relink(
-            "checksums",
-            materials={d.name: d.sha256 for d in archives + sigs},
-            products={sums.name: sums.sha256, sums_sig.name: sums_sig.sha256},
-        )
-
-
-def verify(folder: Path, owner_pub: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [VERIFY, "--layout", "root.layout", "--verification-keys", str(owner_pub)],
-        cwd=folder, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-
-
-def reason(proc: subprocess.CompletedProcess[str]) -> str:
-    lines = [line for line in proc.stderr.splitlines() if "(in-toto-verify)" in line]
-    return lines[-1] if lines else proc.stderr[-2000:]
-
-
-@dataclasses.dataclass(frozen=True)
-class Disallowed:
-    """in-toto-verify's reason for delivered files that match no step's product: exactly these files."""
-
-    names: frozenset[str]
-
-    def found_in(self, reason: str) -> bool:
-        prefix = "'DISALLOW *' matched the following artifacts: "
-        if prefix not in reason:
-            return False
-        return set(ast.literal_eval(reason.split(prefix, 1)[1].strip())) == self.names
-
-
-def disallowed(*names: str) -> Disallowed:
-    return Disallowed(frozenset(names))
-
-
-def marker(reason_text: str) -> str:
-    """How the inspection's failure markers (file names in-toto's last line lists) show ``reason_text``."""
-    return inspection.marker_name(reason_text).removeprefix(inspection.MARKER)
-
-
+Case = Download
 Expected = str | Disallowed
 
 
@@ -166,6 +74,7 @@ def _tamper_extra_file(case: Case, tmp: Path) -> None:
 
 
 def _repack_core_with_edge(case: Case, tmp: Path) -> WrittenArchive:
+    """Unpack the core archive, add an edge/ file, pack it again with the project's own writer."""
     src = tmp / "unpacked"
     with tarfile.open(case.folder / CORE) as tar:
         tar.extractall(src, filter="data")
@@ -175,11 +84,6 @@ def _repack_core_with_edge(case: Case, tmp: Path) -> WrittenArchive:
     return write_tar_gz(collect_tree(src, top, "ransomeye-core-1.0.0"), case.folder / CORE, EPOCH)
 
 
-def declared(written: WrittenArchive) -> dict[str, Any]:
-    """What a packager declares of an archive it wrote (its size and members), as the packaging link records it."""
-    return {"archive-size": written.digest.size, "archive-members": [m.declaration() for m in written.members]}
-
-
 def _tamper_repacked_core(case: Case, tmp: Path) -> None:
     _repack_core_with_edge(case, tmp)
     write_hash_list(case.folder)  # SHA256SUMS regenerated to match
@@ -187,11 +91,7 @@ def _tamper_repacked_core(case: Case, tmp: Path) -> None:
 
 def _tamper_malicious_packager(case: Case, tmp: Path) -> None:
     """A packager (holding the build key) adds edge/ material but records honest materials."""
-    written = _repack_core_with_edge(case, tmp)
-    new = {CORE: written.digest.sha256}
-    case.relink("package-core", products=new, environment=declared(written))
-    case.relink("provenance", materials=new)
-    case.resign_release()
+    case.adopt_archive(CORE, declared(_repack_core_with_edge(case, tmp)))
 
 
 def _tamper_broken_archive(case: Case, tmp: Path) -> None:
@@ -199,10 +99,7 @@ def _tamper_broken_archive(case: Case, tmp: Path) -> None:
     path = case.folder / CORE
     with path.open("r+b") as f:
         f.truncate(path.stat().st_size // 2)
-    new = {CORE: hash_file(path).sha256}
-    case.relink("package-core", products=new, environment={"archive-size": path.stat().st_size})
-    case.relink("provenance", materials=new)
-    case.resign_release()
+    case.adopt_archive(CORE)
 
 
 def _tamper_foreign_key_link(case: Case, tmp: Path) -> None:
