@@ -141,7 +141,9 @@ def test_a_dropin_cannot_lift_a_limit_unseen(repo: Path) -> None:
     dropin.parent.mkdir()
     dropin.write_text("[Service]\nMemoryMax=16G\n")
     messages = failed_only(run_gates(repo), "resources")
-    assert messages == ["ransomeye-core.service MemoryMax=16G exceeds the cap 2G"]
+    assert messages == [
+        f"ransomeye-core.service MemoryMax=16G exceeds the cap 2G (set by {CORE_UNIT}.d/override.conf:2)"
+    ]
     finding = gate(run_gates(repo), "resources").findings[0]
     assert (finding.subject, finding.line) == (f"{CORE_UNIT}.d/override.conf", 2)
 
