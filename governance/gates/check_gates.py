@@ -13,8 +13,12 @@ Exit status: 0 when every gate passed, 1 when any gate failed, 2 on bad input
 (a malformed or missing policy, unit file, manifest or declaration: one
 message naming the file and the field), 130 when interrupted.
 
-Standard library only: this runs with any python3 >= 3.11, before the
-project's virtual environment exists.
+Needs the project's virtual environment (``make setup``): the secrets gate
+runs detect-secrets' detectors. ``python3 governance/gates/check_gates.py``
+with any python3 >= 3.11 re-executes itself under ``.venv/bin/python`` when
+that interpreter lacks the library; before ``.venv`` exists it exits 3 with
+one line saying which command sets it up. Everything else is the standard
+library.
 """
 
 from __future__ import annotations
@@ -31,9 +35,11 @@ if sys.path and Path(sys.path[0] or ".").resolve() == _HERE:
 if str(_HERE.parents[1]) not in sys.path:
     sys.path.insert(0, str(_HERE.parents[1]))
 
-from release.bootstrap import ensure_repo_on_path
+from release.bootstrap import ensure_environment, ensure_repo_on_path
 
 ensure_repo_on_path()
+if __name__ == "__main__":
+    ensure_environment("detect_secrets")
 
 from governance.gates.report import write_report
 from governance.gates.suite import run_gates

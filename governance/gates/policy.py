@@ -16,11 +16,11 @@ from __future__ import annotations
 import json
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from governance.gates.limits import LIMITS, Limit, LimitSyntaxError, Unbounded
+from governance.gates.limits import LIMITS, Limit, LimitSyntaxError, Unbounded, parse_memory
 from release.errors import BadInputError
 
 POLICY_DIR = "governance/policies"
@@ -305,6 +305,25 @@ def parse_versions(data: object, source: str) -> VersionsPolicy:
 
 # --------------------------------------------------------------------------- secrets
 
+# The gate's own detectors (governance/gates/secret_rules.py): rule id -> what it finds.
+SECRET_BUILTIN_RULES: dict[str, str] = {
+    "der-private-key": "a DER private key (PKCS#8, PKCS#1, SEC1 or DSA)",
+    "pgp-private-key": "an OpenPGP secret key packet",
+    "gcp-service-account": "a GCP service-account key",
+    "aws-key-pair": "an AWS secret access key next to its access key id",
+    "secret-assignment": "a high-entropy value assigned to a secret-like name",
+}
+# What the gate reports when it cannot scan something within its bounds (governance/gates/secret_layers.py).
+SECRET_BOUND_RULES: dict[str, str] = {
+    "too-large": "a file larger than the bound for a whole scan",
+    "expansion-bound": "content that expands beyond the bound",
+    "too-deep": "content nested deeper than the bound",
+    "too-many-members": "an archive with more members than the bound",
+    "unscannable": "content that cannot be decoded or unpacked",
+}
+_FINGERPRINT = re.compile(r"[0-9a-f]{16}")
+_PLUGIN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*")
+
 
 @dataclass(frozen=True)
 class SecretPattern:
@@ -316,8 +335,57 @@ class SecretPattern:
 
 
 @dataclass(frozen=True)
+class ScanBounds:
+    """How much work one file may cost: every read, expansion and nesting is capped.
+
+    ``max_file_size``: larger files (and archive members, decoded payloads) are
+    scanned line by line only, and that is a finding; ``max_expanded``: bytes
+    decoded or decompressed from one file, all levels together;
+    ``max_depth``: encodings and archives inside one another;
+    ``max_members``: archive members in one file, all levels together.
+    """
+
+    max_file_size: int
+    max_expanded: int
+    max_depth: int
+    max_members: int
+
+
+@dataclass(frozen=True)
+class AssignmentRule:
+    """When a value assigned to a secret-like name is flagged: long and random enough."""
+
+    min_length: int
+    min_entropy: float
+
+
+@dataclass(frozen=True)
+class AllowEntry:
+    """One allowlist entry: a finding (file, rule, and line or fingerprint) that is not a credential, and why."""
+
+    where: str
+    path: str
+    rule: str
+    line: int | None
+    fingerprint: str | None
+    reason: str
+
+    def describe(self) -> str:
+        at = f"line {self.line}" if self.line is not None else f"fingerprint {self.fingerprint}"
+        return f"{self.where} ({self.path}, {self.rule}, {at})"
+
+
+@dataclass(frozen=True)
+class Allowlist:
+    """The allowlist file's entries (none until :func:`load_policies` has read the file)."""
+
+    source: str
+    entries: tuple[AllowEntry, ...]
+
+
+@dataclass(frozen=True)
 class SecretsPolicy:
-    """What secret material looks like, and which trees to scan for it."""
+    """What secret material looks like, which trees to scan for it, the bounds, and the allowlist."""
 
     source: str
     patterns: tuple[SecretPattern, ...]
@@ -325,6 +393,17 @@ class SecretsPolicy:
     workspace_members: bool
     extra_paths: tuple[str, ...]
     exclude: tuple[str, ...]
+    bounds: ScanBounds
+    library: tuple[str, ...]
+    assignments: AssignmentRule
+    allowlist: Allowlist
+
+    def rule_ids(self) -> frozenset[str]:
+        """Every rule id a finding of the gate can carry (without the ``secrets.`` prefix)."""
+        from governance.gates.secret_library import NAME as LIBRARY
+
+        library = (f"{LIBRARY}.{name}" for name in self.library)
+        return frozenset((*(p.id for p in self.patterns), *SECRET_BUILTIN_RULES, *SECRET_BOUND_RULES, *library))
 
 
 def _compile(table: Table, key: str, text: str) -> re.Pattern[bytes]:
@@ -337,20 +416,60 @@ def _compile(table: Table, key: str, text: str) -> re.Pattern[bytes]:
     return regex
 
 
+def _integer(table: Table, key: str, low: int, high: int) -> int:
+    value = table.get(key)
+    if type(value) is not int or not low <= value <= high:
+        raise table.value_error(key, value, f"must be a whole number from {low} to {high}")
+    return value
+
+
+def _size(table: Table, key: str) -> int:
+    value = table.get(key)
+    if type(value) is not str:
+        raise table.value_error(key, value, "must be a size like 64M or 1G")
+    try:
+        amount = parse_memory(value)
+    except LimitSyntaxError as e:
+        raise table.value_error(key, value, str(e)) from e
+    if isinstance(amount, Unbounded) or not 1 << 10 <= amount <= 1 << 40:
+        raise table.value_error(key, value, "must be a size from 1K to 1T")
+    return amount
+
+
+def _library(table: Table, key: str) -> tuple[str, ...]:
+    from governance.gates.secret_library import available
+
+    names = table.strings(key, non_empty=True)
+    shipped = available()
+    for i, name in enumerate(names):
+        if not _PLUGIN_NAME.fullmatch(name) or name not in shipped:
+            raise table.value_error(
+                f"{key}[{i}]", name, "is not a detect-secrets plugin", hint="known: " + ", ".join(sorted(shipped))
+            )
+    return names
+
+
 def parse_secrets(data: object, source: str) -> SecretsPolicy:
-    """Parse ``secrets.toml``; raise :class:`BadInputError` naming file and field."""
+    """Parse ``secrets.toml``; raise :class:`BadInputError` naming file and field.
+
+    The allowlist it names is not read here: :func:`load_policies` reads it
+    (:func:`parse_allowlist`); until then the policy's allowlist has no entry.
+    """
     doc = Table(data, source)
     _schema(doc)
     patterns: list[SecretPattern] = []
     tables = doc.tables("patterns")
     if not tables:
         raise doc.error("patterns", "is empty", hint="an empty rule list would find nothing; the gates fail closed")
+    reserved = {*SECRET_BUILTIN_RULES, *SECRET_BOUND_RULES}
     for t in tables:
         pattern_id = t.string("id")
         if not _PATTERN_ID.fullmatch(pattern_id):
             raise t.value_error("id", pattern_id, "must be lowercase letters, digits and '-'")
         if any(p.id == pattern_id for p in patterns):
             raise t.value_error("id", pattern_id, "is used by another pattern")
+        if pattern_id in reserved:
+            raise t.value_error("id", pattern_id, "is the id of one of the gate's own rules")
         description = t.string("description")
         regex = _compile(t, "regex", t.string("regex"))
         t.finish()
@@ -360,13 +479,84 @@ def parse_secrets(data: object, source: str) -> SecretsPolicy:
     workspace_members = scan.boolean("workspace-members")
     extra_paths = scan.relpaths("extra-paths", non_empty=False)
     exclude = scan.relpaths("exclude", non_empty=False)
-    scan.finish()
     if not (bundle_assets or workspace_members or extra_paths):
         raise scan.error(
             "bundle-assets", "is false, as is workspace-members, and extra-paths is empty: nothing to scan"
         )
+    allowlist_file = scan.relpath("allowlist")
+    scan.finish()
+    b = doc.table("bounds")
+    bounds = ScanBounds(
+        max_file_size=_size(b, "max-file-size"),
+        max_expanded=_size(b, "max-expanded"),
+        max_depth=_integer(b, "max-depth", 1, 32),
+        max_members=_integer(b, "max-members", 1, 1_000_000),
+    )
+    b.finish()
+    lib = doc.table("library")
+    library = _library(lib, "detect-secrets")
+    lib.finish()
+    a = doc.table("assignments")
+    min_length = _integer(a, "min-length", 8, 1024)
+    entropy = a.get("min-entropy")
+    if type(entropy) not in (int, float) or not 1.0 <= entropy <= 6.0:
+        raise a.value_error("min-entropy", entropy, "must be a number of bits per character from 1.0 to 6.0")
+    a.finish()
     doc.finish()
-    return SecretsPolicy(source, tuple(patterns), bundle_assets, workspace_members, extra_paths, exclude)
+    return SecretsPolicy(
+        source=source,
+        patterns=tuple(patterns),
+        bundle_assets=bundle_assets,
+        workspace_members=workspace_members,
+        extra_paths=extra_paths,
+        exclude=exclude,
+        bounds=bounds,
+        library=library,
+        assignments=AssignmentRule(min_length, float(entropy)),
+        allowlist=Allowlist(allowlist_file, ()),
+    )
+
+
+def parse_allowlist(data: object, source: str, policy: SecretsPolicy) -> Allowlist:
+    """Parse the secrets allowlist; raise :class:`BadInputError` naming file and field.
+
+    Every entry names a file (``path``), a rule of the gate (``rule``), exactly
+    one of ``line`` or ``fingerprint`` (as the finding printed them), and a
+    ``reason`` saying why the finding is not a credential: an entry without one
+    is an error. An allowlist with no entry (no ``[[allow]]`` table) is fine;
+    an entry that matches no finding is the gate's business (a stale entry
+    fails it).
+    """
+    doc = Table(data, source)
+    _schema(doc)
+    rules = policy.rule_ids()
+    entries: list[AllowEntry] = []
+    tables = doc.tables("allow") if "allow" in doc.names() else []
+    for i, t in enumerate(tables):
+        path = t.relpath("path")
+        rule = t.string("rule")
+        if rule not in rules:
+            raise t.value_error(
+                "rule", rule, "is not a rule of the secrets gate", hint="known: " + ", ".join(sorted(rules))
+            )
+        present = set(t.names())
+        if ("line" in present) == ("fingerprint" in present):
+            raise t.error("line", "and fingerprint: give exactly one of them", hint="copy it from the finding")
+        line = _integer(t, "line", 1, 1 << 40) if "line" in present else None
+        fingerprint = t.string("fingerprint") if "fingerprint" in present else None
+        if fingerprint is not None and not _FINGERPRINT.fullmatch(fingerprint):
+            raise t.value_error("fingerprint", fingerprint, "is not a fingerprint (16 lowercase hex digits)")
+        reason = t.string("reason")
+        if not reason.strip():
+            raise t.value_error("reason", reason, "is empty", hint="say why this finding is not a credential")
+        t.finish()
+        entry = AllowEntry(f"allow[{i}]", path, rule, line, fingerprint, reason.strip())
+        for other in entries:
+            if (other.path, other.rule, other.line, other.fingerprint) == (path, rule, line, fingerprint):
+                raise t.error("path", f"repeats {other.where}")
+        entries.append(entry)
+    doc.finish()
+    return Allowlist(source, tuple(entries))
 
 
 # --------------------------------------------------------------------------- loading
@@ -407,5 +597,13 @@ def load_policies(root: Path) -> Policies:
         resources=parse_resources(*load("resources")),
         isolation=parse_isolation(*load("isolation")),
         versions=parse_versions(*load("versions")),
-        secrets=parse_secrets(*load("secrets")),
+        secrets=load_secrets(root, parse_secrets(*load("secrets"))),
     )
+
+
+def load_secrets(root: Path, policy: SecretsPolicy) -> SecretsPolicy:
+    """``policy`` with the entries of the allowlist file it names (which must exist, even if empty)."""
+    source = policy.allowlist.source
+    hint = f"create it (it may list no entry) or fix scan.allowlist in {policy.source}"
+    data = read_toml_file(root / source, source, missing_hint=hint)
+    return replace(policy, allowlist=parse_allowlist(data, source, policy))

@@ -24,32 +24,74 @@ class Finding:
     ``subject`` is what is wrong: a repository-relative file, a crate or a
     bundle; ``line`` is set when the finding points into a file. ``message``
     is a complete sentence for a human and never quotes secret material.
+    ``fingerprint`` (secrets findings) identifies the finding for the
+    secrets allowlist: a hash, never the secret.
     """
 
     subject: str
     line: int | None
     rule: str
     message: str
+    fingerprint: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"subject": self.subject, "line": self.line, "rule": self.rule, "message": self.message}
+        out: dict[str, Any] = {"subject": self.subject, "line": self.line, "rule": self.rule, "message": self.message}
+        if self.fingerprint is not None:
+            out["fingerprint"] = self.fingerprint
+        return out
 
     def sort_key(self) -> tuple[str, int, str, str]:
         return (self.subject, -1 if self.line is None else self.line, self.rule, self.message)
 
 
 @dataclass(frozen=True)
+class Allowance:
+    """An allowlist entry in effect (secrets gate): the findings it hides and why they are no credential.
+
+    ``source`` is the allowlist file, ``entry`` the entry's place in it
+    (``allow[0]``); ``path``, ``rule`` and ``line`` or ``fingerprint`` are what
+    it matches; ``hides`` is how many findings it matched in this run.
+    """
+
+    source: str
+    entry: str
+    path: str
+    rule: str
+    line: int | None
+    fingerprint: str | None
+    reason: str
+    hides: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "entry": self.entry,
+            "path": self.path,
+            "rule": self.rule,
+            "line": self.line,
+            "fingerprint": self.fingerprint,
+            "reason": self.reason,
+            "hides": self.hides,
+        }
+
+
+@dataclass(frozen=True)
 class GateResult:
-    """The outcome of one gate: passed exactly when there are no findings."""
+    """The outcome of one gate: passed exactly when there are no findings.
+
+    ``allowed`` lists the allowlist entries in effect (only the secrets gate
+    has an allowlist); the report shows each, with its reason.
+    """
 
     name: str
     summary: str
     findings: tuple[Finding, ...]
+    allowed: tuple[Allowance, ...] = ()
 
     @staticmethod
-    def of(name: str, summary: str, findings: list[Finding]) -> GateResult:
+    def of(name: str, summary: str, findings: list[Finding], allowed: list[Allowance] | None = None) -> GateResult:
         """Build a result with its findings deduplicated and sorted."""
-        return GateResult(name, summary, tuple(sorted(set(findings), key=Finding.sort_key)))
+        return GateResult(name, summary, tuple(sorted(set(findings), key=Finding.sort_key)), tuple(allowed or ()))
 
     @property
     def passed(self) -> bool:
@@ -71,12 +113,15 @@ class GateResult:
         return f"{'PASS' if self.passed else 'FAIL'} {self.name}: {self.reason}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "passed": self.passed,
             "reason": self.reason,
             "findings": [f.to_dict() for f in self.findings],
         }
+        if self.allowed:
+            out["allowlist"] = [a.to_dict() for a in self.allowed]
+        return out
 
 
 @dataclass(frozen=True)
