@@ -629,8 +629,10 @@ def test_a_bomb_is_refused_in_bounded_time_and_memory(repo: Path, bombs: dict[st
     rel = f"{ASSETS}/{name}"
     assert [(f.subject, f.rule) for f in result.findings] == [(rel, "secrets.expansion-bound")]
     step = "zip member 'payload.bin'" if name.endswith(".zip") else "gzip"
+    fp = result.findings[0].fingerprint
     assert result.findings[0].message == (
         f"{rel}: {step} expands beyond 64 MiB (bounds.max-file-size); refused, not scanned (expansion-bound)"
+        f" [fingerprint {fp}]"
     )
     # 1 GiB inside; the gate stops at the 64 MiB bound: time and memory stay small.
     assert elapsed < 30, elapsed
@@ -654,8 +656,8 @@ def test_the_expansion_of_one_file_is_bounded_in_all(repo: Path) -> None:
     # parts 0 to 2 are read (3 MiB in all); the rest is refused, each part named.
     assert [f.message for f in result.findings] == [
         f"{ASSETS}/parts.zip: zip member 'part{i}.bin' expands beyond the 3 MiB this file may expand to in all "
-        "(bounds.max-expanded); refused, not scanned (expansion-bound)"
-        for i in (3, 4)
+        f"(bounds.max-expanded); refused, not scanned (expansion-bound) [fingerprint {f.fingerprint}]"
+        for i, f in zip((3, 4), result.findings, strict=True)
     ]
 
 
@@ -672,6 +674,27 @@ def test_a_file_larger_than_the_bound_is_still_scanned_line_by_line_and_reported
     (repo / ASSETS / "big.bin").write_bytes(big)
     result = secrets_gate(repo)
     assert rules_of(result, f"{ASSETS}/big.bin") == {"secrets.pem-private-key", "secrets.too-large"}
+
+
+MIB = 1 << 20
+HOSTILE_LINES = {
+    "assignments": b"token:" * (MIB // 6),
+    "names": b"key=" * (MIB // 4),
+    "jwt-prefixes": b"eyJ" * (MIB // 3),
+    "der-headers": b"\x30\x82\x01\x00\x02\x01\x00" * (MIB // 7),
+    "pgp-headers": b"\xc5\x40\x04aaaa\x01" * (MIB // 9),
+    "aws-pairs": (f"{'AKIA'}ABCDEFGHIJKLMNOP\n".encode() + b"aB3/" * 10 + b"\n") * 10_000,
+    "empty-lines": b"\n" * MIB,
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_LINES))
+def test_a_hostile_file_costs_linear_time(repo: Path, name: str) -> None:
+    """About 1 MiB each, built to make backtracking regexes or pairwise checks explode: seconds, not hours."""
+    (repo / ASSETS / "hostile.txt").write_bytes(HOSTILE_LINES[name])
+    started = time.monotonic()
+    secrets_gate(repo)
+    assert time.monotonic() - started < 8
 
 
 def encrypted_zip() -> bytes:

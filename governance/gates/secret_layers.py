@@ -81,17 +81,18 @@ class Budget:
 
     def too_big(self) -> str:
         """Why a payload over :meth:`limit` is refused, naming the bound that applies."""
-        size = _size(self.bounds.max_file_size)
+        size = size_text(self.bounds.max_file_size)
         if self.expanded >= self.bounds.max_file_size:
             return f"expands beyond {size} (bounds.max-file-size); refused, not scanned"
-        total = _size(self.bounds.max_expanded)
+        total = size_text(self.bounds.max_expanded)
         return f"expands beyond the {total} this file may expand to in all (bounds.max-expanded); refused, not scanned"
 
     def charge(self, n: int) -> None:
         self.expanded -= n
 
 
-def _size(n: int) -> str:
+def size_text(n: int) -> str:
+    """``n`` bytes for a message: in GiB, MiB or KiB when a whole number of them."""
     for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
         if n >= 1 << shift and n % (1 << shift) == 0:
             return f"{n >> shift} {unit}"

@@ -19,6 +19,8 @@ little context), never to be printed. Library and assignment hits are
 
 from __future__ import annotations
 
+import bisect
+import functools
 import itertools
 import math
 import re
@@ -83,13 +85,17 @@ def _blocks(windows: Iterator[tuple[int, bytes, bool]]) -> Iterator[list[tuple[i
 
 # --------------------------------------------------------------------------- assignments
 
+# A name and what assigns to it (`=`, `:`, `:=`, `=>`); the value is matched only after a secret-like name.
+# Possessive quantifiers: a failed attempt gives nothing back, so a hostile line costs linear time.
 _ASSIGNMENT = re.compile(
-    rb"(?<![A-Za-z0-9_.$-])(?P<name>[A-Za-z_][A-Za-z0-9_.-]{0,63})[\"']?[ \t]*"
+    rb"(?<![A-Za-z0-9_.$-])(?P<name>[A-Za-z_][A-Za-z0-9_.-]{0,63}+)[\"']?[ \t]*+"
     # an optional type annotation (Rust, TypeScript, Python): `key: &str = "..."`
-    rb"(?::[ \t]*&?(?:'static[ \t]+)?[A-Za-z_][A-Za-z0-9_<>\[\]]*[ \t]*(?==))?"
-    rb"(?::=|=>|=(?!=)|:)[ \t]*"
-    rb"(?:(?P<q>[\"'`])(?P<quoted>[^\"'`\\\r\n]{1,512})(?P=q)"
-    rb"|(?P<bare>[^\s\"'`,;#&|(){}\[\]<>]{1,512})(?=[\s,;#}\])]|$))"
+    rb"(?::[ \t]*+&?(?:'static[ \t]+)?[A-Za-z_][A-Za-z0-9_<>\[\]]*+[ \t]*+(?==))?"
+    rb"(?::=|=>|=(?!=)|:)[ \t]*+"
+)
+_VALUE = re.compile(
+    rb"(?P<q>[\"'`])(?P<quoted>[^\"'`\\\r\n]{1,512}+)(?P=q)"
+    rb"|(?P<bare>[^\s\"'`,;#&|(){}\[\]<>]{1,512}+)(?=[\s,;#}\])]|$)"
 )
 # Searched in the lower-cased window: a case-sensitive search skips ahead much faster.
 _SECRET_HINT = re.compile(rb"pass|pwd|secret|token|key|credential|auth|bearer")
@@ -120,6 +126,7 @@ _TEMPLATE = re.compile(rb"\$\{|\{\{|%\(|\$\(|^\$|^<.*>$|^%.*%$|://")
 _LETTER, _DIGIT = re.compile(rb"[A-Za-z]"), re.compile(rb"[0-9]")
 
 
+@functools.lru_cache(maxsize=4096)
 def secret_like(name: str) -> bool:
     """True when an identifier names a secret: ``db_password``, ``apiKey``, ``client-secret``, ``AUTH_TOKEN``."""
     words = [w.lower() for w in _NAME_WORDS.findall(name)]
@@ -154,7 +161,10 @@ def assignments(window: bytes, rule: AssignmentRule) -> Iterator[bytes]:
     for m in _ASSIGNMENT.finditer(window):
         if not secret_like(m.group("name").decode("ascii")):
             continue
-        value = m.group("quoted") or m.group("bare")
+        v = _VALUE.match(window, m.end())
+        if v is None:
+            continue
+        value = v.group("quoted") or v.group("bare")
         scheme = _SCHEME.match(value)
         if scheme is not None:
             value = scheme.group("v")
@@ -197,17 +207,24 @@ def _gcp(data: bytes, lines: LineIndex) -> Iterator[Hit]:
         yield Hit(rule, SECRET_BUILTIN_RULES[rule], lines(key.start()), key.group("v"))
 
 
+def _near(sorted_values: list[int], x: int, distance: int) -> bool:
+    """True when some value of ``sorted_values`` is within ``distance`` of ``x`` (a binary search)."""
+    i = bisect.bisect_left(sorted_values, x - distance)
+    return i < len(sorted_values) and sorted_values[i] <= x + distance
+
+
 def _aws_pairs(data: bytes, lines: LineIndex) -> Iterator[Hit]:
-    ids = [(m.start(), lines(m.start())) for m in _AWS_ID.finditer(data)]
-    if not ids:
+    offsets = [m.start() for m in _AWS_ID.finditer(data)]
+    if not offsets:
         return
+    id_lines = [lines(o) for o in offsets]
     rule = "aws-key-pair"
     for m in _AWS_SECRET.finditer(data):
         value = m.group()
         if not (_LETTER.search(value) and _DIGIT.search(value) and value.lower() != value and value.upper() != value):
             continue
         line = lines(m.start())
-        if any(abs(line - i_line) <= _AWS_NEAR_LINES or abs(m.start() - i) <= _AWS_NEAR_BYTES for i, i_line in ids):
+        if _near(id_lines, line, _AWS_NEAR_LINES) or _near(offsets, m.start(), _AWS_NEAR_BYTES):
             yield Hit(rule, SECRET_BUILTIN_RULES[rule], line, value)
 
 

@@ -44,7 +44,16 @@ from typing import BinaryIO
 from governance.gates.crates import Crate
 from governance.gates.policy import SecretPattern, SecretsPolicy, path_under
 from governance.gates.report import Allowance, Finding, GateResult
-from governance.gates.secret_layers import Budget, Inner, Refusal, candidates, container, decodings, unpack
+from governance.gates.secret_layers import (
+    Budget,
+    Inner,
+    Refusal,
+    candidates,
+    container,
+    decodings,
+    size_text,
+    unpack,
+)
 from governance.gates.secret_rules import CHUNK, OVERLAP, Detectors, Hit, line_windows
 from release.products import Workspace
 
@@ -83,13 +92,17 @@ class _Origin:
         return _Origin(self.line if self.steps else line, (*self.steps, step))
 
 
+# (file, line of the file, steps down into it, line of the innermost payload): one place a secret is at.
+_Place = tuple[str, int | None, tuple[str, ...], int | None]
+
+
 @dataclass(frozen=True)
 class _Raw:
-    """A finding before the allowlist: ``generic`` ones yield to specific ones on the same line."""
+    """A finding before the allowlist: ``generic`` ones yield to specific ones at the same place."""
 
     finding: Finding
     rule: str
-    place: tuple[str, int | None, tuple[str, ...], int | None]
+    place: _Place
     generic: bool
 
 
@@ -109,33 +122,34 @@ class _FileScan:
         top = origin.line if origin.steps else line
         return (f"{self.rel}:{top}" if top is not None else self.rel), top
 
+    def record(self, rule: str, top: int | None, message: str, fp: str, place: _Place, generic: bool) -> None:
+        """Keep one finding; one with no line of its file to name prints its fingerprint, for the allowlist."""
+        if top is None:
+            message += f" [fingerprint {fp}]"
+        self.found.append(_Raw(Finding(self.rel, top, f"{NAME}.{rule}", message, fp), rule, place, generic))
+
     def hit(self, hit: Hit, origin: _Origin) -> None:
         where, top = self.where(origin, hit.line)
         message = f"{where} contains {hit.description} ({hit.rule})"
         if origin.steps:
             message += f" at line {hit.line} of {' > '.join(origin.steps)}"
-        fp = fingerprint(hit.rule, hit.value)
-        finding = Finding(self.rel, top, f"{NAME}.{hit.rule}", message, fp)
         place = (self.rel, top, origin.steps, hit.line if origin.steps else None)
-        self.found.append(_Raw(finding, hit.rule, place, hit.generic))
+        self.record(hit.rule, top, message, fingerprint(hit.rule, hit.value), place, hit.generic)
 
     def refusal(self, refusal: Refusal, origin: _Origin, line: int | None) -> None:
         steps = (*origin.steps, refusal.step)
         where, top = self.where(origin, line)
         message = f"{where}: {' > '.join(steps)} {refusal.detail} ({refusal.rule})"
         fp = fingerprint(refusal.rule, "\x00".join(steps).encode())
-        finding = Finding(self.rel, top, f"{NAME}.{refusal.rule}", message, fp)
-        self.found.append(_Raw(finding, refusal.rule, (self.rel, top, steps, None), False))
+        self.record(refusal.rule, top, message, fp, (self.rel, top, steps, None), False)
 
     def too_large(self, size: int) -> None:
         rule = "too-large"
-        limit = self.bounds.max_file_size
         message = (
-            f"{self.rel} is {size} bytes, more than the {limit} scanned whole (bounds.max-file-size): only its "
-            f"lines were scanned, not what it may hold encoded or archived ({rule})"
+            f"{self.rel} is {size_text(size)}, more than the {size_text(self.bounds.max_file_size)} scanned whole "
+            f"(bounds.max-file-size): only its lines were scanned, not what it may hold encoded or archived ({rule})"
         )
-        finding = Finding(self.rel, None, f"{NAME}.{rule}", message, fingerprint(rule, b""))
-        self.found.append(_Raw(finding, rule, (self.rel, None, (), None), False))
+        self.record(rule, None, message, fingerprint(rule, b""), (self.rel, None, (), None), False)
 
     def run(self, f: BinaryIO, size: int) -> None:
         """Scan the open file ``f`` of ``size`` bytes: streamed when too large, else whole and unwrapped."""
