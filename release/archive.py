@@ -202,14 +202,19 @@ def digest_bytes(path: Path, data: bytes) -> ArtifactDigest:
 
 def hash_file(path: Path) -> ArtifactDigest:
     """Hash an existing file by streaming it (SHA-256 and BLAKE2b-512)."""
+    with path.open("rb") as f:
+        return hash_stream(path, f)
+
+
+def hash_stream(path: Path, f: IO[bytes]) -> ArtifactDigest:
+    """Hash the open file ``f`` (named ``path``) by streaming it to its end (SHA-256 and BLAKE2b-512)."""
     sha = hashlib.sha256()
     b2 = hashlib.blake2b(digest_size=64)
     size = 0
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            sha.update(chunk)
-            b2.update(chunk)
-            size += len(chunk)
+    while chunk := f.read(CHUNK):
+        sha.update(chunk)
+        b2.update(chunk)
+        size += len(chunk)
     return ArtifactDigest(path, size, sha.hexdigest(), b2.digest())
 
 

@@ -64,8 +64,9 @@ MAX_FOLDER_ENTRIES = 10000
 MAX_LINK_BYTES = 16 << 20
 MAX_SUMS_BYTES = 4 << 20
 MAX_MEMBERS = 100000
-MAX_MEMBER_BYTES = 4 << 30
-MAX_ARCHIVE_BYTES = 16 << 30
+MAX_MEMBER_BYTES = 1 << 30  # the packagers refuse larger input files too
+MAX_ARCHIVE_BYTES = 4 << 30  # an archive, and the sum of its members
+MAX_CENTRAL_DIRECTORY_BYTES = 64 << 20
 MAX_NAME_BYTES = 4096
 MAX_PAX_BYTES = 1 << 16
 TAR_TAIL_BYTES = 512 + 10240  # the second end-of-archive block, then padding to a 10240-byte record
@@ -527,7 +528,7 @@ def read_zip(fd: int, archive: str, size: int, expect: Expectation) -> list[Memb
         raise Refused("%s: its central directory is not where its end record says" % archive)
     if expect.declared is not None and n_total != len(expect.declared):
         raise Refused("%s: holds %d entries, the packaging link declares %d" % (archive, n_total, len(expect.declared)))
-    if cd_size > n_total * (_CDIR.size + MAX_NAME_BYTES):
+    if cd_size > min(n_total * (_CDIR.size + MAX_NAME_BYTES), MAX_CENTRAL_DIRECTORY_BYTES):
         raise Refused("%s: an oversized central directory" % archive)
     cdir = pread(fd, cd_size, cd_offset)
     pos = 0
@@ -644,10 +645,13 @@ def _zip_data(fd: int, at: int, csize: int, usize: int, method: int, where: str)
 
 def read_archive(fd: int, archive: str, fmt: str, size: int, expect: Expectation) -> list[Member]:
     """The members of archive ``archive`` (format ``fmt``, ``size`` bytes) open at ``fd``."""
-    if fmt == "tar.gz":
-        return read_tar_gz(fd, archive, expect)
-    if fmt == "zip":
-        return read_zip(fd, archive, size, expect)
+    try:
+        if fmt == "tar.gz":
+            return read_tar_gz(fd, archive, expect)
+        if fmt == "zip":
+            return read_zip(fd, archive, size, expect)
+    except (zlib.error, struct.error, ValueError, OverflowError) as e:  # malformed data the readers did not name
+        raise Refused("%s: cannot be read as %s (%s)" % (archive, fmt, shown(str(e)))) from None
     raise Refused("%s: unknown archive format %s" % (archive, shown(fmt)))
 
 
@@ -725,8 +729,11 @@ class Inspection:
         self.check_files()
         self.check_steps()
         self.check_sums()
-        forbidden = self.forbidden_content()
-        bundles = self.config.bundles
+        config = self.config
+        forbidden = forbidden_content(
+            config.bundles, self.links.get(config.gates_step), self.links.get(config.build_step)
+        )
+        bundles = config.bundles
         with ThreadPoolExecutor(max_workers=max(1, min(len(bundles), os.cpu_count() or 1))) as pool:
             for failure in pool.map(lambda b: self.check_bundle(b, forbidden), bundles):
                 if failure is not None:
@@ -735,10 +742,13 @@ class Inspection:
 
     def scan_folder(self) -> None:
         """Remove what an earlier run left; list every other entry by lstat (nothing is followed or opened)."""
-        names = os.listdir(".")
-        if len(names) > MAX_FOLDER_ENTRIES:
-            self.fail("the folder holds %d entries, more than a release (%d)" % (len(names), MAX_FOLDER_ENTRIES))
-            return
+        names = []  # type: list[str]
+        with os.scandir(".") as entries:
+            for entry in entries:
+                if len(names) == MAX_FOLDER_ENTRIES:
+                    self.fail("the folder holds more than %d entries, more than any release" % MAX_FOLDER_ENTRIES)
+                    return
+                names.append(entry.name)
         own_link = self.config.inspection + ".link"
         for name in sorted(names):
             st = os.lstat(name)
@@ -846,60 +856,78 @@ class Inspection:
                 if bad >= MAX_FAILURES:
                     return
 
-    def forbidden_content(self) -> Any:
-        """For each bundle, the SHA-256 of every file it must never hold: what its forbidden paths and binaries are."""
-        out = dict()
-        gates = self.links.get(self.config.gates_step)
-        build = self.links.get(self.config.build_step)
-        sources = gates.materials if gates is not None else dict()
-        products = build.products if build is not None else dict()
-        for b in self.config.bundles:
-            banned = dict()
-            for path, digest in sources.items():
-                hit = b.forbidden_path(path)
-                if hit is not None and digest != EMPTY_SHA256:
-                    banned[digest] = "the %s/ file %s" % (hit, shown(path))
-            for path, digest in products.items():
-                hit = b.forbidden_binary(path.rsplit("/", 1)[-1])
-                if hit is not None:
-                    banned[digest] = "the %s binary" % hit
-            out[b.id] = banned
-        return out
-
     def check_bundle(self, bundle: Bundle, forbidden: Any) -> str | None:
         """Check one bundle's archive; return the reason it fails, or None."""
+        link = self.links.get(bundle.step)
+        if link is None:
+            return None  # named by load_links
         try:
-            self._check_bundle(bundle, forbidden[bundle.id])
+            archive = archive_of(link, bundle)
+            if archive not in self.regular:
+                raise Refused("%s: missing (the product of %s)" % (archive, bundle.step))
+            check_archive(archive, archive, bundle, link, forbidden[bundle.id])
         except Refused as e:
             return str(e)
         except (OSError, ValueError, zlib.error, struct.error, RecursionError, MemoryError) as e:
             return "%s: could not be checked (%s: %s)" % (bundle.step, type(e).__name__, shown(str(e)))
         return None
 
-    def _check_bundle(self, bundle: Bundle, banned: Any) -> None:
-        link = self.links.get(bundle.step)
-        if link is None:
-            return  # named by load_links
-        names = [n for n in link.products if n.startswith(bundle.name + "-") and n.endswith("." + bundle.format)]
-        if len(names) != 1:
-            raise Refused("%s: names %d %s archives, not one" % (link.file, len(names), bundle.format))
-        archive = names[0]
-        stem = archive[: -len(bundle.format) - 1]
-        declared = declared_members(link, bundle, stem)
-        if archive not in self.regular:
-            raise Refused("%s: missing (the product of %s)" % (archive, bundle.step))
-        fd, st = open_regular(archive)
-        try:
-            size = link.environment.get("archive-size")
-            if not isinstance(size, int) or st.st_size != size or size > MAX_ARCHIVE_BYTES:
-                raise Refused("%s: %d bytes, not the %s the %s step wrote" % (archive, st.st_size, size, bundle.step))
-            if sha256_fd(fd, size) != link.products[archive]:
-                raise Refused("%s: is not the archive the %s step wrote (not unpacked)" % (archive, bundle.step))
-            os.lseek(fd, 0, os.SEEK_SET)
-            members = read_archive(fd, archive, bundle.format, size, Expectation(archive, declared))
-        finally:
-            os.close(fd)
-        judge_content(bundle, stem, members, banned, archive)
+
+def forbidden_content(bundles: list[Bundle], gates: Link | None, build: Link | None) -> Any:
+    """For each bundle id, the SHA-256 of every file it must never hold, with what that file is.
+
+    A bundle must never hold a file of its forbidden paths (the gated source
+    the gates step read, e.g. every ``edge/`` file; empty files aside) nor any
+    of its forbidden binaries (the build step's products of those names).
+    """
+    out = dict()
+    sources = gates.materials if gates is not None else dict()
+    products = build.products if build is not None else dict()
+    for b in bundles:
+        banned = dict()
+        for path, digest in sources.items():
+            hit = b.forbidden_path(path)
+            if hit is not None and digest != EMPTY_SHA256:
+                banned[digest] = "the %s/ file %s" % (hit, shown(path))
+        for path, digest in products.items():
+            hit = b.forbidden_binary(path.rsplit("/", 1)[-1])
+            if hit is not None:
+                banned[digest] = "the %s binary" % hit
+        out[b.id] = banned
+    return out
+
+
+def archive_of(link: Link, bundle: Bundle) -> str:
+    """The one archive ``bundle``'s packaging ``link`` names among its products."""
+    names = [n for n in link.products if n.startswith(bundle.name + "-") and n.endswith("." + bundle.format)]
+    if len(names) != 1:
+        raise Refused("%s: names %d %s archives, not one" % (link.file, len(names), bundle.format))
+    return str(names[0])
+
+
+def check_archive(path: str, archive: str, bundle: Bundle, link: Link, banned: Any) -> list[Member]:
+    """Check the archive at ``path`` against its packaging ``link``; return its members, or raise :class:`Refused`.
+
+    Check before touch: the file is opened once (a regular file, not
+    followed), its size and SHA-256 must be what the link recorded before one
+    byte is parsed, then its members are read through the same descriptor,
+    each against the link's declaration, and judged by :func:`judge_content`.
+    """
+    stem = archive[: -len(bundle.format) - 1]
+    declared = declared_members(link, bundle, stem)
+    fd, st = open_regular(path)
+    try:
+        size = link.environment.get("archive-size")
+        if not isinstance(size, int) or st.st_size != size or size > MAX_ARCHIVE_BYTES:
+            raise Refused("%s: %d bytes, not the %s the %s step wrote" % (archive, st.st_size, size, bundle.step))
+        if sha256_fd(fd, size) != link.products[archive]:
+            raise Refused("%s: is not the archive the %s step wrote (not unpacked)" % (archive, bundle.step))
+        os.lseek(fd, 0, os.SEEK_SET)
+        members = read_archive(fd, archive, bundle.format, size, Expectation(archive, declared))
+    finally:
+        os.close(fd)
+    judge_content(bundle, stem, members, banned, archive)
+    return members
 
 
 def _kind(mode: int) -> str:
@@ -967,6 +995,9 @@ def declared_members(link: Link, bundle: Bundle, stem: str) -> list[Member]:
         packaged[material] = name
         total += size
         members.append(Member(name, kind, mode, size, digest))
+    absent = sorted(binaries - set(m.name for m in members))
+    if absent:
+        raise Refused("%s: declares no member %s, a binary of the %s bundle" % (link.file, shown(absent[0]), bundle.id))
     unpacked = sorted(set(link.materials) - set(packaged))
     if unpacked:
         raise Refused("%s: read %s but does not declare it in the archive" % (link.file, shown(unpacked[0])))

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import traceback
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -32,7 +31,7 @@ if __package__ in (None, ""):
     ensure_environment("cryptography", "in_toto", "securesystemslib", "cyclonedx")
 
 from release.audit.checks import audit
-from release.audit.render import render_text, write_html, write_json
+from release.audit.render import printable, render_text, write_html, write_json
 from release.cli import exit_process, run
 from release.errors import BadInputError, ReleaseError
 
@@ -61,9 +60,11 @@ def main(argv: list[str] | None = None) -> int:
             if isinstance(e, BadInputError):
                 raise
             raise BadInputError(e.message, hint=e.hint) from e  # anything that stops the audit: could not run
-        except Exception as e:
-            traceback.print_exc()
-            raise BadInputError(f"the audit could not run: {type(e).__name__}: {e}") from e
+        except Exception as e:  # a fault of the audit itself: one line, never a traceback
+            raise BadInputError(
+                f"the audit could not run: {type(e).__name__}: {printable(str(e))}",
+                hint="this is a bug of the audit; please report it with the folder that caused it",
+            ) from e
         if ns.json:
             write_json(report, ns.json)
         if ns.html:

@@ -31,6 +31,7 @@ a failure. The verdict is "verified" only when every check passed.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -41,8 +42,11 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from release import attest, minisign, provenance, sbom
+from release import attest, inspection, minisign, provenance, sbom
 from release.audit.evidence import (
+    MAX_ENTRIES,
+    MAX_SIGNATURE_BYTES,
+    MAX_SUMS_BYTES,
     ArchiveContents,
     Folder,
     LayoutView,
@@ -52,6 +56,7 @@ from release.audit.evidence import (
     is_link,
     layout_view,
     load_metablock,
+    parse_json,
     read_archive,
     signature_ok,
     version_of,
@@ -186,7 +191,7 @@ def check_layout(a: _Audit) -> Check:
     if not a.folder.has(name):
         f.add(name, "missing: the release has no root layout")
         return f.done("")
-    metablock, why = load_metablock(a.folder.files[name])
+    metablock, why = load_metablock(a.folder, name)
     if metablock is None or not is_layout(metablock):
         f.add(name, why or "holds a link, not a layout")
         return f.done("")
@@ -223,7 +228,7 @@ def check_links(a: _Audit) -> Check:
             f.add(step.name, f"no link (expected {' or '.join(n for _, n in candidates) or 'a signed link'})")
             continue
         keyid, file = present[0]
-        metablock, why = load_metablock(a.folder.files[file])
+        metablock, why = load_metablock(a.folder, file)
         if metablock is None or not is_link(metablock):
             f.add(file, why or "holds a layout, not a link")
             continue
@@ -295,16 +300,18 @@ def check_files(a: _Audit) -> Check:
             f.add(name, "is not part of the release (no step produced it)")
     for name in a.folder.others:
         f.add(name, "is not a regular file; a release folder holds only files")
+    if a.folder.overflow:
+        f.add(".", f"holds more than {MAX_ENTRIES} entries; the rest were not read")
     return f.done(f"{len(a.folder.files)} files, all part of the release")
 
 
 def check_checksums(a: _Audit) -> Check:
     f = _Findings("checksums")
-    text = a.folder.text(SUMS_NAME)
-    if text is None:
-        f.add(SUMS_NAME, "missing or unreadable")
-        return f.done("")
     try:
+        text = a.folder.text(SUMS_NAME, MAX_SUMS_BYTES)
+        if text is None:
+            f.add(SUMS_NAME, "missing")
+            return f.done("")
         a.sums = parse(text, SUMS_NAME)
     except VerificationError as e:
         f.add(SUMS_NAME, e.message.removeprefix(f"{SUMS_NAME}: "))
@@ -359,7 +366,7 @@ def check_signatures(a: _Audit) -> Check:
         a.signature_status[name] = False
         try:
             verify_digest(pub, digest)
-            sig = minisign.parse_signature(a.folder.text(name + SIG) or "", name + SIG)
+            sig = minisign.parse_signature(a.folder.text(name + SIG, MAX_SIGNATURE_BYTES) or "", name + SIG)
         except VerificationError as e:
             f.add(name + SIG, e.message.removeprefix(f"{name + SIG}: "))
             continue
@@ -389,17 +396,20 @@ def _gates_from_link(a: _Audit) -> list[GateInfo]:
 
 def check_gates(a: _Audit) -> Check:
     f = _Findings("gates")
-    text = a.folder.text(GATES_REPORT)
-    if text is None:
+    if not a.folder.has(GATES_REPORT):
         f.add(GATES_REPORT, "missing: the gates report is part of every release")
         a.gates = _gates_from_link(a)
         return f.done("")
     try:
-        data = json.loads(text)
+        data = a.folder.json(GATES_REPORT)
         if not isinstance(data, dict) or data.get("schema") != GATES_SCHEMA:
             raise ValueError(f"not a {GATES_SCHEMA} report")
         gates = data["gates"]
         a.gates = [GateInfo(str(g["name"]), g["passed"] is True, str(g["reason"]), GATES_REPORT) for g in gates]
+    except VerificationError as e:
+        f.add(GATES_REPORT, e.message.removeprefix(f"{GATES_REPORT}: "))
+        a.gates = _gates_from_link(a)
+        return f.done("")
     except (ValueError, KeyError, TypeError) as e:
         f.add(GATES_REPORT, f"not a readable gates report ({e})")
         a.gates = _gates_from_link(a)
@@ -423,19 +433,39 @@ def check_archives(a: _Audit) -> Check:
     versions = sorted({version_of(archive_stem(n)) or "?" for n in a.archives})
     if len(versions) > 1:
         f.add("archives", f"are of different versions: {', '.join(versions)}")
+    config = a.layout.config if a.layout is not None and a.layout_trusted else None
+    if config is None:
+        if a.archives:
+            f.add(attest.LAYOUT_NAME, "no trusted layout of this project's: no archive is read (nothing unverified is)")
+        return f.done("")
+    links = {step: _inspection_link(link) for step, link in a.links.items() if link.signature_ok}
+    banned = inspection.forbidden_content(config.bundles, links.get(config.gates_step), links.get(config.build_step))
+    bundles = {b.step: b for b in config.bundles}
+    jobs = []
     for name in sorted(a.archives):
+        step = a.archives[name]
         if not a.folder.has(name):
-            f.add(name, f"missing (the product of {a.archives[name]})")
-            continue
-        stem = archive_stem(name)
-        contents = read_archive(a.folder.files[name], stem)
-        a.contents[name] = contents
-        for problem in contents.problems:
-            f.add(name, problem)
-        if contents.readable and not any(m.path.startswith(f"{stem}/bin/") for m in contents.members):
-            f.add(name, f"holds no binary under {stem}/bin/")
+            f.add(name, f"missing (the product of {step})")
+        elif step not in bundles or step not in links:
+            f.add(name, f"not read: no packaging link of {step} verified by the layout's keys to check it against")
+        else:
+            jobs.append((name, bundles[step], links[step]))
+
+    def read(job: tuple[str, inspection.Bundle, inspection.Link]) -> tuple[str, ArchiveContents]:
+        name, bundle, link = job
+        return name, read_archive(a.folder.files[name], name, bundle, link, banned[bundle.id])
+
+    with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
+        for name, contents in pool.map(read, jobs):
+            a.contents[name] = contents
+            for problem in contents.problems:
+                f.add(name, problem)
     files = sum(len(c.members) for c in a.contents.values())
-    return f.done(f"{len(a.contents)} archives, {files} files inside")
+    return f.done(f"{len(a.contents)} archives, {files} files inside, each checked against its packaging link")
+
+
+def _inspection_link(link: _Link) -> inspection.Link:
+    return inspection.Link(link.file, link.signed)
 
 
 def _compare_files(f: _Findings, where: str, described: Mapping[str, str], actual: Mapping[str, str]) -> None:
@@ -454,16 +484,16 @@ def check_sboms(a: _Audit) -> Check:
     f = _Findings("sboms")
     for archive in sorted(a.archives):
         name = a.sbom_name(archive)
-        text = a.folder.text(name)
-        if text is None:
-            f.add(name, f"missing: every archive ships with its SBOM ({archive})")
-            continue
         try:
-            data = json.loads(text)
+            text = a.folder.text(name)
+            if text is None:
+                f.add(name, f"missing: every archive ships with its SBOM ({archive})")
+                continue
+            data = parse_json(text, name)
             if not isinstance(data, dict):
-                raise ValueError("not a JSON object")
-        except ValueError as e:
-            f.add(name, f"not JSON ({e})")
+                raise VerificationError(f"{name}: not a JSON object")
+        except VerificationError as e:
+            f.add(name, e.message.removeprefix(f"{name}: "))
             continue
         errors = sbom.validate_sbom(text, str(data.get("specVersion")))
         if errors:
@@ -516,7 +546,12 @@ def check_provenance(a: _Audit) -> Check:
         f.add(expected, "missing: the release ships its SLSA provenance")
         return f.done("")
     try:
-        envelope = provenance.read_envelope(a.folder.text(name) or "", name)
+        lines = [line for line in (a.folder.text(name) or "").split("\n") if line.strip()]
+        if len(lines) != 1:  # read_envelope names the problem without parsing anything
+            provenance.read_envelope("\n".join(lines), name)
+        envelope = parse_json(lines[0], name)
+        if not isinstance(envelope, dict):
+            raise VerificationError(f"{name}: not a DSSE envelope")
     except VerificationError as e:
         f.add(name, e.message.removeprefix(f"{name}: "))
         return f.done("")

@@ -7,46 +7,99 @@ outside it except the owner's public key.
 
 from __future__ import annotations
 
-import gzip
-import hashlib
+import contextlib
+import json
+import os
 import stat
-import tarfile
-import zipfile
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
-from typing import IO, Any
+from pathlib import Path
+from typing import Any
 
 from in_toto.models.layout import Layout
 from in_toto.models.link import Link
 from in_toto.models.metadata import Metablock
 
-from release.archive import CHUNK, ArtifactDigest, hash_file
+from release import inspection
+from release.archive import ArtifactDigest, hash_stream
 from release.audit.model import MemberInfo
+from release.errors import VerificationError
 from release.products import ARCHIVE_FORMATS, SEMVER
+
+MAX_DOCUMENT_BYTES = 4 << 20  # a layout, link, SBOM, gates report or provenance; a release's are far smaller
+MAX_SUMS_BYTES = 1 << 20  # SHA256SUMS lists a few dozen files
+MAX_SIGNATURE_BYTES = 64 << 10
+MAX_JSON_DEPTH = 64
+MAX_ENTRIES = inspection.MAX_FOLDER_ENTRIES
+
+
+def parse_json(data: bytes | str, where: str) -> Any:
+    """Parse JSON evidence: UTF-8, at most :data:`MAX_JSON_DEPTH` levels deep; :class:`VerificationError` otherwise.
+
+    The depth is checked on the parsed value without recursion, so nothing
+    that walks it later (a schema validator, in-toto) can exhaust the stack.
+    """
+    try:
+        value = json.loads(data)
+    except RecursionError:
+        raise VerificationError(f"{where}: JSON nested too deeply to read") from None
+    except (ValueError, UnicodeDecodeError) as e:  # int digits limit and bad UTF-8 are ValueErrors too
+        raise VerificationError(f"{where}: not JSON ({_short(str(e))})") from None
+    check_depth(value, where)
+    return value
+
+
+def check_depth(value: Any, where: str) -> None:
+    """Refuse parsed JSON nested deeper than :data:`MAX_JSON_DEPTH` (checked without recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise VerificationError(f"{where}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+
+
+def _short(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @dataclass
 class Folder:
-    """The top level of a release folder: its regular files (hashed on demand, once) and anything else."""
+    """The top level of a release folder: its regular files (hashed on demand, once) and anything else.
+
+    Entries are judged by ``lstat``; a file is opened only as a regular file,
+    never following a symlink, never blocking on a FIFO, and read whole only
+    up to a limit.
+    """
 
     path: Path
     files: dict[str, Path]
+    sizes: dict[str, int]
     others: list[str]
+    overflow: bool = False
     _digests: dict[str, ArtifactDigest | None] = field(default_factory=dict)
 
     @classmethod
     def scan(cls, path: Path) -> Folder:
-        """List ``path``; raises :class:`OSError` when it cannot be listed."""
+        """List ``path`` (at most :data:`MAX_ENTRIES` entries); raises :class:`OSError` when it cannot be listed."""
         files: dict[str, Path] = {}
+        sizes: dict[str, int] = {}
         others: list[str] = []
-        for p in sorted(path.iterdir(), key=lambda p: p.name):
-            if stat.S_ISREG(p.lstat().st_mode):
-                files[p.name] = p
-            else:
-                others.append(p.name)
-        return cls(path, files, others)
+        overflow = False
+        with os.scandir(path) as entries:
+            for n, entry in enumerate(entries):
+                if n >= MAX_ENTRIES:
+                    overflow = True
+                    break
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISREG(st.st_mode):
+                    files[entry.name] = Path(entry.path)
+                    sizes[entry.name] = st.st_size
+                else:
+                    others.append(entry.name)
+        return cls(path, dict(sorted(files.items())), sizes, sorted(others), overflow)
 
     def has(self, name: str) -> bool:
         return name in self.files
@@ -54,18 +107,39 @@ class Folder:
     def digest(self, name: str) -> ArtifactDigest | None:
         """The digest of the file ``name`` (streamed), or None when it is absent or unreadable."""
         if name not in self._digests:
-            try:
-                self._digests[name] = hash_file(self.files[name]) if name in self.files else None
-            except OSError:
-                self._digests[name] = None
+            self._digests[name] = None
+            if name in self.files:
+                with contextlib.suppress(OSError, inspection.Refused):
+                    fd, _ = inspection.open_regular(str(self.files[name]))
+                    with os.fdopen(fd, "rb") as f:
+                        self._digests[name] = hash_stream(self.files[name], f)
         return self._digests[name]
 
-    def text(self, name: str) -> str | None:
-        """The file's text (UTF-8), or None when absent or unreadable."""
-        try:
-            return self.files[name].read_text(encoding="utf-8") if name in self.files else None
-        except (OSError, UnicodeDecodeError):
+    def read(self, name: str, limit: int = MAX_DOCUMENT_BYTES) -> bytes | None:
+        """The bytes of the file ``name``, or None when there is none; :class:`VerificationError` when unreadable."""
+        if name not in self.files:
             return None
+        if self.sizes[name] > limit:
+            raise VerificationError(f"{name}: {self.sizes[name]} bytes, over the {limit}-byte limit for such a file")
+        try:
+            return inspection.read_small(str(self.files[name]), limit)
+        except inspection.Refused as e:
+            raise VerificationError(str(e).replace(str(self.files[name]), name)) from None
+
+    def text(self, name: str, limit: int = MAX_DOCUMENT_BYTES) -> str | None:
+        """The file's UTF-8 text, or None when there is none; :class:`VerificationError` when unreadable."""
+        data = self.read(name, limit)
+        if data is None:
+            return None
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise VerificationError(f"{name}: not UTF-8 text (byte {e.start})") from None
+
+    def json(self, name: str) -> Any:
+        """The file's JSON, checked by :func:`parse_json`; None when there is none."""
+        data = self.read(name)
+        return None if data is None else parse_json(data, name)
 
 
 # --- the layout ------------------------------------------------------------------
@@ -91,6 +165,7 @@ class LayoutView:
     inspections: tuple[str, ...]
     expires: str
     readme: str
+    config: inspection.Config | None = None  # the inspection program's configuration, when it runs ours
 
     def step(self, name: str) -> LayoutStep | None:
         for s in self.steps:
@@ -137,14 +212,32 @@ def layout_view(layout: Any) -> LayoutView:
         inspections=tuple(str(i.name) for i in layout.inspect or []),
         expires=str(layout.expires),
         readme=str(layout.readme or ""),
+        config=_inspection_config(layout),
     )
 
 
-def load_metablock(path: Path) -> tuple[Any | None, str | None]:
-    """``(metablock, None)``, or ``(None, why)`` when ``path`` is not a readable in-toto metadata file."""
+def _inspection_config(layout: Any) -> inspection.Config | None:
+    """The configuration of the layout's inspection when its command is the project's inspection program."""
+    for i in layout.inspect or []:
+        run = list(i.run or [])
+        if len(run) == 6 and run[:4] == ["python3", "-I", "-S", "-c"]:
+            try:
+                return inspection.Config(str(run[5]))
+            except (inspection.Refused, ValueError, KeyError, TypeError):
+                return None
+    return None
+
+
+def load_metablock(folder: Folder, name: str) -> tuple[Any | None, str | None]:
+    """``(metablock, None)``, or ``(None, why)`` when ``name`` is not readable in-toto metadata (bounded)."""
     try:
-        return Metablock.load(str(path)), None
-    except Exception as e:  # in-toto raises many types for a malformed file
+        data = folder.json(name)
+        if not isinstance(data, dict):
+            return None, "not in-toto metadata (not a JSON object)"
+        return Metablock.from_dict(data), None
+    except VerificationError as e:
+        return None, e.message.removeprefix(f"{name}: ")
+    except Exception as e:  # in-toto raises many types for a malformed document
         return None, f"not readable in-toto metadata ({type(e).__name__})"
 
 
@@ -216,7 +309,7 @@ def version_of(stem: str) -> str | None:
 
 @dataclass(frozen=True)
 class ArchiveContents:
-    """What is inside an archive: its regular files, and whatever is wrong with it."""
+    """What is inside an archive (its regular files), or why it was not, or could not be, read."""
 
     members: tuple[MemberInfo, ...]
     problems: tuple[str, ...]
@@ -227,88 +320,21 @@ class ArchiveContents:
         return {m.path: m.sha256 for m in self.members}
 
 
-def _hash_stream(f: IO[bytes]) -> tuple[int, str]:
-    sha = hashlib.sha256()
-    size = 0
-    while chunk := f.read(CHUNK):
-        sha.update(chunk)
-        size += len(chunk)
-    return size, sha.hexdigest()
+def read_archive(
+    path: Path, archive: str, bundle: inspection.Bundle, link: inspection.Link, banned: Mapping[str, str]
+) -> ArchiveContents:
+    """Check the archive at ``path`` against its verified packaging ``link`` before reading it, then read it.
 
-
-def _unsafe(name: str) -> bool:
-    p = PurePosixPath(name)
-    return p.is_absolute() or ".." in p.parts or "\\" in name
-
-
-def _tar_members(path: Path, problems: list[str]) -> Iterator[MemberInfo]:
-    # gzip.open checks the CRC and length at the end of the stream, which tarfile's own "r|gz" does not;
-    # tarfile also stops silently at a corrupt header, so what follows its end must be zero padding.
-    with gzip.open(path, "rb") as gz, tarfile.open(fileobj=gz, mode="r|") as tar:
-        yield from _tar_stream(tar, problems)
-        while chunk := gz.read(CHUNK):
-            if chunk.count(0) != len(chunk):
-                problems.append("holds data after its end-of-archive marker (a corrupt or hidden member)")
-                while gz.read(CHUNK):
-                    pass  # to the end, so the gzip checksum is checked
-                break
-
-
-def _tar_stream(tar: tarfile.TarFile, problems: list[str]) -> Iterator[MemberInfo]:
-    for member in tar:
-        if _unsafe(member.name):
-            problems.append(f"holds an unsafe member name {member.name!r}")
-        if member.isdir():
-            continue
-        if not member.isreg():
-            problems.append(f"holds {member.name!r}, which is not a regular file or directory")
-            continue
-        f = tar.extractfile(member)
-        if f is None:
-            problems.append(f"{member.name!r} cannot be read")
-            continue
-        size, sha = _hash_stream(f)
-        yield MemberInfo(member.name, size, sha)
-
-
-def _zip_members(path: Path, problems: list[str]) -> Iterator[MemberInfo]:
-    with zipfile.ZipFile(path) as zf:
-        for info in zf.infolist():
-            if _unsafe(info.filename):
-                problems.append(f"holds an unsafe member name {info.filename!r}")
-            if info.is_dir():
-                continue
-            mode = info.external_attr >> 16
-            if mode and not stat.S_ISREG(mode):
-                problems.append(f"holds {info.filename!r}, which is not a regular file or directory")
-                continue
-            with zf.open(info) as f:
-                size, sha = _hash_stream(f)
-            yield MemberInfo(info.filename, size, sha)
-
-
-def read_archive(path: Path, stem: str) -> ArchiveContents:
-    """Stream the archive at ``path`` (never read whole) and hash every regular file in it.
-
-    Problems: unreadable or corrupt archive (then nothing of it is trusted:
-    ``readable`` is False and no member is listed), data hidden after the tar
-    end-of-archive marker, unsafe or duplicate member names, links or devices,
-    members outside the one top-level directory ``stem/``.
+    The customer's inspection does exactly this (:func:`release.inspection.check_archive`):
+    nothing is parsed unless the archive's size and SHA-256 are what the link
+    recorded, every member is read in memory against the link's declaration,
+    and forbidden content is refused. A refusal makes the archive unreadable.
     """
-    problems: list[str] = []
-    members: list[MemberInfo] = []
-    fmt = archive_format(path.name)
     try:
-        reader = _tar_members if fmt == "tar.gz" else _zip_members
-        members = list(reader(path, problems))
-    except (OSError, EOFError, tarfile.TarError, zipfile.BadZipFile, zlib.error, ValueError) as e:  # BadGzipFile too
-        problems.append(f"cannot be read as {fmt} ({type(e).__name__}: {e})")
-        return ArchiveContents((), tuple(problems), readable=False)
-    seen: set[str] = set()
-    for m in members:
-        if m.path in seen:
-            problems.append(f"holds {m.path!r} twice")
-        seen.add(m.path)
-        if not m.path.startswith(stem + "/"):
-            problems.append(f"holds {m.path!r} outside its top-level directory {stem}/")
-    return ArchiveContents(tuple(sorted(members, key=lambda m: m.path)), tuple(problems))
+        members = inspection.check_archive(str(path), archive, bundle, link, banned)
+    except inspection.Refused as e:
+        return ArchiveContents((), (str(e).removeprefix(f"{archive}: "),), readable=False)
+    except (OSError, ValueError, zlib.error) as e:
+        return ArchiveContents((), (f"cannot be read ({type(e).__name__}: {e})",), readable=False)
+    files = tuple(MemberInfo(m.name, m.size, m.sha256) for m in members if m.kind == "file")
+    return ArchiveContents(tuple(sorted(files, key=lambda m: m.path)), ())

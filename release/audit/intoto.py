@@ -1,29 +1,38 @@
 """The customer's verification: the stock ``in-toto-verify``, run on a scratch copy of a release folder.
 
-``in-toto-verify`` runs the layout's inspections in its working directory:
-they unpack archives into ``_inspect/`` and write one ``<inspection>.link``
-each. To leave the audited folder exactly as it was, the verification runs
-in a scratch directory holding a copy of the folder's files: hard links where
-the file system allows (no archive is copied), real copies for the ``.link``
-files (in-toto overwrites inspection links in place, which would write
-through a hard link) and wherever hard links are refused.
+``in-toto-verify`` runs the layout's inspection in its working directory and
+writes ``<inspection>.link`` there. To leave the audited folder exactly as it
+was, the verification runs in a scratch directory holding a copy of the
+folder's regular files: hard links where the file system allows (no archive
+is copied), real copies for the ``.link`` files (in-toto writes its
+inspection link in place, which would write through a hard link) and
+wherever hard links are refused.
+
+Before anything runs, the folder gets the checks the README's customer
+procedure makes: only regular files are staged (nothing is followed), none
+over :data:`MAX_FILE_BYTES` (in-toto hashes every file before any check of
+ours), and every ``.link`` must be an in-toto link: in-toto runs the
+inspections of a layout it finds in place of a link, so a functionary's key
+could otherwise run commands on the auditor's machine.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from release.attest import LAYOUT_NAME
+from release.audit.evidence import Folder
 from release.audit.model import InTotoResult
-from release.errors import BadInputError, ToolchainError
+from release.errors import BadInputError, ToolchainError, VerificationError
+from release.inspection import MARKER, MAX_ARCHIVE_BYTES
 
 VERIFY_TIMEOUT = 600
+MAX_FILE_BYTES = MAX_ARCHIVE_BYTES
 _LOG_TAIL = 40
 
 
@@ -50,14 +59,29 @@ def failure_reason(stderr: str) -> str:
     return lines[-1] if lines else "(no output)"
 
 
-def _stage(folder: Path, scratch: Path) -> None:
-    """Put a copy of ``folder``'s top-level regular files into ``scratch`` (hard links when possible)."""
-    for p in sorted(folder.iterdir()):
-        st = p.lstat()
-        if not stat.S_ISREG(st.st_mode):
-            continue  # directories (a previous run's _inspect/), symlinks, devices: never staged
-        dest = scratch / p.name
-        if not p.name.endswith(".link"):
+def refusal(folder: Folder) -> str | None:
+    """Why the stock tool must not run on ``folder`` at all, or None."""
+    for name in sorted(folder.files):
+        if folder.sizes[name] > MAX_FILE_BYTES:
+            return f"{name}: {folder.sizes[name]} bytes, more than any release file (in-toto would hash it all)"
+        if name.endswith(".link"):
+            try:
+                data = folder.json(name)
+            except VerificationError as e:
+                return e.message
+            signed = data.get("signed") if isinstance(data, dict) else None
+            if not isinstance(signed, dict) or signed.get("_type") != "link":
+                return f"{name}: is not an in-toto link (in-toto would run the commands of a layout in its place)"
+    return None
+
+
+def _stage(folder: Folder, scratch: Path) -> None:
+    """Put a copy of ``folder``'s regular files into ``scratch`` (hard links when possible)."""
+    for name, p in sorted(folder.files.items()):
+        dest = scratch / name
+        # Copied, not linked: what the inspection removes or in-toto writes in place, and what it removes
+        # only when it has one name (an earlier run's link and failure markers).
+        if not name.endswith(".link") and not name.startswith(MARKER):
             try:
                 os.link(p, dest, follow_symlinks=False)
                 continue
@@ -82,13 +106,20 @@ def run_in_toto_verify(
         raise BadInputError(f"{folder}: not a directory")
     if not owner_pub.is_file():
         raise BadInputError(f"{owner_pub}: the owner's public key is not a readable file")
+    try:
+        listed = Folder.scan(folder)
+    except OSError as e:
+        raise BadInputError(f"{folder}: cannot read the release folder: {e.strerror or e}") from e
+    why = refusal(listed)
+    if why is not None:
+        return InTotoResult(False, f"not run: {why}")
     command = [in_toto_verify_command(), "--layout", LAYOUT_NAME, "--verification-keys", str(owner_pub.resolve())]
     command += ["--inspection-timeout", str(timeout)]
     with tempfile.TemporaryDirectory(prefix="ransomeye-audit-", dir=scratch_parent) as tmp:
         scratch = Path(tmp) / "release"
         scratch.mkdir()
         try:
-            _stage(folder, scratch)
+            _stage(listed, scratch)
         except OSError as e:
             raise BadInputError(f"{folder}: cannot read the release folder: {e.strerror or e}") from e
         if not (scratch / LAYOUT_NAME).is_file():

@@ -10,7 +10,10 @@ Reports are written atomically (a temporary file, then a rename).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import unicodedata
 from collections.abc import Iterable
 from datetime import datetime
 from html import escape
@@ -64,8 +67,27 @@ def commit_text(report: AuditReport) -> str:
 # --- text -----------------------------------------------------------------------
 
 
+def printable(line: str) -> str:
+    """``line`` with every control, format, separator or unassigned character escaped (``\\x1b``, ``\\u202e``).
+
+    Every string of a report can come from the folder under audit; escaped,
+    none can move the cursor, clear the screen, reorder text or start a line
+    of its own (a forged ``Verdict:`` line).
+    """
+    return "".join(
+        c.encode("unicode_escape").decode("ascii") if unicodedata.category(c) in _UNPRINTABLE or c == "\\" else c
+        for c in line
+    )
+
+
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
 def render_text(report: AuditReport) -> str:
-    """A plain-text account for the terminal: verdict, checks, failures, steps, gates, archives."""
+    """A plain-text account for the terminal: verdict, checks, failures, steps, gates, archives.
+
+    Every line passes through :func:`printable`.
+    """
     lines = [
         f"RansomEye release audit of {report.release_dir}",
         f"Verdict: {report.verdict}",
@@ -111,7 +133,7 @@ def render_text(report: AuditReport) -> str:
             f"Provenance: {p.file} ({'verified' if p.verified else 'NOT verified'}), builder {p.builder_id}, "
             f"{p.started or '?'} .. {p.finished or '?'}, {len(p.subjects)} subjects",
         ]
-    return "\n".join(lines) + "\n"
+    return "".join(printable(line) + "\n" for line in lines)  # a line break inside a line is escaped too
 
 
 # --- HTML -----------------------------------------------------------------------
@@ -157,15 +179,22 @@ section.failures { border-color:var(--bad); background:var(--bad-bg); }
 .node b { font-size:13.5px; display:block; } .node .meta { color:var(--muted); }
 .legend { font-size:12.5px; color:var(--muted); margin-top:4px; }
 .sw { display:inline-block; width:12px; height:12px; border-radius:3px; vertical-align:-1px; margin:0 4px 0 12px; }
+.sw.build { background:var(--build); } .sw.release { background:var(--release); } .sw.bad { background:var(--bad); }
 .gantt td.bar { width:70%; vertical-align:middle; } .num { white-space:nowrap; text-align:right; }
-.track { position:relative; height:16px; background:#eef1f4; border-radius:4px; }
-.seg { position:absolute; top:0; bottom:0; border-radius:4px; background:var(--other); min-width:3px; }
-.seg.build { background:var(--build); } .seg.release { background:var(--release); }
+.track { display:block; background:#eef1f4; border-radius:4px; }
+.seg { fill:var(--other); } .seg.build { fill:var(--build); } .seg.release { fill:var(--release); }
 details summary { cursor:pointer; color:var(--build); margin:6px 0; }
 .archive { border:1px solid var(--line); border-radius:8px; padding:10px 14px; margin:10px 0; }
 .archive h3 { margin:0 0 4px; }
 footer { max-width:1180px; margin:0 auto 40px; padding:0 24px; color:var(--muted); font-size:13px; }
 """
+
+
+# Nothing but the one style block above may apply: no script, no inline style, nothing fetched, no form.
+CSP = (
+    f"default-src 'none'; style-src 'sha256-{base64.b64encode(hashlib.sha256(_CSS.encode()).digest()).decode()}'; "
+    "img-src 'none'; base-uri 'none'; form-action 'none'"
+)
 
 
 def _e(value: object) -> str:
@@ -211,9 +240,8 @@ def _diagram(report: AuditReport, bad: set[str]) -> str:
         parts.append(f'<div class="col">{"".join(nodes)}</div>')
     legend = (
         '<div class="legend">Columns follow the layout\'s artifact rules (each step consumes the products of the '
-        'steps to its left). Functionary:<span class="sw" style="background:var(--build)"></span>build key'
-        '<span class="sw" style="background:var(--release)"></span>release key'
-        '<span class="sw" style="background:var(--bad)"></span>failed</div>'
+        'steps to its left). Functionary:<span class="sw build"></span>build key'
+        '<span class="sw release"></span>release key<span class="sw bad"></span>failed</div>'
     )
     return f'<div class="chain">{"".join(parts)}</div>{legend}'
 
@@ -241,8 +269,8 @@ def _timeline(report: AuditReport) -> str:
             left = (a - t0).total_seconds() / total * 100
             width = (b - a).total_seconds() / total * 100
             bar = (
-                f'<div class="track"><div class="seg {_role_class(s.role)}" '
-                f'style="left:{left:.2f}%;width:{width:.2f}%"></div></div>'
+                f'<svg class="track" width="100%" height="16"><rect class="seg {_role_class(s.role)}" '
+                f'x="{left:.2f}%" width="{max(width, 0.4):.2f}%" height="16" rx="4"/></svg>'
             )
         offset = "—" if a is None else f"+{(a - t0).total_seconds():.1f} s"
         rows.append(
@@ -287,7 +315,13 @@ def _archive(a: ArchiveInfo) -> str:
 
 
 def render_html(report: AuditReport) -> str:
-    """The report as one self-contained HTML page (inline CSS, no script, nothing fetched)."""
+    """The report as one self-contained HTML page (one style block, no script, nothing fetched).
+
+    Every string from the folder is HTML-escaped, and the page's
+    Content-Security-Policy (:data:`CSP`) lets nothing but its own style
+    block apply, so even a string that escaped escaping could run no script,
+    style nothing and fetch nothing.
+    """
     ok = report.verified
     title = f"RansomEye {report.version or ''} release audit: {report.verdict}"
     facts = [
@@ -391,6 +425,7 @@ def render_html(report: AuditReport) -> str:
     )
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
         f'<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"
         f"{header}<main>{''.join(sections)}</main>{footer}</body></html>\n"

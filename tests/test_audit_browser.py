@@ -1,0 +1,125 @@
+"""The HTML audit report in a real browser (Debian's Chromium, headless).
+
+What an auditor opens must show the verdict and the per-check table; evidence
+crafted to inject markup must change nothing on the page but text; and the
+page's Content-Security-Policy must stop a script or an inline style even if
+one slipped through escaping.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from release.audit.checks import audit
+from release.audit.model import AuditReport
+from release.audit.render import write_html
+from tests.conftest import Repo
+
+pytestmark = pytest.mark.slow
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+    "--window-size=1280,1600", "--force-device-scale-factor=1",
+]  # fmt: skip
+INJECTION = '"><script>document.title="pwned"<img src=x onerror=alert(1)><b style="color:red">x'
+HARMLESS = "a" * len(INJECTION)
+
+
+def chromium(page: Path, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    profile = tmp / f"profile-{page.stem}-{len(args)}"
+    return subprocess.run(
+        [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args, page.as_uri()],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+
+
+def dom(page: Path, tmp: Path) -> str:
+    """The page's DOM after the browser loaded it (and ran whatever it was allowed to run)."""
+    return chromium(page, tmp, "--dump-dom").stdout
+
+
+def screenshot(page: Path, tmp: Path) -> bytes:
+    shot = tmp / f"{page.stem}.png"
+    chromium(page, tmp, f"--screenshot={shot}")
+    return shot.read_bytes()
+
+
+class _Skeleton(HTMLParser):
+    """The element structure of a page: each tag with its attribute names and classes, no text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, tuple[str, ...], str]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        names = tuple(sorted(name for name, _ in attrs if name not in ("title",)))
+        self.tags.append((tag, names, dict(attrs).get("class") or ""))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def skeleton(html: str) -> _Skeleton:
+    parser = _Skeleton()
+    parser.feed(html)
+    return parser
+
+
+@pytest.fixture(scope="module")
+def reports(released: Repo, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The honest report, and two failing ones that differ only in one planted name: harmless or markup."""
+    tmp = tmp_path_factory.mktemp("browser")
+    out = {}
+    for kind, name in (("honest", None), ("harmless", HARMLESS), ("injected", INJECTION)):
+        folder = tmp / kind
+        shutil.copytree(released.artifacts, folder)
+        if name is not None:
+            (folder / name).write_text("x")
+        report: AuditReport = audit(folder, released.keys / "owner.pub")
+        out[kind] = tmp / f"{kind}.html"
+        write_html(report, out[kind])
+    return out
+
+
+def test_the_report_renders_the_verdict_and_every_check(reports: dict[str, Path], tmp_path: Path) -> None:
+    honest = skeleton(dom(reports["honest"], tmp_path))
+    text = " ".join(honest.text)
+    assert "✔ VERIFIED" in text
+    checks = [t for t in honest.tags if t[0] == "div" and t[2].split()[:1] == ["check"]]
+    assert len(checks) == 10, "one box per check"
+    failed = " ".join(skeleton(dom(reports["injected"], tmp_path)).text)
+    assert "✘ VERIFICATION FAILED" in failed and "is not part of the release" in failed
+
+
+def test_injected_markup_changes_nothing_but_text(reports: dict[str, Path], tmp_path: Path) -> None:
+    harmless = dom(reports["harmless"], tmp_path)
+    injected = dom(reports["injected"], tmp_path)
+    assert skeleton(injected).tags == skeleton(harmless).tags, "the planted name added or changed elements"
+    assert INJECTION in "".join(skeleton(injected).text), "the name is shown, as text"
+    assert "pwned" not in injected.split("<title>", 1)[1].split("</title>", 1)[0]
+
+
+def test_the_policy_stops_scripts_and_inline_styles_that_slip_through(reports: dict[str, Path], tmp_path: Path) -> None:
+    page = reports["honest"].read_text()
+    slipped = tmp_path / "slipped.html"
+    slipped.write_text(
+        page.replace(
+            "<body>",
+            '<body><script>document.title="pwned";document.body.innerHTML=""</script>'
+            "<img src=x onerror=\"document.title='pwned'\">",
+            1,
+        ).replace('<div class="badge">', '<div class="badge" style="visibility:hidden">', 1)
+    )
+    restyled = tmp_path / "restyled.html"
+    restyled.write_text(page.replace('<div class="badge">', '<div class="badge" style="visibility:hidden">', 1))
+    after = dom(slipped, tmp_path)
+    assert "pwned" not in after.split("</title>", 1)[0], "a script ran"
+    assert "✔ VERIFIED" in after
+    assert screenshot(restyled, tmp_path) == screenshot(reports["honest"], tmp_path), "an inline style applied"
