@@ -106,6 +106,9 @@ class Workspace:
     sources: tuple[str, ...]
     bundles: tuple[Bundle, ...]
     toolchains: tuple[ToolchainHint, ...]
+    # Crate directories allowed a build script (``build-scripts``): a build
+    # script runs arbitrary code and can read any file, so no other crate may have one.
+    build_scripts: tuple[str, ...] = ()
 
     @property
     def manifest(self) -> Path:
@@ -119,6 +122,10 @@ class Workspace:
             f"{self.manifest}: no bundle with id {bundle_id!r} in [workspace.metadata.release]",
             hint="known bundles: " + ", ".join(b.id for b in self.bundles),
         )
+
+    def allows_build_script(self, crate_dir: str) -> bool:
+        """Whether the crate in repository-relative ``crate_dir`` may have a build script."""
+        return crate_dir in self.build_scripts
 
     def targets(self) -> tuple[str, ...]:
         """Every target some bundle needs, in declaration order."""
@@ -244,6 +251,7 @@ def parse_workspace(data: dict[str, Any], root: Path) -> Workspace:
         twice = sorted({v for v in values if values.count(v) > 1})
         if twice:
             raise BadInputError(f"{path}: two bundles share the same {attr}: {', '.join(twice)}")
+    build_scripts = _relpath_list(meta, "build-scripts", where, path) if "build-scripts" in meta else ()
     raw_tc = meta.get("toolchains", {})
     if not isinstance(raw_tc, dict):
         raise BadInputError(f"{path}: {where}.toolchains must be a table")
@@ -267,6 +275,7 @@ def parse_workspace(data: dict[str, Any], root: Path) -> Workspace:
         sources=sources,
         bundles=bundles,
         toolchains=tuple(toolchains),
+        build_scripts=build_scripts,
     )
 
 
