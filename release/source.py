@@ -9,7 +9,7 @@ import stat
 import subprocess
 from pathlib import Path
 
-from release.errors import BadInputError
+from release.errors import BadInputError, PackagingError
 from release.products import Workspace
 
 CACHE_DIRS = frozenset({"__pycache__", "target", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".hypothesis"})
@@ -61,18 +61,20 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def hash_sources(ws: Workspace) -> dict[str, str]:
-    """The SHA-256 of every file of the gated source, by repository-relative path.
+def source_files(ws: Workspace, tops: tuple[str, ...] | None = None) -> dict[str, Path]:
+    """Every file of the gated source (or of the repository-relative ``tops``), by repository-relative path, sorted.
 
     The source is the declaration's ``sources``; caches (``__pycache__``,
     ``*.pyc``, ``target``) are not source and are left out. A symlink to a
-    file is hashed as that file when it stays inside the repository; symlinks
+    file is listed as that file when it stays inside the repository; symlinks
     to directories are refused (no loops, no walking a tree twice).
     Raises :class:`BadInputError` for a missing source, a symlink leaving the
     repository, or anything that is not a regular file or directory (a FIFO
-    is never opened).
+    is never opened), and :class:`PackagingError` for a file with more than
+    one name (a hard link: its bytes could be another file's, anywhere on the
+    disk, under an innocent name).
     """
-    out: dict[str, str] = {}
+    out: dict[str, Path] = {}
 
     def visit(path: Path) -> None:
         rel = path.relative_to(ws.root).as_posix()
@@ -89,17 +91,34 @@ def hash_sources(ws: Workspace) -> dict[str, str]:
                 raise BadInputError(f"{rel}: symlink leaves the repository or dangles")
             st = target.stat()
             if stat.S_ISDIR(st.st_mode):
-                raise BadInputError(f"{rel}: symlinks to directories are not followed", hint="replace it with a copy")
+                raise BadInputError(
+                    f"{rel}: symlinks to directories are not followed (a symlinked source directory)",
+                    hint="replace it with a copy",
+                )
         if stat.S_ISDIR(st.st_mode):
             for child in sorted(os.listdir(path)):
                 if child in CACHE_DIRS or child.endswith(CACHE_SUFFIXES):
                     continue
                 visit(path / child)
         elif stat.S_ISREG(st.st_mode):
-            out[rel] = _sha256(path)
+            if st.st_nlink > 1:
+                raise PackagingError(
+                    f"{rel}: a hard link ({st.st_nlink} names for one file); the source must hold no hard links "
+                    "(route: hard link)",
+                    hint=f"give it bytes of its own: cp {rel} {rel}.copy && mv {rel}.copy {rel}",
+                )
+            out[rel] = path
         else:
             raise BadInputError(f"{rel}: is not a regular file or directory; the source must hold only those")
 
-    for src in ws.sources:
+    for src in ws.sources if tops is None else tops:
         visit(ws.root / src)
     return dict(sorted(out.items()))
+
+
+def hash_sources(ws: Workspace) -> dict[str, str]:
+    """The SHA-256 of every file of the gated source (:func:`source_files`), by repository-relative path.
+
+    Raises what :func:`source_files` raises.
+    """
+    return {rel: _sha256(path) for rel, path in source_files(ws).items()}
