@@ -160,3 +160,50 @@ def cargo_build(
             hint=f"fix the build error below and run again\n{tail}",
         )
     return target_dir / tc.target / "release"
+
+
+def dep_info_file(built: Path, filename: str) -> Path:
+    """Cargo's dep-info of the binary ``filename`` in ``built``: ``<name>.d`` beside it (no ``.exe``)."""
+    stem = filename[: -len(".exe")] if filename.endswith(".exe") else filename
+    return built / f"{stem}.d"
+
+
+def parse_dep_info(text: str, where: str) -> tuple[str, ...]:
+    """The prerequisites of the first rule of a Makefile-style dep-info ``text``, unescaped, in order.
+
+    This is the format rustc and cargo write (``target: dep dep ...``, a
+    space inside a name written ``\\ ``). Raises :class:`ToolchainError`
+    naming ``where`` when the text holds no rule.
+    """
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        words = _make_words(line)
+        for i, word in enumerate(words):
+            if word.endswith(":"):
+                return tuple(words[i + 1 :])
+        break
+    raise ToolchainError(f"{where}: not a dep-info file (no 'target: sources' rule)")
+
+
+def _make_words(line: str) -> list[str]:
+    """Split a Makefile line on unescaped blanks; ``\\ `` becomes a space."""
+    words: list[str] = []
+    current: list[str] = []
+    i = 0
+    while i < len(line):
+        c = line[i]
+        if c == "\\" and i + 1 < len(line) and line[i + 1] in " \t":
+            current.append(line[i + 1])
+            i += 2
+            continue
+        if c in " \t":
+            if current:
+                words.append("".join(current))
+                current = []
+        else:
+            current.append(c)
+        i += 1
+    if current:
+        words.append("".join(current))
+    return words

@@ -13,7 +13,14 @@ An SBOM ``<stem>.cdx.json`` (CycloneDX 1.6, JSON) describes one archive:
   and its normal dependencies, from ``cargo metadata``), with its licence,
   and, when the toolchain is known, the Rust standard library;
 * dependencies: archive → its files, binary → its crate (and ``rust-std``),
-  crate → its dependencies.
+  crate → its dependencies;
+* for a binary the build compiled, its source provenance: the binary's
+  component holds (CycloneDX ``components``, an assembly: what the binary
+  was made of) one ``file`` component per source file the compiler read
+  for it (cargo's dep-info), named by its repository-relative path, with
+  its SHA-256 (as the build link recorded it among its materials) and the
+  property ``ransomeye:source`` holding that path. The same set is the
+  build link's ``environment["binary-inputs"]``.
 
 The document is deterministic: the serial number is a UUID5 of the archive's
 SHA-256, the timestamp is the release epoch (``SOURCE_DATE_EPOCH``), and the
@@ -25,12 +32,13 @@ they are written.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import threading
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
@@ -57,6 +65,7 @@ ARCHIVE_PROPERTY = "ransomeye:archive"
 BUNDLE_PROPERTY = "ransomeye:bundle"
 TARGET_PROPERTY = "ransomeye:target"
 CRATE_PROPERTY = "ransomeye:crate"
+SOURCE_PROPERTY = "ransomeye:source"
 # Serial numbers are UUID5s of the archive's SHA-256 in this namespace.
 SERIAL_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:ransomeye:release:sbom")
 RUST_STD = "rust-std"
@@ -101,11 +110,51 @@ class Crate:
 
 
 @dataclass(frozen=True)
+class LocalCrate:
+    """A crate built from a directory (a workspace member or a path dependency).
+
+    ``directory`` is repository-relative, None when it lies outside the
+    repository; ``build_scripts`` are the repository-relative paths of its
+    build scripts (``custom-build`` targets; outside ones keep cargo's
+    text); ``deps`` are the keys of its normal and build dependencies.
+    """
+
+    key: str
+    directory: str | None
+    build_scripts: tuple[str, ...]
+    deps: tuple[str, ...]
+
+
+SourceInputs = tuple[tuple[str, str], ...]  # (repository-relative path, SHA-256), sorted by path
+
+
+@dataclass(frozen=True)
 class CargoMetadata:
-    """The crates of the workspace and which crate each binary is built from."""
+    """The crates of the workspace and which crate each binary is built from.
+
+    ``local`` describes the crates built from directories (filled when the
+    metadata was parsed with the repository root); ``inputs`` maps a built
+    binary, ``bin/<target>/<file>``, to the source files the compiler read
+    for it (filled by the build step from cargo's dep-info).
+    """
 
     crates: Mapping[str, Crate]
     binaries: Mapping[str, str]
+    local: Mapping[str, LocalCrate] = field(default_factory=lambda: MappingProxyType({}))
+    inputs: Mapping[str, SourceInputs] = field(default_factory=lambda: MappingProxyType({}))
+
+    def local_closure(self, binary: str) -> tuple[LocalCrate, ...]:
+        """``binary``'s crate and every local crate it reaches by normal or build dependencies, sorted by key."""
+        seen: dict[str, LocalCrate] = {}
+        todo = [self.crate_of(binary).key]
+        while todo:
+            key = todo.pop()
+            crate = self.local.get(key)
+            if crate is None or key in seen:
+                continue
+            seen[key] = crate
+            todo.extend(crate.deps)
+        return tuple(seen[k] for k in sorted(seen))
 
     def crate_of(self, binary: str) -> Crate:
         """The crate whose ``[[bin]]`` target is ``binary`` (name without ``.exe``)."""
@@ -141,14 +190,22 @@ def _opt_str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def parse_cargo_metadata(data: Mapping[str, Any]) -> CargoMetadata:
+def _relative(path: Any, root: Path, where: str) -> str | None:
+    """``path`` (absolute, from cargo) relative to ``root``, symlinks resolved; None outside ``root``."""
+    real = Path(os.path.realpath(_str(path, where)))
+    return real.relative_to(root).as_posix() if real.is_relative_to(root) else None
+
+
+def parse_cargo_metadata(data: Mapping[str, Any], root: Path | None = None) -> CargoMetadata:
     """Parse the JSON of ``cargo metadata --format-version 1``.
 
     Binaries are the ``bin`` targets of the workspace members. A crate's
     dependencies come from ``resolve`` (normal dependencies only: dev and
     build dependencies are not linked into a binary); without ``resolve``
-    (``--no-deps``) each crate stands alone. Raises :class:`BadInputError`
-    for a document that is not cargo's.
+    (``--no-deps``) each crate stands alone. With the repository ``root``,
+    every crate built from a directory is also described (:class:`LocalCrate`):
+    its directory relative to ``root``, its build scripts, its normal and build
+    dependencies. Raises :class:`BadInputError` for a document that is not cargo's.
     """
     packages = data.get("packages")
     members = data.get("workspace_members")
@@ -166,6 +223,7 @@ def parse_cargo_metadata(data: Mapping[str, Any]) -> CargoMetadata:
         key_of[pkg_id] = key
         raw[key] = pkg
     deps: dict[str, list[str]] = {k: [] for k in raw}
+    built_with: dict[str, list[str]] = {k: [] for k in raw}  # normal and build dependencies
     resolve = data.get("resolve")
     if isinstance(resolve, dict):
         for node in resolve.get("nodes") or []:
@@ -180,6 +238,8 @@ def parse_cargo_metadata(data: Mapping[str, Any]) -> CargoMetadata:
                     raise BadInputError(f"cargo metadata: resolve names an unknown package {dep.get('pkg')!r}")
                 if normal:
                     deps[node_key].append(dep_key)
+                if normal or any(k.get("kind") == "build" for k in kinds or []):
+                    built_with[node_key].append(dep_key)
     crates = {
         key: Crate(
             name=pkg["name"],
@@ -202,7 +262,23 @@ def parse_cargo_metadata(data: Mapping[str, Any]) -> CargoMetadata:
                 if name in binaries:
                     raise BadInputError(f"cargo metadata: two crates build a binary {name!r}")
                 binaries[name] = member_key
-    return CargoMetadata(MappingProxyType(crates), MappingProxyType(dict(sorted(binaries.items()))))
+    local: dict[str, LocalCrate] = {}
+    if root is not None:
+        root = Path(os.path.realpath(root))
+        for key, pkg in sorted(raw.items()):
+            if pkg.get("source") is not None:
+                continue
+            manifest = _str(pkg.get("manifest_path"), f"{key} manifest_path")
+            directory = _relative(str(Path(manifest).parent), root, f"{key} manifest_path")
+            scripts = []
+            for target in pkg.get("targets") or []:
+                if "custom-build" in (target.get("kind") or []):
+                    src = _str(target.get("src_path"), f"{key} build script src_path")
+                    scripts.append(_relative(src, root, f"{key} build script src_path") or src)
+            local[key] = LocalCrate(key, directory, tuple(sorted(scripts)), tuple(sorted(set(built_with[key]))))
+    return CargoMetadata(
+        MappingProxyType(crates), MappingProxyType(dict(sorted(binaries.items()))), MappingProxyType(local)
+    )
 
 
 def cargo_metadata(root: Path, cargo: Path) -> CargoMetadata:
@@ -227,7 +303,7 @@ def cargo_metadata(root: Path, cargo: Path) -> CargoMetadata:
         raise BadInputError(f"cargo metadata did not print JSON: {e}") from e
     if not isinstance(data, dict):
         raise BadInputError("cargo metadata did not print a JSON object")
-    return parse_cargo_metadata(data)
+    return parse_cargo_metadata(data, root)
 
 
 # --- building the SBOM ------------------------------------------------------------
@@ -277,6 +353,23 @@ def _check_sha256(value: str, where: str) -> None:
         raise BadInputError(f"{where}: {value!r} is not a lowercase hex SHA-256")
 
 
+def _source_components(arcname: str, inputs: SourceInputs) -> list[Component]:
+    """The source files the compiler read for the binary ``arcname``, as nested ``file`` components."""
+    out = []
+    for path, sha in inputs:
+        _check_sha256(sha, f"{arcname} source {path}")
+        out.append(
+            Component(
+                type=ComponentType.FILE,
+                name=path,
+                bom_ref=f"source:{arcname}:{path}",
+                hashes=[HashType(alg=HashAlgorithm.SHA_256, content=sha)],
+                properties=[Property(name=SOURCE_PROPERTY, value=path)],
+            )
+        )
+    return out
+
+
 def bundle_sbom(
     bundle: Bundle,
     version: str,
@@ -292,6 +385,8 @@ def bundle_sbom(
     ``ransomeye-core-1.0.0/bin/ransomeye-core``) to its SHA-256; every binary
     the bundle declares must be there, under ``<stem>/bin/``. ``toolchain``
     is the ``rustc --version`` line of the bundle's target (adds ``rust-std``).
+    A binary ``metadata.inputs`` knows (``bin/<target>/<file>``) gets its
+    source files as nested components.
     The same arguments always give the same document. Raises
     :class:`BadInputError` for a declared binary missing from ``contents``,
     a binary no crate builds, or a malformed hash.
@@ -373,14 +468,16 @@ def bundle_sbom(
         for c in linked:
             if c.key not in crates:
                 crates[c.key] = _crate_component(c)
+        filename = arcname.rsplit("/", 1)[1]
         component = Component(
             type=ComponentType.APPLICATION,
-            name=arcname.rsplit("/", 1)[1],
+            name=filename,
             version=crate.version,
             bom_ref=f"file:{arcname}",
             hashes=[sha],
             licenses=[_license(crate.license)] if crate.license else [],
             properties=[path_property, Property(name=CRATE_PROPERTY, value=crate.key)],
+            components=_source_components(arcname, metadata.inputs.get(f"bin/{bundle.target}/{filename}", ())),
         )
         files.append(component)
         bom.register_dependency(component, [crates[crate.key], *([std] if std else [])])
@@ -478,6 +575,8 @@ class SbomView:
     crates: tuple[SbomCrate, ...]
     toolchain: str | None
     components: int
+    # The source files each binary was compiled from: member name -> ((repository path, SHA-256), ...).
+    binary_inputs: Mapping[str, SourceInputs] = field(default_factory=lambda: MappingProxyType({}))
 
 
 def _licenses_text(component: Mapping[str, Any]) -> str:
@@ -505,6 +604,25 @@ def _property(component: Mapping[str, Any], name: str) -> str | None:
     return None
 
 
+def _nested_sources(component: Mapping[str, Any], path: str, where: str) -> SourceInputs:
+    """The source files nested in a binary's component (see the module doc), sorted by path."""
+    nested = component.get("components") or []
+    if not isinstance(nested, list):
+        raise VerificationError(f"{where}: the components nested in {path} are not a list")
+    out: dict[str, str] = {}
+    for n in nested:
+        source = _property(n, SOURCE_PROPERTY) if isinstance(n, dict) else None
+        if source is None:
+            continue
+        sha = _sha256_of(n)
+        if sha is None:
+            raise VerificationError(f"{where}: the source {source} of {path} has no SHA-256")
+        if source in out:
+            raise VerificationError(f"{where}: the source {source} of {path} is described twice")
+        out[source] = sha
+    return tuple(sorted(out.items()))
+
+
 def read_sbom(data: Mapping[str, Any], where: str) -> SbomView:
     """Read an SBOM written by :func:`write_sbom` (already parsed from JSON).
 
@@ -519,6 +637,7 @@ def read_sbom(data: Mapping[str, Any], where: str) -> SbomView:
     if not isinstance(subject, dict):
         raise VerificationError(f"{where}: no metadata.component (the archive it describes)")
     files: dict[str, str] = {}
+    inputs: dict[str, SourceInputs] = {}
     crates: list[SbomCrate] = []
     toolchain = None
     components = data.get("components") or []
@@ -535,6 +654,9 @@ def read_sbom(data: Mapping[str, Any], where: str) -> SbomView:
             if path in files:
                 raise VerificationError(f"{where}: {path} is described twice")
             files[path] = sha
+            nested = _nested_sources(c, path, where)
+            if nested:
+                inputs[path] = nested
         elif c.get("type") == "library" and c.get("name") == RUST_STD:
             toolchain = str(c.get("version"))
         elif c.get("type") == "library":
@@ -551,4 +673,5 @@ def read_sbom(data: Mapping[str, Any], where: str) -> SbomView:
         crates=tuple(sorted(crates, key=lambda c: (c.name, c.version))),
         toolchain=toolchain,
         components=len(components),
+        binary_inputs=MappingProxyType(dict(sorted(inputs.items()))),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -23,6 +24,7 @@ from release.sbom import (
     SERIAL_NAMESPACE,
     SUFFIX,
     CargoMetadata,
+    LocalCrate,
     bundle_sbom,
     cargo_metadata,
     parse_cargo_metadata,
@@ -227,6 +229,42 @@ def test_read_sbom_round_trip(metadata: CargoMetadata) -> None:
     ]
     assert view.toolchain == "1.95.0"
     assert view.spec_version == "1.6"
+
+
+def test_each_binary_lists_the_sources_it_was_compiled_from(metadata: CargoMetadata) -> None:
+    """The build step's binary-inputs, as nested file components of the binary: path, SHA-256."""
+    sources = (("app/src/main.rs", _sha("main")), ("app/src/net.rs", _sha("net")))
+    md = dataclasses.replace(metadata, inputs={"bin/x86_64-unknown-linux-gnu/app-server": sources})
+    doc = _document(md, toolchain=TOOLCHAIN)
+    assert validate_sbom(json.dumps(doc)) == []
+    by_ref = {c["bom-ref"]: c for c in doc["components"]}
+    nested = by_ref[f"file:{TOP}/bin/app-server"]["components"]
+    assert [(c["type"], c["name"], c["hashes"]) for c in nested] == [
+        ("file", path, [{"alg": "SHA-256", "content": sha}]) for path, sha in sources
+    ]
+    assert all({"name": "ransomeye:source", "value": c["name"]} in c["properties"] for c in nested)
+    assert "components" not in by_ref[f"file:{TOP}/bin/app-tool"], "no inputs known, none claimed"
+    view = read_sbom(doc, "x")
+    assert dict(view.binary_inputs) == {f"{TOP}/bin/app-server": sources}
+    assert dict(view.files) == CONTENTS, "the sources are not files of the archive"
+    with pytest.raises(BadInputError, match="is not a lowercase hex SHA-256"):
+        bad = dataclasses.replace(metadata, inputs={"bin/x86_64-unknown-linux-gnu/app-server": (("a.rs", "x"),)})
+        _document(bad)
+
+
+def test_local_crates_are_described_relative_to_the_root(tmp_path: Path) -> None:
+    (tmp_path / "app").mkdir()
+    app = {**APP, "manifest_path": str(tmp_path / "app" / "Cargo.toml")}
+    app["targets"] = [*APP["targets"], {"kind": ["custom-build"], "name": "build-script-build",
+                                        "src_path": str(tmp_path / "app" / "build.rs")}]  # fmt: skip
+    cli = {**CLI, "manifest_path": "/elsewhere/cli/Cargo.toml"}
+    data = {**METADATA, "packages": [app, cli, LIBX, LIBY, DEVONLY, BUILDONLY]}
+    md = parse_cargo_metadata(data, tmp_path)
+    assert md.local["app@2.1.0"] == LocalCrate("app@2.1.0", "app", ("app/build.rs",), ("buildonly@1.2.3", "libx@0.4.2"))
+    assert md.local["cli@2.1.0"].directory is None, "outside the repository"
+    assert "libx@0.4.2" not in md.local, "a registry crate is not local"
+    assert [c.key for c in md.local_closure("app-server")] == ["app@2.1.0"]
+    assert parse_cargo_metadata(data).local == {}, "without the root, nothing is described"
 
 
 def test_windows_binaries_keep_their_exe_name(metadata: CargoMetadata) -> None:

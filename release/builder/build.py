@@ -36,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import MappingProxyType
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -49,6 +50,7 @@ from release import attest
 from release.archive import ArtifactDigest, hash_file, link_hashed
 from release.attest import GATES_REPORT, LAYOUT_NAME, StepRecord
 from release.audit import audit
+from release.binary_inputs import BinaryInputs, binary_inputs, check_build_scripts, forbidden_sources
 from release.builder.packager_agent import package_edge
 from release.builder.packager_core import BUNDLE_ID as CORE_ID
 from release.builder.packager_core import package_core
@@ -161,12 +163,27 @@ def _check_version(path: Path, name: str, version: str) -> None:
 
 
 def step_build(r: Release) -> StepResult:
-    """Build every target; copy the declared binaries into ``bin/<target>/``."""
+    """Build every target; copy the declared binaries into ``bin/<target>/``; prove what each was compiled from.
+
+    Before cargo runs, a build script in a crate the declaration does not
+    allow is refused (it would run arbitrary code). After each target is
+    built, every binary's dep-info is judged (:mod:`release.binary_inputs`):
+    a core binary compiled from an ``edge/`` file, or any binary from a file
+    outside its crates, fails the step with :class:`PackagingError` (exit 4).
+    The link's environment records each binary's sources under
+    ``binary-inputs`` (each one a material of the link), and the SBOMs list them.
+    """
     materials = hash_sources(r.ws)
     (report,) = (d for d in r.evidence if d.path == r.gates_report)  # hashed by the gates step, in our staging
     materials[GATES_REPORT] = report.sha256
-    r.metadata = cargo_metadata(r.ws.root, r.toolchains[HOST_TARGET].cargo)
+    metadata = cargo_metadata(r.ws.root, r.toolchains[HOST_TARGET].cargo)
+    r.metadata = metadata
+    forbidden = {}
+    if r.prebuilt is None:
+        check_build_scripts(r.ws, metadata)
+        forbidden = {b.id: forbidden_sources(r.ws, b) for b in r.ws.bundles if b.forbidden_paths}
     placed: list[tuple[str, Path, Path]] = []  # (target, built binary, its place in bin/<target>/)
+    inputs: list[BinaryInputs] = []
     for target in r.ws.targets():
         needed = sorted({b for bundle in r.ws.bundles if bundle.target == target for b in bundle.binaries})
         if r.prebuilt is not None:
@@ -182,6 +199,10 @@ def step_build(r: Release) -> StepResult:
             if not src.is_file():
                 raise ToolchainError(
                     f"cargo did not produce {src.name} for {target}", hint="is it a [[bin]] of a crate?"
+                )
+            if r.prebuilt is None:
+                inputs.append(
+                    binary_inputs(r.ws, metadata, target, src.name, built, r.target_dir, materials, forbidden)
                 )
             placed.append((target, src, dest / src.name))
     # Hashing the binaries is most of this step when cargo has nothing to do: one thread per core
@@ -202,14 +223,27 @@ def step_build(r: Release) -> StepResult:
             environment={"unsafe-prebuilt-binaries": True},
         )
         return f"UNSAFE: {len(products)} prebuilt binaries, not built from the source", record
+    r.metadata = dataclasses.replace(
+        metadata,
+        inputs=MappingProxyType({i.product: tuple((p, materials[p]) for p in i.sources) for i in inputs}),
+    )
+    environment: dict[str, object] = {
+        "toolchains": {t: tc.version for t, tc in r.toolchains.items()},
+        "binary-inputs": {i.product: list(i.sources) for i in sorted(inputs, key=lambda i: i.product)},
+    }
+    generated = {i.product: list(i.generated) for i in sorted(inputs, key=lambda i: i.product) if i.generated}
+    if generated:
+        environment["binary-generated-inputs"] = generated
     record = StepRecord(
         name=attest.STEP_BUILD,
         command=["cargo", "build", "--release", "--offline", "--locked"],
         materials=materials,
         products=products,
-        environment={"toolchains": {t: tc.version for t, tc in r.toolchains.items()}},
+        environment=environment,
     )
-    return ", ".join(f"{t}: {tc.version}" for t, tc in r.toolchains.items()), record
+    sources = len({p for i in inputs for p in i.sources})
+    versions = ", ".join(f"{t}: {tc.version}" for t, tc in r.toolchains.items())
+    return f"{versions}; {len(inputs)} binaries from {sources} source files, none forbidden", record
 
 
 def _package_step(bundle_id: str) -> Callable[[Release], StepResult]:
