@@ -1,6 +1,6 @@
 """Gate ``isolation``: the core side never depends on, nor ships, anything from the edge.
 
-Two rules, from ``isolation.toml`` and the product declaration:
+Five rules, from ``isolation.toml`` and the product declaration:
 
 1. No core-side crate reaches an edge crate through its dependencies: any
    table (normal, dev, build, target-specific), by path (a directory under an
@@ -12,6 +12,19 @@ Two rules, from ``isolation.toml`` and the product declaration:
    an edge crate, no binary that no member builds; and its declaration must
    forbid every edge path and every binary an edge crate builds, so the
    packager refuses them too.
+3. No build script but where the declaration allows one
+   (``build-scripts`` in ``[workspace.metadata.release]``): a build script
+   runs arbitrary code while cargo builds and can read any file, edge
+   sources included. The build step checks the same on every crate cargo
+   builds from a directory.
+4. No symlink in a member's directory that leads out of it (a symlinked
+   module file or source directory would make the compiler read another
+   crate's files, e.g. an edge source, under a core name). The build step
+   proves what the compiler really read from its dep-info.
+5. Content, not names (:mod:`governance.gates.content_isolation`): no hard
+   link in the source or the assets, no executable among any bundle's assets
+   (at its start or embedded), no copy of an edge file in a protected
+   bundle's assets or in a core-side crate.
 """
 
 from __future__ import annotations
@@ -21,11 +34,13 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+from governance.gates.content_isolation import content_findings
 from governance.gates.crates import MANIFEST, Crate, Dependency, WorkspaceDependency, load_crate
 from governance.gates.policy import IsolationPolicy, path_under, show
 from governance.gates.report import Finding, GateResult
 from release.errors import BadInputError
 from release.products import Bundle, Workspace
+from release.source import CACHE_DIRS
 
 NAME = "isolation"
 
@@ -191,6 +206,54 @@ def _bundle_findings(
     return out
 
 
+def build_script_findings(workspace: Workspace, members: tuple[Crate, ...]) -> list[Finding]:
+    """Rule 3: a build script in a member the declaration does not allow one."""
+    out: list[Finding] = []
+    for crate in members:
+        if crate.build_scripts and not workspace.allows_build_script(crate.path):
+            for script in crate.build_scripts:
+                out.append(
+                    Finding(
+                        script,
+                        None,
+                        f"{NAME}.build-script",
+                        f"member {crate.name} ({crate.path}) has the build script {script}, which "
+                        "[workspace.metadata.release].build-scripts does not allow (route: undeclared build script)",
+                    )
+                )
+    return out
+
+
+def symlink_findings(root: Path, members: tuple[Crate, ...]) -> list[Finding]:
+    """Rule 4: every symlink in a member's directory that resolves outside that directory."""
+    out: list[Finding] = []
+    for crate in members:
+        top = root / crate.path
+        real_top = Path(os.path.realpath(top))
+        for dirpath, dirnames, filenames in os.walk(top):
+            dirnames[:] = sorted(d for d in dirnames if d not in CACHE_DIRS)
+            for name in sorted(dirnames + filenames):
+                link = Path(dirpath) / name
+                if not link.is_symlink():
+                    continue
+                real = Path(os.path.realpath(link))
+                if real.is_relative_to(real_top):
+                    continue
+                rel = link.relative_to(root).as_posix()
+                shown = real.relative_to(root).as_posix() if real.is_relative_to(root) else "outside the repository"
+                kind = "source directory" if real.is_dir() else "module file"
+                out.append(
+                    Finding(
+                        rel,
+                        None,
+                        f"{NAME}.symlink",
+                        f"member {crate.name} ({crate.path}) holds {rel}, a symlink to {shown}, outside its "
+                        f"directory (route: symlinked {kind})",
+                    )
+                )
+    return out
+
+
 def check(
     root: Path,
     workspace: Workspace,
@@ -201,12 +264,17 @@ def check(
     """Run the gate over the repository at ``root``. Reads manifests and walks assets; writes nothing."""
     findings = dependency_findings(root, policy, members, workspace_deps)
     findings += bundle_findings(root, workspace, policy, members)
+    findings += build_script_findings(workspace, members)
+    findings += symlink_findings(root, members)
+    by_content, content_summary = content_findings(root, workspace, policy, members)
+    findings += by_content
     core = [c for c in members if policy.side(c.path) == "core-side"]
     edge = [c for c in members if policy.is_edge(c.path)]
     bundles = ", ".join(policy.protected_bundles)
     summary = (
         f"{len(core)} core-side crates reach none of {len(edge)} edge crates; "
         f"{'bundle ' + bundles + ' ships' if len(policy.protected_bundles) == 1 else 'bundles ' + bundles + ' ship'} "
-        "nothing from the edge"
+        f"nothing from the edge, by name or by content ({content_summary}); "
+        "build scripts only where declared; no symlink out of a crate; no hard link"
     )
     return GateResult.of(NAME, summary, findings)

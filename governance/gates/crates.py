@@ -3,8 +3,9 @@
 Only what the gates need is parsed, and strictly: the package name and
 version, every dependency in every dependency table (normal, dev, build, and
 their ``[target.'cfg(...)'.*]`` forms, including the legacy ``dev_dependencies``
-spelling), and the binaries the crate builds (``[[bin]]`` tables plus cargo's
-automatic discovery of ``src/main.rs`` and ``src/bin/``). A field of the wrong
+spelling), the binaries the crate builds (``[[bin]]`` tables plus cargo's
+automatic discovery of ``src/main.rs`` and ``src/bin/``), and its build scripts
+(``package.build``, or cargo's automatic ``build.rs``). A field of the wrong
 type is a :class:`release.errors.BadInputError` naming the manifest and field.
 """
 
@@ -62,6 +63,7 @@ class Crate:
     inherits_version: bool
     dependencies: tuple[Dependency, ...]
     binaries: tuple[str, ...]
+    build_scripts: tuple[str, ...] = ()  # repository-relative paths of the scripts cargo would run
 
     @property
     def manifest(self) -> str:
@@ -187,6 +189,26 @@ def _binaries(crate_dir: Path, manifest: str, package: dict[str, Any], data: dic
     return sorted(set(names))
 
 
+def _build_scripts(root: Path, crate_dir: Path, manifest: str, package: dict[str, Any]) -> list[str]:
+    """The build scripts cargo would run for this package: ``package.build`` or an automatic ``build.rs``."""
+    build = package.get("build")
+    if build is None or build is True:
+        scripts = ["build.rs"] if (crate_dir / "build.rs").exists() or build is True else []
+    elif build is False:
+        scripts = []
+    elif isinstance(build, str):
+        scripts = [build]
+    elif isinstance(build, list) and all(isinstance(b, str) for b in build):
+        scripts = list(build)
+    else:
+        raise BadInputError(f"{manifest}: package.build = {show(build)} must be a path, a list of paths or a boolean")
+    out = []
+    for script in scripts:
+        rel, outside = _resolve(root, crate_dir, script)
+        out.append(rel if rel is not None and not outside else os.path.normpath(crate_dir / script))
+    return sorted(out)
+
+
 def load_crate(root: Path, path: str, workspace_deps: dict[str, WorkspaceDependency]) -> Crate:
     """Read the crate in repository-relative directory ``path`` of the repository at ``root``."""
     crate_dir = root / path
@@ -218,6 +240,7 @@ def load_crate(root: Path, path: str, workspace_deps: dict[str, WorkspaceDepende
         inherits_version=inherits,
         dependencies=tuple(_dependencies(root, crate_dir, manifest, data, workspace_deps)),
         binaries=tuple(_binaries(crate_dir, manifest, package, data, name)),
+        build_scripts=tuple(_build_scripts(root, crate_dir, manifest, package)),
     )
 
 
