@@ -48,6 +48,7 @@ from bench.pipeline import (  # noqa: E402 - after the bootstrap above
 from bench.pipeline import run_verify as run_verify_once  # noqa: E402 - after the bootstrap above
 from bench.synth import make_binaries, make_trees  # noqa: E402 - after the bootstrap above
 from bench.worktree import copy_worktree  # noqa: E402 - after the bootstrap above
+from release.builder.build import UNSAFE_PREBUILT_DIR  # noqa: E402 - after the bootstrap above
 from release.products import Workspace, load_workspace  # noqa: E402 - after the bootstrap above
 
 MiB = 1 << 20
@@ -136,7 +137,7 @@ def bench_size(
     inputs = make_binaries(ws, d / "bins", size_mib * MiB)
     specs = make_trees(ws, d / "bins", d / "trees")
     input_bytes = sum(i.total for i in inputs)
-    published = repo / ws.artifacts_dir
+    published = repo / UNSAFE_PREBUILT_DIR  # a prebuilt run never publishes into the release folder
     owner_pub = repo / "keys" / "owner.pub"
     per_run: list[dict[str, Any]] = []
     for n in range(1, runs + 1):

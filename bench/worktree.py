@@ -7,7 +7,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 IGNORED = {".git", ".venv", "target", ".staging", ".previous", ".pytest_cache", ".mypy_cache", ".ruff_cache",
-           ".hypothesis", "__pycache__", ".build.lock"}  # fmt: skip
+           ".hypothesis", "__pycache__", ".build.lock", "unsafe-prebuilt"}  # fmt: skip
 
 
 def copy_worktree(dest: Path, root: Path = ROOT) -> Path:

@@ -5,7 +5,11 @@ One in-toto Statement (``https://in-toto.io/Statement/v1``) with predicate
 with their SHA-256; its build definition and run details are read from the
 links of the pipeline's steps, never typed in a second time:
 
-* ``buildDefinition.buildType`` — :data:`BUILD_TYPE`, this pipeline;
+* ``buildDefinition.buildType`` — :data:`BUILD_TYPE`, this pipeline; or
+  :data:`UNSAFE_PREBUILT_BUILD_TYPE` when the build link says its binaries
+  were not built from the source (``environment.unsafe-prebuilt-binaries``,
+  ``--unsafe-prebuilt-binaries``: benchmarks only), which
+  ``externalParameters.unsafePrebuiltBinaries`` then also says;
 * ``externalParameters.sourceCommit`` — the commit of the released source
   (``null`` for a tree without git);
 * ``internalParameters`` — every step's exact command, in pipeline order,
@@ -46,6 +50,9 @@ PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 # What "a RansomEye release build" means: the steps and rules of the root layout.
 BUILD_TYPE = "urn:ransomeye:release-build:v1"
+# The same pipeline fed binaries that were not built from the source: never a customer release.
+UNSAFE_PREBUILT_BUILD_TYPE = "urn:ransomeye:release-build:unsafe-prebuilt-binaries:v1"
+UNSAFE_PREBUILT = "unsafe-prebuilt-binaries"
 SUFFIX = ".intoto.jsonl"
 STEP_PROVENANCE = "provenance"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -127,6 +134,7 @@ def build_statement(
         raise BadInputError("provenance: the builder id and the invocation id must not be empty")
 
     steps = []
+    prebuilt = False
     toolchains: dict[str, str] = {}
     starts: list[datetime] = []
     ends: list[datetime] = []
@@ -142,6 +150,7 @@ def build_statement(
             starts.append(_timestamp(env["started"], f"link {step}: environment.started"))
         if "finished" in env:
             ends.append(_timestamp(env["finished"], f"link {step}: environment.finished"))
+        prebuilt = prebuilt or env.get(UNSAFE_PREBUILT, False) is not False
         recorded = env.get("toolchains") or {}
         if not isinstance(recorded, dict):
             raise BadInputError(f"link {step}: environment.toolchains is not an object")
@@ -157,14 +166,17 @@ def build_statement(
         metadata["startedOn"] = rfc3339(min(starts))
     if ends:
         metadata["finishedOn"] = rfc3339(max(ends))
+    external: dict[str, Any] = {"sourceCommit": source_commit}
+    if prebuilt:
+        external["unsafePrebuiltBinaries"] = True
     return {
         "_type": STATEMENT_TYPE,
         "subject": [{"name": n, "digest": {"sha256": subjects[n]}} for n in sorted(subjects)],
         "predicateType": PREDICATE_TYPE,
         "predicate": {
             "buildDefinition": {
-                "buildType": BUILD_TYPE,
-                "externalParameters": {"sourceCommit": source_commit},
+                "buildType": UNSAFE_PREBUILT_BUILD_TYPE if prebuilt else BUILD_TYPE,
+                "externalParameters": external,
                 "internalParameters": {"steps": steps, "toolchains": dict(sorted(toolchains.items()))},
                 "resolvedDependencies": dependencies,
             },

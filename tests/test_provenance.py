@@ -21,6 +21,7 @@ from release.provenance import (
     PAYLOAD_TYPE,
     PREDICATE_TYPE,
     STATEMENT_TYPE,
+    UNSAFE_PREBUILT_BUILD_TYPE,
     build_statement,
     external_materials,
     provenance_name,
@@ -118,6 +119,22 @@ def test_run_details_span_the_links_times() -> None:
         "startedOn": "2026-05-01T10:00:00Z",
         "finishedOn": "2026-05-01T10:00:41Z",
     }
+
+
+def test_a_build_of_prebuilt_binaries_says_so() -> None:
+    """``--unsafe-prebuilt-binaries``: the build link says it, and so must the provenance."""
+    assert _statement()["predicate"]["buildDefinition"]["buildType"] == BUILD_TYPE
+    assert "unsafePrebuiltBinaries" not in _statement()["predicate"]["buildDefinition"]["externalParameters"]
+    links = copy.deepcopy(LINKS)
+    links["build"]["command"] = ["unsafe-prebuilt-binaries"]
+    links["build"]["environment"] = {"unsafe-prebuilt-binaries": True}
+    definition = build_statement(SUBJECTS, links, COMMIT, "b", "i")["predicate"]["buildDefinition"]
+    assert definition["buildType"] == UNSAFE_PREBUILT_BUILD_TYPE != BUILD_TYPE
+    assert definition["externalParameters"] == {"sourceCommit": COMMIT, "unsafePrebuiltBinaries": True}
+    links["build"]["environment"] = {"unsafe-prebuilt-binaries": "yes"}  # any value but false marks it
+    assert build_statement(SUBJECTS, links, COMMIT, "b", "i")["predicate"]["buildDefinition"]["buildType"] == (
+        UNSAFE_PREBUILT_BUILD_TYPE
+    )
 
 
 def test_no_times_and_no_commit() -> None:

@@ -71,6 +71,8 @@ from release.staging import build_lock, clean_stale, new_staging, publish
 GATES_SCRIPT = Path("governance") / "gates" / "check_gates.py"
 GATES_BANNER = "⛔ RELEASE ABORTED: GATES FAILED"
 COMMITTED_LAYOUT = Path("layouts") / LAYOUT_NAME
+# Where a release of --unsafe-prebuilt-binaries lands (git-ignored; its previous one is kept beside it).
+UNSAFE_PREBUILT_DIR = Path("release") / "unsafe-prebuilt" / "artifacts"
 LAYOUT_DAYS_DEV = 30
 
 
@@ -472,11 +474,14 @@ def run_release(root: Path, keys_dir: Path, target_dir: Path, prebuilt: Path | N
     """Run every step, verify, and publish; return the release folder.
 
     Side effects: runs the gates and cargo, writes a staging directory under
-    ``release/.staging/`` and, on success only, replaces ``release/artifacts/``.
+    ``release/.staging/`` and, on success only, replaces ``release/artifacts/``
+    — or, with ``prebuilt`` binaries, :data:`UNSAFE_PREBUILT_DIR` (never the
+    customer release folder, whatever the binaries are).
     """
     ws = load_workspace(root)
     release_dir = ws.root / "release"
-    artifacts_dir = ws.root / ws.artifacts_dir
+    # A release of prebuilt binaries is never a customer release: it lands apart, under a layout saying so.
+    artifacts_dir = ws.root / (ws.artifacts_dir if prebuilt is None else UNSAFE_PREBUILT_DIR)
     with build_lock(release_dir):
         clean_stale(release_dir)
         # Preflight: everything that can be checked before work starts.
@@ -510,6 +515,7 @@ def run_release(root: Path, keys_dir: Path, target_dir: Path, prebuilt: Path | N
                 done(verify_staged(r))
                 failpoint("verify")
             with signals_deferred():
+                artifacts_dir.parent.mkdir(parents=True, exist_ok=True)
                 publish(r.out, artifacts_dir)
                 published = True
         except KeyboardInterrupt:
@@ -587,7 +593,9 @@ def main(argv: list[str] | None = None) -> int:
             "--unsafe-prebuilt-binaries",
             type=Path,
             metavar="DIR",
-            help="UNSAFE, for benchmarks: take <target>/<binary> from DIR instead of building the source",
+            help="UNSAFE, for benchmarks: take <target>/<binary> from DIR instead of building the source; "
+            f"the result is marked unsafe in its links, layout and provenance and lands in {UNSAFE_PREBUILT_DIR}/, "
+            "never in the release folder",
         )
         ns = parser.parse_args(args)
         started = time.monotonic()
@@ -597,6 +605,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"WARNING: --unsafe-prebuilt-binaries: the binaries come from {prebuilt}, not from the source")
         artifacts_dir = run_release(root, ns.keys_dir.resolve(), ns.target_dir.resolve(), prebuilt)
         print(_summary(load_workspace(root), artifacts_dir, ns.keys_dir))
+        if prebuilt is not None:
+            print("UNSAFE: made from prebuilt binaries, not a customer release (the release folder is untouched).")
         print(f"Done in {time.monotonic() - started:.1f}s.")
         return 0
 
