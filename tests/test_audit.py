@@ -30,6 +30,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -141,8 +142,11 @@ def _times(i: int) -> dict[str, str]:
 
 def _add_sboms(case: Case, cargo: Path) -> dict[str, ArtifactDigest]:
     ws = case.repo.ws
-    metadata = sbom.cargo_metadata(case.repo.root, cargo)
-    toolchains = case.signed("build")["environment"]["toolchains"]
+    build = case.signed("build")
+    materials = {n: d["sha256"] for n, d in build["materials"].items()}
+    inputs = {b: tuple((p, materials[p]) for p in paths) for b, paths in build["environment"]["binary-inputs"].items()}
+    metadata = dataclasses.replace(sbom.cargo_metadata(case.repo.root, cargo), inputs=MappingProxyType(inputs))
+    toolchains = build["environment"]["toolchains"]
     out = {}
     for b in ws.bundles:
         archive = hash_file(case.folder / b.archive_name(VERSION))
@@ -284,7 +288,8 @@ def test_complete_release_audits_clean(complete_report: AuditReport) -> None:
     assert report.verified, "\n".join(f.text() for f in report.findings)
     assert report.verdict == "VERIFIED"
     assert [c.name for c in report.checks] == [
-        "layout", "in-toto", "links", "files", "checksums", "signatures", "gates", "archives", "sboms", "provenance",
+        "layout", "in-toto", "links", "files", "checksums", "signatures", "gates", "archives", "sboms", "sources",
+        "provenance",
     ]  # fmt: skip
     assert report.in_toto.ok
     assert report.version == VERSION and report.source_commit == COMMIT
@@ -435,7 +440,9 @@ def test_lying_sbom_or_provenance_is_named(
     tamper(complete, cargo)
     report = complete.audit()
     assert not report.verified
-    assert failing(report) == {check}, "\n".join(f.text() for f in report.findings)
+    # A lying SBOM also lies about its binaries' sources, which the sources check compares with the build link.
+    also = {"sources"} if check == "sboms" and "schema" not in expected and "CycloneDX" not in expected else set()
+    assert failing(report) - also == {check}, "\n".join(f.text() for f in report.findings)
     assert named(report, check, expected), report.check(check).findings
 
 
@@ -727,3 +734,40 @@ def test_integrated_release_audits_clean(released: Repo) -> None:
     """The pipeline's own output: SBOMs, the gates report and the provenance included."""
     report = audit(released.artifacts, released.keys / "owner.pub")
     assert report.verified, "\n".join(f.text() for f in report.findings)
+    core = {b.binary: [p for p, _ in b.sources] for b in report.sources}
+    assert core[f"bin/{HOST_TARGET}/ransomeye-core"] == ["core/src/main.rs"]
+    assert report.check("sources").passed
+    assert "Sources (each binary's inputs" in render_text(report) and "Source provenance" in render_html(report)
+
+
+def _binary_inputs(change: Callable[[dict[str, Any]], None]) -> Callable[[Case], None]:
+    """A build-key holder that re-signs the build link with other ``binary-inputs``."""
+
+    def tamper(case: Case) -> None:
+        env = case.signed("build")["environment"]
+        inputs = json.loads(json.dumps(env.get("binary-inputs", {})))
+        change(inputs)
+        case.relink("build", environment={**env, "binary-inputs": inputs})
+
+    return tamper
+
+
+CORE_BIN = f"bin/{HOST_TARGET}/ransomeye-core"
+SOURCE_CASES: list[tuple[str, Callable[[Case], None], str]] = [
+    ("core-binary-from-an-edge-file", _binary_inputs(lambda i: i[CORE_BIN].append("edge/agent/src/agent.rs")),
+     "a core binary compiled from edge/agent/src/agent.rs, edge/ material"),
+    ("core-binary-from-ungated-source", _binary_inputs(lambda i: i[CORE_BIN].append("vendor/x.rs")),
+     "was compiled from vendor/x.rs, which is not gated source"),
+    ("a-binary-without-sources", _binary_inputs(lambda i: i.pop(CORE_BIN)), "lists no source file for it"),
+    ("no-binary-inputs-at-all", lambda c: c.relink("build", environment={}), "records no binary-inputs"),
+    ("sbom-disagrees-with-the-link", _binary_inputs(lambda i: i[CORE_BIN].append("core/src/tuner.rs")),
+     "lists other sources for bin/ransomeye-core than the build link records"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("tamper, text", [(t, x) for _, t, x in SOURCE_CASES], ids=[n for n, _, _ in SOURCE_CASES])
+def test_each_binarys_sources_are_checked(today: Case, tamper: Callable[[Case], None], text: str) -> None:
+    tamper(today)
+    report = today.audit()
+    assert not report.verified
+    assert named(report, "sources", text), report.check("sources").findings

@@ -65,6 +65,7 @@ from release.audit.intoto import run_in_toto_verify
 from release.audit.model import (
     ArchiveInfo,
     AuditReport,
+    BinarySources,
     Check,
     CrateInfo,
     Finding,
@@ -81,6 +82,7 @@ from release.keys import load_public_key
 from release.manifests.generate_hash_list import SUMS_NAME, parse
 
 SIG = minisign.SUFFIX
+BINARY_INPUTS = "binary-inputs"
 GATES_REPORT = attest.GATES_REPORT
 GATES_SCHEMA = "ransomeye.gates/v1"
 PACKAGE_PREFIX = "package-"
@@ -97,6 +99,7 @@ TITLES = {
     "gates": "Release gates",
     "archives": "Archive contents",
     "sboms": "CycloneDX SBOM per archive",
+    "sources": "Each binary's sources, from the compiler",
     "provenance": "SLSA provenance signed by the build key",
 }
 
@@ -146,6 +149,8 @@ class _Audit:
     signature_status: dict[str, bool] = field(default_factory=dict)
     contents: dict[str, ArchiveContents] = field(default_factory=dict)
     sbom_infos: dict[str, SbomInfo] = field(default_factory=dict)
+    sbom_views: dict[str, sbom.SbomView] = field(default_factory=dict)
+    sources: list[BinarySources] = field(default_factory=list)
     provenance_file: str | None = None
     provenance_info: ProvenanceInfo | None = None
     gates: list[GateInfo] = field(default_factory=list)
@@ -503,6 +508,7 @@ def check_sboms(a: _Audit) -> Check:
         except VerificationError as e:
             f.add(name, e.message.removeprefix(f"{name}: "))
             continue
+        a.sbom_views[archive] = view
         a.sbom_infos[archive] = SbomInfo(
             file=name,
             spec_version=view.spec_version,
@@ -524,6 +530,59 @@ def check_sboms(a: _Audit) -> Check:
         if archive in a.contents and a.contents[archive].readable:  # an unreadable archive is named by "archives"
             _compare_files(f, name, view.files, a.contents[archive].hashes)
     return f.done(f"{len(a.sbom_infos)} SBOMs, each describing its archive exactly")
+
+
+def check_sources(a: _Audit) -> Check:
+    """Each binary's sources (the compiler's dep-info, in the build link): recorded, gated, allowed, in its SBOM.
+
+    Every product of the build step must list its inputs; each input must be
+    a material of the build link (a gated source file, with that hash); no
+    input of a binary of a bundle may lie under the bundle's forbidden paths
+    (the core's binaries compiled from nothing under ``edge/``); and each
+    archive's SBOM must list, for each of its binaries, exactly those inputs
+    with those hashes.
+    """
+    f = _Findings("sources")
+    link = a.links.get(attest.STEP_BUILD)
+    if link is None or not link.signature_ok:
+        f.add(attest.STEP_BUILD, "no verified build link: the binaries' sources are unknown")
+        return f.done("")
+    signed = link.signed
+    env: dict[str, Any] = signed["environment"] if isinstance(signed.get("environment"), dict) else {}
+    if env.get("unsafe-prebuilt-binaries"):
+        f.add(link.file, "the binaries were not built from the source (unsafe prebuilt binaries)")
+        return f.done("")
+    inputs = env.get(BINARY_INPUTS)
+    materials = {n: d.get("sha256") for n, d in (signed.get("materials") or {}).items() if isinstance(d, dict)}
+    if not isinstance(inputs, dict):
+        f.add(link.file, f"records no {BINARY_INPUTS} (each binary's sources from the compiler)")
+        return f.done("")
+    config = a.layout.config if a.layout is not None and a.layout_trusted else None
+    for binary in sorted(n for n in signed.get("products") or {} if n.startswith("bin/")):
+        paths = inputs.get(binary)
+        if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
+            f.add(binary, "the build link lists no source file for it")
+            continue
+        for path in (p for p in paths if p not in materials):
+            f.add(binary, f"was compiled from {path}, which is not gated source (not a material of the build)")
+        for bundle in config.bundles if config is not None else []:
+            if binary.removeprefix(f"bin/{bundle.target}/") in bundle.binary_files:
+                for path in paths:
+                    if (hit := bundle.forbidden_path(path)) is not None:
+                        f.add(binary, f"a {bundle.id} binary compiled from {path}, {hit}/ material")
+        a.sources.append(BinarySources(binary, tuple((p, str(materials.get(p))) for p in sorted(paths))))
+    recorded = {b.binary: b.sources for b in a.sources}
+    for archive, view in sorted(a.sbom_views.items()):
+        owner = next((b for b in config.bundles if b.step == a.archives.get(archive)), None) if config else None
+        if owner is None:
+            continue
+        stem = archive_stem(archive)
+        for file in owner.binary_files:
+            listed = tuple(sorted(view.binary_inputs.get(f"{stem}/bin/{file}", ())))
+            if listed != recorded.get(f"bin/{owner.target}/{file}"):
+                f.add(a.sbom_name(archive), f"lists other sources for bin/{file} than the build link records")
+    files = len({p for b in a.sources for p, _ in b.sources})
+    return f.done(_trust(a, f"{len(a.sources)} binaries from {files} gated source files, none from a forbidden path"))
 
 
 def _build_keys(a: _Audit) -> list[dict[str, Any]]:
@@ -725,7 +784,8 @@ def audit(release_dir: Path, owner_pub: Path) -> AuditReport:
         checks.append(check_links(a))
         find_archives(a)
         ordered: list[Callable[[_Audit], Check]] = [
-            check_files, check_checksums, check_signatures, check_gates, check_archives, check_sboms, check_provenance,
+            check_files, check_checksums, check_signatures, check_gates, check_archives, check_sboms, check_sources,
+            check_provenance,
         ]  # fmt: skip
         checks += [fn(a) for fn in ordered]
         try:
@@ -750,4 +810,5 @@ def audit(release_dir: Path, owner_pub: Path) -> AuditReport:
         in_toto=in_toto,
         checks=tuple(checks),
         files=tuple(sorted(folder.files)),
+        sources=tuple(a.sources),
     )

@@ -214,6 +214,17 @@ class ArchiveInfo:
 
 
 @dataclass(frozen=True)
+class BinarySources:
+    """The source files one built binary was compiled from, as the build link records them (the compiler's dep-info)."""
+
+    binary: str  # the build link's product, bin/<target>/<file>
+    sources: tuple[tuple[str, str], ...]  # (repository path, sha256), sorted
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"binary": self.binary, "sources": [{"path": p, "sha256": h} for p, h in self.sources]}
+
+
+@dataclass(frozen=True)
 class ProvenanceInfo:
     """The SLSA provenance as read from its envelope (``verified``: its signature checked)."""
 
@@ -268,6 +279,7 @@ class AuditReport:
     in_toto: InTotoResult
     checks: tuple[Check, ...]
     files: tuple[str, ...] = field(default=())
+    sources: tuple[BinarySources, ...] = field(default=())
 
     @property
     def verified(self) -> bool:
@@ -305,6 +317,7 @@ class AuditReport:
             "steps": [s.to_dict() for s in self.steps],
             "gates": [g.to_dict() for g in self.gates],
             "archives": [a.to_dict() for a in self.archives],
+            "sources": [b.to_dict() for b in self.sources],
             "provenance": None if self.provenance is None else self.provenance.to_dict(),
             "in_toto": self.in_toto.to_dict(),
             "checks": [c.to_dict() for c in self.checks],

@@ -110,6 +110,13 @@ def render_text(report: AuditReport) -> str:
                 f"  {s.name:<22} {who:<16} {rv:<8} {s.materials:>3} materials -> {s.products:>2} products"
                 f"  {_seconds(s.duration):>7}  {command_text(s.command) if s.command else '-'}"
             )
+    if report.sources:
+        lines += ["", "Sources (each binary's inputs, from the compiler's dep-info, as the build link records them):"]
+        width = max(len(b.binary) for b in report.sources)
+        for b in report.sources:
+            paths = [p for p, _ in b.sources]
+            shown = ", ".join(paths[:8]) + (f" and {len(paths) - 8} more" if len(paths) > 8 else "")
+            lines.append(f"  {b.binary:<{width}}  {len(paths):>3} file{'s' if len(paths) != 1 else ' '}  {shown}")
     if report.gates:
         lines += ["", "Gates:"]
         lines += [f"  {'PASS' if g.passed else 'FAIL'} {g.name}: {g.reason}" for g in report.gates]
@@ -377,6 +384,22 @@ def render_html(report: AuditReport) -> str:
             "<section><h2>Steps</h2><table><tr><th>Step</th><th>Role</th><th>Functionary key</th><th>Command</th>"
             "<th>Started</th><th>Finished</th><th>Return</th><th>Materials</th><th>Products</th></tr>"
             f"{steps}</table></section>"
+        )
+    if report.sources:
+        rows = _rows(
+            (
+                f"<code>{_e(b.binary)}</code>",
+                str(len(b.sources)),
+                f"<details><summary>{len(b.sources)} source files</summary><table>"
+                + _rows((f"<code>{_e(p)}</code>", f"<code>{_e(h)}</code>") for p, h in b.sources)
+                + "</table></details>",
+            )
+            for b in report.sources
+        )
+        sections.append(
+            "<section><h2>Source provenance</h2><p class='legend'>What the compiler read for each binary (its "
+            "dep-info), as the build link records it: every file is gated source, none from a forbidden path.</p>"
+            f"<table><tr><th>Binary</th><th>Files</th><th>Sources</th></tr>{rows}</table></section>"
         )
     gates = (
         _rows((_ok(g.passed, "PASS", "FAIL"), f"<b>{_e(g.name)}</b>", _e(g.reason), _e(g.source)) for g in report.gates)
