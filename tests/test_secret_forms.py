@@ -669,8 +669,9 @@ def test_too_many_members_is_refused(repo: Path) -> None:
 
 
 def test_a_file_larger_than_the_bound_is_still_scanned_line_by_line_and_reported(repo: Path) -> None:
+    """Its first max-file-size bytes are scanned line by line (bounded time), and it is refused as too large."""
     edit(repo / POLICIES / "secrets.toml", 'max-file-size = "64M"', 'max-file-size = "1M"')
-    big = RNG.randbytes(2 << 20).replace(b"\n", b" ") + b"\n" + pem(rsa_key(), ser.PrivateFormat.PKCS8)
+    big = pem(rsa_key(), ser.PrivateFormat.PKCS8) + b"\n" + RNG.randbytes(2 << 20).replace(b"\n", b" ")
     (repo / ASSETS / "big.bin").write_bytes(big)
     result = secrets_gate(repo)
     assert rules_of(result, f"{ASSETS}/big.bin") == {"secrets.pem-private-key", "secrets.too-large"}
@@ -763,3 +764,17 @@ def test_this_test_module_plants_no_secret_literally(repo: Path) -> None:
     shutil.copy2(Path(__file__), repo / ASSETS / "test_secret_forms.py")
     result = secrets_gate(repo)
     assert result.passed, [f.message for f in result.findings]
+
+
+def test_a_file_no_packager_would_ship_is_refused_unread(repo: Path) -> None:
+    """A 3 GiB sparse file: both the secrets and the isolation gate refuse it from its size, without reading it."""
+    from governance.gates.suite import run_gates
+
+    with (repo / ASSETS / "sparse.bin").open("wb") as f:
+        f.truncate(3 << 30)
+    started = time.monotonic()
+    report = run_gates(repo)
+    elapsed = time.monotonic() - started
+    failed = {g.name: [x.rule for x in g.findings] for g in report.gates if not g.passed}
+    assert failed == {"isolation": ["isolation.too-large"], "secrets": ["secrets.too-large"]}, failed
+    assert elapsed < 30, f"{elapsed:.1f} s: the file was read"

@@ -32,6 +32,7 @@ from pathlib import Path
 from governance.gates.crates import Crate
 from governance.gates.policy import IsolationPolicy, path_under
 from governance.gates.report import Finding
+from release.archive import MAX_FILE_BYTES
 from release.content import MIN_CONTAINED, ForbiddenContent, Needle, embedded_executable, head_executable
 from release.products import Workspace
 from release.source import CACHE_DIRS, CACHE_SUFFIXES
@@ -108,8 +109,12 @@ def content_findings(
         edge_tops = tuple(sorted({*policy.edge, *bundle.forbidden_paths})) if bundle.id in protected else ()
         edge = _edge_content(root, edge_tops, 1)
         for asset in bundle.assets:
-            for rel, path, _ in _files(root, asset):
+            for rel, path, st in _files(root, asset):
                 judged += 1
+                if st.st_size > MAX_FILE_BYTES:  # the packagers refuse it too: not read at all
+                    limit = f"over the {MAX_FILE_BYTES}-byte limit for one packaged file (not judged)"
+                    add(rel, "too-large", f"bundle {bundle.id} ships {rel}, {st.st_size} bytes, {limit}")
+                    continue
                 from_edge = any(path_under(rel, e) for e in edge_tops)  # named by the rules on names
                 try:
                     found = edge.search(path) if edge and not from_edge else None

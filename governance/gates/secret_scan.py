@@ -39,7 +39,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from governance.gates.crates import Crate
 from governance.gates.policy import SecretPattern, SecretsPolicy, path_under
@@ -55,6 +55,7 @@ from governance.gates.secret_layers import (
     unpack,
 )
 from governance.gates.secret_rules import CHUNK, OVERLAP, Detectors, Hit, line_windows
+from release.archive import MAX_FILE_BYTES
 from release.products import Workspace
 
 NAME = "secrets"
@@ -74,6 +75,21 @@ def scan_stream(stream: BinaryIO, patterns: tuple[SecretPattern, ...]) -> list[t
             if (line, pattern.id) not in hits and pattern.regex.search(window) is not None:
                 hits[(line, pattern.id)] = (line, pattern)
     return list(hits.values())
+
+
+class _Head:
+    """The first ``limit`` bytes of ``f``, line by line: what the scan of a file too large to scan whole reads."""
+
+    def __init__(self, f: BinaryIO, limit: int) -> None:
+        self.f = f
+        self.left = limit
+
+    def readline(self, size: int = -1) -> bytes:
+        if self.left <= 0:
+            return b""
+        data = self.f.readline(self.left if size < 0 else min(size, self.left))
+        self.left -= len(data)
+        return data
 
 
 def fingerprint(rule: str, value: bytes) -> str:
@@ -147,7 +163,8 @@ class _FileScan:
         rule = "too-large"
         message = (
             f"{self.rel} is {size_text(size)}, more than the {size_text(self.bounds.max_file_size)} scanned whole "
-            f"(bounds.max-file-size): only its lines were scanned, not what it may hold encoded or archived ({rule})"
+            f"(bounds.max-file-size): only the lines of its first {size_text(self.bounds.max_file_size)} were scanned, "
+            f"not what it may hold encoded or archived ({rule})"
         )
         self.record(rule, None, message, fingerprint(rule, b""), (self.rel, None, (), None), False)
 
@@ -157,7 +174,7 @@ class _FileScan:
         data = f.read(limit + 1) if size <= limit else b""
         if size > limit or len(data) > limit:
             f.seek(0)
-            for hit in self.detectors.lines(f):
+            for hit in self.detectors.lines(cast(BinaryIO, _Head(f, limit))):
                 self.hit(hit, _Origin())
             self.too_large(max(size, len(data)))
             return
@@ -288,6 +305,10 @@ class _Scan:
         if real in self.seen_files:
             return
         self.seen_files.add(real)
+        if size > MAX_FILE_BYTES:  # no packager ships it; scanning it would only cost time
+            self.problem(rel, "too-large", f"is {size} bytes, over the {MAX_FILE_BYTES}-byte limit for one packaged "
+                                           "file: not scanned, never shipped")  # fmt: skip
+            return
         scan = _FileScan(rel, self.detectors, self.policy)
         try:
             with path.open("rb") as f:
