@@ -220,9 +220,25 @@ def inspection_config(
         ["build-step", STEP_BUILD],
         ["build-command", list(BUILD_COMMAND)],
         ["sums", [SUMS_NAME, STEP_CHECKSUMS]],
+        ["products", product_names(ws)],
         ["bundles", bundles],
         ["allowed-empty-files", [".gitkeep"]],
         ["allow-prebuilt", allow_prebuilt],
+    ]
+
+
+def product_names(ws: Workspace) -> list[list[Any]]:
+    """Every file each step may write into the release folder, for version ``@V@`` (the archives' version)."""
+    v = inspection.VERSION_PLACEHOLDER
+    archives = [(b, f"{b.name}-{v}.{b.format}", f"{b.name}-{v}{SBOM_SUFFIX}") for b in ws.bundles]
+    payloads = [GATES_REPORT, *(n for _, archive, sbom_file in archives for n in (archive, sbom_file))]
+    return [
+        [STEP_GATES, [GATES_REPORT]],
+        [STEP_BUILD, []],
+        *([b.step, [archive, sbom_file]] for b, archive, sbom_file in archives),
+        [STEP_PROVENANCE, [provenance.provenance_name(v)]],
+        [STEP_SIGN, [p + SIG_SUFFIX for p in payloads]],
+        [STEP_CHECKSUMS, [SUMS_NAME, SUMS_NAME + SIG_SUFFIX]],
     ]
 
 

@@ -56,9 +56,25 @@ import zlib
 from typing import Any
 
 SCHEMA = "ransomeye.inspection/v1"
+VERSION_PLACEHOLDER = "@V@"  # in the configuration's product names: the release's version
 MARKER = "verify-release FAILED "
 # How a marker's name shows what a file name cannot hold or in-toto would skip: U+2215, U+29F5, U+2024, U+223C.
-MARKER_SYMBOLS = (("/", "\u2215"), ("\\", "\u29f5"), (".link", "\u2024link"), (".pyc", "\u2024pyc"), ("~", "\u223c"))
+# How a marker's name shows what some file system cannot hold in a name (FAT, exFAT and SMB refuse
+# \ / : * ? " < > |) or what in-toto would skip (.link, .pyc, ~): look-alike symbols that shown() never yields.
+MARKER_SYMBOLS = (
+    ("/", "\u2215"),
+    ("\\", "\u29f5"),
+    (":", "\u2236"),
+    ("*", "\u2217"),
+    ("?", "\uff1f"),
+    ('"', "\u201d"),
+    ("<", "\u2039"),
+    (">", "\u203a"),
+    ("|", "\u2223"),
+    (".link", "\u2024link"),
+    (".pyc", "\u2024pyc"),
+    ("~", "\u223c"),
+)
 CHUNK = 1 << 20
 MAX_FOLDER_ENTRIES = 10000
 MAX_LINK_BYTES = 16 << 20
@@ -69,6 +85,7 @@ MAX_ARCHIVE_BYTES = 4 << 30  # an archive, and the sum of its members
 MAX_CENTRAL_DIRECTORY_BYTES = 64 << 20
 MAX_NAME_BYTES = 4096
 MAX_PAX_BYTES = 1 << 16
+GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00"  # deflate, no flags, no time (then XFL and the OS byte)
 TAR_TAIL_BYTES = 512 + 10240  # the second end-of-archive block, then padding to a 10240-byte record
 MAX_FAILURES = 20
 MARKER_TEXT_BYTES = 200
@@ -231,9 +248,11 @@ def load_link(file: str, step: str) -> Link:
         doc = json.loads(data.decode("utf-8"))
     except (ValueError, RecursionError) as e:
         raise Refused("%s: not a readable link (%s)" % (shown(file), type(e).__name__)) from None
-    signed = doc.get("signed") if isinstance(doc, dict) else None
+    # Exactly a signed link and its signatures: in-toto reads a DSSE envelope first when a "payload" is there,
+    # so a file holding both would be verified as one document and read here as the other.
+    signed = doc.get("signed") if isinstance(doc, dict) and sorted(doc) == ["signatures", "signed"] else None
     if not isinstance(signed, dict) or signed.get("_type") != "link":
-        raise Refused("%s: is not an in-toto link (a sublayout or another document)" % shown(file))
+        raise Refused("%s: is not an in-toto link and nothing else (a sublayout or another document)" % shown(file))
     if signed.get("name") != step:
         raise Refused("%s: is the link of step %s, not %s" % (shown(file), shown(str(signed.get("name"))), step))
     return Link(file, signed)
@@ -320,12 +339,25 @@ def _read_member_data(read: Any, size: int, where: str) -> tuple[str, bytes]:
 
 
 class Inflater:
-    """The decompressed bytes of the one gzip member ``fd`` holds, produced a bounded chunk at a time."""
+    """The decompressed bytes of the one gzip member ``fd`` holds, produced a bounded chunk at a time.
+
+    The gzip wrapper is read here, not by zlib: only the fixed header the
+    packagers write is accepted (no name, comment, extra field or time, which
+    zlib would skip unseen), and the trailer's CRC-32 and length must match
+    what was inflated.
+    """
 
     def __init__(self, fd: int, archive: str) -> None:
         self.fd = fd
         self.archive = archive
-        self.z = zlib.decompressobj(31)
+        header = os.read(fd, 10)
+        if len(header) != 10 or header[:8] != GZIP_HEADER or header[8] not in (0, 2, 4):
+            raise Refused(
+                "%s: not the plain gzip header the packagers write (a name, comment, extra or time)" % archive
+            )
+        self.z = zlib.decompressobj(-15)
+        self.crc = 0
+        self.size = 0
         self.pending = b""
         self.buffer = b""
         self.pos = 0
@@ -339,14 +371,27 @@ class Inflater:
                     raise Refused("%s: the gzip stream is cut short" % self.archive)
             data = self.z.decompress(self.pending, CHUNK)
             self.pending = self.z.unconsumed_tail
+            self.crc = zlib.crc32(data, self.crc)
+            self.size += len(data)
             if self.z.eof:
                 self.eof = True
-                if self.z.unused_data or os.read(self.fd, 1):
-                    raise Refused("%s: holds data after its gzip stream" % self.archive)
+                self._trailer(self.z.unused_data)
             if data:
                 self.buffer, self.pos = data, 0
                 return True
         return False
+
+    def _trailer(self, rest: bytes) -> None:
+        """The 8-byte trailer, then the end of the file."""
+        while len(rest) < 9:
+            more = os.read(self.fd, 9 - len(rest))
+            if not more:
+                break
+            rest += more
+        if len(rest) != 8:
+            raise Refused("%s: holds data after its gzip stream, or its trailer is cut short" % self.archive)
+        if struct.unpack("<II", rest) != (self.crc, self.size & 0xFFFFFFFF):
+            raise Refused("%s: its gzip trailer does not match what it inflates to" % self.archive)
 
     def read(self, n: int) -> bytes:
         """Up to ``n`` bytes; empty only at the end of the stream."""
@@ -441,6 +486,7 @@ def read_tar_gz(fd: int, archive: str, expect: Expectation) -> list[Member]:
     """Read a tar.gz from ``fd`` (at its start): POSIX ustar/pax, regular files and directories only."""
     z = Inflater(fd, archive)
     members = []
+    mtimes = set()  # type: set[int]
     pax = None
     while True:
         block = z.exactly(512)
@@ -453,6 +499,8 @@ def read_tar_gz(fd: int, archive: str, expect: Expectation) -> list[Member]:
             raise Refused("%s: a tar header is not POSIX ustar (GNU and old formats are refused)" % archive)
         typeflag = block[156:157]
         size = _octal(block[124:136], "size", archive)
+        if block[500:512].count(0) != 12:
+            raise Refused("%s: hides data at the end of a tar header" % archive)
         if typeflag == b"x":
             if pax is not None or size > MAX_PAX_BYTES:
                 raise Refused("%s: an oversized or repeated pax header" % archive)
@@ -468,6 +516,11 @@ def read_tar_gz(fd: int, archive: str, expect: Expectation) -> list[Member]:
         pax = None
         mode = _octal(block[100:108], "mode", archive)
         owner = (_octal(block[108:116], "uid", archive), _octal(block[116:124], "gid", archive))
+        mtimes.add(_octal(block[136:148], "mtime", archive))
+        if len(mtimes) > 1:
+            raise Refused(
+                "%s: member %s has a time of its own (the packagers give all one time)" % (archive, shown(text))
+            )
         if typeflag in (b"0", b"\0"):
             kind = "file"
         elif typeflag == b"5" and size == 0:
@@ -531,6 +584,7 @@ def read_zip(fd: int, archive: str, size: int, expect: Expectation) -> list[Memb
     if cd_size > min(n_total * (_CDIR.size + MAX_NAME_BYTES), MAX_CENTRAL_DIRECTORY_BYTES):
         raise Refused("%s: an oversized central directory" % archive)
     cdir = pread(fd, cd_size, cd_offset)
+    stamps = dict()  # type: dict[str, tuple[int, int]]
     pos = 0
     offset = 0
     members = []
@@ -538,11 +592,13 @@ def read_zip(fd: int, archive: str, size: int, expect: Expectation) -> list[Memb
         if pos + _CDIR.size > len(cdir):
             raise Refused("%s: its central directory is cut short" % archive)
         fields = _CDIR.unpack_from(cdir, pos)
-        (sig, _made_ver, made_os, _need, flags, method, _time, _date, crc, csize, usize, n_name, n_extra, n_comment,
-         disk, _internal, external, local) = fields  # fmt: skip
+        (sig, made_ver, made_os, need, flags, method, time, date, crc, csize, usize, n_name, n_extra, n_comment,
+         disk, internal, external, local) = fields  # fmt: skip
         raw_name = cdir[pos + _CDIR.size : pos + _CDIR.size + n_name]
         pos += _CDIR.size + n_name + n_extra + n_comment
-        if sig != b"PK\x01\x02" or n_extra or n_comment or disk or made_os != 3:
+        if (made_ver, need) != (20, 20) or stamps.setdefault("time", (time, date)) != (time, date):
+            raise Refused("%s: an entry with its own version or time (the packagers write one of each)" % archive)
+        if sig != b"PK\x01\x02" or n_extra or n_comment or disk or made_os != 3 or internal:
             raise Refused(
                 "%s: an unexpected central directory entry (extra fields, comments or a non-Unix origin)" % archive
             )
@@ -569,8 +625,9 @@ def read_zip(fd: int, archive: str, size: int, expect: Expectation) -> list[Memb
         header = pread(fd, _LOCAL.size + n_name, offset)
         if len(header) != _LOCAL.size + n_name:
             raise Refused("%s: entry %s is cut short" % (archive, shown(name)))
-        lsig, _ver, lflags, lmethod, _t, _d, lcrc, lcsize, lusize, ln_name, ln_extra = _LOCAL.unpack_from(header)
-        if lsig != b"PK\x03\x04" or (lflags, lmethod, ln_name, ln_extra) != (flags, method, n_name, 0):
+        lsig, lver, lflags, lmethod, ltime, ldate, lcrc, lcsize, lusize, ln_name, ln_extra = _LOCAL.unpack_from(header)
+        expected = (b"PK\x03\x04", 20, flags, method, time, date, n_name, 0)
+        if (lsig, lver, lflags, lmethod, ltime, ldate, ln_name, ln_extra) != expected:
             raise Refused(
                 "%s: the local header of %s differs from its central directory entry" % (archive, shown(name))
             )
@@ -701,6 +758,7 @@ class Config:
         self.build_step = str(d["build-step"])
         self.build_command = [str(c) for c in d["build-command"]]
         self.sums_file, self.sums_step = (str(x) for x in d["sums"])
+        self.products = [(str(step), [str(n) for n in names]) for step, names in d["products"]]
         self.bundles = [Bundle(b) for b in d["bundles"]]
         self.allowed_extra = [str(x) for x in d["allowed-empty-files"]]
         self.allow_prebuilt = d.get("allow-prebuilt") is True
@@ -805,14 +863,28 @@ class Inspection:
             self.links[step] = links[0]
 
     def check_files(self) -> None:
-        """Every regular file is the layout, a link or a step's product; every product a step wrote is here."""
+        """Each step wrote exactly the files the layout names; the folder holds those, the layout and the links only."""
         expected = set([self.config.layout])
         for step, keyids in self.config.steps:
             expected.update("%s.%s.link" % (step, k) for k in keyids)
-        for step, link in sorted(self.links.items()):
-            for name in sorted(n for n in link.products if "/" not in n):
+        version = self.version()
+        if version is None:
+            return  # without it no name can be judged: the version's failure says why
+        for step, names in self.config.products:
+            link = self.links.get(step)
+            if link is None:
+                continue  # named by load_links
+            wrote = set(n for n in link.products if "/" not in n)
+            want = set(n.replace(VERSION_PLACEHOLDER, version) for n in names)
+            for name in sorted(wrote - want):
+                self.fail(
+                    "%s: the %s step may not write it (the layout names what each step writes)" % (shown(name), step)
+                )
+            for name in sorted(want):
                 expected.add(name)
-                if name not in self.regular:
+                if name not in wrote:
+                    self.fail("%s: the %s step did not write it" % (shown(name), step))
+                elif name not in self.regular:
                     self.fail("%s: missing (the product of %s)" % (shown(name), step))
         for name in sorted(self.regular):
             if name in self.config.allowed_extra:
@@ -822,6 +894,24 @@ class Inspection:
                 self.fail("%s: is not part of the release (no step produced it)" % shown(name))
         if self.config.layout not in self.regular:
             self.fail("%s: missing" % self.config.layout)
+
+    def version(self) -> str | None:
+        """The release's version: the one every packaging link's archive is named with."""
+        found = set()
+        for b in self.config.bundles:
+            link = self.links.get(b.step)
+            if link is not None:
+                for n in link.products:
+                    if n.startswith(b.name + "-") and n.endswith("." + b.format):
+                        found.add(n[len(b.name) + 1 : -len(b.format) - 1])
+        if len(found) != 1:
+            self.fail("the archives are of %d versions, not one" % len(found))
+            return None
+        version = found.pop()
+        if not version[:1].isdigit() or not all(c.isalnum() or c in ".-+" for c in version) or not version.isascii():
+            self.fail("%s: not a version" % shown(version))
+            return None
+        return str(version)
 
     def check_steps(self) -> None:
         for _, link in sorted(self.links.items()):
@@ -1049,7 +1139,7 @@ def judge_content(bundle: Bundle, stem: str, members: list[Member], banned: Any,
 
 
 def marker_name(reason: str) -> str:
-    """A file name that carries ``reason``: printable, no '/' or '\\', nothing in-toto would not record.
+    """A file name that carries ``reason``: printable, portable, nothing in-toto would not record.
 
     ``shown`` makes the reason ASCII; then the characters a file name cannot
     hold, or that in-toto would rewrite or skip (``/``, ``\\``, the dot of
@@ -1059,23 +1149,41 @@ def marker_name(reason: str) -> str:
     text = shown(reason)
     for plain, symbol in MARKER_SYMBOLS:
         text = text.replace(plain, symbol)
-    return MARKER + text.encode("utf-8")[:MARKER_TEXT_BYTES].decode("utf-8", "ignore")
+    text = text.encode("utf-8")[:MARKER_TEXT_BYTES].decode("utf-8", "ignore")
+    return MARKER + (text.rstrip(". ") or "(no reason given)")  # FAT would strip a final dot or space
 
 
-def report(failures: list[str]) -> None:
-    """Leave one empty marker file per failure (the first ``MAX_FAILURES``), never following or replacing anything."""
+def report(failures: list[str]) -> bool:
+    """Leave one empty marker file per failure (the first ``MAX_FAILURES``), never following or replacing anything.
+
+    Returns whether every marker now stands as a regular file: if one could
+    not be created (a file system that refuses the name, a folder that is not
+    writable), the caller must fail the inspection outright, since in-toto
+    would see nothing to refuse.
+    """
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     shown_failures = failures[:MAX_FAILURES]
     if len(failures) > MAX_FAILURES:
         shown_failures.append("and %d more reasons" % (len(failures) - MAX_FAILURES))
+    ok = True
     for reason in shown_failures:
-        # The same reason twice, or an unwritable folder: in-toto writes its link next, and fails there.
-        with contextlib.suppress(OSError):
-            os.close(os.open(marker_name(reason), flags, 0o644))
+        name = marker_name(reason)
+        with contextlib.suppress(OSError):  # the same reason twice: it stands already
+            os.close(os.open(name, flags, 0o644))
+        try:
+            ok = ok and stat.S_ISREG(os.lstat(name).st_mode)
+        except OSError:
+            ok = False
+    return ok
 
 
 def main(argv: list[str]) -> int:
-    """Inspect the current directory with the configuration ``argv[0]``; always return 0 (see the module doc)."""
+    """Inspect the current directory with the configuration ``argv[0]`` (see the module doc).
+
+    Returns 0, the failures (if any) left as marker files for in-toto's
+    rules to name; 1 only when a marker could not be written, so that a
+    refusal can never turn into an acceptance.
+    """
     try:
         if len(argv) != 1:
             raise Refused("the layout's inspection command has no configuration")
@@ -1084,8 +1192,8 @@ def main(argv: list[str]) -> int:
         failures = [str(e)]
     except Exception as e:  # any fault of the inspection fails the verification, never a traceback
         failures = ["the inspection could not run (%s: %s)" % (type(e).__name__, shown(str(e)))]
-    if failures:
-        report(failures)
+    if failures and not report(failures):
+        return 1
     return 0
 
 

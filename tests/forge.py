@@ -23,6 +23,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from in_toto.models.layout import Inspection, Layout
+from in_toto.models.metadata import Envelope, Metablock
+from securesystemslib.signer import CryptoSigner
+
 from release import attest, inspection
 from release.archive import WrittenArchive, hash_file
 from release.attest import StepRecord
@@ -110,6 +114,28 @@ class Download:
         """A build-key holder that claims the gated source held ``files`` (path -> sha256)."""
         self.relink("gates", materials=files)
         self.relink("build", materials=files)
+
+    def plant_sublayout(self, step: str, command: list[str], *, beside_link: bool = False) -> None:
+        """A build-key holder's layout, whose inspection runs ``command``, in place of ``step``'s link.
+
+        in-toto runs the inspections of a layout a functionary signs in place
+        of its link. ``beside_link``: the layout rides as a DSSE envelope in
+        the same JSON object as the real link; in-toto reads the envelope, a
+        reader that looks only at ``signed`` sees the link.
+        """
+        layout = Layout()
+        layout.set_relative_expiration(days=1)
+        layout.inspect = [Inspection(name="x", run=command)]
+        signer = CryptoSigner(self.key("build").private)
+        path = self.link(step)
+        if not beside_link:
+            metablock = Metablock(signed=layout)
+            metablock.create_signature(signer)
+            metablock.dump(str(path))
+            return
+        envelope = Envelope.from_signable(layout)
+        envelope.create_signature(signer)
+        path.write_text(json.dumps({**json.loads(path.read_text()), **envelope.to_dict()}))
 
     def tar_entries(self, archive: str) -> list[TarEntry]:
         """The members of a tar.gz of the release, headers and data, in order."""

@@ -40,9 +40,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from in_toto.models.layout import Inspection, Layout
-from in_toto.models.metadata import Metablock
-from securesystemslib.signer import CryptoSigner
 
 from release import inspection
 from tests.conftest import ROOT, Repo
@@ -624,14 +621,67 @@ def _zip_comment(specs: list[ZipSpec]) -> bytes:
 
 
 def _sublayout(s: Scene) -> None:
-    """In-toto runs the inspections of a layout a functionary signs in place of its link."""
-    layout = Layout()
-    layout.set_relative_expiration(days=1)
-    layout.inspect = [Inspection(name="x", run=["sh", "-c", f"echo pwned >> {s.canary}"])]
-    metablock = Metablock(signed=layout)
-    metablock.create_signature(CryptoSigner(s.download.key("build").private))
-    path = s.download.link("package-core")
-    metablock.dump(str(path))
+    s.download.plant_sublayout("package-core", ["sh", "-c", f"echo pwned >> {s.canary}"])
+
+
+def _sublayout_beside_the_link(s: Scene) -> None:
+    s.download.plant_sublayout("package-core", ["sh", "-c", f"echo pwned >> {s.canary}"], beside_link=True)
+
+
+# --- found by the red team: channels the readers skipped, names the layout did not fix, markers that cannot be written
+
+
+def _gzip_header(flags: int, extra: bytes, mtime: int = 0) -> Callable[[Scene], None]:
+    """A packager that rewrites the core archive's gzip header (a comment, a name, a time) around the same stream."""
+
+    def attack(s: Scene) -> None:
+        data = (s.folder / CORE).read_bytes()
+        header = b"\x1f\x8b\x08" + bytes([flags]) + struct.pack("<I", mtime) + data[8:10]
+        (s.folder / CORE).write_bytes(header + extra + data[10:])
+        s.download.adopt_archive(CORE)
+
+    return attack
+
+
+def _agent_source_as_gzip_comment(s: Scene) -> None:
+    _gzip_header(0x10, _agent_source(s).replace(b"\0", b" ") + b"\0")(s)
+
+
+def _tar_header_tail(tar: bytes) -> bytes:
+    """Bytes hidden at the end of the first tar header (its checksum fixed)."""
+    header = bytearray(tar[:512])
+    header[500:512] = b"hidden bytes"
+    header[148:156] = b" " * 8
+    header[148:156] = b"%06o\0 " % sum(header)
+    return bytes(header) + tar[512:]
+
+
+def _one_member_time(info: tarfile.TarInfo, data: bytes | None) -> TarEntry:
+    info.mtime += 7
+    return info, data
+
+
+def _zip_own_time(specs: list[ZipSpec]) -> bytes:
+    data = _zip(specs)
+    # the time field of the third entry's central record (after the local entries), then its local header's
+    central = data.index(b"PK\x01\x02")
+    for _ in range(2):
+        central = data.index(b"PK\x01\x02", central + 4)
+    return data[: central + 12] + b"\x22\x00" + data[central + 14 :]
+
+
+def _extra_provenance_file(s: Scene) -> None:
+    """The build key adds a product to the provenance step: a script beside the release, matching its glob."""
+    name = "ransomeye-1.0.0-hotfix (run me first).intoto.jsonl"
+    (s.folder / name).write_text("#!/bin/sh\necho pwned\n")
+    s.download.relink("provenance", products={name: hashlib.sha256((s.folder / name).read_bytes()).hexdigest()})
+
+
+def _second_core_archive(s: Scene) -> None:
+    """The build key adds a second product matching the packager's glob."""
+    name = "ransomeye-core-1.0.0 (1).tar.gz"
+    shutil.copy(s.folder / CORE, s.folder / name)
+    s.download.relink("package-core", products={name: hashlib.sha256((s.folder / name).read_bytes()).hexdigest()})
 
 
 # --- the table -----------------------------------------------------------------------------------------------
@@ -823,10 +873,32 @@ CASES = [
     # A stolen build key: in-toto runs a sublayout's commands before any check of ours; the README's first command
     # refuses the sublayout (see test_a_sublayout_runs_its_commands_under_the_stock_verifier_alone).
     Case("build-key-sublayout-in-place-of-a-link", _sublayout, "not a release file: 'package-core.", None),
+    Case("build-key-sublayout-beside-the-link", _sublayout_beside_the_link, "not a release file: 'package-core.", None),
+    # Found by the red team.
+    Case(
+        "packager-edge-source-in-the-gzip-comment",
+        _agent_source_as_gzip_comment,
+        _m(f"{CORE}: not the plain gzip header the packagers write"),
+    ),
+    Case("packager-gzip-header-time", _gzip_header(0, b"", mtime=1700000000), _m("not the plain gzip header")),
+    Case("packager-data-in-a-tar-header", _packager_raw(_tar_header_tail), _m(f"{CORE}: hides data at the end of a")),
+    Case(
+        "packager-member-with-its-own-time",
+        _packager(_replace(INDEX, _one_member_time)),
+        _m(f"member {INDEX} has a time of its own"),
+    ),
+    Case("packager-zip-entry-with-its-own-time", _zip_attack(_zip_own_time), _m("an entry with its own version or")),
+    Case(
+        "build-key-extra-provenance-product",
+        _extra_provenance_file,
+        _m("ransomeye-1.0.0-hotfix (run me first).intoto.jsonl: the provenance step may not write it"),
+    ),
+    Case("build-key-second-core-archive", _second_core_archive, _m("names 2 tar.gz archives, not one")),
 ]
+EARLIER_LINK = b'{"signatures": [], "signed": {"_type": "link"}}'
 CONTROLS = [
     Case("honest-release", lambda s: None, ""),
-    Case("earlier-runs-link-left-behind", _write("verify-release.link", b'{"signed": {"_type": "link"}}'), ""),
+    Case("earlier-runs-link-left-behind", _write("verify-release.link", EARLIER_LINK), ""),
     Case("earlier-runs-failure-marker-left-behind", _write(inspection.MARKER + "old reason", b""), ""),
     Case("zip-rewritten-honestly-by-the-attackers-crafter", _zip_attack(_zip_control), ""),
 ]

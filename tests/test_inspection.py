@@ -43,7 +43,7 @@ def test_the_program_is_python_3_8_and_standard_library_only() -> None:
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module.split(".")[0])
     assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported - set(sys.stdlib_module_names)
-    for name in ("removeprefix", "removesuffix", "file_digest", "match "):
+    for name in ("removeprefix", "removesuffix", "file_digest"):
         assert name not in SOURCE, f"{name} needs a newer Python than 3.8"
 
 
@@ -70,6 +70,8 @@ def test_marker_names_are_safe_file_names(reason: str) -> None:
     assert len(name.encode("utf-8")) <= 255
     assert "/" not in name and "\\" not in name and "\0" not in name
     assert ".link" not in name and "~" not in name and ".pyc" not in name
+    assert not set(name) & set(':*?"<>|'), "FAT, exFAT and SMB refuse these in a name"
+    assert not name.endswith((".", " ")), "FAT strips a final dot or space"
     assert not inspection.in_toto_excluded(name)
     assert inspection.shown(reason) == inspection.shown(reason).encode("ascii").decode()
 
@@ -166,6 +168,17 @@ def test_a_malformed_configuration_fails_the_verification_with_a_reason(raw: lis
     with tempfile.TemporaryDirectory() as tmp:
         left = _run_main(Path(tmp), [json.dumps(raw)])
     assert left and all(name.startswith(inspection.MARKER) for name in left)
+
+
+def test_a_marker_that_cannot_be_written_fails_the_inspection(tmp_path: Path) -> None:
+    """On a file system that refuses the name, or with something standing at it, the refusal must not vanish."""
+    (tmp_path / inspection.marker_name("the layout's inspection command has no configuration")).mkdir()
+    cwd = Path.cwd()
+    os.chdir(tmp_path)
+    try:
+        assert inspection.main([]) == 1
+    finally:
+        os.chdir(cwd)
 
 
 def test_main_always_exits_zero_and_names_the_reason(tmp_path: Path) -> None:
