@@ -249,8 +249,8 @@ def verify_envelope(envelope: Mapping[str, Any], public_key: Mapping[str, Any]) 
         raise VerificationError(f"the envelope's signature by {keyid[:8]} does not verify") from e
     try:
         statement = json.loads(parsed.payload)
-    except ValueError as e:
-        raise VerificationError("the envelope's payload is not JSON") from e
+    except (ValueError, RecursionError) as e:
+        raise VerificationError("the envelope's payload is not JSON (or nested too deeply)") from e
     if not isinstance(statement, dict) or statement.get("_type") != STATEMENT_TYPE:
         raise VerificationError(f"the payload is not an in-toto Statement ({STATEMENT_TYPE})")
     if statement.get("predicateType") != PREDICATE_TYPE:
@@ -263,7 +263,7 @@ def unverified_statement(envelope: Mapping[str, Any]) -> dict[str, Any] | None:
     try:
         payload = base64.b64decode(str(envelope.get("payload")), validate=True)
         data = json.loads(payload)
-    except (ValueError, binascii.Error):
+    except (ValueError, binascii.Error, RecursionError):
         return None
     return data if isinstance(data, dict) else None
 

@@ -31,6 +31,7 @@ they are written.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -494,18 +495,19 @@ def bundle_sbom(
 # --- writing and reading -----------------------------------------------------------
 
 
-def validate_sbom(text: str, spec_version: str = SPEC_VERSION.to_version()) -> list[str]:
-    """Every error of ``text`` against the CycloneDX JSON schema ``spec_version``; empty when valid.
+def validate_sbom(text: str, spec_version: str = SPEC_VERSION.to_version(), limit: int = 20) -> list[str]:
+    """The errors of ``text`` against the CycloneDX JSON schema ``spec_version`` (the first ``limit``); empty if valid.
 
     Offline: the schemas ship with ``cyclonedx-python-lib``. An unknown spec
-    version is an error.
+    version is an error. Errors are collected lazily and only the first
+    ``limit`` are kept: a hostile document can hold millions.
     """
     try:
         schema = SchemaVersion.from_version(spec_version)
     except (ValueError, TypeError):
         return [f"unknown CycloneDX spec version {spec_version!r}"]
     errors = _validator(schema).validate_str(text, all_errors=True)
-    return [] if errors is None else [_schema_error(e.data) for e in errors]
+    return [] if errors is None else [_schema_error(e.data) for e in itertools.islice(errors, limit)]
 
 
 _VALIDATORS: dict[SchemaVersion, Any] = {}

@@ -691,7 +691,7 @@ def test_data_hidden_after_the_end_of_a_tar_is_found(tmp_path: Path) -> None:
     with tarfile.open(hidden, "w") as tar:
         tar.add(top / "bin" / "ransomeye-dpi", "ransomeye-dpi-1.0.0/bin/implant")
     smuggled = tmp_path / "ransomeye-dpi-1.0.0.tar.gz"
-    smuggled.write_bytes(gzip.compress(gzip.decompress(plain.read_bytes()) + hidden.read_bytes()))
+    smuggled.write_bytes(gzip.compress(gzip.decompress(plain.read_bytes()) + hidden.read_bytes(), mtime=0))
 
     def members(path: Path) -> list[str]:
         fd = os.open(path, os.O_RDONLY)

@@ -11,6 +11,7 @@ canary the evidence points at) and the folder itself unchanged.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import gzip
 import json
@@ -21,11 +22,9 @@ import sys
 import unicodedata
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from in_toto.models.layout import Inspection, Layout
-from in_toto.models.metadata import Metablock
-from securesystemslib.signer import CryptoSigner
 
 from tests.conftest import ROOT, Repo
 from tests.forge import CORE, Download
@@ -142,12 +141,49 @@ def _markup_name(s: Scene) -> None:
 
 
 def _sublayout(s: Scene) -> None:
-    layout = Layout()
-    layout.set_relative_expiration(days=1)
-    layout.inspect = [Inspection(name="x", run=["sh", "-c", f"echo pwned >> {s.canary}"])]
-    metablock = Metablock(signed=layout)
-    metablock.create_signature(CryptoSigner(s.download.key("build").private))
-    metablock.dump(str(s.download.link("package-core")))
+    s.download.plant_sublayout("package-core", ["sh", "-c", f"echo pwned >> {s.canary}"])
+
+
+def _sublayout_beside_the_link(s: Scene) -> None:
+    s.download.plant_sublayout("package-core", ["sh", "-c", f"echo pwned >> {s.canary}"], beside_link=True)
+
+
+PROVENANCE = "ransomeye-1.0.0.intoto.jsonl"
+
+
+def _provenance(change: Callable[[dict[str, Any]], None]) -> Callable[[Scene], None]:
+    def plant(s: Scene) -> None:
+        envelope = json.loads((s.folder / PROVENANCE).read_text())
+        change(envelope)
+        (s.folder / PROVENANCE).write_text(json.dumps(envelope) + "\n")
+
+    return plant
+
+
+def _deep_payload(envelope: dict[str, Any]) -> None:
+    envelope["payload"] = base64.b64encode(_deep().encode()).decode()
+
+
+def _toolchains_a_list(envelope: dict[str, Any]) -> None:
+    statement = json.loads(base64.b64decode(envelope["payload"]))
+    statement["predicate"]["buildDefinition"]["internalParameters"]["toolchains"] = ["x"]
+    envelope["payload"] = base64.b64encode(json.dumps(statement).encode()).decode()
+
+
+def _signatures_a_number(envelope: dict[str, Any]) -> None:
+    envelope["signatures"] = 5
+
+
+def _sboms_of_empty_components(s: Scene) -> None:
+    for sbom in s.folder.glob("*.cdx.json"):
+        with sbom.open("w") as f:
+            f.write('{"bomFormat": "CycloneDX", "specVersion": "1.6", "components": [' + ",".join(["{}"] * 1_300_000))
+            f.write("]}")
+
+
+def _time_without_a_zone(s: Scene) -> None:
+    env = s.download.signed("gates")["environment"]
+    s.download.relink("gates", environment={**env, "started": "2026-01-01T00:00:00"})
 
 
 def _layout_fifo(s: Scene) -> None:
@@ -222,6 +258,12 @@ CASES = [
     Case("json-number-with-100000-digits", _huge_number, "gates-report.json: "),
     Case("sha256sums-not-utf8", _not_utf8, "SHA256SUMS: "),
     Case("sublayout-in-place-of-a-link", _sublayout, "is not an in-toto link"),
+    Case("sublayout-beside-the-link", _sublayout_beside_the_link, "is not an in-toto link and nothing else"),
+    Case("provenance-payload-deeply-nested", _provenance(_deep_payload), f"{PROVENANCE}: "),
+    Case("provenance-toolchains-a-list", _provenance(_toolchains_a_list), f"{PROVENANCE}: "),
+    Case("provenance-signatures-a-number", _provenance(_signatures_a_number), f"{PROVENANCE}: "),
+    Case("sboms-of-a-million-empty-components", _sboms_of_empty_components, f"{SBOM}: JSON of more than"),
+    Case("link-time-without-a-zone", _time_without_a_zone, "gates."),
     Case("layout-is-a-fifo", _layout_fifo, "root.layout: "),
     Case("layout-symlink-to-dev-zero", _layout_to_dev_zero, "root.layout: "),
     Case("sha256sums-symlink-to-a-file-outside", _sums_to_canary, "SHA256SUMS: "),

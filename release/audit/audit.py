@@ -56,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
         ns = parser.parse_args(args)
         try:
             report = audit(ns.release_dir, ns.owner_key)
+            text = f"Verdict: {report.verdict}\n" if ns.quiet else render_text(report)
+            if ns.json:
+                write_json(report, ns.json)
+            if ns.html:
+                write_html(report, ns.html)
         except ReleaseError as e:
             if isinstance(e, BadInputError):
                 raise
@@ -65,11 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"the audit could not run: {type(e).__name__}: {printable(str(e))}",
                 hint="this is a bug of the audit; please report it with the folder that caused it",
             ) from e
-        if ns.json:
-            write_json(report, ns.json)
-        if ns.html:
-            write_html(report, ns.html)
-        print(f"Verdict: {report.verdict}" if ns.quiet else render_text(report), end="\n" if ns.quiet else "")
+        print(text, end="")
         return EXIT_VERIFIED if report.verified else EXIT_FAILED
 
     return run("audit", inner, argv)

@@ -52,6 +52,7 @@ from release.audit.evidence import (
     LayoutView,
     archive_format,
     archive_stem,
+    check_depth,
     is_layout,
     is_link,
     layout_view,
@@ -248,6 +249,11 @@ def check_links(a: _Audit) -> Check:
         rv = (signed.get("byproducts") or {}).get("return-value")
         if rv != 0:
             f.add(step.name, f"the step's command returned {rv!r}, not 0")
+        env = signed.get("environment")
+        for when in ("started", "finished"):
+            moment = env.get(when) if isinstance(env, dict) else None
+            if moment is not None and not _utc_time(moment):
+                f.add(file, f"records a {when} time that is not an ISO time with its zone: {moment!r}")
     for step_name, link in a.links.items():
         for name, digest in sorted((link.signed.get("products") or {}).items()):
             actual = a.folder.digest(name) if "/" not in name else None
@@ -256,6 +262,13 @@ def check_links(a: _Audit) -> Check:
                 f.add(name, f"differs from what step {step_name} recorded (sha256 {actual.sha256[:12]}…, "
                             f"recorded {str(recorded)[:12]}…)")  # fmt: skip
     return f.done(_trust(a, f"{len(a.links)} links, each signed by its functionary, every step returned 0"))
+
+
+def _utc_time(moment: object) -> bool:
+    try:
+        return isinstance(moment, str) and datetime.fromisoformat(moment).tzinfo is not None
+    except ValueError:
+        return False
 
 
 def find_archives(a: _Audit) -> None:
@@ -629,7 +642,17 @@ def check_provenance(a: _Audit) -> Check:
     elif statement is None:
         f.add(name, f"not verified with the build key: {reasons[0]}")
     shown = statement if statement is not None else provenance.unverified_statement(envelope)
-    signers = tuple(str(s.get("keyid", "?")) for s in envelope.get("signatures") or [] if isinstance(s, dict))
+    try:
+        check_depth(shown, name)  # a build-key holder's payload is walked below: bounded first
+    except VerificationError as e:
+        f.add(name, e.message.removeprefix(f"{name}: "))
+        shown = statement = None
+    signatures = envelope.get("signatures")
+    signers = tuple(
+        str(s.get("keyid", "?")) for s in (signatures if isinstance(signatures, list) else []) if isinstance(s, dict)
+    )
+    tool = _get(shown, "predicate", "buildDefinition", "internalParameters", "toolchains")
+    toolchains: dict[Any, Any] = tool if isinstance(tool, dict) else {}
     subjects: dict[str, str] = {}
     if shown is not None:
         try:
@@ -640,16 +663,14 @@ def check_provenance(a: _Audit) -> Check:
         file=name,
         verified=verified,
         signed_by=signers,
-        build_type=_get(shown, "predicate", "buildDefinition", "buildType"),
-        builder_id=_get(shown, "predicate", "runDetails", "builder", "id"),
-        invocation_id=_get(shown, "predicate", "runDetails", "metadata", "invocationId"),
-        started=_get(shown, "predicate", "runDetails", "metadata", "startedOn"),
-        finished=_get(shown, "predicate", "runDetails", "metadata", "finishedOn"),
-        source_commit=_get(shown, "predicate", "buildDefinition", "externalParameters", "sourceCommit"),
+        build_type=_text(shown, "predicate", "buildDefinition", "buildType"),
+        builder_id=_text(shown, "predicate", "runDetails", "builder", "id"),
+        invocation_id=_text(shown, "predicate", "runDetails", "metadata", "invocationId"),
+        started=_text(shown, "predicate", "runDetails", "metadata", "startedOn"),
+        finished=_text(shown, "predicate", "runDetails", "metadata", "finishedOn"),
+        source_commit=_text(shown, "predicate", "buildDefinition", "externalParameters", "sourceCommit"),
         subjects=tuple(sorted(subjects.items())),
-        toolchains=tuple(
-            sorted((_get(shown, "predicate", "buildDefinition", "internalParameters", "toolchains") or {}).items())
-        ),
+        toolchains=tuple(sorted((str(k), str(v)) for k, v in toolchains.items())),
     )
     if statement is None:
         return f.done("")
@@ -668,6 +689,12 @@ def check_provenance(a: _Audit) -> Check:
         f.add(name, "has no build type (buildDefinition.buildType)")
     _check_resolved(a, f, name, statement)
     return f.done(_trust(a, f"signed by the build key, {len(subjects)} subjects equal to their {SUMS_NAME} entries"))
+
+
+def _text(data: Any, *path: str) -> str | None:
+    """The string at ``path`` in a document the folder supplied, or None when it is anything else."""
+    value = _get(data, *path)
+    return value if isinstance(value, str) else None
 
 
 def _listed_sha256(a: _Audit, name: str) -> str:

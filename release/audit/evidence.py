@@ -31,6 +31,7 @@ MAX_DOCUMENT_BYTES = 4 << 20  # a layout, link, SBOM, gates report or provenance
 MAX_SUMS_BYTES = 1 << 20  # SHA256SUMS lists a few dozen files
 MAX_SIGNATURE_BYTES = 64 << 10
 MAX_JSON_DEPTH = 64
+MAX_JSON_NODES = 200_000
 MAX_ENTRIES = inspection.MAX_FOLDER_ENTRIES
 
 
@@ -51,12 +52,20 @@ def parse_json(data: bytes | str, where: str) -> Any:
 
 
 def check_depth(value: Any, where: str) -> None:
-    """Refuse parsed JSON nested deeper than :data:`MAX_JSON_DEPTH` (checked without recursion)."""
+    """Refuse parsed JSON deeper than :data:`MAX_JSON_DEPTH` or with more than :data:`MAX_JSON_NODES` values.
+
+    Checked without recursion, before anything (a schema validator, in-toto,
+    a report) walks the value.
+    """
     stack: list[tuple[Any, int]] = [(value, 1)]
+    nodes = 0
     while stack:
         item, depth = stack.pop()
+        nodes += 1
         if depth > MAX_JSON_DEPTH:
             raise VerificationError(f"{where}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        if nodes > MAX_JSON_NODES:
+            raise VerificationError(f"{where}: JSON of more than {MAX_JSON_NODES} values, more than any release's")
         children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
         stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
 
@@ -232,8 +241,8 @@ def load_metablock(folder: Folder, name: str) -> tuple[Any | None, str | None]:
     """``(metablock, None)``, or ``(None, why)`` when ``name`` is not readable in-toto metadata (bounded)."""
     try:
         data = folder.json(name)
-        if not isinstance(data, dict):
-            return None, "not in-toto metadata (not a JSON object)"
+        if not isinstance(data, dict) or sorted(data) != ["signatures", "signed"]:
+            return None, "not in-toto metadata and nothing else (a signed document and its signatures)"
         return Metablock.from_dict(data), None
     except VerificationError as e:
         return None, e.message.removeprefix(f"{name}: ")

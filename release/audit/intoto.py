@@ -69,9 +69,12 @@ def refusal(folder: Folder) -> str | None:
                 data = folder.json(name)
             except VerificationError as e:
                 return e.message
-            signed = data.get("signed") if isinstance(data, dict) else None
+            signed = data.get("signed") if isinstance(data, dict) and sorted(data) == ["signatures", "signed"] else None
             if not isinstance(signed, dict) or signed.get("_type") != "link":
-                return f"{name}: is not an in-toto link (in-toto would run the commands of a layout in its place)"
+                return (
+                    f"{name}: is not an in-toto link and nothing else "
+                    "(in-toto would run the commands of a layout found in its place)"
+                )
     return None
 
 

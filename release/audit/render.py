@@ -254,10 +254,12 @@ def _diagram(report: AuditReport, bad: set[str]) -> str:
 
 
 def _parse(moment: str | None) -> datetime | None:
+    """A link's time, or None unless it is an ISO time with its zone (times without one cannot be compared)."""
     try:
-        return datetime.fromisoformat(moment) if moment else None
+        parsed = datetime.fromisoformat(moment) if moment else None
     except ValueError:
         return None
+    return parsed if parsed is not None and parsed.tzinfo is not None else None
 
 
 def _timeline(report: AuditReport) -> str:
