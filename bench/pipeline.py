@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.measure import Measured, Sample, run_measured, wait_for_quiet
+from release.audit.intoto import verifier_env
 
 BENCH = Path(__file__).resolve().parent
 PROBE = BENCH / "probe.py"
@@ -235,7 +236,7 @@ def run_verify(published: Path, owner_pub: Path, scratch: Path, quiet_wait: floa
     if sums.returncode != 0:
         raise BenchError(f"sha256sum failed: {sums.stderr}")
     settle(quiet_wait)
-    verify = run_measured(verify_command(owner_pub), cwd=folder)
+    verify = run_measured(verify_command(owner_pub), cwd=folder, env=verifier_env())
     return VerifyRun(verify, sums)
 
 
@@ -244,7 +245,7 @@ def profile_verify(published: Path, owner_pub: Path, scratch: Path) -> dict[str,
     folder = fresh_copy(published, scratch / "verify-profile")
     out = scratch / "verify-profile.json"
     cmd = [sys.executable, str(VERIFY_PROFILE), str(out), "--", *verify_command(owner_pub)]
-    m = run_measured(cmd, cwd=folder)
+    m = run_measured(cmd, cwd=folder, env=verifier_env())
     if not out.is_file():
         raise BenchError(f"the verification profile failed (exit {m.returncode}):\n{m.stderr}")
     report: dict[str, Any] = json.loads(out.read_text())

@@ -17,10 +17,12 @@ nothing else, and it touches nothing before checking it against them:
    write of ``verify-release.link`` cannot be steered out of the folder.
 2. It judges every entry of the folder by ``lstat``, whatever its name
    (in-toto's recording skips ``*.link*``, ``*~``, ``*.pyc`` and ``.git``):
-   only regular files that some step produced, the layout and the links; no
-   symlink, directory, FIFO, socket or device is ever opened.
+   only the files the layout names for each step (for the release's one
+   version), the layout and the links; no symlink, directory, FIFO, socket
+   or device is ever opened. A link must be a signed link and nothing else.
 3. Each archive is hashed and compared with its packaging step's link before
-   one byte of it is parsed. Then its members are read in-process, never
+   one byte of it is parsed (its gzip wrapper included: only the packagers'
+   plain header is accepted). Then its members are read in-process, never
    extracted: each must be, in order, the member the packaging link declares
    (name, type, mode, size, SHA-256), and each file must equal what the step
    read (a build product or a gated source file). Every read is bounded by
@@ -31,14 +33,15 @@ nothing else, and it touches nothing before checking it against them:
    contain, and executables (ELF, PE, Mach-O, ``#!`` scripts) are allowed only
    at the bundle's declared binary paths.
 5. ``SHA256SUMS`` (once its hash matches the checksums link) must list only
-   files the steps produced, with their recorded hashes, and every file it
-   lists must be in the folder.
+   files the steps produced, with their recorded hashes.
 
 It writes nothing on success. On failure it creates one empty file per
-reason, named ``verify-release FAILED <reason>``, which the inspection's
-``DISALLOW *`` rule then names on in-toto's last line (in-toto discards an
-inspection's output). It always exits 0 and starts no process, so in-toto's
-timeout, which kills only its direct child, stops everything.
+reason, named ``verify-release FAILED <reason>`` in characters any file
+system accepts, which the inspection's ``DISALLOW *`` rule then names on
+in-toto's last line (in-toto discards an inspection's output), and exits 0;
+if a marker cannot be written it exits 1, so a refusal never becomes an
+acceptance. It starts no process, so in-toto's timeout, which kills only its
+direct child, stops everything.
 """
 
 from __future__ import annotations
@@ -58,7 +61,6 @@ from typing import Any
 SCHEMA = "ransomeye.inspection/v1"
 VERSION_PLACEHOLDER = "@V@"  # in the configuration's product names: the release's version
 MARKER = "verify-release FAILED "
-# How a marker's name shows what a file name cannot hold or in-toto would skip: U+2215, U+29F5, U+2024, U+223C.
 # How a marker's name shows what some file system cannot hold in a name (FAT, exFAT and SMB refuse
 # \ / : * ? " < > |) or what in-toto would skip (.link, .pyc, ~): look-alike symbols that shown() never yields.
 MARKER_SYMBOLS = (
