@@ -46,10 +46,10 @@ from release.audit.audit import main as audit_main
 from release.builder.signer import sign_digest
 from release.cargo import HOST_TARGET, find_toolchain
 from release.errors import BadInputError
-from release.keys import KeyPair, load_private_key, load_public_key
+from release.keys import load_public_key
 from release.manifests.generate_hash_list import SUMS_NAME, write_hash_list
 from tests.conftest import EPOCH, ROOT, Repo
-from tests.forge import declared
+from tests.forge import Download, declared
 
 pytestmark = pytest.mark.slow
 
@@ -69,28 +69,19 @@ PROVENANCE_COMMAND = "slsa-provenance"
 
 
 @dataclasses.dataclass(frozen=True)
-class Case:
-    """A release folder under test and the repository (with its keys) it was built from."""
+class Case(Download):
+    """A release folder under test and the repository (with its keys) it was built from.
 
-    folder: Path
-    repo: Repo
-
-    def key(self, role: str) -> KeyPair:
-        return load_private_key(self.repo.keys, role)
+    Its ``relink`` replaces what it is given (the toolkit's merges), and may create a link.
+    """
 
     @property
     def owner_pub(self) -> Path:
         return self.repo.keys / "owner.pub"
 
-    def link(self, step: str) -> Path:
-        (path,) = self.folder.glob(f"{step}.*.link")
-        return path
-
-    def signed(self, step: str) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(self.link(step).read_text())["signed"]
-        return data
-
-    def relink(self, step: str, role: str | None = None, **changes: Any) -> None:
+    def relink(  # type: ignore[override]
+        self, step: str, role: str | None = None, **changes: Any
+    ) -> None:
         """Rewrite ``step``'s link with ``changes``, signed with the step's real functionary key."""
         old = self.signed(step) if list(self.folder.glob(f"{step}.*.link")) else {}
         record = StepRecord(
