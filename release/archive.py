@@ -423,7 +423,7 @@ def write_tar_gz(entries: Sequence[Entry], out_path: Path, epoch: int) -> Writte
     with (
         _atomic_archive(out_path) as hw,
         gzip.GzipFile(filename="", mode="wb", fileobj=hw, compresslevel=GZIP_LEVEL, mtime=0) as gz,
-        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.USTAR_FORMAT) as tar,
     ):
         for n, e in enumerate(entries):
             failpoint(f"write:{out_path.name}:{n}")
@@ -434,7 +434,10 @@ def write_tar_gz(entries: Sequence[Entry], out_path: Path, epoch: int) -> Writte
             info.uname = info.gname = ""
             if e.source is None:
                 info.type = tarfile.DIRTYPE
-                tar.addfile(info)
+                try:
+                    tar.addfile(info)
+                except ValueError as err:  # plain ustar: a name over 100 bytes that no directory split fits
+                    raise PackagingError(f"archive member {e.arcname!r}: {err} for a tar archive") from err
                 members.append(Member(e.arcname, "dir", e.mode, 0, ""))
                 continue
             with _open_source(e) as src:
@@ -444,6 +447,8 @@ def write_tar_gz(entries: Sequence[Entry], out_path: Path, epoch: int) -> Writte
                     tar.addfile(info, reader)
                 except OSError as err:
                     raise PackagingError(f"{e.source}: changed while being packaged ({err})") from err
+                except ValueError as err:  # plain ustar: a name over 100 bytes that no directory split fits
+                    raise PackagingError(f"archive member {e.arcname!r}: {err} for a tar archive") from err
                 inputs[e.source] = reader.sha256.hexdigest()
                 members.append(Member(e.arcname, "file", e.mode, info.size, inputs[e.source]))
     return WrittenArchive(hw.digest(out_path), inputs, tuple(members))

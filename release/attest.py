@@ -220,6 +220,7 @@ def inspection_config(
         ["build-step", STEP_BUILD],
         ["build-command", list(BUILD_COMMAND)],
         ["sums", [SUMS_NAME, STEP_CHECKSUMS]],
+        ["sums-lists", [STEP_GATES, *(b.step for b in ws.bundles), STEP_SIGN]],
         ["products", product_names(ws)],
         ["bundles", bundles],
         ["allowed-empty-files", [".gitkeep"]],

@@ -86,7 +86,6 @@ MAX_MEMBER_BYTES = 1 << 30  # the packagers refuse larger input files too
 MAX_ARCHIVE_BYTES = 4 << 30  # an archive, and the sum of its members
 MAX_CENTRAL_DIRECTORY_BYTES = 64 << 20
 MAX_NAME_BYTES = 4096
-MAX_PAX_BYTES = 1 << 16
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00"  # deflate, no flags, no time (then XFL and the OS byte)
 TAR_TAIL_BYTES = 512 + 10240  # the second end-of-archive block, then padding to a 10240-byte record
 MAX_FAILURES = 20
@@ -444,26 +443,41 @@ def _octal(field: bytes, what: str, archive: str) -> int:
     return int(text, 8)
 
 
-def _pax_records(data: bytes, archive: str) -> Any:
-    records = dict()
-    pos = 0
-    while pos < len(data):
-        space = data.find(b" ", pos)
-        if space < 0:
-            raise Refused("%s: a malformed pax header" % archive)
-        length = int(data[pos:space]) if data[pos:space].isdigit() else 0
-        record = data[pos : pos + length]
-        if length <= space - pos or not record.endswith(b"\n") or b"=" not in record:
-            raise Refused("%s: a malformed pax header" % archive)
-        key, _, value = record[space - pos + 1 : -1].partition(b"=")
-        if key != b"path":
-            raise Refused("%s: a pax header sets %s (only path is allowed)" % (archive, shown(key.decode("latin-1"))))
-        try:
-            records["path"] = value.decode("utf-8")
-        except UnicodeDecodeError:
-            raise Refused("%s: a pax path is not UTF-8" % archive) from None
-        pos += length
-    return records
+def _nul_padded(field: bytes) -> bytes:
+    """A tar name field's text: what comes before its first NUL (the rest must be NUL, or the header is refused)."""
+    return field.split(b"\0", 1)[0]
+
+
+def _ustar_split(name: bytes) -> tuple[bytes, bytes] | None:
+    """How tarfile stores a member name in ustar's name and prefix fields (the shortest prefix that fits)."""
+    if len(name) <= 100:
+        return name, b""
+    parts = name.split(b"/")
+    for i in range(1, len(parts)):
+        prefix, rest = b"/".join(parts[:i]), b"/".join(parts[i:])
+        if len(prefix) <= 155 and len(rest) <= 100:
+            return rest, prefix
+    return None
+
+
+def _ustar_header(name: bytes, prefix: bytes, mode: int, size: int, mtime: int, typeflag: bytes) -> bytes:
+    """The ustar header the packagers write (Python's tarfile, owner 0/0, no names) for these fields."""
+    head = (
+        name.ljust(100, b"\0")
+        + b"%07o\0" % mode
+        + b"0000000\0" * 2
+        + b"%011o\0" % size
+        + b"%011o\0" % mtime
+        + b" " * 8
+        + typeflag
+        + b"\0" * 100
+        + b"ustar\x0000"
+        + b"\0" * 64
+        + b"\0" * 16  # no device numbers: tarfile writes NUL there for files and directories (Python 3.9 and on)
+        + prefix.ljust(155, b"\0")
+        + b"\0" * 12
+    )
+    return head[:148] + b"%06o\0 " % sum(head) + head[156:]
 
 
 TAR_KINDS = (
@@ -485,11 +499,16 @@ def _tar_kind(typeflag: bytes) -> str:
 
 
 def read_tar_gz(fd: int, archive: str, expect: Expectation) -> list[Member]:
-    """Read a tar.gz from ``fd`` (at its start): POSIX ustar/pax, regular files and directories only."""
+    """Read a tar.gz from ``fd`` (at its start): plain ustar headers exactly as the packagers write them.
+
+    Each header must be byte for byte the canonical one of its name, mode,
+    size and time (owners 0, no link target, owner names or device numbers,
+    one spelling per number), so no field can carry hidden data; no pax,
+    GNU or old-format header; regular files and directories only.
+    """
     z = Inflater(fd, archive)
     members = []
     mtimes = set()  # type: set[int]
-    pax = None
     while True:
         block = z.exactly(512)
         if block == b"\0" * 512:
@@ -499,44 +518,35 @@ def read_tar_gz(fd: int, archive: str, expect: Expectation) -> list[Member]:
             raise Refused("%s: a tar header fails its checksum" % archive)
         if block[257:265] != b"ustar\x0000":
             raise Refused("%s: a tar header is not POSIX ustar (GNU and old formats are refused)" % archive)
-        typeflag = block[156:157]
-        size = _octal(block[124:136], "size", archive)
-        if block[500:512].count(0) != 12:
-            raise Refused("%s: hides data at the end of a tar header" % archive)
-        if typeflag == b"x":
-            if pax is not None or size > MAX_PAX_BYTES:
-                raise Refused("%s: an oversized or repeated pax header" % archive)
-            data = z.exactly(size)
-            z.padding(size)
-            pax = _pax_records(data, archive)
-            continue
+        name_field, prefix_field, typeflag = _nul_padded(block[0:100]), _nul_padded(block[345:500]), block[156:157]
         try:
-            name = (block[345:500].rstrip(b"\0") + b"/" if block[345] else b"") + block[0:100].rstrip(b"\0")
-            text = pax["path"] if pax else name.decode("utf-8")
+            text = (prefix_field + b"/" + name_field if prefix_field else name_field).decode("utf-8")
         except UnicodeDecodeError:
             raise Refused("%s: a member name is not UTF-8" % archive) from None
-        pax = None
+        if typeflag == b"x":
+            raise Refused("%s: member %s comes with a pax extended header (the packagers write plain ustar)"
+                          % (archive, shown(text)))  # fmt: skip
+        size = _octal(block[124:136], "size", archive)
+        if typeflag == b"0":
+            kind = "file"
+        elif typeflag == b"5" and size == 0 and text.endswith("/"):
+            kind, text = "dir", text[:-1]
+        else:
+            raise Refused("%s: member %s is %s" % (archive, shown(text), _tar_kind(typeflag)))
         mode = _octal(block[100:108], "mode", archive)
-        owner = (_octal(block[108:116], "uid", archive), _octal(block[116:124], "gid", archive))
-        mtimes.add(_octal(block[136:148], "mtime", archive))
+        mtime = _octal(block[136:148], "mtime", archive)
+        mtimes.add(mtime)
         if len(mtimes) > 1:
             raise Refused(
                 "%s: member %s has a time of its own (the packagers give all one time)" % (archive, shown(text))
             )
-        if typeflag in (b"0", b"\0"):
-            kind = "file"
-        elif typeflag == b"5" and size == 0:
-            kind = "dir"
-            text = text[:-1] if text.endswith("/") else text
-        else:
-            raise Refused("%s: member %s is %s" % (archive, shown(text), _tar_kind(typeflag)))
-        if (
-            owner != (0, 0)
-            or block[157:257].strip(b"\0")
-            or block[265:329].strip(b"\0")
-            or block[329:345].strip(b"\0 0")
-        ):
-            raise Refused("%s: member %s has an owner, a link target or device numbers" % (archive, shown(text)))
+        split = _ustar_split(prefix_field + b"/" + name_field if prefix_field else name_field)
+        canonical = _ustar_header(*split, mode, size, mtime, typeflag) if split == (name_field, prefix_field) else b""
+        if block != canonical:
+            raise Refused(
+                "%s: the tar header of %s holds what the packagers never write (an owner, a link target, device "
+                "numbers, other spellings or hidden data)" % (archive, shown(text))
+            )
         got = Member(text, kind, mode, size)
         want = expect.header(got)
         if kind == "file":
@@ -545,8 +555,6 @@ def read_tar_gz(fd: int, archive: str, expect: Expectation) -> list[Member]:
             if want is not None and got.sha256 != want.sha256:
                 raise Refused("%s: member %s is not the file the packaging step read" % (archive, shown(text)))
         members.append(got)
-    if pax is not None:
-        raise Refused("%s: a pax header without a member" % archive)
     expect.finish()
     rest = 0
     while True:
@@ -617,11 +625,13 @@ def read_zip(fd: int, archive: str, size: int, expect: Expectation) -> list[Memb
             )
         mode = external >> 16
         if stat.S_ISDIR(mode) and name.endswith("/") and usize == 0:
-            kind, name = "dir", name[:-1]
+            kind, name, dos = "dir", name[:-1], 0x10
         elif stat.S_ISREG(mode) and not name.endswith("/"):
-            kind = "file"
+            kind, dos = "file", 0
         else:
             raise Refused("%s: entry %s is not a regular file or directory (mode %o)" % (archive, shown(name), mode))
+        if external & 0xFFFF != dos:
+            raise Refused("%s: entry %s has MS-DOS attributes (read-only, hidden, system...)" % (archive, shown(name)))
         got = Member(name, kind, stat.S_IMODE(mode) | (mode & 0o7000), usize)
         want = expect.header(got)
         header = pread(fd, _LOCAL.size + n_name, offset)
@@ -760,6 +770,7 @@ class Config:
         self.build_step = str(d["build-step"])
         self.build_command = [str(c) for c in d["build-command"]]
         self.sums_file, self.sums_step = (str(x) for x in d["sums"])
+        self.sums_lists = [str(step) for step in d["sums-lists"]]
         self.products = [(str(step), [str(n) for n in names]) for step, names in d["products"]]
         self.bundles = [Bundle(b) for b in d["bundles"]]
         self.allowed_extra = [str(x) for x in d["allowed-empty-files"]]
@@ -820,11 +831,15 @@ class Inspection:
                     self.fail("the folder holds more than %d entries, more than any release" % MAX_FOLDER_ENTRIES)
                     return
                 names.append(entry.name)
-        own_link = self.config.inspection + ".link"
+        own_link = (self.config.inspection + ".link").casefold()
         for name in sorted(names):
             st = os.lstat(name)
-            if name == own_link or name.startswith(MARKER):
+            folded = name.casefold()
+            if folded == own_link or folded.startswith(MARKER.casefold()):
                 self.remove_own(name, st)
+                if name != self.config.inspection + ".link" and not name.startswith(MARKER):
+                    # On a case-insensitive file system, in-toto's write would go through it.
+                    self.fail("%s: looks like a name verification writes (removed)" % shown(name))
                 continue
             if stat.S_ISREG(st.st_mode):
                 self.regular[name] = st
@@ -876,6 +891,9 @@ class Inspection:
             link = self.links.get(step)
             if link is None:
                 continue  # named by load_links
+            if step != self.config.build_step:
+                for name in sorted(n for n in link.products if "/" in n):
+                    self.fail("%s: the %s step may not write it (not a file of the folder)" % (shown(name), step))
             wrote = set(n for n in link.products if "/" not in n)
             want = set(n.replace(VERSION_PLACEHOLDER, version) for n in names)
             for name in sorted(wrote - want):
@@ -946,18 +964,24 @@ class Inspection:
             return
         finally:
             os.close(fd)
-        recorded = dict()
-        for step_link in self.links.values():
-            if step_link is not link:
-                recorded.update(step_link.products)
-        bad = 0
-        for number, line in enumerate(text.splitlines(), 1):
-            digest, sep, listed = line.partition("  ")
-            if not sep or len(digest) != 64 or recorded.get(listed) != digest:
-                self.fail("%s line %d: does not list a step's product with its recorded hash" % (name, number))
-                bad += 1
-                if bad >= MAX_FAILURES:
-                    return
+        # What it must list: every file the listed steps wrote, with the hash each step recorded, once.
+        recorded = dict()  # type: dict[str, str]
+        for step in self.config.sums_lists:
+            step_link = self.links.get(step)
+            if step_link is not None:
+                recorded.update((n, h) for n, h in step_link.products.items() if "/" not in n)
+        lines = text.split("\n")
+        if lines[-1] != "":
+            self.fail("%s: does not end with a line break" % name)
+        listed = set()
+        for number, line in enumerate(lines[:-1], 1):
+            digest, sep, file = line.partition("  ")
+            if not sep or recorded.get(file) != digest or file in listed:
+                self.fail("%s line %d: is not a product of the steps it lists, with its recorded hash" % (name, number))
+                return
+            listed.add(file)
+        for file in sorted(set(recorded) - listed):
+            self.fail("%s: does not list %s" % (name, shown(file)))
 
     def check_bundle(self, bundle: Bundle, forbidden: Any) -> str | None:
         """Check one bundle's archive; return the reason it fails, or None."""

@@ -42,11 +42,14 @@ from pathlib import Path
 import pytest
 
 from release import inspection
-from tests.conftest import ROOT, Repo
+from release.archive import hash_file
+from release.builder.signer import sign_digest
+from tests.conftest import EPOCH, ROOT, Repo
 from tests.forge import (
     AGENT_WINDOWS,
     CORE,
     VERIFY,
+    VERSION,
     Download,
     TarEntry,
     file_entry,
@@ -534,6 +537,13 @@ class ZipSpec:
     mode: int
     deflated: bytes | None = None  # the compressed bytes, when not the honest deflate of ``data``
     local_name: str | None = None  # the local header's name, when it differs from the central one
+    dos_bits: int | None = None  # MS-DOS attributes, when not what the packagers write
+
+    @property
+    def dos(self) -> int:
+        if self.dos_bits is not None:
+            return self.dos_bits
+        return 0x10 if self.name.endswith("/") else 0
 
     @property
     def method(self) -> int:
@@ -556,7 +566,7 @@ def _zip(specs: list[ZipSpec], *, offsets: dict[int, int] | None = None, gap: by
                             len(spec.data), len(local_name), 0) + local_name + comp  # fmt: skip
         body += gap if i == 0 else b""
         central += struct.pack("<4sBBHHHHHIIIHHHHHII", b"PK\x01\x02", 20, 3, 20, 0, spec.method, 0, 0x21, crc,
-                               len(comp), len(spec.data), len(name), 0, 0, 0, 0, spec.mode << 16,
+                               len(comp), len(spec.data), len(name), 0, 0, 0, 0, spec.mode << 16 | spec.dos,
                                (offsets or {}).get(i, at)) + name  # fmt: skip
     end = struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, len(specs), len(specs), len(central), len(body),
                       len(comment))  # fmt: skip
@@ -682,6 +692,42 @@ def _second_core_archive(s: Scene) -> None:
     name = "ransomeye-core-1.0.0 (1).tar.gz"
     shutil.copy(s.folder / CORE, s.folder / name)
     s.download.relink("package-core", products={name: hashlib.sha256((s.folder / name).read_bytes()).hexdigest()})
+
+
+def _sublayout_upper_case(s: Scene) -> None:
+    """A sublayout beside the real link as ``<link>.LINK``: a case-insensitive file system gives it to in-toto."""
+    link = s.download.link("package-core")
+    honest = link.read_bytes()
+    s.download.plant_sublayout("package-core", ["sh", "-c", f"echo pwned >> {s.canary}"])
+    link.rename(link.with_suffix(".LINK"))
+    link.write_bytes(honest)
+
+
+def _uid_spelled_with_spaces(tar: bytes) -> bytes:
+    """The first header's uid spelled with leading spaces (the same number, another spelling), checksum fixed."""
+    header = bytearray(tar[:512])
+    header[108:116] = b"      0\0"
+    header[148:156] = b" " * 8
+    header[148:156] = b"%06o\0 " % sum(header)
+    return bytes(header) + tar[512:]
+
+
+def _zip_dos_attributes(specs: list[ZipSpec]) -> bytes:
+    specs[2].dos_bits = 0x07  # read-only, hidden, system
+    return _zip(specs)
+
+
+def _sums_listing_less(s: Scene) -> None:
+    """The release key signs a SHA256SUMS that leaves the core archive out."""
+    sums = s.folder / "SHA256SUMS"
+    sums.write_text("".join(line + "\n" for line in sums.read_text().splitlines() if not line.endswith(f"  {CORE}")))
+    release = s.download.key("release")
+    signature = sign_digest(release, hash_file(sums), VERSION, EPOCH)
+    s.download.relink("checksums", products={sums.name: hash_file(sums).sha256, signature.name: signature.sha256})
+
+
+def _product_in_a_subfolder(s: Scene) -> None:
+    s.download.relink("provenance", products={"ransomeye-x/y.intoto.jsonl": "0" * 64})  # the layout's glob admits it
 
 
 # --- the table -----------------------------------------------------------------------------------------------
@@ -836,7 +882,7 @@ CASES = [
         "is a name in-toto would not record",
     ),
     _packager_case(
-        "packager-pax-linkpath", _replace(INDEX, _pax(linkpath="/etc/passwd")), "a pax header sets linkpath"
+        "packager-pax-linkpath", _replace(INDEX, _pax(linkpath="/etc/passwd")), "comes with a pax extended header"
     ),
     Case(
         "packager-data-after-end-of-archive",
@@ -881,7 +927,37 @@ CASES = [
         _m(f"{CORE}: not the plain gzip header the packagers write"),
     ),
     Case("packager-gzip-header-time", _gzip_header(0, b"", mtime=1700000000), _m("not the plain gzip header")),
-    Case("packager-data-in-a-tar-header", _packager_raw(_tar_header_tail), _m(f"{CORE}: hides data at the end of a")),
+    Case("packager-data-in-a-tar-header", _packager_raw(_tar_header_tail), _m("holds what the packagers never write")),
+    # Found by the second red-team pass.
+    Case(
+        "build-key-sublayout-as-an-upper-case-link",
+        _sublayout_upper_case,
+        "not a release file: 'package-core.",
+        "'DISALLOW *' matched the following artifacts: ['package-core.",  # in-toto's excludes are case-sensitive
+    ),
+    Case(
+        "packager-pax-path-beside-the-honest-name",
+        _packager(_replace(INDEX, _pax(path=INDEX))),
+        _m("comes with a pax extended header"),
+    ),
+    Case(
+        "packager-other-spelling-of-a-header-number",
+        _packager_raw(_uid_spelled_with_spaces),
+        _m("holds what the packagers never write"),
+    ),
+    Case(
+        "own-link-in-capitals",
+        _write("VERIFY-RELEASE.LINK", b"x"),
+        _not_release("VERIFY-RELEASE.LINK"),
+        _disallowed("VERIFY-RELEASE.LINK"),  # in-toto records it: its excludes are case-sensitive
+    ),
+    Case("packager-zip-dos-attributes", _zip_attack(_zip_dos_attributes), _m("has MS-DOS attributes")),
+    Case("release-key-sha256sums-listing-less", _sums_listing_less, _m(f"SHA256SUMS: does not list {CORE}")),
+    Case(
+        "build-key-product-in-a-subfolder",
+        _product_in_a_subfolder,
+        _m("ransomeye-x/y.intoto.jsonl: the provenance step may not write it"),
+    ),
     Case(
         "packager-member-with-its-own-time",
         _packager(_replace(INDEX, _one_member_time)),

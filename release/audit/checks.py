@@ -314,7 +314,9 @@ def check_files(a: _Audit) -> Check:
     if a.provenance_file is not None:
         expected.add(a.provenance_file)
     for name in a.folder.files:
-        if name not in expected and name not in ALLOWED_EXTRAS:
+        if name in ALLOWED_EXTRAS and a.folder.sizes[name] != 0:
+            f.add(name, "must be empty")
+        elif name not in expected and name not in ALLOWED_EXTRAS:
             f.add(name, "is not part of the release (no step produced it)")
     for name in a.folder.others:
         f.add(name, "is not a regular file; a release folder holds only files")
@@ -502,11 +504,25 @@ def check_sboms(a: _Audit) -> Check:
     f = _Findings("sboms")
     for archive in sorted(a.archives):
         name = a.sbom_name(archive)
+        if not a.folder.has(name):
+            f.add(name, f"missing: every archive ships with its SBOM ({archive})")
+            continue
+        # Check before touch: a document is parsed and validated only once it is what its step recorded.
+        link = a.links.get(a.archives[archive])
+        recorded = (link.signed.get("products") or {}).get(name) if link and link.signature_ok else None
+        digest = a.folder.digest(name)
+        if (
+            not a.layout_trusted
+            or not isinstance(recorded, dict)
+            or digest is None
+            or digest.sha256 != recorded.get("sha256")
+        ):
+            f.add(name, f"not read: it is not the SBOM a verified link of {a.archives[archive]} recorded")
+            continue
         try:
             text = a.folder.text(name)
             if text is None:
-                f.add(name, f"missing: every archive ships with its SBOM ({archive})")
-                continue
+                raise VerificationError(f"{name}: missing")
             data = parse_json(text, name)
             if not isinstance(data, dict):
                 raise VerificationError(f"{name}: not a JSON object")

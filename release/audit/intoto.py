@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 from release.attest import LAYOUT_NAME
-from release.audit.evidence import Folder
+from release.audit.evidence import MAX_DOCUMENT_BYTES, Folder
 from release.audit.model import InTotoResult
 from release.errors import BadInputError, ToolchainError, VerificationError
 from release.inspection import MARKER, MAX_ARCHIVE_BYTES
@@ -75,7 +75,10 @@ def refusal(folder: Folder) -> str | None:
     for name in sorted(folder.files):
         if folder.sizes[name] > MAX_FILE_BYTES:
             return f"{name}: {folder.sizes[name]} bytes, more than any release file (in-toto would hash it all)"
-        if name.endswith(".link"):
+        # Case-insensitively: on such a file system in-toto opens "x.LINK" when it asks for "x.link".
+        if name.lower().endswith(".layout") and folder.sizes[name] > MAX_DOCUMENT_BYTES:
+            return f"{name}: {folder.sizes[name]} bytes, more than a layout (in-toto would read it whole)"
+        if name.lower().endswith(".link"):
             try:
                 data = folder.json(name)
             except VerificationError as e:
