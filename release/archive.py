@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from release.errors import BadInputError, PackagingError
+from release.errors import BadInputError, PackagingError, SystemFailure
 from release.faults import failpoint
 
 CHUNK = 1 << 20
@@ -171,26 +171,33 @@ class HashingReader(io.RawIOBase):
 def write_bytes_atomic(path: Path, data: bytes, what: str) -> ArtifactDigest:
     """Write small ``data`` (a document, not an archive) to ``path`` atomically; return its digest.
 
-    A temporary file in the same directory is fsynced and renamed into place;
-    on any failure it is removed and ``path`` is untouched. An OSError is a
-    :class:`BadInputError` naming ``what`` ("the SBOM", "the report").
+    The temporary file ``.<name>.part`` in the same directory (what a crashed
+    run left there is replaced; a link there is removed, never followed) is
+    fsynced and renamed into place; on any failure it is removed and ``path``
+    is untouched. A directory that does not exist is a :class:`BadInputError`
+    (the caller named it); any other OSError is a :class:`SystemFailure`; both
+    name ``what`` ("the SBOM", "the report").
     """
+    if not path.parent.is_dir():
+        raise BadInputError(f"{path}: cannot write {what}: {path.parent} is not a directory")
+    tmp = path.with_name(f".{path.name}.part")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
     except OSError as e:
-        raise BadInputError(f"{path}: cannot write {what}: {e.strerror or e}") from e
+        raise SystemFailure(f"{path}: cannot write {what}: {e.strerror or e}") from e
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            os.fchmod(f.fileno(), FILE_MODE)
             os.fsync(f.fileno())
-        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise BadInputError(f"{path}: cannot write {what}: {e.strerror or e}") from e
+        tmp.unlink(missing_ok=True)
+        raise SystemFailure(f"{path}: cannot write {what}: {e.strerror or e}") from e
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return digest_bytes(path, data)
 

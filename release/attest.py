@@ -18,7 +18,6 @@ archive to check what is inside.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,9 +32,10 @@ from in_toto.models.metadata import Metablock
 from securesystemslib.signer import CryptoSigner, SSlibKey
 
 from release import inspection, provenance, sbom
+from release.archive import write_bytes_atomic
+from release.checksums import SUMS_NAME
 from release.errors import BadInputError, VerificationError
 from release.keys import KeyPair
-from release.manifests.generate_hash_list import SUMS_NAME
 from release.minisign import SUFFIX as SIG_SUFFIX
 from release.products import Bundle, Workspace
 
@@ -100,11 +100,8 @@ def link_filename(step: str, public: Ed25519PublicKey) -> str:
 
 
 def _dump(metablock: Metablock, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    metablock.dump(str(tmp))
-    with tmp.open("rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write ``metablock`` atomically, byte for byte as in-toto's ``Metablock.dump`` writes it."""
+    write_bytes_atomic(path, f"{metablock}".encode(), f"the in-toto metadata {path.name}")
 
 
 @dataclass(frozen=True)

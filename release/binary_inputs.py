@@ -28,7 +28,7 @@ Build scripts run arbitrary code and can read anything, so before cargo runs,
 :func:`check_build_scripts` refuses a build script in any crate the
 declaration (``build-scripts``) does not list.
 
-A violation is a :class:`PackagingError` (exit 4) naming the binary, the file
+A violation is a :class:`PackagingError` (exit 6) naming the binary, the file
 and the route that brought it in.
 """
 

@@ -15,6 +15,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SETUP_COMMAND = "make setup"
+# ToolchainError's code in release/errors.py's table (a test keeps them equal); this
+# module runs before the environment exists, so it imports nothing of the project.
+EXIT_NOT_SET_UP = 3
 
 
 def ensure_repo_on_path() -> None:
@@ -40,4 +43,4 @@ def ensure_environment(*modules: str) -> None:
         f"  hint: run `{SETUP_COMMAND}` (or `make release`) in {ROOT.name}/ once, then run this again",
         file=sys.stderr,
     )
-    raise SystemExit(3)
+    raise SystemExit(EXIT_NOT_SET_UP)

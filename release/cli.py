@@ -1,8 +1,9 @@
 """The one place where errors become messages and exit codes.
 
 Every entry point's ``main`` is wrapped by :func:`run`: a :class:`ReleaseError`
-prints its diagnostics on stderr (no traceback) and exits with its code;
-Ctrl-C exits 130 with a one-line message.
+prints its diagnostics on stderr (no traceback) and exits with its code from
+:data:`release.errors.EXIT_CODES`; an unnamed system failure (:class:`OSError`)
+is a :class:`SystemFailure`; Ctrl-C exits 130 with a one-line message.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
-from release.errors import ReleaseError
+from release.errors import Interrupted, ReleaseError, SystemFailure
 
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = Interrupted.exit_code
 
 
 def fail(prog: str, error: ReleaseError) -> int:
@@ -36,8 +37,7 @@ def run(prog: str, main: Callable[[list[str]], int], argv: list[str] | None = No
         # An environment failure no layer could name better (a full disk, a
         # vanished directory): one line, never a traceback.
         where = f": {e.filename}" if e.filename else ""
-        print(f"{prog}: error: {e.strerror or e}{where}", file=sys.stderr)
-        return 1
+        return fail(prog, SystemFailure(f"{e.strerror or e}{where}"))
 
 
 def exit_process(code: int) -> NoReturn:

@@ -1,22 +1,26 @@
 """The one exception root of the release pipeline, split by meaning.
 
 Every entry point turns a :class:`ReleaseError` into one message and an exit
-code in exactly one place (:func:`release.cli.run`). A customer's script can
-tell "tampered" (:class:`VerificationError`) from "could not run"
-(:class:`BadInputError`, :class:`ToolchainError`).
+code in exactly one place (:func:`release.cli.run`). :data:`EXIT_CODES` is the
+one table of exit codes: each code has one meaning, the same in every
+command, so a customer's script can tell "tampered" (:class:`VerificationError`)
+from "could not run" (:class:`BadInputError`, :class:`ToolchainError`).
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 
 class ReleaseError(Exception):
     """Base of every error the pipeline reports to a user.
 
     ``message`` says what went wrong and names the thing; ``hint`` says how to
-    fix it. ``exit_code`` is what the process exits with.
+    fix it. ``exit_code`` is what the process exits with: the class's entry in
+    :data:`EXIT_CODES` (a subclass without one has its nearest base's).
     """
 
-    exit_code = 1
+    exit_code: ClassVar[int]
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -37,13 +41,9 @@ class ReleaseError(Exception):
 class BadInputError(ReleaseError):
     """A user-supplied input is malformed or missing (config, policy, key, tree)."""
 
-    exit_code = 2
-
 
 class ToolchainError(ReleaseError):
     """A required tool (cargo, a target's standard library, a linker) is missing or failed."""
-
-    exit_code = 3
 
 
 class GateFailure(ReleaseError):
@@ -53,8 +53,6 @@ class GateFailure(ReleaseError):
     on its line, the banner a release engineer looks for.
     """
 
-    exit_code = 4
-
     def render(self, prog: str) -> str:
         return f"{self.hint}\n{self.message}" if self.hint else self.message
 
@@ -62,31 +60,21 @@ class GateFailure(ReleaseError):
 class PackagingError(ReleaseError):
     """A bundle could not be packaged: hostile input or forbidden content."""
 
-    exit_code = 4
-
 
 class BuildBusyError(ReleaseError):
     """Another release build holds the lock."""
-
-    exit_code = 5
 
 
 class SigningError(ReleaseError):
     """A signature could not be made (bad key, wrong passphrase)."""
 
-    exit_code = 2
-
 
 class VerificationError(ReleaseError):
     """Something was checked and found wrong: a bad signature, a hash mismatch."""
 
-    exit_code = 1
-
 
 class Interrupted(ReleaseError):
     """The user interrupted the run (Ctrl-C); says whether the new release was published."""
-
-    exit_code = 130
 
     def __init__(self, published: bool) -> None:
         state = "the new release had been published" if published else "nothing was published"
@@ -97,7 +85,28 @@ class Interrupted(ReleaseError):
         return f"{prog}: {self.message}"
 
 
+class SystemFailure(ReleaseError):
+    """The system failed under the pipeline: a full disk, a permission, a path that cannot be removed or replaced."""
+
+
 class InjectedFault(ReleaseError):
     """A failure injected on purpose through ``RANSOMEYE_FAILPOINT`` (testing)."""
 
-    exit_code = 1
+
+# The one table of exit codes (0 is success). The README lists it; a test runs each.
+EXIT_CODES: dict[type[ReleaseError], int] = {
+    VerificationError: 1,  # something was checked and found wrong
+    BadInputError: 2,  # a user-supplied input is malformed or missing
+    ToolchainError: 3,  # a required tool or the environment is missing or failed
+    GateFailure: 4,  # a release gate did not pass
+    BuildBusyError: 5,  # another release build holds the lock
+    PackagingError: 6,  # a bundle was refused: hostile input or forbidden content
+    SigningError: 7,  # a signature could not be made: bad key, wrong passphrase
+    SystemFailure: 8,  # the system failed: disk full, permission, a path that cannot be replaced
+    InjectedFault: 9,  # a failure injected on purpose (RANSOMEYE_FAILPOINT, testing)
+    Interrupted: 130,  # interrupted (Ctrl-C, SIGTERM); says whether the release was published
+}
+
+
+for _error, _code in EXIT_CODES.items():
+    _error.exit_code = _code

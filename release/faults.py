@@ -5,6 +5,7 @@
 crash or power loss would), ``interrupt`` (SIGINT, as Ctrl-C would) or
 ``enospc`` (the disk is full). Points are:
 
+* ``staging:created``: the run's staging directory exists, the stale ones not yet removed;
 * ``<step>``: right after a pipeline step finished and wrote its link;
 * ``write:<archive>:<n>``: after the n-th member (from 0) of an archive;
 * ``sign:<file>``: before the signature of a file is written;

@@ -19,7 +19,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from release.errors import BuildBusyError, ReleaseError
+from release.errors import BuildBusyError, SystemFailure
 from release.faults import failpoint
 
 STAGING_DIRNAME = ".staging"
@@ -63,18 +63,23 @@ def _remove(path: Path) -> None:
         else:
             path.unlink()
     except OSError as e:
-        raise ReleaseError(f"cannot remove the leftover {path}: {e.strerror}", hint="remove it by hand") from e
+        raise SystemFailure(f"cannot remove the leftover {path}: {e.strerror}", hint="remove it by hand") from e
 
 
-def clean_stale(release_dir: Path) -> list[Path]:
-    """Remove what earlier runs left in the staging area (call with the lock held).
+def clean_stale(release_dir: Path, keep: Path | None = None) -> list[Path]:
+    """Remove what earlier runs left in the staging area, except ``keep`` (call with the lock held).
 
-    Returns the paths removed; raises :class:`ReleaseError` if one cannot be.
+    A run creates its own staging directory first and cleans the others after
+    (``keep`` is its own), so at every moment something shows that a run was
+    under way: a kill before the new directory exists leaves the old ones.
+    Returns the paths removed; raises :class:`SystemFailure` if one cannot be.
     """
     root = release_dir / STAGING_DIRNAME
     removed = []
     if root.is_dir():
         for child in sorted(root.iterdir()):
+            if child == keep:
+                continue
             _remove(child)
             removed.append(child)
     return removed
@@ -117,7 +122,7 @@ def publish(new_dir: Path, artifacts_dir: Path) -> None:
     Files listed in ``KEEP_FILES`` (``.gitkeep``) are carried over. The old
     release is kept whole in ``.previous/`` beside ``artifacts_dir`` (replacing
     the one kept before), so a reader still listing it sees it complete.
-    Raises :class:`ReleaseError` if the swap cannot be made;
+    Raises :class:`SystemFailure` if the swap cannot be made;
     ``artifacts_dir`` is then unchanged.
     """
     for keep in KEEP_FILES:
@@ -137,7 +142,7 @@ def publish(new_dir: Path, artifacts_dir: Path) -> None:
             os.rename(new_dir, artifacts_dir)
             os.rename(aside, new_dir)
     except OSError as e:
-        raise ReleaseError(f"cannot publish into {artifacts_dir}: {e.strerror}") from e
+        raise SystemFailure(f"cannot publish into {artifacts_dir}: {e.strerror}") from e
     _fsync_dir(artifacts_dir.parent)
     failpoint("publish:after-exchange")
     if new_dir.exists():

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from bench.worktree import copy_worktree
-from release.builder.signer import ensure_dev_keys
 from release.products import Workspace, load_workspace
+from release.signing import ensure_dev_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 EPOCH = 1_700_000_000

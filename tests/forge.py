@@ -30,9 +30,9 @@ from securesystemslib.signer import CryptoSigner
 from release import attest, inspection
 from release.archive import WrittenArchive, hash_file
 from release.attest import StepRecord
-from release.builder.signer import sign_digest
+from release.checksums import write_hash_list
 from release.keys import KeyPair, load_private_key
-from release.manifests.generate_hash_list import write_hash_list
+from release.signing import sign_digest
 from tests.conftest import EPOCH, Repo
 
 VERIFY = str(Path(sys.executable).parent / "in-toto-verify")

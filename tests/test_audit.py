@@ -43,11 +43,11 @@ from release.archive import ArtifactDigest, WrittenArchive, collect_tree, hash_f
 from release.attest import GATES_REPORT, StepRecord
 from release.audit import AuditReport, audit, render_html, render_text, run_in_toto_verify, write_html, write_json
 from release.audit.audit import main as audit_main
-from release.builder.signer import sign_digest
 from release.cargo import HOST_TARGET, find_toolchain
+from release.checksums import SUMS_NAME, write_hash_list
 from release.errors import BadInputError
 from release.keys import load_public_key
-from release.manifests.generate_hash_list import SUMS_NAME, write_hash_list
+from release.signing import sign_digest
 from tests.conftest import EPOCH, ROOT, Repo
 from tests.forge import Download, declared
 

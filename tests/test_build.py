@@ -263,7 +263,7 @@ def test_real_policy_violation_aborts_the_release(repo_copy: Repo) -> None:
 def test_failure_at_each_step_leaves_the_release_unchanged(released: Repo, step: str) -> None:
     before = released.artifact_state()
     proc = released.build(env={"RANSOMEYE_FAILPOINT": step})
-    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.returncode == 9, proc.stdout + proc.stderr
     assert f"failure injected at {step}" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert released.artifact_state() == before
@@ -329,7 +329,7 @@ def test_core_packager_refuses_hostile_assets(released: Repo, tmp_path: Path, pl
     finally:
         for p in set(dist.iterdir()) - before:
             p.unlink()
-    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert proc.returncode == 6, proc.stdout + proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert list((tmp_path / "out").iterdir()) == [], "no partial archive"
 
@@ -357,7 +357,7 @@ def test_bad_key_fails_before_anything_runs(released: Repo) -> None:
         proc = released.build()
     finally:
         os.chmod(key, 0o600)
-    assert proc.returncode == 2
+    assert proc.returncode == 7
     assert "release.pem: the private key is readable by group or others" in proc.stderr
     assert "chmod 600" in proc.stderr
     assert released.artifact_state() == before

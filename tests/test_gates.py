@@ -101,7 +101,7 @@ def test_fixture_repository_passes(repo: Path) -> None:
 def test_memory_above_the_cap_fails_resources(repo: Path) -> None:
     edit(repo / CORE_UNIT, "MemoryMax=1536M", "MemoryMax=8G")
     result = run_cli("--root", repo)
-    assert result.returncode == 1
+    assert result.returncode == 4
     assert "FAIL resources: ransomeye-core.service MemoryMax=8G exceeds the cap 2G" in result.stdout.splitlines()
     assert "PASS isolation" in result.stdout
 
@@ -234,7 +234,7 @@ def test_core_bundle_with_an_edge_asset_fails_isolation(repo: Path) -> None:
         '"ops/services/core", "edge/agent/conf"]\nforbidden-paths = []',
     )
     result = run_cli("--root", repo, "-v")
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == 4, result.stderr
     lines = result.stdout.splitlines()
     assert "FAIL isolation: bundle core ships asset edge/agent/conf from the edge (and 1 more finding)" in lines
     assert "  - bundle core ships asset edge/agent/conf from the edge" in lines
@@ -308,7 +308,7 @@ def test_member_with_its_own_differing_version_fails(repo: Path) -> None:
     name, binaries = MEMBERS["edge/dpi"]
     write_member(repo, "edge/dpi", name, binaries, version='version = "1.0.1"')
     result = run_cli("--root", repo)
-    assert result.returncode == 1
+    assert result.returncode == 4
     assert (
         "FAIL versions: ransomeye-dpi (edge/dpi) has version 1.0.1, not the workspace version 1.0.0; "
         "set version.workspace = true"
@@ -356,7 +356,7 @@ def test_private_key_planted_in_ui_dist_fails_and_is_never_shown(repo: Path, tmp
     leak.write_text("build notes\n\n" + pem_private_key())
     report_path = tmp_path / "gates.json"
     result = run_cli("--root", repo, "--report", report_path, "-v")
-    assert result.returncode == 1
+    assert result.returncode == 4
     assert (
         "FAIL secrets: ui/dist/assets/debug.txt:3 contains a PEM private key (pem-private-key)"
         in result.stdout.splitlines()
@@ -466,7 +466,7 @@ def test_report_of_a_failing_tree(repo: Path, tmp_path: Path) -> None:
     edit(repo / CORE_UNIT, "MemoryMax=1536M", "MemoryMax=8G")
     edit(repo / CORE_UNIT, "TasksMax=512\n", "")
     out = tmp_path / "report.json"
-    assert run_cli("--root", repo, "--report", out).returncode == 1
+    assert run_cli("--root", repo, "--report", out).returncode == 4
     memory_line = line_of(repo / CORE_UNIT, "MemoryMax=")
     data = json.loads(out.read_bytes())
     assert data["passed"] is False
@@ -500,7 +500,7 @@ def test_same_tree_gives_byte_identical_reports(tmp_path: Path) -> None:
         edit(root / CORE_UNIT, "MemoryMax=1536M", "MemoryMax=8G")
         (root / "ui" / "dist" / "k.pem").write_text(pem_private_key())
         out = tmp_path / f"{name}.json"
-        assert run_cli("--root", root, "--report", out).returncode == 1
+        assert run_cli("--root", root, "--report", out).returncode == 4
         outputs.append(out.read_bytes())
     assert outputs[0] == outputs[1]
     assert b'"passed": false' in outputs[0]

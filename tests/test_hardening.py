@@ -72,8 +72,8 @@ def _outcome(repo: Repo, before: dict[str, bytes], tmp: Path) -> str:
 
 
 def _kill_points(released: Repo) -> list[str]:
-    """Every step boundary, members of every archive, every signature, and the publish."""
-    points = list(STEPS)
+    """The run's start, every step boundary, members of every archive, every signature, and the publish."""
+    points = ["staging:created", *STEPS]
     for archive in ARCHIVES:
         n = _members(released.artifacts / archive)
         points += [f"write:{archive}:{i}" for i in sorted({1, n // 2, n - 1})]
@@ -188,7 +188,7 @@ def test_two_builds_started_together(released: Repo, tmp_path: Path) -> None:
 def test_injected_enospc_during_packaging(released: Repo) -> None:
     before = released.artifact_state()
     proc = released.build(env={"RANSOMEYE_FAILPOINT": "write:ransomeye-core-1.0.0.tar.gz:5@enospc"})
-    assert proc.returncode == 4, proc.stderr
+    assert proc.returncode == 6, proc.stderr
     assert "ransomeye-core-1.0.0.tar.gz: cannot be written: No space left on device" in proc.stderr
     assert "free space" in proc.stderr and "Traceback" not in proc.stderr
     assert released.artifact_state() == before
@@ -216,7 +216,7 @@ def test_real_full_disk_during_packaging(released: Repo) -> None:
         proc = released.build()
     finally:
         subprocess.run(["umount", str(staging)], check=True)
-    assert proc.returncode in (1, 4), proc.stdout + proc.stderr
+    assert proc.returncode in (6, 8), proc.stdout + proc.stderr  # refused while packaging, or by the system
     assert "No space left on device" in proc.stderr and "Traceback" not in proc.stderr
     assert released.artifact_state() == before
 
@@ -304,7 +304,7 @@ def test_hostile_tree_is_refused(released: Repo, dist: Path, tmp_path: Path, pla
     started = time.monotonic()
     proc = _packager(released, tmp_path)
     assert time.monotonic() - started < 60, "nothing hangs"
-    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert proc.returncode == 6, proc.stdout + proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
     # The whole pipeline refuses it too, before packaging, and publishes nothing.
@@ -362,7 +362,7 @@ def test_encrypted_key_without_the_right_passphrase(released: Repo, env: dict[st
         proc = released.build(env=env)
     finally:
         (released.keys / "release.pem").write_bytes(original)
-    assert proc.returncode == 2
+    assert proc.returncode == 7
     assert message in proc.stderr and "RANSOMEYE_RELEASE_KEY_PASSPHRASE" in proc.stderr
     assert "not-the-passphrase" not in proc.stderr + proc.stdout
     assert "[1/10]" not in proc.stdout, "no step ran, so no link was written"
@@ -421,5 +421,5 @@ def test_error_messages_never_echo_a_passphrase(released: Repo) -> None:
         proc = released.build(env={"RANSOMEYE_RELEASE_KEY_PASSPHRASE": "s3cr3t-wrong-guess"})
     finally:
         (released.keys / "release.pem").write_bytes(original)
-    assert proc.returncode == 2
+    assert proc.returncode == 7
     assert not re.search("s3cr3t", proc.stdout + proc.stderr)

@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from release.archive import ArtifactDigest, hash_file
+from release.checksums import SUMS_NAME, covered_files, parse, render, write_hash_list
 from release.errors import BadInputError, VerificationError
-from release.manifests.generate_hash_list import SUMS_NAME, covered_files, parse, render, write_hash_list
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "release" / "manifests" / "generate_hash_list.py"

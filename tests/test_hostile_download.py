@@ -43,7 +43,7 @@ import pytest
 
 from release import inspection
 from release.archive import hash_file
-from release.builder.signer import sign_digest
+from release.signing import sign_digest
 from tests.conftest import EPOCH, ROOT, Repo
 from tests.forge import (
     AGENT_WINDOWS,

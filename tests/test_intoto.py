@@ -24,10 +24,10 @@ from securesystemslib.signer import CryptoSigner
 
 from release import attest, inspection
 from release.archive import WrittenArchive, collect_tree, hash_file, write_tar_gz
-from release.builder.signer import sign_digest
 from release.bundle import package
+from release.checksums import write_hash_list
 from release.keys import load_public_key
-from release.manifests.generate_hash_list import write_hash_list
+from release.signing import sign_digest
 from tests.conftest import EPOCH, Repo
 from tests.forge import ARCHIVES, CORE, Disallowed, Download, declared, disallowed, marker, reason, verify
 

@@ -14,7 +14,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from release import minisign
 from release.archive import hash_file
-from release.builder.signer import (
+from release.errors import BadInputError, SigningError, VerificationError
+from release.keys import generate_key, load_private_key, passphrase_variable
+from release.signing import (
     ensure_dev_keys,
     minisign_public,
     sign_digest,
@@ -22,8 +24,6 @@ from release.builder.signer import (
     verify_digest,
     write_minisign_pub,
 )
-from release.errors import BadInputError, SigningError, VerificationError
-from release.keys import generate_key, load_private_key, passphrase_variable
 
 ROOT = Path(__file__).resolve().parent.parent
 MINISIGN = shutil.which("minisign")

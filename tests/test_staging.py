@@ -172,6 +172,15 @@ def test_clean_stale_removes_leftovers(tmp_path: Path) -> None:
     assert clean_stale(tmp_path) == []
 
 
+def test_clean_stale_keeps_the_running_builds_own_directory(tmp_path: Path) -> None:
+    """A run creates its staging first and cleans the others after: never a moment with no trace of a run."""
+    crashed = new_staging(tmp_path)
+    (crashed / "half").write_bytes(b"x")
+    own = new_staging(tmp_path)
+    assert clean_stale(tmp_path, keep=own) == [crashed]
+    assert list((tmp_path / STAGING_DIRNAME).iterdir()) == [own]
+
+
 def test_clean_stale_without_staging_is_a_no_op(tmp_path: Path) -> None:
     assert clean_stale(tmp_path) == []
     assert not (tmp_path / STAGING_DIRNAME).exists()

@@ -9,7 +9,8 @@ Prints one line per gate (``PASS resources: ...`` / ``FAIL resources: ...``);
 ``--verbose`` adds every finding under its gate. ``--report PATH`` also writes
 the deterministic JSON report (schema ``ransomeye.gates/v1``) atomically.
 
-Exit status: 0 when every gate passed, 1 when any gate failed, 2 on bad input
+Exit status (the table of ``release/errors.py``): 0 when every gate passed,
+4 when any gate failed, 2 on bad input
 (a malformed or missing policy, unit file, manifest or declaration: one
 message naming the file and the field), 130 when interrupted.
 
@@ -44,11 +45,11 @@ if __name__ == "__main__":
 from governance.gates.report import write_report
 from governance.gates.suite import run_gates
 from release.cli import run
-from release.errors import BadInputError
+from release.errors import BadInputError, GateFailure
 
 PROG = "check_gates"
 EXIT_PASSED = 0
-EXIT_FAILED = 1
+EXIT_FAILED = GateFailure.exit_code
 DEFAULT_ROOT = _HERE.parents[1]
 
 

@@ -33,11 +33,11 @@ if __package__ in (None, ""):
 from release.audit.checks import audit
 from release.audit.render import printable, render_text, write_html, write_json
 from release.cli import exit_process, run
-from release.errors import BadInputError, ReleaseError
+from release.errors import BadInputError, ReleaseError, VerificationError
 
 EXIT_VERIFIED = 0
-EXIT_FAILED = 1
-EXIT_COULD_NOT_RUN = 2
+EXIT_FAILED = VerificationError.exit_code
+EXIT_COULD_NOT_RUN = BadInputError.exit_code
 
 
 class _Parser(argparse.ArgumentParser):

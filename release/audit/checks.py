@@ -77,10 +77,10 @@ from release.audit.model import (
     SbomInfo,
     StepInfo,
 )
-from release.builder.signer import minisign_public, verify_digest
+from release.checksums import SUMS_NAME, parse
 from release.errors import BadInputError, ReleaseError, ToolchainError, VerificationError
 from release.keys import load_public_key
-from release.manifests.generate_hash_list import SUMS_NAME, parse
+from release.signing import minisign_public, verify_digest
 
 SIG = minisign.SUFFIX
 BINARY_INPUTS = "binary-inputs"

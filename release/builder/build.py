@@ -54,17 +54,17 @@ from release.binary_inputs import BinaryInputs, binary_inputs, check_build_scrip
 from release.builder.packager_agent import package_edge
 from release.builder.packager_core import BUNDLE_ID as CORE_ID
 from release.builder.packager_core import package_core
-from release.builder.signer import sign_all, sign_digest, write_minisign_pub
 from release.bundle import Packaged
 from release.cargo import HOST_TARGET, Toolchain, cargo_build, find_toolchain
+from release.checksums import SUMS_NAME, parse, write_hash_list
 from release.cli import exit_process, run
 from release.errors import BadInputError, GateFailure, Interrupted, ToolchainError, VerificationError
 from release.faults import failpoint
 from release.keys import DEV_MARKER, KeyPair, load_private_key, load_public_key, private_key_path
-from release.manifests.generate_hash_list import SUMS_NAME, parse, write_hash_list
 from release.products import Workspace, load_workspace, repo_root
 from release.provenance import build_statement, provenance_name, sign_envelope, write_envelope
 from release.sbom import CargoMetadata, bundle_sbom, cargo_metadata, sbom_name, write_sbom
+from release.signing import sign_all, sign_digest, write_minisign_pub
 from release.source import hash_sources, source_commit, source_date_epoch
 from release.staging import build_lock, clean_stale, new_staging, publish
 
@@ -171,7 +171,7 @@ def step_build(r: Release) -> StepResult:
     allow is refused (it would run arbitrary code). After each target is
     built, every binary's dep-info is judged (:mod:`release.binary_inputs`):
     a core binary compiled from an ``edge/`` file, or any binary from a file
-    outside its crates, fails the step with :class:`PackagingError` (exit 4).
+    outside its crates, fails the step with :class:`PackagingError` (exit 6).
     The link's environment records each binary's sources under
     ``binary-inputs`` (each one a material of the link), and the SBOMs list them.
     """
@@ -483,17 +483,18 @@ def run_release(root: Path, keys_dir: Path, target_dir: Path, prebuilt: Path | N
     # A release of prebuilt binaries is never a customer release: it lands apart, under a layout saying so.
     artifacts_dir = ws.root / (ws.artifacts_dir if prebuilt is None else UNSAFE_PREBUILT_DIR)
     with build_lock(release_dir):
-        clean_stale(release_dir)
-        # Preflight: everything that can be checked before work starts.
-        epoch = source_date_epoch(ws.root)
-        keys = {role: load_private_key(keys_dir, role) for role in (attest.BUILD_ROLE, attest.RELEASE_ROLE)}
-        write_minisign_pub(keys_dir, keys[attest.RELEASE_ROLE].public)
-        layout, layout_origin = resolve_layout(ws, keys_dir, keys, prebuilt=prebuilt is not None)
-        targets = (HOST_TARGET,) if prebuilt is not None else ws.targets()  # prebuilt: cargo metadata only
-        toolchains = {t: find_toolchain(ws, t) for t in targets}
         staging = new_staging(release_dir)
         published = False
         try:
+            failpoint("staging:created")
+            clean_stale(release_dir, keep=staging)
+            # Preflight: everything that can be checked before work starts.
+            epoch = source_date_epoch(ws.root)
+            keys = {role: load_private_key(keys_dir, role) for role in (attest.BUILD_ROLE, attest.RELEASE_ROLE)}
+            write_minisign_pub(keys_dir, keys[attest.RELEASE_ROLE].public)
+            layout, layout_origin = resolve_layout(ws, keys_dir, keys, prebuilt=prebuilt is not None)
+            targets = (HOST_TARGET,) if prebuilt is not None else ws.targets()  # prebuilt: cargo metadata only
+            toolchains = {t: find_toolchain(ws, t) for t in targets}
             r = Release(ws, staging, keys_dir, target_dir, epoch, keys, toolchains, layout, layout_origin, prebuilt)
             r.out.mkdir()
             commit = source_commit(ws.root)

@@ -1,0 +1,106 @@
+"""Ed25519 artifact signatures, verifiable with the stock ``minisign -V``.
+
+Each artifact ``X`` gets a detached signature ``X.minisig`` made with the
+release key (``keys/release.pem``). The signature is over the artifact's
+BLAKE2b-512 digest, computed while the artifact was written, so signing
+never re-reads it; the trusted comment binds the file name and the version.
+The public key is published as ``keys/release.pub`` (PEM) and
+``keys/release.minisign.pub`` (minisign's format). The command line is
+``release/builder/signer.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from release import minisign
+from release.archive import ArtifactDigest, write_bytes_atomic
+from release.errors import BadInputError, VerificationError
+from release.faults import failpoint
+from release.keys import DEV_MARKER, ROLES, KeyPair, generate_key, load_public_key
+
+ROLE = "release"
+MINISIGN_PUB = "release.minisign.pub"
+
+
+def minisign_public(public: Ed25519PublicKey) -> minisign.MinisignPublicKey:
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return minisign.MinisignPublicKey.from_key(public, raw)
+
+
+def write_minisign_pub(keys_dir: Path, public: Ed25519PublicKey) -> Path:
+    """Write ``release.minisign.pub`` for ``public`` (derived, so always the same text)."""
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    path = keys_dir / MINISIGN_PUB
+    text = minisign_public(public).encode(raw)
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return path
+
+
+def signature_path(artifact: Path) -> Path:
+    return artifact.with_name(artifact.name + minisign.SUFFIX)
+
+
+def sign_digest(key: KeyPair, digest: ArtifactDigest, version: str, epoch: int) -> ArtifactDigest:
+    """Write ``<artifact>.minisig`` for ``digest``; return the signature file's digest.
+
+    Side effect: writes the signature file next to the artifact.
+    """
+    pub = minisign_public(key.public)
+    comment = minisign.trusted_comment(digest.name, version, epoch)
+    text = minisign.sign_prehashed(key.private, pub.key_id, digest.blake2b, comment)
+    out = signature_path(digest.path)
+    failpoint(f"sign:{digest.name}")
+    _verify_text(pub, text, digest, out.name)  # what is written; the verify step reads it back
+    return write_bytes_atomic(out, text.encode(), "the signature")
+
+
+def sign_all(key: KeyPair, digests: Iterable[ArtifactDigest], version: str, epoch: int) -> list[ArtifactDigest]:
+    """Sign every artifact in ``digests``; return the digests of the signatures."""
+    return [sign_digest(key, d, version, epoch) for d in digests]
+
+
+def verify_digest(pub: minisign.MinisignPublicKey, digest: ArtifactDigest) -> None:
+    """Verify ``<artifact>.minisig`` against the artifact's digest; raises VerificationError."""
+    sig_path = signature_path(digest.path)
+    try:
+        text = sig_path.read_text()
+    except FileNotFoundError:
+        raise VerificationError(f"{sig_path.name}: signature missing") from None
+    except UnicodeDecodeError:
+        raise VerificationError(f"{sig_path.name}: not a minisign signature file") from None
+    _verify_text(pub, text, digest, sig_path.name)
+
+
+def _verify_text(pub: minisign.MinisignPublicKey, text: str, digest: ArtifactDigest, where: str) -> None:
+    sig = minisign.parse_signature(text, where)
+    minisign.verify(pub, sig, digest.blake2b, None, where)
+    if f"\tfile:{digest.name}\t" not in f"\t{sig.comment}\t":
+        raise VerificationError(f"{where}: the trusted comment names another file ({sig.comment!r})")
+
+
+def ensure_dev_keys(keys_dir: Path) -> list[str]:
+    """Generate every missing role's key pair in ``keys_dir``; return the roles created.
+
+    Refuses to add development keys next to production keys (a directory
+    that has some keys but no development marker).
+    """
+    missing = [r for r in ROLES if not (keys_dir / f"{r}.pem").exists()]
+    marker = keys_dir / DEV_MARKER
+    if missing and len(missing) < len(ROLES) and not marker.exists():
+        raise BadInputError(
+            f"{keys_dir}: holds production keys but lacks {', '.join(r + '.pem' for r in missing)}",
+            hint="install the missing production keys; development keys are never mixed with them",
+        )
+    for role in missing:
+        generate_key(keys_dir, role)
+    if missing:
+        marker.write_text("These keys were generated for development. Never ship a release signed with them.\n")
+    if (keys_dir / f"{ROLE}.pub").exists():
+        write_minisign_pub(keys_dir, load_public_key(keys_dir / f"{ROLE}.pub"))
+    return missing
