@@ -48,7 +48,7 @@ from bench.pipeline import (  # noqa: E402 - after the bootstrap above
 from bench.pipeline import run_verify as run_verify_once  # noqa: E402 - after the bootstrap above
 from bench.synth import make_binaries, make_trees  # noqa: E402 - after the bootstrap above
 from bench.worktree import copy_worktree  # noqa: E402 - after the bootstrap above
-from release.builder.build import UNSAFE_PREBUILT_DIR  # noqa: E402 - after the bootstrap above
+from release.pipeline import UNSAFE_PREBUILT_DIR  # noqa: E402 - after the bootstrap above
 from release.products import Workspace, load_workspace  # noqa: E402 - after the bootstrap above
 
 MiB = 1 << 20

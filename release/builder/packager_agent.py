@@ -18,18 +18,9 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from release.bundle import Packaged, package
 from release.packaging_cli import packager_main
-from release.products import Workspace
 
 BUNDLE_IDS = ("agent-linux", "agent-windows", "dpi")
-
-
-def package_edge(ws: Workspace, bundle_id: str, bin_root: Path, out_dir: Path, epoch: int) -> Packaged:
-    """Write one edge bundle's archive into ``out_dir``."""
-    if bundle_id not in BUNDLE_IDS:
-        raise ValueError(f"{bundle_id} is not an edge bundle")
-    return package(ws, ws.bundle(bundle_id), bin_root, out_dir, epoch)
 
 
 def main(argv: list[str] | None = None) -> int:

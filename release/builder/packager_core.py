@@ -17,16 +17,9 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from release.bundle import Packaged, package
 from release.packaging_cli import packager_main
-from release.products import Workspace
 
 BUNDLE_ID = "core"
-
-
-def package_core(ws: Workspace, bin_root: Path, out_dir: Path, epoch: int) -> Packaged:
-    """Write the core archive into ``out_dir``; raises PackagingError on forbidden content."""
-    return package(ws, ws.bundle(BUNDLE_ID), bin_root, out_dir, epoch)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,548 @@
+"""The release engine: gates, build, package, sign, checksums, verify, publish.
+
+:func:`run_release` turns the workspace into the release folder: one archive
+per bundle declared in ``Cargo.toml`` (``[workspace.metadata.release]``), their
+minisign signatures, a signed ``SHA256SUMS``, the in-toto root layout and one
+signed link per step. Every step works in a private staging directory with
+declared inputs and outputs and records them in its link; before publishing,
+``SHA256SUMS`` is checked against the links and the staged release is verified
+as a customer's auditor would (the stock ``in-toto-verify`` included). The
+release folder is replaced atomically only after all of that succeeded, so a
+failure anywhere leaves it exactly as it was. A second run started while one
+runs fails at once. The command line is ``release/builder/build.py``.
+
+Steps, in order (:func:`stages`): gates, build, one ``package-<bundle>`` per
+declared bundle (in parallel), provenance, sign, checksums (each an in-toto
+step), then verify (the customer's verification, run on the staged release).
+Errors are :mod:`release.errors` classes; their exit codes are its table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import MappingProxyType
+
+from in_toto.models.metadata import Metablock
+
+from release import attest
+from release.archive import ArtifactDigest, hash_file, link_hashed
+from release.attest import GATES_REPORT, LAYOUT_NAME, StepRecord
+from release.audit.checks import audit
+from release.binary_inputs import BinaryInputs, binary_inputs, check_build_scripts, forbidden_sources
+from release.bundle import package
+from release.cargo import HOST_TARGET, Toolchain, cargo_build, find_toolchain
+from release.checksums import SUMS_NAME, parse, write_hash_list
+from release.errors import BadInputError, GateFailure, Interrupted, ToolchainError, VerificationError
+from release.faults import failpoint
+from release.keys import DEV_MARKER, KeyPair, load_private_key, load_public_key, private_key_path
+from release.products import Workspace, load_workspace
+from release.provenance import build_statement, provenance_name, sign_envelope, write_envelope
+from release.sbom import CargoMetadata, bundle_sbom, cargo_metadata, sbom_name, write_sbom
+from release.signing import sign_all, sign_digest, write_minisign_pub
+from release.source import hash_sources, source_commit, source_date_epoch
+from release.staging import build_lock, clean_stale, new_staging, publish
+
+GATES_SCRIPT = Path("governance") / "gates" / "check_gates.py"
+GATES_BANNER = "⛔ RELEASE ABORTED: GATES FAILED"
+COMMITTED_LAYOUT = Path("layouts") / LAYOUT_NAME
+# Where a release of --unsafe-prebuilt-binaries lands (git-ignored; its previous one is kept beside it).
+UNSAFE_PREBUILT_DIR = Path("release") / "unsafe-prebuilt" / "artifacts"
+LAYOUT_DAYS_DEV = 30
+
+
+@dataclass
+class Release:
+    """The state of one release run, shared by its steps."""
+
+    ws: Workspace
+    staging: Path
+    keys_dir: Path
+    target_dir: Path
+    epoch: int
+    keys: dict[str, KeyPair]
+    toolchains: dict[str, Toolchain]
+    layout: Metablock
+    layout_origin: str
+    prebuilt: Path | None = None
+    metadata: CargoMetadata | None = None
+    artifacts: list[ArtifactDigest] = field(default_factory=list)
+    sboms: list[ArtifactDigest] = field(default_factory=list)
+    evidence: list[ArtifactDigest] = field(default_factory=list)
+    signatures: list[ArtifactDigest] = field(default_factory=list)
+    links: dict[str, attest.WrittenLink] = field(default_factory=dict)
+
+    def signed_payloads(self) -> list[ArtifactDigest]:
+        """Everything the release key signs: archives, SBOMs and the gates report."""
+        return sorted(self.artifacts + self.sboms + self.evidence, key=lambda d: d.name)
+
+    @property
+    def out(self) -> Path:
+        """The release folder being assembled (published as a whole)."""
+        return self.staging / "out"
+
+    @property
+    def bin_root(self) -> Path:
+        """The build step's products: ``<target>/<binary>``."""
+        return self.staging / "bin"
+
+    @property
+    def gates_report(self) -> Path:
+        """The gates' evidence, shipped in the release folder."""
+        return self.out / GATES_REPORT
+
+    @property
+    def log(self) -> Path:
+        return self.staging / "cargo.log"
+
+
+StepResult = tuple[str, StepRecord]
+
+
+def step_gates(r: Release) -> StepResult:
+    """Run the gate script on the hashed source; raise :class:`GateFailure` if it fails."""
+    materials = hash_sources(r.ws)
+    script = r.ws.root / GATES_SCRIPT
+    cmd = [sys.executable, str(script), "--root", str(r.ws.root), "--report", str(r.gates_report)]
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False, env=env)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise GateFailure(GATES_BANNER, hint=f"{script} could not run: {e}") from e
+    if proc.returncode != 0:
+        details = (proc.stdout + proc.stderr).strip() or f"{script} exited {proc.returncode}"
+        raise GateFailure(GATES_BANNER, hint=f"{script} exited {proc.returncode}:\n{details}")
+    if not r.gates_report.is_file():
+        raise GateFailure(GATES_BANNER, hint=f"{script} passed but wrote no report")
+    report = hash_file(r.gates_report)
+    r.evidence.append(report)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(("PASS", "FAIL"))]
+    record = StepRecord(
+        name=attest.STEP_GATES,
+        command=["python3", str(GATES_SCRIPT), "--report", GATES_REPORT],
+        materials=materials,
+        products={GATES_REPORT: report.sha256},
+        byproducts={"stdout": "\n".join(lines), "stderr": ""},
+    )
+    return f"{sum(1 for x in lines if x.startswith('PASS'))} gates passed", record
+
+
+def _check_version(path: Path, name: str, version: str) -> None:
+    try:
+        proc = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise ToolchainError(f"built binary {name} does not run: {e}") from e
+    expected = f"{name} {version}"
+    if proc.returncode != 0 or proc.stdout.strip() != expected:
+        raise ToolchainError(
+            f"built binary {name} answers --version with {proc.stdout.strip()!r}, expected {expected!r}"
+        )
+
+
+def step_build(r: Release) -> StepResult:
+    """Build every target; copy the declared binaries into ``bin/<target>/``; prove what each was compiled from.
+
+    Before cargo runs, a build script in a crate the declaration does not
+    allow is refused (it would run arbitrary code). After each target is
+    built, every binary's dep-info is judged (:mod:`release.binary_inputs`):
+    a core binary compiled from an ``edge/`` file, or any binary from a file
+    outside its crates, fails the step with :class:`PackagingError` (exit 6).
+    The link's environment records each binary's sources under
+    ``binary-inputs`` (each one a material of the link), and the SBOMs list them.
+    """
+    materials = hash_sources(r.ws)
+    (report,) = (d for d in r.evidence if d.path == r.gates_report)  # hashed by the gates step, in our staging
+    materials[GATES_REPORT] = report.sha256
+    metadata = cargo_metadata(r.ws.root, r.toolchains[HOST_TARGET].cargo)
+    r.metadata = metadata
+    forbidden = {}
+    if r.prebuilt is None:
+        check_build_scripts(r.ws, metadata)
+        forbidden = {b.id: forbidden_sources(r.ws, b) for b in r.ws.bundles if b.forbidden_paths}
+    placed: list[tuple[str, Path, Path]] = []  # (target, built binary, its place in bin/<target>/)
+    inputs: list[BinaryInputs] = []
+    for target in r.ws.targets():
+        needed = sorted({b for bundle in r.ws.bundles if bundle.target == target for b in bundle.binaries})
+        if r.prebuilt is not None:
+            built = r.prebuilt / target
+        else:
+            tc = r.toolchains[target]
+            built = cargo_build(r.ws, tc, r.target_dir, None if target == HOST_TARGET else needed, r.epoch, r.log)
+        dest = r.bin_root / target
+        dest.mkdir(parents=True, exist_ok=True)
+        exe = ".exe" if "windows" in target else ""
+        for name in needed:
+            src = built / f"{name}{exe}"
+            if not src.is_file():
+                raise ToolchainError(
+                    f"cargo did not produce {src.name} for {target}", hint="is it a [[bin]] of a crate?"
+                )
+            if r.prebuilt is None:
+                inputs.append(
+                    binary_inputs(r.ws, metadata, target, src.name, built, r.target_dir, materials, forbidden)
+                )
+            placed.append((target, src, dest / src.name))
+    # Hashing the binaries is most of this step when cargo has nothing to do: one thread per core
+    # (hashlib releases the GIL), SHA-256 only (binaries are recorded, never signed).
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="hash") as pool:
+        hashes = list(pool.map(lambda job: link_hashed(job[1], job[2]), placed))
+    products = {f"bin/{target}/{dst.name}": h for (target, _, dst), h in zip(placed, hashes, strict=True)}
+    if r.prebuilt is None:
+        for target, _, dst in placed:
+            if target == HOST_TARGET:
+                _check_version(dst, dst.name, r.ws.version)
+    if r.prebuilt is not None:
+        record = StepRecord(
+            name=attest.STEP_BUILD,
+            command=["unsafe-prebuilt-binaries"],
+            materials=materials,
+            products=products,
+            environment={"unsafe-prebuilt-binaries": True},
+        )
+        return f"UNSAFE: {len(products)} prebuilt binaries, not built from the source", record
+    r.metadata = dataclasses.replace(
+        metadata,
+        inputs=MappingProxyType({i.product: tuple((p, materials[p]) for p in i.sources) for i in inputs}),
+    )
+    environment: dict[str, object] = {
+        "toolchains": {t: tc.version for t, tc in r.toolchains.items()},
+        "binary-inputs": {i.product: list(i.sources) for i in sorted(inputs, key=lambda i: i.product)},
+    }
+    generated = {i.product: list(i.generated) for i in sorted(inputs, key=lambda i: i.product) if i.generated}
+    if generated:
+        environment["binary-generated-inputs"] = generated
+    record = StepRecord(
+        name=attest.STEP_BUILD,
+        command=["cargo", "build", "--release", "--offline", "--locked"],
+        materials=materials,
+        products=products,
+        environment=environment,
+    )
+    sources = len({p for i in inputs for p in i.sources})
+    versions = ", ".join(f"{t}: {tc.version}" for t, tc in r.toolchains.items())
+    return f"{versions}; {len(inputs)} binaries from {sources} source files, none forbidden", record
+
+
+def _package_step(bundle_id: str) -> Callable[[Release], StepResult]:
+    def step(r: Release) -> StepResult:
+        bundle = r.ws.bundle(bundle_id)
+        packaged = package(r.ws, bundle, r.bin_root, r.out, r.epoch)
+        d = packaged.digest
+        if r.metadata is None:
+            raise ToolchainError("no cargo metadata: the build step must run first")
+        tc = r.toolchains.get(bundle.target)
+        bom = bundle_sbom(bundle, r.ws.version, d, packaged.contents, r.metadata, r.epoch, tc.version if tc else None)
+        sbom = write_sbom(bom, r.out / sbom_name(bundle, r.ws.version))
+        r.artifacts.append(d)
+        r.sboms.append(sbom)
+        record = StepRecord(
+            name=bundle.step,
+            command=["package", bundle_id],
+            materials=packaged.materials,
+            products={d.name: d.sha256, sbom.name: sbom.sha256},
+            environment=packaged.link_environment(),
+        )
+        return f"{d.name} ({human_size(d.size)}) + SBOM", record
+
+    step.__doc__ = f"Package the {bundle_id} bundle into the release folder."
+    return step
+
+
+def step_provenance(r: Release) -> StepResult:
+    """Write the SLSA v1 provenance of the archives, from what the links recorded (DSSE, build key)."""
+    key = r.keys[attest.BUILD_ROLE]
+    links = {name: link.signed for name, link in r.links.items()}
+    subjects = {d.name: d.sha256 for d in r.artifacts}
+    statement = build_statement(
+        subjects,
+        links,
+        source_commit(r.ws.root),
+        builder_id=f"urn:ransomeye:release-builder:{attest.keyid_of(key.public)[:16]}",
+        invocation_id=f"urn:uuid:{uuid.uuid4()}",
+    )
+    envelope = write_envelope(sign_envelope(statement, key), r.out / provenance_name(r.ws.version))
+    record = StepRecord(
+        name=attest.STEP_PROVENANCE,
+        command=["slsa-provenance"],
+        materials=subjects,
+        products={envelope.name: envelope.sha256},
+    )
+    return f"{envelope.name} ({len(subjects)} subjects)", record
+
+
+def step_sign(r: Release) -> StepResult:
+    """Sign every archive, SBOM and the gates report (``<file>.minisig``)."""
+    payloads = r.signed_payloads()
+    r.signatures = sign_all(r.keys[attest.RELEASE_ROLE], payloads, r.ws.version, r.epoch)
+    record = StepRecord(
+        name=attest.STEP_SIGN,
+        command=["minisign-sign"],
+        materials={d.name: d.sha256 for d in payloads},
+        products={d.name: d.sha256 for d in r.signatures},
+    )
+    return f"{len(r.signatures)} signatures", record
+
+
+def step_checksums(r: Release) -> StepResult:
+    """Write and sign ``SHA256SUMS`` from the hashes already known (the verify step checks it against the links)."""
+    produced = r.signed_payloads() + r.signatures
+    sums = write_hash_list(r.out, produced)
+    failpoint("checksums:written")
+    sums_sig = sign_digest(r.keys[attest.RELEASE_ROLE], sums, r.ws.version, r.epoch)
+    record = StepRecord(
+        name=attest.STEP_CHECKSUMS,
+        command=["sha256sums"],
+        materials={d.name: d.sha256 for d in produced},
+        products={sums.name: sums.sha256, sums_sig.name: sums_sig.sha256},
+    )
+    return f"{len(produced)} entries", record
+
+
+StepFn = Callable[[Release], StepResult]
+Stage = tuple[tuple[str, StepFn], ...]
+
+
+def stages(ws: Workspace) -> tuple[Stage, ...]:
+    """The steps in order, from the declaration: one packaging step per declared bundle.
+
+    Stages run in order; the steps of one stage are independent and run in
+    parallel. A bundle added to ``[workspace.metadata.release]`` adds its step
+    here (and to the layout, the inspection and the audit) with no code change.
+    """
+    return (
+        ((attest.STEP_GATES, step_gates),),
+        ((attest.STEP_BUILD, step_build),),
+        tuple((bundle.step, _package_step(bundle.id)) for bundle in ws.bundles),
+        ((attest.STEP_PROVENANCE, step_provenance),),
+        ((attest.STEP_SIGN, step_sign),),
+        ((attest.STEP_CHECKSUMS, step_checksums),),
+    )
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _run_step(r: Release, name: str, fn: StepFn) -> str:
+    """Run one step and write its signed link (with its start and finish times); return its summary."""
+    started = _utc_now()
+    summary, record = fn(r)
+    record = dataclasses.replace(record, environment={**record.environment, "started": started, "finished": _utc_now()})
+    r.links[name] = attest.write_link(record, r.keys[attest.step_role(name)], r.out)
+    failpoint(name)
+    return summary
+
+
+def _run_parallel(r: Release, first: int, total: int, stage: tuple[tuple[str, StepFn], ...]) -> None:
+    """Run independent steps on every core; print their lines in order when all are done."""
+    workers = min(len(stage), os.cpu_count() or 1)
+    outcomes: list[tuple[str, float] | BaseException] = []
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="package") as pool:
+
+        def timed(name: str, fn: StepFn) -> tuple[str, float]:
+            started = time.monotonic()
+            return _run_step(r, name, fn), time.monotonic() - started
+
+        futures = [pool.submit(timed, name, fn) for name, fn in stage]
+        for future in futures:
+            try:
+                outcomes.append(future.result())
+            except Exception as e:  # reported below, in step order
+                outcomes.append(e)
+    for i, ((name, _), outcome) in enumerate(zip(stage, outcomes, strict=True), first):
+        if isinstance(outcome, BaseException):
+            print(f"[{i}/{total}] {name:<22}FAILED", flush=True)
+        else:
+            print(f"[{i}/{total}] {name:<22}ok {outcome[1]:6.1f}s  {outcome[0]}", flush=True)
+    r.artifacts.sort(key=lambda d: d.name)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+
+
+def check_sums_against_links(r: Release) -> None:
+    """Every line of ``SHA256SUMS`` must equal the hash the producing step's link recorded."""
+    recorded: dict[str, str] = {}
+    for step in (attest.STEP_GATES, *(b.step for b in r.ws.bundles), attest.STEP_SIGN):
+        recorded.update(attest.read_link_products(r.links[step].path))  # as published, read back on purpose
+    listed = parse((r.out / SUMS_NAME).read_text(), SUMS_NAME)
+    if listed != recorded:
+        diff = sorted(set(listed.items()) ^ set(recorded.items()))
+        raise VerificationError(f"{SUMS_NAME} disagrees with the links on {', '.join(n for n, _ in diff)}")
+
+
+def verify_staged(r: Release) -> str:
+    """Audit the staged release exactly as a customer's auditor would; refuse it unless it verifies.
+
+    Checks ``SHA256SUMS`` against the links first, then runs the full audit
+    (the stock ``in-toto-verify`` with its inspection, every signature, the
+    SBOMs against the archives' contents, the provenance against
+    ``SHA256SUMS``) on the staged folder, which it does not modify.
+    """
+    check_sums_against_links(r)
+    report = audit(r.out, r.keys_dir / "owner.pub")
+    if not report.verified:
+        failures = "; ".join(f.text() for f in report.findings[:3])
+        more = f" (and {len(report.findings) - 3} more)" if len(report.findings) > 3 else ""
+        raise VerificationError(f"the staged release does not verify: {failures}{more}")
+    return f"audit passed: in-toto-verify, {len(r.links)} links, signatures, SBOMs, provenance ({r.layout_origin})"
+
+
+def human_size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def resolve_layout(
+    ws: Workspace, keys_dir: Path, keys: dict[str, KeyPair], *, prebuilt: bool = False
+) -> tuple[Metablock, str]:
+    """The signed root layout this build ships.
+
+    The committed ``layouts/root.layout`` when there is one (its owner
+    signature checked against ``keys/owner.pub``, expiry checked, and it must
+    authorise the keys this build signs with); otherwise, with development
+    keys, a layout signed now with the development owner key.
+    """
+    committed = ws.root / COMMITTED_LAYOUT
+    if committed.exists() and prebuilt:
+        raise BadInputError(
+            "--unsafe-prebuilt-binaries cannot make a release under the owner's layout (it refuses prebuilt binaries)",
+            hint="benchmarks run with development keys and no committed layouts/root.layout",
+        )
+    if committed.exists():
+        metablock = attest.load_layout(committed, load_public_key(keys_dir / "owner.pub"))
+        authorised = attest.layout_functionaries(metablock)
+        for role in (attest.BUILD_ROLE, attest.RELEASE_ROLE):
+            if attest.keyid_of(keys[role].public) not in authorised:
+                raise BadInputError(
+                    f"{committed}: the layout does not authorise {keys[role].path.with_suffix('.pub')}",
+                    hint="the owner signs a new layout for the current functionary keys (layouts/README.md)",
+                )
+        return metablock, f"layout {COMMITTED_LAYOUT}"
+    if not private_key_path(keys_dir, "owner").exists():
+        raise BadInputError(
+            f"no {COMMITTED_LAYOUT} and no owner key to sign one",
+            hint="the owner creates it offline: python3 layouts/create_layout.py (see layouts/README.md)",
+        )
+    if not (keys_dir / DEV_MARKER).exists():
+        raise BadInputError(
+            f"no {COMMITTED_LAYOUT}: production builds use the layout the owner signed offline",
+            hint="commit layouts/root.layout (python3 layouts/create_layout.py on the owner's machine)",
+        )
+    owner = load_private_key(keys_dir, "owner")
+    layout = attest.build_layout(
+        ws,
+        keys[attest.BUILD_ROLE].public,
+        keys[attest.RELEASE_ROLE].public,
+        attest.expiry(LAYOUT_DAYS_DEV),
+        allow_prebuilt=prebuilt,
+    )
+    origin = "layout signed now with the development owner key"
+    return attest.sign_layout(layout, owner), origin + (", UNSAFE: it accepts prebuilt binaries" if prebuilt else "")
+
+
+def run_release(root: Path, keys_dir: Path, target_dir: Path, prebuilt: Path | None = None) -> Path:
+    """Run every step, verify, and publish; return the release folder.
+
+    Side effects: runs the gates and cargo, writes a staging directory under
+    ``release/.staging/`` and, on success only, replaces ``release/artifacts/``
+    — or, with ``prebuilt`` binaries, :data:`UNSAFE_PREBUILT_DIR` (never the
+    customer release folder, whatever the binaries are).
+    """
+    ws = load_workspace(root)
+    release_dir = ws.root / "release"
+    # A release of prebuilt binaries is never a customer release: it lands apart, under a layout saying so.
+    artifacts_dir = ws.root / (ws.artifacts_dir if prebuilt is None else UNSAFE_PREBUILT_DIR)
+    with build_lock(release_dir):
+        staging = new_staging(release_dir)
+        published = False
+        try:
+            failpoint("staging:created")
+            clean_stale(release_dir, keep=staging)
+            # Preflight: everything that can be checked before work starts.
+            epoch = source_date_epoch(ws.root)
+            keys = {role: load_private_key(keys_dir, role) for role in (attest.BUILD_ROLE, attest.RELEASE_ROLE)}
+            write_minisign_pub(keys_dir, keys[attest.RELEASE_ROLE].public)
+            layout, layout_origin = resolve_layout(ws, keys_dir, keys, prebuilt=prebuilt is not None)
+            targets = (HOST_TARGET,) if prebuilt is not None else ws.targets()  # prebuilt: cargo metadata only
+            toolchains = {t: find_toolchain(ws, t) for t in targets}
+            r = Release(ws, staging, keys_dir, target_dir, epoch, keys, toolchains, layout, layout_origin, prebuilt)
+            r.out.mkdir()
+            commit = source_commit(ws.root)
+            print(
+                f"RansomEye {ws.version}: release build of {commit or 'a tree without git'} (SOURCE_DATE_EPOCH={epoch})"
+            )
+            plan = stages(ws)
+            total = sum(len(stage) for stage in plan) + 1
+            i = 1
+            for stage in plan:
+                if len(stage) > 1:
+                    _run_parallel(r, i, total, stage)
+                else:
+                    ((name, fn),) = stage
+                    with _progress(i, total, name) as done:
+                        done(_run_step(r, name, fn))
+                i += len(stage)
+            attest.write_layout(r.layout, r.out / LAYOUT_NAME)
+            with _progress(total, total, "verify") as done:
+                done(verify_staged(r))
+                failpoint("verify")
+            with signals_deferred():
+                artifacts_dir.parent.mkdir(parents=True, exist_ok=True)
+                publish(r.out, artifacts_dir)
+                published = True
+        except KeyboardInterrupt:
+            raise Interrupted(published) from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return artifacts_dir
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block is done (the publish is never cut in half)."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+
+
+class _progress:
+    """Print ``[i/n] name`` then ``ok <seconds> <summary>`` or ``FAILED after <seconds>``."""
+
+    def __init__(self, i: int, total: int, name: str) -> None:
+        self.label = f"[{i}/{total}] {name:<22}"
+        self.summary = ""
+
+    def __enter__(self) -> Callable[[str], None]:
+        print(self.label, end="", flush=True)
+        self.started = time.monotonic()
+
+        def done(summary: str) -> None:
+            self.summary = summary
+
+        return done
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        elapsed = time.monotonic() - self.started
+        if exc_type is None:
+            print(f"ok {elapsed:6.1f}s  {self.summary}", flush=True)
+        else:
+            print(f"FAILED after {elapsed:.1f}s", flush=True)
