@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -224,7 +224,7 @@ def check_layout(a: _Audit) -> Check:
 def check_links(a: _Audit) -> Check:
     f = _Findings("links")
     layout = a.layout
-    if layout is None:
+    if layout is None:  # a declared need: the runner skips this check without a layout
         f.add(attest.LAYOUT_NAME, "no readable layout: the steps and their keys are unknown")
         return f.done("")
     for step in layout.steps:
@@ -455,8 +455,7 @@ def check_archives(a: _Audit) -> Check:
         f.add("archives", f"are of different versions: {', '.join(versions)}")
     config = a.layout.config if a.layout is not None and a.layout_trusted else None
     if config is None:
-        if a.archives:
-            f.add(attest.LAYOUT_NAME, "no trusted layout of this project's: no archive is read (nothing unverified is)")
+        f.add(attest.LAYOUT_NAME, "the owner's layout holds no inspection of this project's: no archive is read")
         return f.done("")
     links = {step: _inspection_link(link) for step, link in a.links.items() if link.signature_ok}
     banned = inspection.forbidden_content(config.bundles, links.get(config.gates_step), links.get(config.build_step))
@@ -797,6 +796,129 @@ def _archive_infos(a: _Audit) -> list[ArchiveInfo]:
     return out
 
 
+# --- what each check needs, and the order derived from it ---------------------------
+
+# Evidence a check can need, and whether this audit has it. Each is recorded by
+# exactly one entry of CHECKS (its ``gives``).
+EVIDENCE: Mapping[str, Callable[[_Audit], bool]] = {
+    "layout": lambda a: a.layout is not None,
+    "trusted-layout": lambda a: a.layout is not None and a.layout_trusted,
+    "links": lambda a: bool(a.links),
+    "archives": lambda a: bool(a.archives),
+    "version": lambda a: a.version is not None,
+    "provenance-file": lambda a: a.provenance_file is not None,
+    "sums": lambda a: a.sums is not None,
+    "signature-status": lambda a: bool(a.signature_status),
+    "gates": lambda a: bool(a.gates),
+    "contents": lambda a: bool(a.contents),
+    "sboms": lambda a: bool(a.sbom_views),
+    "sources": lambda a: bool(a.sources),
+    "provenance": lambda a: a.provenance_info is not None,
+}
+# Why a piece of evidence is missing, said in a skipped check's reason.
+MISSING = {
+    "layout": "it needs the root layout, which could not be read (see the layout check)",
+    "trusted-layout": "it needs a layout signed by the owner key, and there is none (see the layout check)",
+}
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """A check and the evidence it works on.
+
+    ``needs``: without it the check cannot run and is reported skipped, with
+    the reason; ``uses``: read when present; ``gives``: what it records for
+    the checks that need or use it. A spec that gives evidence but is no check
+    of its own (``run`` returns None) only collects it.
+    """
+
+    name: str
+    run: Callable[[_Audit], Check | None]
+    needs: tuple[str, ...] = ()
+    uses: tuple[str, ...] = ()
+    gives: tuple[str, ...] = ()
+
+
+def _collect_archives(a: _Audit) -> None:
+    find_archives(a)
+
+
+CHECKS: tuple[CheckSpec, ...] = (
+    CheckSpec("layout", check_layout, gives=("layout", "trusted-layout")),
+    CheckSpec("links", check_links, needs=("layout",), gives=("links",)),
+    CheckSpec("release-archives", _collect_archives, uses=("layout", "links"), gives=("archives", "version")),
+    CheckSpec("files", check_files, uses=("layout", "links", "version"), gives=("provenance-file",)),
+    CheckSpec("checksums", check_checksums, uses=("archives",), gives=("sums",)),
+    CheckSpec(
+        "signatures", check_signatures, needs=("layout",), uses=("archives", "version"), gives=("signature-status",)
+    ),
+    CheckSpec("gates", check_gates, uses=("links", "version"), gives=("gates",)),
+    CheckSpec("archives", check_archives, needs=("trusted-layout",), uses=("archives", "links"), gives=("contents",)),
+    CheckSpec(
+        "sboms",
+        check_sboms,
+        needs=("trusted-layout",),
+        uses=("archives", "contents", "links", "version"),
+        gives=("sboms",),
+    ),
+    CheckSpec(
+        "sources",
+        check_sources,
+        needs=("trusted-layout",),
+        uses=("archives", "layout", "links", "sboms"),
+        gives=("sources",),
+    ),
+    CheckSpec(
+        "provenance",
+        check_provenance,
+        uses=("archives", "layout", "links", "provenance-file", "sums", "version"),
+        gives=("provenance",),
+    ),
+)
+
+
+def check_order(specs: Sequence[CheckSpec]) -> list[CheckSpec]:
+    """The specs in an order where each comes after every spec giving what it needs or uses.
+
+    Ties keep the declared order. Raises ValueError for evidence nobody gives,
+    evidence given twice, or a cycle.
+    """
+    givers: dict[str, str] = {}
+    for spec in specs:
+        for evidence in spec.gives:
+            if evidence in givers or evidence not in EVIDENCE:
+                raise ValueError(f"check {spec.name}: evidence {evidence!r} is unknown or given twice")
+            givers[evidence] = spec.name
+    after = {s.name: {givers.get(e, "") for e in (*s.needs, *s.uses)} - {s.name} for s in specs}
+    unknown = {e for s in specs for e in (*s.needs, *s.uses) if e not in givers}
+    if unknown:
+        raise ValueError(f"no check gives {sorted(unknown)}")
+    done: list[CheckSpec] = []
+    pending = list(specs)
+    while pending:
+        ready = next((s for s in pending if after[s.name] <= {d.name for d in done}), None)
+        if ready is None:
+            raise ValueError(f"the checks {[s.name for s in pending]} need each other")
+        done.append(ready)
+        pending.remove(ready)
+    return done
+
+
+def run_checks(a: _Audit, specs: Sequence[CheckSpec] = CHECKS) -> list[Check]:
+    """Run every check in the derived order; one whose needed evidence is missing is skipped, with the reason."""
+    results: list[Check] = []
+    for spec in check_order(specs):
+        missing = [e for e in spec.needs if not EVIDENCE[e](a)]
+        if missing:
+            reason = "; ".join(MISSING.get(e, f"it needs {e}, which no earlier check recorded") for e in missing)
+            results.append(Check(spec.name, TITLES[spec.name], "", (), skipped=reason))
+            continue
+        result = spec.run(a)
+        if result is not None:
+            results.append(result)
+    return results
+
+
 def _in_toto_check(result: InTotoResult) -> Check:
     f = _Findings("in-toto")
     if not result.ok:
@@ -825,14 +947,7 @@ def audit(release_dir: Path, owner_pub: Path) -> AuditReport:
     a = _Audit(folder=folder, owner=owner, owner_keyid=attest.keyid_of(owner))
     with ThreadPoolExecutor(max_workers=1) as pool:
         verifying = pool.submit(run_in_toto_verify, release_dir, owner_pub)
-        checks: list[Check] = [check_layout(a)]
-        checks.append(check_links(a))
-        find_archives(a)
-        ordered: list[Callable[[_Audit], Check]] = [
-            check_files, check_checksums, check_signatures, check_gates, check_archives, check_sboms, check_sources,
-            check_provenance,
-        ]  # fmt: skip
-        checks += [fn(a) for fn in ordered]
+        checks = run_checks(a)
         try:
             in_toto = verifying.result()
         except ToolchainError as e:

@@ -31,23 +31,34 @@ class Finding:
 
 @dataclass(frozen=True)
 class Check:
-    """One named verification, passed exactly when it found nothing."""
+    """One named verification, passed exactly when it ran and found nothing.
+
+    ``skipped`` is why it could not run (evidence it needs is missing); a
+    skipped check is never a pass.
+    """
 
     name: str
     title: str
     summary: str
     findings: tuple[Finding, ...]
+    skipped: str | None = None
 
     @property
     def passed(self) -> bool:
-        return not self.findings
+        return not self.findings and self.skipped is None
+
+    @property
+    def status(self) -> str:
+        return "skipped" if self.skipped is not None else "passed" if self.passed else "failed"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "title": self.title,
             "passed": self.passed,
+            "status": self.status,
             "summary": self.summary,
+            "skipped": self.skipped,
             "findings": [f.to_dict() for f in self.findings],
         }
 
@@ -294,7 +305,9 @@ class AuditReport:
         if self.verified:
             return "VERIFIED"
         n = len(self.findings)
-        return f"VERIFICATION FAILED ({n} failure{'s' if n != 1 else ''})"
+        skipped = sum(1 for c in self.checks if c.skipped is not None)
+        also = f", {skipped} check{'s' if skipped != 1 else ''} skipped" if skipped else ""
+        return f"VERIFICATION FAILED ({n} failure{'s' if n != 1 else ''}{also})"
 
     def check(self, name: str) -> Check:
         for c in self.checks:

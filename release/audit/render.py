@@ -22,7 +22,7 @@ from pathlib import Path
 from release.archive import write_bytes_atomic
 from release.attest import command_text
 from release.audit.evidence import LayoutStep, step_depths
-from release.audit.model import ArchiveInfo, AuditReport, StepInfo
+from release.audit.model import ArchiveInfo, AuditReport, Check, StepInfo
 
 
 def report_json(report: AuditReport) -> bytes:
@@ -97,7 +97,7 @@ def render_text(report: AuditReport) -> str:
         "Checks:",
     ]
     width = max((len(c.name) for c in report.checks), default=0)
-    lines += [f"  {'PASS' if c.passed else 'FAIL'} {c.name:<{width}}  {c.summary}" for c in report.checks]
+    lines += [f"  {c.status[:4].upper()} {c.name:<{width}}  {_check_summary(c)}" for c in report.checks]
     if report.findings:
         lines += ["", f"Failures ({len(report.findings)}):"]
         lines += [f"  - {f.text()}" for f in report.findings]
@@ -206,6 +206,11 @@ CSP = (
 
 def _e(value: object) -> str:
     return escape(str(value), quote=True)
+
+
+def _check_summary(c: Check) -> str:
+    """A check's one line: its summary, or why it was skipped."""
+    return f"skipped: {c.skipped}" if c.skipped is not None else c.summary
 
 
 def _ok(passed: bool, yes: str = "✔", no: str = "✘") -> str:
@@ -359,8 +364,8 @@ def render_html(report: AuditReport) -> str:
             f'<ol class="failures">{items}</ol></section>'
         )
     checks = "".join(
-        f'<div class="check{"" if c.passed else " bad"}"><b>{_ok(c.passed)} {_e(c.title)}</b>'
-        f'<span class="tag">{_e(c.name)}</span><span>{_e(c.summary)}</span></div>'
+        f'<div class="check{"" if c.passed else " bad"}"><b>{_ok(c.passed, no="⊘" if c.skipped else "✘")} '
+        f'{_e(c.title)}</b><span class="tag">{_e(c.name)}</span><span>{_e(_check_summary(c))}</span></div>'
         for c in report.checks
     )
     sections.append(f'<section><h2>Checks</h2><div class="checks">{checks}</div></section>')
