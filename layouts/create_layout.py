@@ -24,8 +24,9 @@ if __package__ in (None, ""):
 
 from release import attest
 from release.cli import run
-from release.keys import load_private_key, load_public_key
+from release.keys import load_public_key
 from release.products import load_workspace, repo_root
+from release.signers import load_role_key
 
 DEFAULT_DAYS = 365
 
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         ns = parser.parse_args(args)
         ws = load_workspace(root)
         expires = attest.expiry(ns.expires_days)
-        owner = load_private_key(ns.keys_dir, "owner")
+        owner = load_role_key(ns.keys_dir, "owner")
         layout = attest.build_layout(
             ws,
             load_public_key(ns.keys_dir / "build.pub"),

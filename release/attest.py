@@ -29,15 +29,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from in_toto.models.layout import Inspection, Layout, Step
 from in_toto.models.link import FILENAME_FORMAT, Link
 from in_toto.models.metadata import Metablock
-from securesystemslib.signer import CryptoSigner, SSlibKey
+from securesystemslib.signer import SSlibKey
 
 from release import inspection, provenance, sbom
 from release.archive import write_bytes_atomic
 from release.checksums import SUMS_NAME
 from release.errors import BadInputError, VerificationError
-from release.keys import KeyPair
 from release.minisign import SUFFIX as SIG_SUFFIX
 from release.products import Bundle, Workspace
+from release.signers import RoleKey
 
 LAYOUT_NAME = "root.layout"
 GATES_REPORT = "gates-report.json"
@@ -112,7 +112,7 @@ class WrittenLink:
     signed: dict[str, Any]
 
 
-def write_link(record: StepRecord, key: KeyPair, out_dir: Path) -> WrittenLink:
+def write_link(record: StepRecord, key: RoleKey, out_dir: Path) -> WrittenLink:
     """Sign ``record`` with ``key`` and write its link into ``out_dir``."""
     link = Link(
         name=record.name,
@@ -123,7 +123,7 @@ def write_link(record: StepRecord, key: KeyPair, out_dir: Path) -> WrittenLink:
         environment=dict(record.environment),
     )
     metablock = Metablock(signed=link)
-    metablock.create_signature(CryptoSigner(key.private))
+    metablock.create_signature(key.signer)
     path = out_dir / link_filename(record.name, key.public)
     _dump(metablock, path)
     return WrittenLink(path, metablock.to_dict()["signed"])
@@ -402,10 +402,10 @@ def build_layout(
     return layout
 
 
-def sign_layout(layout: Layout, owner: KeyPair) -> Metablock:
+def sign_layout(layout: Layout, owner: RoleKey) -> Metablock:
     """Wrap ``layout`` and sign it with the owner key."""
     metablock = Metablock(signed=layout)
-    metablock.create_signature(CryptoSigner(owner.private))
+    metablock.create_signature(owner.signer)
     return metablock
 
 

@@ -17,10 +17,11 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from release.errors import BadInputError, VerificationError
 
@@ -68,14 +69,17 @@ def trusted_comment(filename: str, version: str, epoch: int) -> str:
     return f"timestamp:{epoch}\tfile:{filename}\tversion:{version}\tproduct:ransomeye"
 
 
-def sign_prehashed(private: Ed25519PrivateKey, key_id: bytes, blake2b512: bytes, comment: str) -> str:
-    """Return the ``.minisig`` text for a file whose BLAKE2b-512 digest is ``blake2b512``."""
+def sign_prehashed(sign: Callable[[bytes], bytes], key_id: bytes, blake2b512: bytes, comment: str) -> str:
+    """Return the ``.minisig`` text for a file whose BLAKE2b-512 digest is ``blake2b512``.
+
+    ``sign`` makes a raw Ed25519 signature (a :class:`release.signers.RoleKey`'s ``sign``).
+    """
     if len(blake2b512) != 64:
         raise ValueError("blake2b512 must be a 64-byte digest")
     if "\n" in comment or "\r" in comment:
         raise ValueError("a trusted comment is one line")
-    sig = private.sign(blake2b512)
-    global_sig = private.sign(sig + comment.encode())
+    sig = sign(blake2b512)
+    global_sig = sign(sig + comment.encode())
     return (
         "untrusted comment: signature from RansomEye release key\n"
         f"{base64.b64encode(PREHASHED_ALG + key_id + sig).decode()}\n"

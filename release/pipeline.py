@@ -47,10 +47,11 @@ from release.cargo import HOST_TARGET, Toolchain, cargo_build, find_toolchain
 from release.checksums import SUMS_NAME, parse, write_hash_list
 from release.errors import BadInputError, GateFailure, Interrupted, ToolchainError, VerificationError
 from release.faults import failpoint
-from release.keys import DEV_MARKER, KeyPair, load_private_key, load_public_key, private_key_path
+from release.keys import DEV_MARKER, load_public_key, public_key_path
 from release.products import Workspace, load_workspace
 from release.provenance import build_statement, provenance_name, sign_envelope, write_envelope
 from release.sbom import CargoMetadata, bundle_sbom, cargo_metadata, sbom_name, write_sbom
+from release.signers import RoleKey, has_private_key, load_role_key
 from release.signing import sign_all, sign_digest, write_minisign_pub
 from release.source import hash_sources, source_commit, source_date_epoch
 from release.staging import build_lock, clean_stale, new_staging, publish
@@ -72,7 +73,7 @@ class Release:
     keys_dir: Path
     target_dir: Path
     epoch: int
-    keys: dict[str, KeyPair]
+    keys: dict[str, RoleKey]
     toolchains: dict[str, Toolchain]
     layout: Metablock
     layout_origin: str
@@ -367,6 +368,9 @@ def _run_parallel(r: Release, first: int, total: int, stage: tuple[tuple[str, St
         else:
             print(f"[{i}/{total}] {name:<22}ok {outcome[1]:6.1f}s  {outcome[0]}", flush=True)
     r.artifacts.sort(key=lambda d: d.name)
+    for name, _ in stage:  # the links in declared order, not in the order the steps finished
+        if name in r.links:
+            r.links[name] = r.links.pop(name)
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome
@@ -409,7 +413,7 @@ def human_size(n: float) -> str:
 
 
 def resolve_layout(
-    ws: Workspace, keys_dir: Path, keys: dict[str, KeyPair], *, prebuilt: bool = False
+    ws: Workspace, keys_dir: Path, keys: dict[str, RoleKey], *, prebuilt: bool = False
 ) -> tuple[Metablock, str]:
     """The signed root layout this build ships.
 
@@ -430,11 +434,11 @@ def resolve_layout(
         for role in (attest.BUILD_ROLE, attest.RELEASE_ROLE):
             if attest.keyid_of(keys[role].public) not in authorised:
                 raise BadInputError(
-                    f"{committed}: the layout does not authorise {keys[role].path.with_suffix('.pub')}",
+                    f"{committed}: the layout does not authorise {public_key_path(keys_dir, role)}",
                     hint="the owner signs a new layout for the current functionary keys (layouts/README.md)",
                 )
         return metablock, f"layout {COMMITTED_LAYOUT}"
-    if not private_key_path(keys_dir, "owner").exists():
+    if not has_private_key(keys_dir, "owner"):
         raise BadInputError(
             f"no {COMMITTED_LAYOUT} and no owner key to sign one",
             hint="the owner creates it offline: python3 layouts/create_layout.py (see layouts/README.md)",
@@ -444,7 +448,7 @@ def resolve_layout(
             f"no {COMMITTED_LAYOUT}: production builds use the layout the owner signed offline",
             hint="commit layouts/root.layout (python3 layouts/create_layout.py on the owner's machine)",
         )
-    owner = load_private_key(keys_dir, "owner")
+    owner = load_role_key(keys_dir, "owner")
     layout = attest.build_layout(
         ws,
         keys[attest.BUILD_ROLE].public,
@@ -476,7 +480,7 @@ def run_release(root: Path, keys_dir: Path, target_dir: Path, prebuilt: Path | N
             clean_stale(release_dir, keep=staging)
             # Preflight: everything that can be checked before work starts.
             epoch = source_date_epoch(ws.root)
-            keys = {role: load_private_key(keys_dir, role) for role in (attest.BUILD_ROLE, attest.RELEASE_ROLE)}
+            keys = {role: load_role_key(keys_dir, role) for role in (attest.BUILD_ROLE, attest.RELEASE_ROLE)}
             write_minisign_pub(keys_dir, keys[attest.RELEASE_ROLE].public)
             layout, layout_origin = resolve_layout(ws, keys_dir, keys, prebuilt=prebuilt is not None)
             targets = (HOST_TARGET,) if prebuilt is not None else ws.targets()  # prebuilt: cargo metadata only

@@ -39,11 +39,11 @@ from typing import Any
 from securesystemslib.dsse import Envelope
 from securesystemslib.exceptions import FormatError, UnverifiedSignatureError
 from securesystemslib.exceptions import VerificationError as SslibVerificationError
-from securesystemslib.signer import CryptoSigner, SSlibKey
+from securesystemslib.signer import SSlibKey
 
 from release.archive import ArtifactDigest, write_bytes_atomic
 from release.errors import BadInputError, VerificationError
-from release.keys import KeyPair
+from release.signers import RoleKey
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
@@ -190,10 +190,10 @@ def canonical_json(data: Any) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def sign_envelope(statement: Mapping[str, Any], key: KeyPair) -> dict[str, Any]:
+def sign_envelope(statement: Mapping[str, Any], key: RoleKey) -> dict[str, Any]:
     """A DSSE envelope of ``statement`` signed by ``key``; its keyid is the key's in-toto keyid."""
     envelope = Envelope(canonical_json(statement), PAYLOAD_TYPE, {})
-    envelope.sign(CryptoSigner(key.private))
+    envelope.sign(key.signer)
     data: dict[str, Any] = envelope.to_dict()
     return data
 

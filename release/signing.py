@@ -21,7 +21,8 @@ from release import minisign
 from release.archive import ArtifactDigest, write_bytes_atomic
 from release.errors import BadInputError, VerificationError
 from release.faults import failpoint
-from release.keys import DEV_MARKER, ROLES, KeyPair, generate_key, load_public_key
+from release.keys import DEV_MARKER, ROLES, generate_key, load_public_key
+from release.signers import RoleKey
 
 ROLE = "release"
 MINISIGN_PUB = "release.minisign.pub"
@@ -46,21 +47,21 @@ def signature_path(artifact: Path) -> Path:
     return artifact.with_name(artifact.name + minisign.SUFFIX)
 
 
-def sign_digest(key: KeyPair, digest: ArtifactDigest, version: str, epoch: int) -> ArtifactDigest:
+def sign_digest(key: RoleKey, digest: ArtifactDigest, version: str, epoch: int) -> ArtifactDigest:
     """Write ``<artifact>.minisig`` for ``digest``; return the signature file's digest.
 
     Side effect: writes the signature file next to the artifact.
     """
     pub = minisign_public(key.public)
     comment = minisign.trusted_comment(digest.name, version, epoch)
-    text = minisign.sign_prehashed(key.private, pub.key_id, digest.blake2b, comment)
+    text = minisign.sign_prehashed(key.sign, pub.key_id, digest.blake2b, comment)
     out = signature_path(digest.path)
     failpoint(f"sign:{digest.name}")
     _verify_text(pub, text, digest, out.name)  # what is written; the verify step reads it back
     return write_bytes_atomic(out, text.encode(), "the signature")
 
 
-def sign_all(key: KeyPair, digests: Iterable[ArtifactDigest], version: str, epoch: int) -> list[ArtifactDigest]:
+def sign_all(key: RoleKey, digests: Iterable[ArtifactDigest], version: str, epoch: int) -> list[ArtifactDigest]:
     """Sign every artifact in ``digests``; return the digests of the signatures."""
     return [sign_digest(key, d, version, epoch) for d in digests]
 

@@ -25,13 +25,12 @@ from typing import Any
 
 from in_toto.models.layout import Inspection, Layout
 from in_toto.models.metadata import Envelope, Metablock
-from securesystemslib.signer import CryptoSigner
 
 from release import attest, inspection
 from release.archive import WrittenArchive, hash_file
 from release.attest import StepRecord
 from release.checksums import write_hash_list
-from release.keys import KeyPair, load_private_key
+from release.signers import RoleKey, load_role_key
 from release.signing import sign_digest
 from tests.conftest import EPOCH, Repo
 
@@ -56,8 +55,8 @@ class Download:
     folder: Path
     repo: Repo
 
-    def key(self, role: str) -> KeyPair:
-        return load_private_key(self.repo.keys, role)
+    def key(self, role: str) -> RoleKey:
+        return load_role_key(self.repo.keys, role)
 
     def link(self, step: str) -> Path:
         (path,) = self.folder.glob(f"{step}.*.link")
@@ -126,7 +125,7 @@ class Download:
         layout = Layout()
         layout.set_relative_expiration(days=1)
         layout.inspect = [Inspection(name="x", run=command)]
-        signer = CryptoSigner(self.key("build").private)
+        signer = self.key("build").signer
         path = self.link(step)
         if not beside_link:
             metablock = Metablock(signed=layout)

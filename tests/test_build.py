@@ -443,7 +443,8 @@ def test_committed_layout_is_used_and_checked(released: Repo) -> None:
 
 def test_expired_or_foreign_layout_is_refused(released: Repo, tmp_path: Path) -> None:
     from release import attest
-    from release.keys import generate_key, load_private_key, load_public_key
+    from release.keys import generate_key, load_public_key
+    from release.signers import load_role_key
 
     before = released.artifact_state()
     layout = released.root / "layouts" / "root.layout"
@@ -453,15 +454,15 @@ def test_expired_or_foreign_layout_is_refused(released: Repo, tmp_path: Path) ->
         expired = attest.build_layout(
             ws, load_public_key(keys / "build.pub"), load_public_key(keys / "release.pub"), datetime_ago()
         )
-        attest.write_layout(attest.sign_layout(expired, load_private_key(keys, "owner")), layout)
+        attest.write_layout(attest.sign_layout(expired, load_role_key(keys, "owner")), layout)
         proc = released.build()
         assert proc.returncode == 1 and "the layout expired" in proc.stderr, proc.stderr
         other = generate_key(tmp_path / "other", "build")
-        foreign = attest.build_layout(ws, other.public, load_public_key(keys / "release.pub"), attest.expiry(30))
-        attest.write_layout(attest.sign_layout(foreign, load_private_key(keys, "owner")), layout)
+        foreign = attest.build_layout(ws, other.public_key(), load_public_key(keys / "release.pub"), attest.expiry(30))
+        attest.write_layout(attest.sign_layout(foreign, load_role_key(keys, "owner")), layout)
         proc = released.build()
         assert proc.returncode == 2 and "does not authorise" in proc.stderr, proc.stderr
-        attest.write_layout(attest.sign_layout(foreign, load_private_key(keys, "build")), layout)
+        attest.write_layout(attest.sign_layout(foreign, load_role_key(keys, "build")), layout)
         proc = released.build()
         assert proc.returncode == 1 and "not signed by the owner key" in proc.stderr, proc.stderr
     finally:

@@ -24,7 +24,6 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from release.keys import load_private_key
 from tests.conftest import Repo, release_env
 
 pytestmark = pytest.mark.slow
@@ -336,7 +335,7 @@ def test_odd_files_are_normalized(
 def _encrypt_release_key(repo: Repo, passphrase: bytes) -> bytes:
     path = repo.keys / "release.pem"
     original = path.read_bytes()
-    key = load_private_key(repo.keys, "release").private
+    key = serialization.load_pem_private_key(original, password=None)
     path.write_bytes(
         key.private_bytes(
             serialization.Encoding.PEM,

@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 
 from release.attest import key_dict, keyid_of
 from release.errors import BadInputError, VerificationError
-from release.keys import KeyPair
 from release.provenance import (
     BUILD_TYPE,
     PAYLOAD_TYPE,
@@ -32,6 +31,7 @@ from release.provenance import (
     verify_envelope,
     write_envelope,
 )
+from release.signers import RoleKey
 
 COMMIT = "94a84f4d67e808291f5f01b659d941915765a02e"
 H = {c: c * 64 for c in "0123456789abcdef"}
@@ -77,8 +77,8 @@ SUBJECTS = {"ransomeye-core-1.0.0.tar.gz": H["6"], "ransomeye-dpi-1.0.0.tar.gz":
 
 
 @pytest.fixture(scope="module")
-def build_key() -> KeyPair:
-    return KeyPair("build", Path("build.pem"), Ed25519PrivateKey.generate())
+def build_key() -> RoleKey:
+    return RoleKey.from_private("build", Ed25519PrivateKey.generate())
 
 
 def _statement() -> dict[str, Any]:
@@ -166,7 +166,7 @@ def test_bad_inputs_are_refused(subjects: dict[str, str], links: dict[str, Any],
 # --- DSSE ------------------------------------------------------------------------
 
 
-def test_envelope_round_trip(build_key: KeyPair, tmp_path: Path) -> None:
+def test_envelope_round_trip(build_key: RoleKey, tmp_path: Path) -> None:
     envelope = sign_envelope(_statement(), build_key)
     assert envelope["payloadType"] == PAYLOAD_TYPE == "application/vnd.in-toto+json"
     assert [s["keyid"] for s in envelope["signatures"]] == [keyid_of(build_key.public)]
@@ -204,7 +204,7 @@ def _tamper_signature(e: dict[str, Any]) -> dict[str, Any]:
 
 
 def _resign_with_other_key(e: dict[str, Any]) -> dict[str, Any]:
-    return sign_envelope(_payload(e), KeyPair("build", Path("x"), Ed25519PrivateKey.generate()))
+    return sign_envelope(_payload(e), RoleKey.from_private("build", Ed25519PrivateKey.generate()))
 
 
 @pytest.mark.parametrize(
@@ -220,20 +220,20 @@ def _resign_with_other_key(e: dict[str, Any]) -> dict[str, Any]:
     ],
     ids=["payload-changed", "signature-flipped", "other-key", "payload-type", "unsigned", "bad-base64", "no-sigs"],
 )
-def test_tampered_envelope_is_rejected(build_key: KeyPair, tamper: Any, message: str) -> None:
+def test_tampered_envelope_is_rejected(build_key: RoleKey, tamper: Any, message: str) -> None:
     envelope = tamper(sign_envelope(_statement(), build_key))
     with pytest.raises(VerificationError, match=message):
         verify_envelope(envelope, key_dict(build_key.public))
 
 
-def test_a_signed_statement_of_another_kind_is_rejected(build_key: KeyPair) -> None:
+def test_a_signed_statement_of_another_kind_is_rejected(build_key: RoleKey) -> None:
     s = _statement()
     s["predicateType"] = "https://slsa.dev/provenance/v0.2"
     with pytest.raises(VerificationError, match="predicate type"):
         verify_envelope(sign_envelope(s, build_key), key_dict(build_key.public))
 
 
-def test_unverified_statement_is_for_reports_only(build_key: KeyPair) -> None:
+def test_unverified_statement_is_for_reports_only(build_key: RoleKey) -> None:
     envelope = _tamper_subject(sign_envelope(_statement(), build_key))
     shown = unverified_statement(envelope)
     assert shown is not None and shown["subject"][0]["digest"]["sha256"] == H["9"]
@@ -258,7 +258,7 @@ def test_read_envelope_wants_exactly_one_line() -> None:
         max_size=6,
     )
 )
-def test_round_trip_keeps_every_subject(build_key: KeyPair, subjects: dict[str, str]) -> None:
+def test_round_trip_keeps_every_subject(build_key: RoleKey, subjects: dict[str, str]) -> None:
     statement = build_statement(subjects, LINKS, COMMIT, "b", "i")
     verified = verify_envelope(sign_envelope(statement, build_key), key_dict(build_key.public))
     assert statement_subjects(verified) == subjects

@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from release import minisign
 from release.archive import hash_file
 from release.errors import BadInputError, SigningError, VerificationError
-from release.keys import generate_key, load_private_key, passphrase_variable
+from release.keys import generate_key, passphrase_variable
+from release.signers import load_role_key
 from release.signing import (
     ensure_dev_keys,
     minisign_public,
@@ -54,7 +55,7 @@ def _minisign_verify(path: Path, keys: Path) -> subprocess.CompletedProcess[str]
 @needs_minisign
 def test_stock_minisign_verifies_and_shows_the_trusted_comment(tmp_path: Path, keys: Path) -> None:
     art = _artifact(tmp_path)
-    sign_digest(load_private_key(keys, "release"), hash_file(art), "1.0.0", 1_700_000_000)
+    sign_digest(load_role_key(keys, "release"), hash_file(art), "1.0.0", 1_700_000_000)
     proc = _minisign_verify(art, keys)
     assert proc.returncode == 0, proc.stderr
     assert "file:ransomeye-core-1.0.0.tar.gz\tversion:1.0.0" in proc.stdout
@@ -64,7 +65,7 @@ def test_stock_minisign_verifies_and_shows_the_trusted_comment(tmp_path: Path, k
 @pytest.mark.parametrize("offset", [0, 1, 7_000, -1])
 def test_one_flipped_byte_fails_stock_minisign_and_ours(tmp_path: Path, keys: Path, offset: int) -> None:
     art = _artifact(tmp_path)
-    key = load_private_key(keys, "release")
+    key = load_role_key(keys, "release")
     sign_digest(key, hash_file(art), "1.0.0", 0)
     data = bytearray(art.read_bytes())
     data[offset] ^= 0x01
@@ -77,7 +78,7 @@ def test_one_flipped_byte_fails_stock_minisign_and_ours(tmp_path: Path, keys: Pa
 @needs_minisign
 def test_flipped_byte_in_signature_fails(tmp_path: Path, keys: Path) -> None:
     art = _artifact(tmp_path)
-    sign_digest(load_private_key(keys, "release"), hash_file(art), "1.0.0", 0)
+    sign_digest(load_role_key(keys, "release"), hash_file(art), "1.0.0", 0)
     sig = signature_path(art)
     lines = sig.read_text().split("\n")
     lines[3] = ("A" if lines[3][0] != "A" else "B") + lines[3][1:]  # the global signature
@@ -86,7 +87,7 @@ def test_flipped_byte_in_signature_fails(tmp_path: Path, keys: Path) -> None:
 
 
 def test_trusted_comment_binds_the_file_name(tmp_path: Path, keys: Path) -> None:
-    key = load_private_key(keys, "release")
+    key = load_role_key(keys, "release")
     art = _artifact(tmp_path)
     sign_digest(key, hash_file(art), "1.0.0", 0)
     other = tmp_path / "ransomeye-dpi-1.0.0.tar.gz"
@@ -107,7 +108,7 @@ def test_trusted_comment_binds_the_file_name(tmp_path: Path, keys: Path) -> None
     ids=["empty", "truncated", "all-zero", "all-zero-with-prehash-alg"],
 )
 def test_malformed_signatures_are_rejected(tmp_path: Path, keys: Path, mangle: object) -> None:
-    key = load_private_key(keys, "release")
+    key = load_role_key(keys, "release")
     art = _artifact(tmp_path)
     sign_digest(key, hash_file(art), "1.0.0", 0)
     sig = signature_path(art)
@@ -119,14 +120,14 @@ def test_malformed_signatures_are_rejected(tmp_path: Path, keys: Path, mangle: o
 
 def test_wrong_key_is_rejected(tmp_path: Path, keys: Path) -> None:
     art = _artifact(tmp_path)
-    sign_digest(load_private_key(keys, "release"), hash_file(art), "1.0.0", 0)
+    sign_digest(load_role_key(keys, "release"), hash_file(art), "1.0.0", 0)
     other = minisign_public(Ed25519PrivateKey.generate().public_key())
     with pytest.raises(VerificationError, match="another key"):
         verify_digest(other, hash_file(art))
 
 
 def test_minisign_public_key_round_trips(keys: Path) -> None:
-    key = load_private_key(keys, "release")
+    key = load_role_key(keys, "release")
     text = (keys / "release.minisign.pub").read_text()
     decoded = minisign.MinisignPublicKey.decode(text, "release.minisign.pub")
     assert decoded.key_id == minisign_public(key.public).key_id
@@ -154,19 +155,19 @@ def test_dev_keys_never_mix_with_production_keys(tmp_path: Path) -> None:
 def test_group_readable_key_is_refused(keys: Path) -> None:
     os.chmod(keys / "release.pem", 0o640)
     with pytest.raises(SigningError, match="readable by group or others"):
-        load_private_key(keys, "release")
+        load_role_key(keys, "release")
 
 
 def test_missing_key_names_the_fix(tmp_path: Path) -> None:
     with pytest.raises(SigningError, match="release private key is missing") as err:
-        load_private_key(tmp_path, "release")
+        load_role_key(tmp_path, "release")
     assert "make keys" in err.value.diagnostics()
 
 
 def test_mismatched_public_key_is_refused(keys: Path) -> None:
     shutil.copy(keys / "build.pub", keys / "release.pub")
     with pytest.raises(SigningError, match="does not match"):
-        load_private_key(keys, "release")
+        load_role_key(keys, "release")
 
 
 def test_encrypted_key_needs_the_right_passphrase(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -175,26 +176,26 @@ def test_encrypted_key_needs_the_right_passphrase(tmp_path: Path, monkeypatch: p
     var = passphrase_variable("release")
     monkeypatch.delenv(var, raising=False)
     with pytest.raises(SigningError, match="encrypted and no passphrase") as missing:
-        load_private_key(d, "release")
+        load_role_key(d, "release")
     assert f"set {var}" in missing.value.diagnostics()
     monkeypatch.setenv(var, "wrong")
     with pytest.raises(SigningError, match="wrong passphrase") as err:
-        load_private_key(d, "release")
+        load_role_key(d, "release")
     assert "wrong" not in str(err.value).replace("wrong passphrase", ""), "the passphrase is never echoed"
     monkeypatch.setenv(var, "correct horse")
-    assert load_private_key(d, "release").role == "release"
+    assert load_role_key(d, "release").role == "release"
 
 
 def test_not_a_key_is_a_clear_error(keys: Path) -> None:
     (keys / "release.pem").write_text("not a key")
     with pytest.raises(SigningError, match="not a PKCS8 PEM private key"):
-        load_private_key(keys, "release")
+        load_role_key(keys, "release")
     rsa_like = Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
     )
     (keys / "release.pem").write_bytes(rsa_like)
     with pytest.raises(SigningError):
-        load_private_key(keys, "release")
+        load_role_key(keys, "release")
 
 
 def test_signer_cli_sign_and_verify(tmp_path: Path, keys: Path) -> None:

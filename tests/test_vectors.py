@@ -108,7 +108,7 @@ def test_prehashed_signature_binds_the_digest() -> None:
     raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     pub = minisign.MinisignPublicKey.from_key(key.public_key(), raw)
     digest = hashlib.blake2b(b"payload", digest_size=64).digest()
-    text = minisign.sign_prehashed(key, pub.key_id, digest, COMMENT)
+    text = minisign.sign_prehashed(key.sign, pub.key_id, digest, COMMENT)
     sig = minisign.parse_signature(text, "sig")
     minisign.verify(pub, sig, digest, None, "sig")
     other = hashlib.blake2b(b"payload!", digest_size=64).digest()
@@ -128,14 +128,15 @@ def layout_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _signed_layout_json(keys: Path) -> dict[str, object]:
-    from release.keys import load_private_key, load_public_key
+    from release.keys import load_public_key
     from release.products import load_workspace, repo_root
+    from release.signers import load_role_key
 
     ws = load_workspace(repo_root())
     layout = attest.build_layout(
         ws, load_public_key(keys / "build.pub"), load_public_key(keys / "release.pub"), attest.expiry(30)
     )
-    metablock = attest.sign_layout(layout, load_private_key(keys, "owner"))
+    metablock = attest.sign_layout(layout, load_role_key(keys, "owner"))
     data: dict[str, object] = json.loads(json.dumps(metablock.to_dict()))
     return data
 
@@ -162,9 +163,9 @@ def test_fuzzed_layouts_fail_cleanly(
 ) -> None:
     from in_toto.models.layout import Layout
     from in_toto.models.metadata import Metablock
-    from securesystemslib.signer import CryptoSigner
 
-    from release.keys import load_private_key, load_public_key
+    from release.keys import load_public_key
+    from release.signers import load_role_key
 
     data = _signed_layout_json(layout_keys)
     target: object = data if path[0] in ("signed", "signatures") else data["signed"]
@@ -180,7 +181,7 @@ def test_fuzzed_layouts_fail_cleanly(
         # refuses to build such a layout at all, the raw mutation is what gets tested.
         with contextlib.suppress(Exception):
             mb = Metablock(signed=Layout.read(data["signed"]))
-            mb.create_signature(CryptoSigner(load_private_key(layout_keys, "owner").private))
+            mb.create_signature(load_role_key(layout_keys, "owner").signer)
             mb.dump(str(out))
     with contextlib.suppress(BadInputError, VerificationError):
         attest.load_layout(out, load_public_key(layout_keys / "owner.pub"))

@@ -6,6 +6,9 @@ Commands::
     signer.py verify FILE... [--pubkey keys/release.minisign.pub]
     signer.py dev-keys [--keys-dir keys]        # generate missing development keys
     signer.py export-minisign [--keys-dir keys] # write release.minisign.pub from release.pub
+    signer.py import-public --role ROLE [--keys-dir keys]
+        # write keys/ROLE.pub from the role's key URI (RANSOMEYE_<ROLE>_KEY_URI,
+        # e.g. hsm:1?label=ransomeye for a key on a PKCS#11 token; see release/signers.py)
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ from release import minisign
 from release.archive import hash_file
 from release.cli import run
 from release.errors import BadInputError
-from release.keys import load_private_key, load_public_key, public_key_path
+from release.keys import ROLES, load_public_key, public_key_path, public_pem
 from release.products import load_workspace, repo_root
+from release.signers import HSM, load_role_key, role_uri, secrets_from_environment, token_public_key, uri_variable
 from release.signing import (
     MINISIGN_PUB,
     ROLE,
@@ -40,7 +44,7 @@ from release.source import source_date_epoch
 
 def _cmd_sign(ns: argparse.Namespace) -> int:
     keys_dir = ns.keys_dir
-    key = load_private_key(keys_dir, ROLE)
+    key = load_role_key(keys_dir, ROLE)
     ws = load_workspace(repo_root())
     version = ns.version or ws.version
     epoch = source_date_epoch(ws.root)
@@ -84,6 +88,26 @@ def _cmd_export(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_import_public(ns: argparse.Namespace) -> int:
+    uri = role_uri(ns.keys_dir, ns.role)
+    if not uri.startswith(f"{HSM}:"):
+        raise BadInputError(
+            f"{uri_variable(ns.role)} is {uri!r}: a key file carries its public half already",
+            hint=f"set {uri_variable(ns.role)}=hsm:KEYID?label=TOKEN to import a token's key",
+        )
+    public = token_public_key(uri, secrets_from_environment(ns.role))
+    path = public_key_path(ns.keys_dir, ns.role)
+    if path.exists() and load_public_key(path) != public:
+        raise BadInputError(f"{path}: holds another key; refusing to replace it", hint="move it away first")
+    ns.keys_dir.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(public_pem(public))
+    print(f"wrote {path} ({ns.role} key {uri})")
+    if ns.role == ROLE:
+        print(f"wrote {write_minisign_pub(ns.keys_dir, public)}")
+    load_role_key(ns.keys_dir, ns.role).sign(b"ransomeye import-public self-test")  # the token signs with it
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     def inner(args: list[str]) -> int:
         parser = argparse.ArgumentParser(prog="signer", description="Ed25519 (minisign) artifact signatures.")
@@ -104,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser("export-minisign", help="write release.minisign.pub from release.pub")
         p.add_argument("--keys-dir", type=Path, default=default_keys)
         p.set_defaults(fn=_cmd_export)
+        p = sub.add_parser("import-public", help="write keys/ROLE.pub from the role's key URI (a PKCS#11 token)")
+        p.add_argument("--role", choices=ROLES, required=True)
+        p.add_argument("--keys-dir", type=Path, default=default_keys)
+        p.set_defaults(fn=_cmd_import_public)
         ns = parser.parse_args(args)
         result: int = ns.fn(ns)
         return result
