@@ -14,7 +14,7 @@ def copy_worktree(dest: Path, root: Path = ROOT) -> Path:
     """Copy ``root``'s sources (no build outputs, keys, caches or releases) to ``dest``."""
 
     def ignore(directory: str, names: list[str]) -> set[str]:
-        skip = {n for n in names if n in IGNORED}
+        skip = {n for n in names if n in IGNORED or n.startswith(".coverage")}
         d = Path(directory)
         if d == root / "keys":
             skip |= {n for n in names if n not in (".gitignore", "README.md")}
