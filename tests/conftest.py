@@ -94,3 +94,16 @@ def released(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Repo]:
 def repo_copy(tmp_path: Path) -> Repo:
     """A fresh repository copy with its own development keys (nothing built)."""
     return make_repo(tmp_path / "ransomeye")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        help="rewrite tests/golden/ from this session's release (`make golden`); review the diff",
+    )
+
+
+@pytest.fixture
+def update_golden(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--update-golden"))

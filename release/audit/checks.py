@@ -771,9 +771,11 @@ def _steps(a: _Audit) -> list[StepInfo]:
 def _keys(a: _Audit) -> list[KeyInfo]:
     out = [KeyInfo(a.owner_keyid, "owner", ("root.layout",))]
     if a.layout is not None:
-        for keyid in sorted(a.layout.keys):
-            steps = tuple(s.name for s in a.layout.steps if keyid in s.pubkeys)
-            out.append(KeyInfo(keyid, a.role_of(keyid), steps))
+        by_key = {k: tuple(s.name for s in a.layout.steps if k in s.pubkeys) for k in a.layout.keys}
+        first = {s.name: i for i, s in enumerate(a.layout.steps)}
+        # In the order of the layout's steps (the first each key may sign), not of the random key ids.
+        for keyid in sorted(by_key, key=lambda k: (first[by_key[k][0]] if by_key[k] else len(first), k)):
+            out.append(KeyInfo(keyid, a.role_of(keyid), by_key[keyid]))
     return out
 
 
