@@ -213,7 +213,7 @@ def parse_bundle(table: Any, where: str, path: Path) -> Bundle:
     )
     clash = set(bundle.binaries) & set(bundle.forbidden_binaries)
     if clash:
-        raise BadInputError(f"{path}: {where} both ships and forbids {', '.join(sorted(clash))}")
+        raise BadInputError(f"{path}: {where} (bundle {bundle.id!r}) both ships and forbids {', '.join(sorted(clash))}")
     for asset in bundle.assets:
         hit = bundle.forbidden_path(asset)
         if hit is not None:

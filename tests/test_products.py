@@ -221,7 +221,7 @@ MALFORMED: list[tuple[str, str, str, str]] = [
         "ships-and-forbids",
         'forbidden-binaries = ["ransomeye-agent", ',
         'forbidden-binaries = ["ransomeye-core", "ransomeye-agent", ',
-        f"{B0} both ships and forbids ransomeye-core",
+        f"{B0} (bundle 'core') both ships and forbids ransomeye-core",
     ),
     ("duplicate-id", 'id = "dpi"', 'id = "core"', "two bundles share the same id"),
     ("duplicate-name", 'name = "ransomeye-dpi"', 'name = "ransomeye-core"', "two bundles share the same name"),
