@@ -45,6 +45,7 @@ KEYFILE = "keyfile"
 HSM = "hsm"
 PKCS11_MODULE_VARIABLE = "PYKCS11LIB"
 SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
+MAX_KEY_FILE_BYTES = 64 * 1024  # a PEM Ed25519 key is a few hundred bytes
 
 # What a secret is asked for ("passphrase", "pin") -> the secret.
 SecretsHandler = Callable[[str], str]
@@ -196,21 +197,7 @@ def _check_public(keys_dir: Path, key: RoleKey) -> None:
 def _load_key_file(path: Path, role: str, secrets: SecretsHandler, env: Mapping[str, str]) -> Ed25519PrivateKey:
     """Read a PEM Ed25519 private key: a regular file, mode 0600, unlocked through ``secrets``."""
     var = passphrase_variable(role)
-    try:
-        st = path.stat()
-    except FileNotFoundError as e:
-        raise SigningError(
-            f"{path}: the {role} private key is missing",
-            hint="run `make keys` for development keys, or install the production key there (see keys/README.md)",
-        ) from e
-    if not stat.S_ISREG(st.st_mode):
-        raise SigningError(f"{path}: not a regular file")
-    if st.st_mode & 0o077:
-        raise SigningError(
-            f"{path}: the private key is readable by group or others (mode {stat.S_IMODE(st.st_mode):04o})",
-            hint=f"chmod 600 {path}",
-        )
-    data = path.read_bytes()
+    data = _read_key_file(path, role)
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except TypeError:  # encrypted: only now is a passphrase asked for
@@ -229,6 +216,31 @@ def _load_key_file(path: Path, role: str, secrets: SecretsHandler, env: Mapping[
     if not isinstance(key, Ed25519PrivateKey):
         raise SigningError(f"{path}: not an Ed25519 private key", hint="generate keys with `make keys`")
     return key
+
+
+def _read_key_file(path: Path, role: str) -> bytes:
+    """The bytes of the key file, judged on the descriptor that reads them (no window to swap the file)."""
+    try:
+        # Non-blocking: a FIFO planted at the key's name cannot hang the release.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError as e:
+        raise SigningError(
+            f"{path}: the {role} private key is missing",
+            hint="run `make keys` for development keys, or install the production key there (see keys/README.md)",
+        ) from e
+    except OSError as e:
+        raise SigningError(f"{path}: the {role} private key cannot be read ({e.strerror})") from e
+    try:
+        st = os.fstat(fd)
+        mode = stat.S_IMODE(st.st_mode)
+        if not stat.S_ISREG(st.st_mode):
+            raise SigningError(f"{path}: not a regular file")
+        if mode & 0o077:
+            hint = f"chmod 600 {path}"
+            raise SigningError(f"{path}: the private key is readable by group or others (mode {mode:04o})", hint=hint)
+        return os.read(fd, MAX_KEY_FILE_BYTES)
+    finally:
+        os.close(fd)
 
 
 def _unlock(path: Path, data: bytes, password: bytes, var: str) -> Any:

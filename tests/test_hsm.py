@@ -254,3 +254,22 @@ def test_no_terminal_and_no_variable_is_a_clear_error(encrypted: Path) -> None:
     with pytest.raises(SigningError, match="encrypted and no passphrase was given") as err:
         load_role_key(encrypted, "release", env={})
     assert "RANSOMEYE_RELEASE_KEY_PASSPHRASE" in err.value.diagnostics()
+
+
+@pytest.mark.parametrize("planted", ["fifo", "directory", "symlink to a group-readable key"])
+def test_what_stands_at_the_key_name_is_judged_on_what_is_read(tmp_path: Path, planted: str) -> None:
+    """A FIFO cannot hang the release, a directory is no key, and a link is judged by the file it reaches."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    target = keys / "build.pem"
+    if planted == "fifo":
+        os.mkfifo(target)
+    elif planted == "directory":
+        target.mkdir()
+    else:
+        generate_key(tmp_path / "elsewhere", "build")
+        (tmp_path / "elsewhere" / "build.pem").chmod(0o640)
+        target.symlink_to(tmp_path / "elsewhere" / "build.pem")
+    message = "readable by group or others" if planted.startswith("symlink") else "not a regular file"
+    with pytest.raises(SigningError, match=message):
+        load_role_key(keys, "build", env={})
