@@ -267,8 +267,8 @@ def build_layout(
     build_id, release_id = keyid_of(build_key), keyid_of(release_key)
     layout = Layout()
     layout.readme = (
-        "RansomEye release supply chain: gates -> build -> package (core, agents, DPI) -> provenance -> sign "
-        "-> checksums. "
+        f"RansomEye release supply chain: gates -> build -> package ({', '.join(b.id for b in ws.bundles)}) "
+        "-> provenance -> sign -> checksums. "
         "Verify in the release folder: in-toto-verify --layout root.layout --verification-keys owner.pub"
     )
     if allow_prebuilt:
@@ -278,106 +278,117 @@ def build_layout(
     layout.expires = expires.astimezone(UTC).strftime(EXPIRES_FORMAT)
     layout.add_functionary_key(key_dict(build_key))
     layout.add_functionary_key(key_dict(release_key))
+    layout.steps = [
+        _gates_step(ws, build_id),
+        _build_step(ws, build_id),
+        *(_packaging_step(ws, b, build_id) for b in ws.bundles),
+        _provenance_step(ws, build_id),
+        _sign_step(ws, release_id),
+        _checksums_step(ws, release_id),
+    ]
+    layout.inspect = [_release_inspection(ws, layout.steps, allow_prebuilt)]
+    layout.validate()
+    return layout
 
+
+def _gates_step(ws: Workspace, build_id: str) -> Step:
+    """The gates read exactly the declared sources and write their report."""
     source_allow = [["ALLOW", s if (ws.root / s).is_file() else f"{s}/*"] for s in ws.sources]
+    return Step(
+        name=STEP_GATES,
+        pubkeys=[build_id],
+        expected_command=["python3", "governance/gates/check_gates.py", "--report", GATES_REPORT],
+        expected_materials=[["REQUIRE", "Cargo.toml"], ["REQUIRE", "Cargo.lock"], *source_allow, ["DISALLOW", "*"]],
+        expected_products=[["REQUIRE", GATES_REPORT], ["CREATE", GATES_REPORT], ["DISALLOW", "*"]],
+    )
+
+
+def _build_step(ws: Workspace, build_id: str) -> Step:
+    """The build reads what the gates passed and writes every declared binary, nothing else."""
     binaries = sorted({f"bin/{b.target}/{f}" for b in ws.bundles for f in b.binary_files()})
+    return Step(
+        name=STEP_BUILD,
+        pubkeys=[build_id],
+        expected_command=list(BUILD_COMMAND),
+        expected_materials=[
+            ["REQUIRE", GATES_REPORT],
+            ["REQUIRE", "Cargo.lock"],
+            ["MATCH", GATES_REPORT, "WITH", "PRODUCTS", "FROM", STEP_GATES],
+            ["MATCH", "*", "WITH", "MATERIALS", "FROM", STEP_GATES],
+            ["DISALLOW", "*"],
+        ],
+        expected_products=[*(["REQUIRE", b] for b in binaries), *(["CREATE", b] for b in binaries), ["DISALLOW", "*"]],
+    )
 
-    steps: list[Step] = []
-    steps.append(
-        Step(
-            name=STEP_GATES,
-            pubkeys=[build_id],
-            expected_command=["python3", "governance/gates/check_gates.py", "--report", GATES_REPORT],
-            expected_materials=[["REQUIRE", "Cargo.toml"], ["REQUIRE", "Cargo.lock"], *source_allow, ["DISALLOW", "*"]],
-            expected_products=[["REQUIRE", GATES_REPORT], ["CREATE", GATES_REPORT], ["DISALLOW", "*"]],
-        )
-    )
-    steps.append(
-        Step(
-            name=STEP_BUILD,
-            pubkeys=[build_id],
-            expected_command=list(BUILD_COMMAND),
-            expected_materials=[
-                ["REQUIRE", GATES_REPORT],
-                ["REQUIRE", "Cargo.lock"],
-                ["MATCH", GATES_REPORT, "WITH", "PRODUCTS", "FROM", STEP_GATES],
-                ["MATCH", "*", "WITH", "MATERIALS", "FROM", STEP_GATES],
-                ["DISALLOW", "*"],
-            ],
-            expected_products=[
-                *(["REQUIRE", b] for b in binaries),
-                *(["CREATE", b] for b in binaries),
-                ["DISALLOW", "*"],
-            ],
-        )
-    )
-    for b in ws.bundles:
-        bins = [f"bin/{b.target}/{f}" for f in b.binary_files()]
-        steps.append(
-            Step(
-                name=b.step,
-                pubkeys=[build_id],
-                expected_command=["package", b.id],
-                expected_materials=[
-                    *(["REQUIRE", x] for x in bins),
-                    *_forbidden_rules(b, ""),
-                    *(["MATCH", x, "WITH", "PRODUCTS", "FROM", STEP_BUILD] for x in bins),
-                    *(["MATCH", f"{a}/*", "WITH", "MATERIALS", "FROM", STEP_BUILD] for a in b.assets),
-                    ["DISALLOW", "*"],
-                ],
-                expected_products=[
-                    ["CREATE", _archive_glob(ws, b)],
-                    ["CREATE", _sbom_glob(b)],
-                    ["DISALLOW", "*"],
-                ],
-            )
-        )
-    steps.append(
-        Step(
-            name=STEP_PROVENANCE,
-            pubkeys=[build_id],
-            expected_command=["slsa-provenance"],
-            expected_materials=[
-                *(["MATCH", _archive_glob(ws, b), "WITH", "PRODUCTS", "FROM", b.step] for b in ws.bundles),
-                ["DISALLOW", "*"],
-            ],
-            expected_products=[["CREATE", PROVENANCE_GLOB], ["DISALLOW", "*"]],
-        )
-    )
-    steps.append(
-        Step(
-            name=STEP_SIGN,
-            pubkeys=[release_id],
-            expected_command=["minisign-sign"],
-            expected_materials=[*_payload_rules(ws), ["DISALLOW", "*"]],
-            expected_products=[
-                *(["CREATE", pattern + SIG_SUFFIX] for pattern, _ in _payloads(ws)),
-                ["DISALLOW", "*"],
-            ],
-        )
-    )
-    steps.append(
-        Step(
-            name=STEP_CHECKSUMS,
-            pubkeys=[release_id],
-            expected_command=["sha256sums"],
-            expected_materials=[*_payload_rules(ws), *_signature_rules(ws), ["DISALLOW", "*"]],
-            expected_products=[
-                ["REQUIRE", SUMS_NAME],
-                ["REQUIRE", SUMS_NAME + SIG_SUFFIX],
-                ["CREATE", SUMS_NAME],
-                ["CREATE", SUMS_NAME + SIG_SUFFIX],
-                ["DISALLOW", "*"],
-            ],
-        )
-    )
-    layout.steps = steps
 
-    # One inspection. in-toto runs its command before it compares the folder with the links, so the command is
-    # the self-contained program of release/inspection.py, which checks every file against the verified links
-    # before it reads it. The rules then tie every delivered file, byte for byte, to the step that produced it
-    # (what `sha256sum --check` would do, against the signed links), before and after the command; the program
-    # writes nothing unless it refuses the release, and then one marker file per reason, which DISALLOW * names.
+def _packaging_step(ws: Workspace, b: Bundle, build_id: str) -> Step:
+    """A bundle's packager reads its binaries and assets (never what it forbids) and writes its archive and SBOM."""
+    bins = [f"bin/{b.target}/{f}" for f in b.binary_files()]
+    return Step(
+        name=b.step,
+        pubkeys=[build_id],
+        expected_command=["package", b.id],
+        expected_materials=[
+            *(["REQUIRE", x] for x in bins),
+            *_forbidden_rules(b, ""),
+            *(["MATCH", x, "WITH", "PRODUCTS", "FROM", STEP_BUILD] for x in bins),
+            *(["MATCH", f"{a}/*", "WITH", "MATERIALS", "FROM", STEP_BUILD] for a in b.assets),
+            ["DISALLOW", "*"],
+        ],
+        expected_products=[["CREATE", _archive_glob(ws, b)], ["CREATE", _sbom_glob(b)], ["DISALLOW", "*"]],
+    )
+
+
+def _provenance_step(ws: Workspace, build_id: str) -> Step:
+    return Step(
+        name=STEP_PROVENANCE,
+        pubkeys=[build_id],
+        expected_command=["slsa-provenance"],
+        expected_materials=[
+            *(["MATCH", _archive_glob(ws, b), "WITH", "PRODUCTS", "FROM", b.step] for b in ws.bundles),
+            ["DISALLOW", "*"],
+        ],
+        expected_products=[["CREATE", PROVENANCE_GLOB], ["DISALLOW", "*"]],
+    )
+
+
+def _sign_step(ws: Workspace, release_id: str) -> Step:
+    return Step(
+        name=STEP_SIGN,
+        pubkeys=[release_id],
+        expected_command=["minisign-sign"],
+        expected_materials=[*_payload_rules(ws), ["DISALLOW", "*"]],
+        expected_products=[*(["CREATE", pattern + SIG_SUFFIX] for pattern, _ in _payloads(ws)), ["DISALLOW", "*"]],
+    )
+
+
+def _checksums_step(ws: Workspace, release_id: str) -> Step:
+    return Step(
+        name=STEP_CHECKSUMS,
+        pubkeys=[release_id],
+        expected_command=["sha256sums"],
+        expected_materials=[*_payload_rules(ws), *_signature_rules(ws), ["DISALLOW", "*"]],
+        expected_products=[
+            ["REQUIRE", SUMS_NAME],
+            ["REQUIRE", SUMS_NAME + SIG_SUFFIX],
+            ["CREATE", SUMS_NAME],
+            ["CREATE", SUMS_NAME + SIG_SUFFIX],
+            ["DISALLOW", "*"],
+        ],
+    )
+
+
+def _release_inspection(ws: Workspace, steps: list[Step], allow_prebuilt: bool) -> Inspection:
+    """The layout's one inspection.
+
+    in-toto runs its command before it compares the folder with the links, so
+    the command is the self-contained program of release/inspection.py, which
+    checks every file against the verified links before it reads it. The rules
+    then tie every delivered file, byte for byte, to the step that produced it
+    (what `sha256sum --check` would do, against the signed links), before and
+    after the command; the program writes nothing unless it refuses the
+    release, and then one marker file per reason, which DISALLOW * names.
+    """
     delivered = [
         ["REQUIRE", SUMS_NAME],
         ["REQUIRE", SUMS_NAME + SIG_SUFFIX],
@@ -388,18 +399,13 @@ def build_layout(
         ["ALLOW", ".gitkeep"],
     ]
     keyids = {s.name: list(s.pubkeys) for s in steps}
-    inspections = [
-        Inspection(
-            name=INSPECTION,
-            run=inspect_command(inspection_config(ws, keyids, allow_prebuilt=allow_prebuilt)),
-            # An earlier run's markers are there before the command (which removes them), never after.
-            expected_materials=[*delivered, ["ALLOW", inspection.MARKER + "*"], ["DISALLOW", "*"]],
-            expected_products=[*delivered, ["DISALLOW", "*"]],
-        )
-    ]
-    layout.inspect = inspections
-    layout.validate()
-    return layout
+    return Inspection(
+        name=INSPECTION,
+        run=inspect_command(inspection_config(ws, keyids, allow_prebuilt=allow_prebuilt)),
+        # An earlier run's markers are there before the command (which removes them), never after.
+        expected_materials=[*delivered, ["ALLOW", inspection.MARKER + "*"], ["DISALLOW", "*"]],
+        expected_products=[*delivered, ["DISALLOW", "*"]],
+    )
 
 
 def sign_layout(layout: Layout, owner: RoleKey) -> Metablock:

@@ -392,6 +392,64 @@ def bundle_sbom(
     :class:`BadInputError` for a declared binary missing from ``contents``,
     a binary no crate builds, or a malformed hash.
     """
+    top = _checked_stem(bundle, version, archive, contents, epoch)
+    subject = _subject(bundle, version, archive)
+    bom = Bom(
+        serial_number=uuid.uuid5(SERIAL_NAMESPACE, archive.sha256),
+        metadata=BomMetaData(component=subject, timestamp=datetime.fromtimestamp(epoch, UTC)),
+    )
+    bom.metadata.tools.components.update(_tools())
+    std = _rust_std(toolchain, bundle) if toolchain is not None else None
+    if std is not None:
+        bom.components.add(std)
+    binary_paths = {f"{top}/bin/{bundle.binary_file(b)}": b for b in bundle.binaries}
+    missing = sorted(set(binary_paths) - set(contents))
+    if missing:
+        raise BadInputError(f"{archive.name}: declared binaries not in the archive: {', '.join(missing)}")
+    crates: dict[str, Component] = {}
+    files: list[Component] = []
+    for arcname in sorted(contents):
+        sha = HashType(alg=HashAlgorithm.SHA_256, content=contents[arcname])
+        binary = binary_paths.get(arcname)
+        if binary is None:
+            files.append(
+                Component(
+                    type=ComponentType.FILE, name=arcname, bom_ref=f"file:{arcname}", hashes=[sha],
+                    properties=[Property(name=PATH_PROPERTY, value=arcname)],
+                )
+            )  # fmt: skip
+            continue
+        for c in metadata.closure(binary):
+            if c.key not in crates:
+                crates[c.key] = _crate_component(c)
+        component = _binary_component(bundle, arcname, sha, metadata, binary)
+        files.append(component)
+        crate = metadata.crate_of(binary)
+        bom.register_dependency(component, [crates[crate.key], *([std] if std else [])])
+    for component in files:
+        bom.components.add(component)
+    for key in sorted(crates):
+        bom.components.add(crates[key])
+        bom.register_dependency(crates[key], [crates[d] for d in metadata.crates[key].deps])
+    bom.register_dependency(subject, files)
+    return bom
+
+
+def _tools() -> list[Component]:
+    """The tools that made the SBOM (new objects for each BOM: the serializer may rewrite their refs)."""
+    return [
+        Component(type=ComponentType.APPLICATION, name="ransomeye-release", description="RansomEye release pipeline"),
+        # Named without its external references: checking their IRI syntax makes validation ten times slower.
+        Component(
+            type=ComponentType.LIBRARY, group="CycloneDX", name="cyclonedx-python-lib", version=cyclonedx_version
+        ),
+    ]
+
+
+def _checked_stem(
+    bundle: Bundle, version: str, archive: ArtifactDigest, contents: Mapping[str, str], epoch: int
+) -> str:
+    """The archive's top-level directory, once every input of :func:`bundle_sbom` is checked."""
     if not SEMVER.fullmatch(version):
         raise BadInputError(f"{version!r} is not a semver version")
     if epoch < 0:
@@ -405,7 +463,12 @@ def bundle_sbom(
         _check_sha256(member_sha, arcname)
         if not arcname.startswith(top + "/"):
             raise BadInputError(f"{arcname}: outside the archive's top-level directory {top}/")
-    subject = Component(
+    return top
+
+
+def _subject(bundle: Bundle, version: str, archive: ArtifactDigest) -> Component:
+    """The archive the SBOM describes (its metadata.component)."""
+    return Component(
         type=ComponentType.APPLICATION,
         name=bundle.name,
         version=version,
@@ -420,76 +483,35 @@ def bundle_sbom(
             Property(name=TARGET_PROPERTY, value=bundle.target),
         ],
     )
-    tools = [
-        Component(type=ComponentType.APPLICATION, name="ransomeye-release", description="RansomEye release pipeline"),
-        # Named without its external references: checking their IRI syntax makes validation ten times slower.
-        Component(
-            type=ComponentType.LIBRARY, group="CycloneDX", name="cyclonedx-python-lib", version=cyclonedx_version
-        ),
-    ]
-    bom = Bom(
-        serial_number=uuid.uuid5(SERIAL_NAMESPACE, archive.sha256),
-        metadata=BomMetaData(component=subject, timestamp=datetime.fromtimestamp(epoch, UTC)),
+
+
+def _rust_std(toolchain: str, bundle: Bundle) -> Component:
+    """The Rust standard library of ``toolchain`` (a ``rustc --version`` line), linked into every binary."""
+    return Component(
+        type=ComponentType.LIBRARY,
+        name=RUST_STD,
+        version=rustc_version(toolchain),
+        bom_ref=f"{RUST_STD}@{rustc_version(toolchain)}",
+        description=f"The Rust standard library, linked into every binary ({toolchain})",
+        licenses=[_license(RUST_STD_LICENSE)],
+        properties=[Property(name=TARGET_PROPERTY, value=bundle.target)],
     )
-    bom.metadata.tools.components.update(tools)
 
-    std: Component | None = None
-    if toolchain is not None:
-        std = Component(
-            type=ComponentType.LIBRARY,
-            name=RUST_STD,
-            version=rustc_version(toolchain),
-            bom_ref=f"{RUST_STD}@{rustc_version(toolchain)}",
-            description=f"The Rust standard library, linked into every binary ({toolchain})",
-            licenses=[_license(RUST_STD_LICENSE)],
-            properties=[Property(name=TARGET_PROPERTY, value=bundle.target)],
-        )
-        bom.components.add(std)
 
-    binary_paths = {f"{top}/bin/{bundle.binary_file(b)}": b for b in bundle.binaries}
-    missing = sorted(set(binary_paths) - set(contents))
-    if missing:
-        raise BadInputError(f"{archive.name}: declared binaries not in the archive: {', '.join(missing)}")
-    crates: dict[str, Component] = {}
-    files: list[Component] = []
-    for arcname in sorted(contents):
-        path_property = Property(name=PATH_PROPERTY, value=arcname)
-        sha = HashType(alg=HashAlgorithm.SHA_256, content=contents[arcname])
-        binary = binary_paths.get(arcname)
-        if binary is None:
-            files.append(
-                Component(
-                    type=ComponentType.FILE, name=arcname, bom_ref=f"file:{arcname}", hashes=[sha],
-                    properties=[path_property],
-                )
-            )  # fmt: skip
-            continue
-        crate = metadata.crate_of(binary)
-        linked = metadata.closure(binary)
-        for c in linked:
-            if c.key not in crates:
-                crates[c.key] = _crate_component(c)
-        filename = arcname.rsplit("/", 1)[1]
-        component = Component(
-            type=ComponentType.APPLICATION,
-            name=filename,
-            version=crate.version,
-            bom_ref=f"file:{arcname}",
-            hashes=[sha],
-            licenses=[_license(crate.license)] if crate.license else [],
-            properties=[path_property, Property(name=CRATE_PROPERTY, value=crate.key)],
-            components=_source_components(arcname, metadata.inputs.get(f"bin/{bundle.target}/{filename}", ())),
-        )
-        files.append(component)
-        bom.register_dependency(component, [crates[crate.key], *([std] if std else [])])
-    for component in files:
-        bom.components.add(component)
-    for key in sorted(crates):
-        bom.components.add(crates[key])
-        c = metadata.crates[key]
-        bom.register_dependency(crates[key], [crates[d] for d in c.deps])
-    bom.register_dependency(subject, files)
-    return bom
+def _binary_component(bundle: Bundle, arcname: str, sha: HashType, metadata: CargoMetadata, binary: str) -> Component:
+    """A declared binary of the archive: its crate, its license and the source files it was compiled from."""
+    crate = metadata.crate_of(binary)
+    filename = arcname.rsplit("/", 1)[1]
+    return Component(
+        type=ComponentType.APPLICATION,
+        name=filename,
+        version=crate.version,
+        bom_ref=f"file:{arcname}",
+        hashes=[sha],
+        licenses=[_license(crate.license)] if crate.license else [],
+        properties=[Property(name=PATH_PROPERTY, value=arcname), Property(name=CRATE_PROPERTY, value=crate.key)],
+        components=_source_components(arcname, metadata.inputs.get(f"bin/{bundle.target}/{filename}", ())),
+    )
 
 
 # --- writing and reading -----------------------------------------------------------
@@ -643,15 +665,19 @@ def _nested_sources(component: Mapping[str, Any], path: str, where: str) -> Sour
     out: dict[str, str] = {}
     for n in nested:
         source = _property(n, SOURCE_PROPERTY) if isinstance(n, dict) else None
-        if source is None:
-            continue
-        sha = _sha256_of(n)
-        if sha is None:
-            raise VerificationError(f"{where}: the source {source} of {path} has no SHA-256")
-        if source in out:
-            raise VerificationError(f"{where}: the source {source} of {path} is described twice")
-        out[source] = sha
+        if source is not None:
+            _describe_once(out, source, n, f"{where}: the source {source} of {path}")
     return tuple(sorted(out.items()))
+
+
+def _describe_once(described: dict[str, str], path: str, component: Mapping[str, Any], what: str) -> None:
+    """Record ``component``'s SHA-256 for ``path``; refuse a component with none, or a path seen before."""
+    sha = _sha256_of(component)
+    if sha is None:
+        raise VerificationError(f"{what} has no SHA-256")
+    if path in described:
+        raise VerificationError(f"{what} is described twice")
+    described[path] = sha
 
 
 def read_sbom(data: Mapping[str, Any], where: str) -> SbomView:
@@ -679,12 +705,7 @@ def read_sbom(data: Mapping[str, Any], where: str) -> SbomView:
             raise VerificationError(f"{where}: a component is not an object")
         path = _property(c, PATH_PROPERTY)
         if path is not None:
-            sha = _sha256_of(c)
-            if sha is None:
-                raise VerificationError(f"{where}: the component for {path} has no SHA-256")
-            if path in files:
-                raise VerificationError(f"{where}: {path} is described twice")
-            files[path] = sha
+            _describe_once(files, path, c, f"{where}: {path}")
             nested = _nested_sources(c, path, where)
             if nested:
                 inputs[path] = nested

@@ -65,6 +65,14 @@ class Repo:
             check=False,
         )
 
+    def audit(self, report: Path) -> subprocess.CompletedProcess[str]:
+        """Run ``audit.py`` on this copy's release with its owner key, writing the JSON report to ``report``."""
+        return subprocess.run(
+            [sys.executable, str(self.root / "release" / "audit" / "audit.py"), str(self.artifacts),
+             "--owner-key", str(self.keys / "owner.pub"), "--json", str(report)],
+            cwd=report.parent, env=release_env(), capture_output=True, text=True, timeout=600, check=False,
+        )  # fmt: skip
+
     def artifact_state(self) -> dict[str, bytes]:
         """Every file in the release folder with its bytes (to compare before/after)."""
         return {p.name: p.read_bytes() for p in sorted(self.artifacts.iterdir()) if p.is_file()}

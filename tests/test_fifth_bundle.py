@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Repo, make_repo, release_env
+from tests.conftest import Repo, make_repo
 from tests.forge import verify
 from tests.gates_fixtures import edit
 
@@ -94,11 +92,7 @@ def test_the_stock_tool_refuses_the_fifth_archive_missing_or_swapped(five: Repo,
 
 def test_the_audit_reads_five_archives(five: Repo, tmp_path: Path) -> None:
     report = tmp_path / "audit.json"
-    proc = subprocess.run(
-        [sys.executable, str(five.root / "release" / "audit" / "audit.py"), str(five.artifacts),
-         "--owner-key", str(five.keys / "owner.pub"), "--json", str(report)],
-        cwd=tmp_path, env=release_env(), capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
+    proc = five.audit(report)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     data = json.loads(report.read_text())
     assert data["verified"] is True

@@ -8,13 +8,11 @@ byte for byte. After an intended change: ``make golden``, then review the diff.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Repo, release_env
+from tests.conftest import Repo
 from tests.golden import Normalizer, check, dsse_statement, render
 
 
@@ -55,11 +53,7 @@ def test_the_provenance(released: Repo, normalizer: Normalizer, update_golden: b
 
 def test_the_audit_report(released: Repo, normalizer: Normalizer, update_golden: bool, tmp_path: Path) -> None:
     report = tmp_path / "audit.json"
-    proc = subprocess.run(
-        [sys.executable, str(released.root / "release" / "audit" / "audit.py"), str(released.artifacts),
-         "--owner-key", str(released.keys / "owner.pub"), "--json", str(report)],
-        cwd=tmp_path, env=release_env(), capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
+    proc = released.audit(report)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     check("audit.json", render(normalizer.value(json.loads(report.read_text()))), update_golden)
     check("audit.txt", normalizer.report(proc.stdout), update_golden)

@@ -13,7 +13,7 @@ shipped).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 _SEQ, _INT, _BITS, _OCTETS, _OID = 0x30, 0x02, 0x03, 0x04, 0x06
@@ -149,17 +149,15 @@ def _der_kind(data: bytes, top: tuple[int, int, int]) -> str | None:
 
 def der_private_keys(data: bytes) -> Iterator[KeyBlob]:
     """Every DER private key in ``data``, in order; a key inside another one is not reported again."""
-    covered = 0
-    for start in _candidates(_DER_CANDIDATE, data):
-        if start < covered:
-            continue
-        top = _tlv(data, start, len(data))
-        if top is None or top[0] != _SEQ:
-            continue
-        kind = _der_kind(data, top)
-        if kind is not None:
-            covered = top[2]
-            yield KeyBlob(start, top[2], kind)
+    return _outermost(_DER_CANDIDATE, data, _der_key_at)
+
+
+def _der_key_at(data: bytes, start: int) -> KeyBlob | None:
+    top = _tlv(data, start, len(data))
+    if top is None or top[0] != _SEQ:
+        return None
+    kind = _der_kind(data, top)
+    return None if kind is None else KeyBlob(start, top[2], kind)
 
 
 # --------------------------------------------------------------------------- OpenPGP
@@ -192,6 +190,17 @@ _PGP_CANDIDATE = re.compile(
     rb"[\x04-\x06]....[\x01-\x03\x10-\x13\x16\x19-\x1c]",
     re.DOTALL,
 )
+
+
+def _outermost(
+    pattern: re.Pattern[bytes], data: bytes, key_at: Callable[[bytes, int], KeyBlob | None]
+) -> Iterator[KeyBlob]:
+    """The keys ``key_at`` finds where ``pattern`` matches, in order, none inside one already found."""
+    covered = 0
+    for start in _candidates(pattern, data):
+        if start >= covered and (blob := key_at(data, start)) is not None:
+            covered = blob.end
+            yield blob
 
 
 def _candidates(pattern: re.Pattern[bytes], data: bytes) -> Iterator[int]:
@@ -337,12 +346,12 @@ def _pgp_secret_key(data: bytes, start: int, end: int) -> bool:
 
 def pgp_secret_keys(data: bytes) -> Iterator[KeyBlob]:
     """Every OpenPGP secret-key or secret-subkey packet in ``data`` (binary, not armoured), in order."""
-    covered = 0
-    for pos in _candidates(_PGP_CANDIDATE, data):
-        if pos < covered:
-            continue
-        span = _pgp_header(data, pos)
-        if span is not None and _pgp_secret_key(data, *span):
-            covered = span[1]
-            tag = (data[pos] >> 2) & 0x0F if data[pos] & 0x40 == 0 else data[pos] & 0x3F
-            yield KeyBlob(pos, span[1], "an OpenPGP secret subkey" if tag == 7 else "an OpenPGP secret key")
+    return _outermost(_PGP_CANDIDATE, data, _pgp_key_at)
+
+
+def _pgp_key_at(data: bytes, pos: int) -> KeyBlob | None:
+    span = _pgp_header(data, pos)
+    if span is None or not _pgp_secret_key(data, *span):
+        return None
+    tag = (data[pos] >> 2) & 0x0F if data[pos] & 0x40 == 0 else data[pos] & 0x3F
+    return KeyBlob(pos, span[1], "an OpenPGP secret subkey" if tag == 7 else "an OpenPGP secret key")

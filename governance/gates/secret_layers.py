@@ -174,39 +174,47 @@ class _Stream(Protocol):
     def decompress(self, data: bytes, max_length: int = -1) -> bytes: ...
 
 
+class _Gunzip:
+    """zlib's gzip decompressor behind the interface of bz2's and lzma's (``needs_input``).
+
+    zlib hands back what ``max_length`` left unread as ``unconsumed_tail``;
+    this keeps it and feeds it first, so one loop reads all three formats.
+    """
+
+    def __init__(self) -> None:
+        self._d = zlib.decompressobj(wbits=31)
+        self._tail = b""
+
+    @property
+    def eof(self) -> bool:
+        return self._d.eof
+
+    @property
+    def unused_data(self) -> bytes:
+        return self._d.unused_data
+
+    @property
+    def needs_input(self) -> bool:
+        return not self._tail
+
+    def decompress(self, data: bytes, max_length: int = -1) -> bytes:
+        out = self._d.decompress(self._tail + data, max_length)
+        self._tail = self._d.unconsumed_tail
+        return out
+
+
 _STREAMS: dict[str, tuple[bytes | re.Pattern[bytes], Callable[[], _Stream]]] = {
+    "gzip": (_GZIP, _Gunzip),
     "bzip2": (_BZIP2, bz2.BZ2Decompressor),
     "xz": (_XZ, lambda: lzma.LZMADecompressor(format=lzma.FORMAT_XZ)),
 }
 
 
-def _inflate(data: bytes, limit: int) -> tuple[bytes, bytes]:
-    """Gunzip every gzip member at the start of ``data`` into at most ``limit`` bytes; also the bytes after."""
-    out: list[bytes] = []
-    total = 0
-    rest = data
-    while rest.startswith(_GZIP):
-        d = zlib.decompressobj(wbits=31)
-        pos = 0
-        tail = b""
-        while not d.eof:
-            if not tail:
-                if pos >= len(rest):
-                    raise EOFError("the stream is truncated")
-                tail = rest[pos : pos + _READ]
-                pos += len(tail)
-            chunk = d.decompress(tail, _READ)
-            tail = d.unconsumed_tail
-            total += len(chunk)
-            if total > limit:
-                raise _TooBig
-            out.append(chunk)
-        rest = d.unused_data + rest[pos:]
-    return b"".join(out), rest
-
-
 def _unstream(data: bytes, kind: str, limit: int) -> tuple[bytes, bytes]:
-    """Decompress every bzip2 or xz stream at the start of ``data`` into at most ``limit`` bytes."""
+    """Decompress every gzip member, bzip2 or xz stream at the start of ``data`` into at most ``limit`` bytes.
+
+    Returns the decompressed bytes and the bytes after the last stream.
+    """
     magic, make = _STREAMS[kind]
 
     def starts(b: bytes) -> bool:
@@ -238,7 +246,7 @@ def _unstream(data: bytes, kind: str, limit: int) -> tuple[bytes, bytes]:
 def _decompress(data: bytes, kind: str, budget: Budget) -> Iterator[Inner | Refusal]:
     limit = budget.limit()
     try:
-        plain, rest = _inflate(data, limit) if kind == "gzip" else _unstream(data, kind, limit)
+        plain, rest = _unstream(data, kind, limit)
     except _TooBig:
         budget.charge(limit)
         yield Refusal("expansion-bound", kind, None, budget.too_big())

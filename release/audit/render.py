@@ -336,118 +336,18 @@ def render_html(report: AuditReport) -> str:
     block apply, so even a string that escaped escaping could run no script,
     style nothing and fetch nothing.
     """
-    ok = report.verified
     title = f"RansomEye {report.version or ''} release audit: {report.verdict}"
-    facts = [
-        ("Release", f"RansomEye {report.version or '(unknown version)'}"),
-        ("Source commit", commit_text(report)),
-        ("Release folder", report.release_dir),
-        ("Owner key", report.owner_keyid),
-        ("Layout expires", report.layout_expires or "?"),
-        ("Audited at", report.audited_at),
+    sections = [
+        _html_failures(report),
+        _html_checks(report),
+        _html_steps(report),
+        _html_sources(report),
+        _html_gates(report),
+        _html_archives(report),
+        _html_provenance(report),
+        _html_keys(report),
+        _html_folder(report),
     ]
-    header = (
-        f'<header class="{"ok" if ok else "fail"}"><div>'
-        f'<div class="badge">{"✔ VERIFIED" if ok else "✘ " + _e(report.verdict)}</div>'
-        f"<h1>RansomEye {_e(report.version or '')} — release audit</h1><dl>"
-        + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts)
-        + "</dl></div></header>"
-    )
-    sections = []
-    if report.findings:
-        items = "".join(
-            f'<li><span class="tag">{_e(f.check)}</span><b>{_e(f.subject)}</b>: {_e(f.message)}</li>'
-            for f in report.findings
-        )
-        sections.append(
-            f'<section class="failures"><h2>Failures ({len(report.findings)})</h2>'
-            f'<ol class="failures">{items}</ol></section>'
-        )
-    checks = "".join(
-        f'<div class="check{"" if c.passed else " bad"}"><b>{_ok(c.passed, no="⊘" if c.skipped else "✘")} '
-        f'{_e(c.title)}</b><span class="tag">{_e(c.name)}</span><span>{_e(_check_summary(c))}</span></div>'
-        for c in report.checks
-    )
-    sections.append(f'<section><h2>Checks</h2><div class="checks">{checks}</div></section>')
-    bad = _bad_steps(report)
-    if report.steps:
-        sections.append(f"<section><h2>Supply chain</h2>{_diagram(report, bad)}</section>")
-        sections.append(f"<section><h2>Timeline</h2>{_timeline(report)}</section>")
-        steps = _rows(
-            (
-                f"{_ok(s.name not in bad)} <b>{_e(s.name)}</b>",
-                _e(s.role),
-                f"<code>{_e((s.keyid or '—')[:16])}</code>",
-                f"<code>{_e(command_text(s.command) if s.command else '—')}</code>",
-                _e(s.started or "—"),
-                _e(s.finished or "—"),
-                _e("—" if s.return_value is None else s.return_value),
-                str(s.materials),
-                str(s.products),
-            )
-            for s in report.steps
-        )
-        sections.append(
-            "<section><h2>Steps</h2><table><tr><th>Step</th><th>Role</th><th>Functionary key</th><th>Command</th>"
-            "<th>Started</th><th>Finished</th><th>Return</th><th>Materials</th><th>Products</th></tr>"
-            f"{steps}</table></section>"
-        )
-    if report.sources:
-        rows = _rows(
-            (
-                f"<code>{_e(b.binary)}</code>",
-                str(len(b.sources)),
-                f"<details><summary>{len(b.sources)} source files</summary><table>"
-                + _rows((f"<code>{_e(p)}</code>", f"<code>{_e(h)}</code>") for p, h in b.sources)
-                + "</table></details>",
-            )
-            for b in report.sources
-        )
-        sections.append(
-            "<section><h2>Source provenance</h2><p class='legend'>What the compiler read for each binary (its "
-            "dep-info), as the build link records it: every file is gated source, none from a forbidden path.</p>"
-            f"<table><tr><th>Binary</th><th>Files</th><th>Sources</th></tr>{rows}</table></section>"
-        )
-    gates = (
-        _rows((_ok(g.passed, "PASS", "FAIL"), f"<b>{_e(g.name)}</b>", _e(g.reason), _e(g.source)) for g in report.gates)
-        if report.gates
-        else "<tr><td colspan='4'>No gate results.</td></tr>"
-    )
-    sections.append(
-        "<section><h2>Release gates</h2><table><tr><th></th><th>Gate</th><th>Result</th><th>Read from</th></tr>"
-        f"{gates}</table></section>"
-    )
-    archives = "".join(_archive(a) for a in report.archives) or "<p>No archives.</p>"
-    sections.append(f"<section><h2>Archives and their SBOMs</h2>{archives}</section>")
-    p = report.provenance
-    if p is not None:
-        prov_facts = [
-            ("File", p.file),
-            ("Signature", "verified with the build key" if p.verified else "NOT verified"),
-            ("Signed by", ", ".join(k[:16] for k in p.signed_by) or "nobody"),
-            ("Build type", p.build_type or "?"),
-            ("Builder", p.builder_id or "?"),
-            ("Invocation", p.invocation_id or "?"),
-            ("Started / finished", f"{p.started or '?'} / {p.finished or '?'}"),
-            ("Source commit", p.source_commit or "?"),
-            ("Toolchains", "; ".join(f"{t}: {v}" for t, v in p.toolchains) or "?"),
-        ]
-        subjects = _rows((f"<code>{_e(n)}</code>", f"<code>{_e(h)}</code>") for n, h in p.subjects)
-        sections.append(
-            "<section><h2>SLSA provenance</h2><table>"
-            + _rows((f"<b>{_e(k)}</b>", _e(v)) for k, v in prov_facts)
-            + f"</table><h3>Subjects</h3><table><tr><th>Archive</th><th>sha256</th></tr>{subjects}</table></section>"
-        )
-    keys = _rows((_e(k.role), f"<code>{_e(k.keyid)}</code>", _e(", ".join(k.steps))) for k in report.keys)
-    sections.append(
-        "<section><h2>Keys</h2><table><tr><th>Role</th><th>in-toto keyid</th><th>Signs</th></tr>"
-        f"{keys}</table></section>"
-    )
-    files = "".join(f"<li><code>{_e(n)}</code></li>" for n in report.files)
-    sections.append(
-        f"<section><h2>The folder</h2><details><summary>{len(report.files)} files audited</summary>"
-        f"<ul>{files}</ul></details><p class='legend'>in-toto-verify: {_e(report.in_toto.reason)}</p></section>"
-    )
     footer = (
         "<footer>Generated offline by <code>release/audit/audit.py</code> from the release folder and the owner's "
         "public key only. Re-run: <code>python3 release/audit/audit.py "
@@ -458,5 +358,148 @@ def render_html(report: AuditReport) -> str:
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
         f'<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"
-        f"{header}<main>{''.join(sections)}</main>{footer}</body></html>\n"
+        f"{_html_header(report)}<main>{''.join(sections)}</main>{footer}</body></html>\n"
+    )
+
+
+def _html_header(report: AuditReport) -> str:
+    ok = report.verified
+    facts = [
+        ("Release", f"RansomEye {report.version or '(unknown version)'}"),
+        ("Source commit", commit_text(report)),
+        ("Release folder", report.release_dir),
+        ("Owner key", report.owner_keyid),
+        ("Layout expires", report.layout_expires or "?"),
+        ("Audited at", report.audited_at),
+    ]
+    return (
+        f'<header class="{"ok" if ok else "fail"}"><div>'
+        f'<div class="badge">{"✔ VERIFIED" if ok else "✘ " + _e(report.verdict)}</div>'
+        f"<h1>RansomEye {_e(report.version or '')} — release audit</h1><dl>"
+        + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts)
+        + "</dl></div></header>"
+    )
+
+
+def _html_failures(report: AuditReport) -> str:
+    if not report.findings:
+        return ""
+    items = "".join(
+        f'<li><span class="tag">{_e(f.check)}</span><b>{_e(f.subject)}</b>: {_e(f.message)}</li>'
+        for f in report.findings
+    )
+    heading = f"<h2>Failures ({len(report.findings)})</h2>"
+    return f'<section class="failures">{heading}<ol class="failures">{items}</ol></section>'
+
+
+def _html_checks(report: AuditReport) -> str:
+    checks = "".join(
+        f'<div class="check{"" if c.passed else " bad"}"><b>{_ok(c.passed, no="⊘" if c.skipped else "✘")} '
+        f'{_e(c.title)}</b><span class="tag">{_e(c.name)}</span><span>{_e(_check_summary(c))}</span></div>'
+        for c in report.checks
+    )
+    return f'<section><h2>Checks</h2><div class="checks">{checks}</div></section>'
+
+
+def _html_steps(report: AuditReport) -> str:
+    """The supply-chain diagram, the timeline and the table of steps."""
+    if not report.steps:
+        return ""
+    bad = _bad_steps(report)
+    steps = _rows(
+        (
+            f"{_ok(s.name not in bad)} <b>{_e(s.name)}</b>",
+            _e(s.role),
+            f"<code>{_e((s.keyid or '—')[:16])}</code>",
+            f"<code>{_e(command_text(s.command) if s.command else '—')}</code>",
+            _e(s.started or "—"),
+            _e(s.finished or "—"),
+            _e("—" if s.return_value is None else s.return_value),
+            str(s.materials),
+            str(s.products),
+        )
+        for s in report.steps
+    )
+    return (
+        f"<section><h2>Supply chain</h2>{_diagram(report, bad)}</section>"
+        f"<section><h2>Timeline</h2>{_timeline(report)}</section>"
+        "<section><h2>Steps</h2><table><tr><th>Step</th><th>Role</th><th>Functionary key</th><th>Command</th>"
+        "<th>Started</th><th>Finished</th><th>Return</th><th>Materials</th><th>Products</th></tr>"
+        f"{steps}</table></section>"
+    )
+
+
+def _html_sources(report: AuditReport) -> str:
+    if not report.sources:
+        return ""
+    rows = _rows(
+        (
+            f"<code>{_e(b.binary)}</code>",
+            str(len(b.sources)),
+            f"<details><summary>{len(b.sources)} source files</summary><table>"
+            + _rows((f"<code>{_e(p)}</code>", f"<code>{_e(h)}</code>") for p, h in b.sources)
+            + "</table></details>",
+        )
+        for b in report.sources
+    )
+    return (
+        "<section><h2>Source provenance</h2><p class='legend'>What the compiler read for each binary (its "
+        "dep-info), as the build link records it: every file is gated source, none from a forbidden path.</p>"
+        f"<table><tr><th>Binary</th><th>Files</th><th>Sources</th></tr>{rows}</table></section>"
+    )
+
+
+def _html_gates(report: AuditReport) -> str:
+    gates = (
+        _rows((_ok(g.passed, "PASS", "FAIL"), f"<b>{_e(g.name)}</b>", _e(g.reason), _e(g.source)) for g in report.gates)
+        if report.gates
+        else "<tr><td colspan='4'>No gate results.</td></tr>"
+    )
+    return (
+        "<section><h2>Release gates</h2><table><tr><th></th><th>Gate</th><th>Result</th><th>Read from</th></tr>"
+        f"{gates}</table></section>"
+    )
+
+
+def _html_provenance(report: AuditReport) -> str:
+    p = report.provenance
+    if p is None:
+        return ""
+    facts = [
+        ("File", p.file),
+        ("Signature", "verified with the build key" if p.verified else "NOT verified"),
+        ("Signed by", ", ".join(k[:16] for k in p.signed_by) or "nobody"),
+        ("Build type", p.build_type or "?"),
+        ("Builder", p.builder_id or "?"),
+        ("Invocation", p.invocation_id or "?"),
+        ("Started / finished", f"{p.started or '?'} / {p.finished or '?'}"),
+        ("Source commit", p.source_commit or "?"),
+        ("Toolchains", "; ".join(f"{t}: {v}" for t, v in p.toolchains) or "?"),
+    ]
+    subjects = _rows((f"<code>{_e(n)}</code>", f"<code>{_e(h)}</code>") for n, h in p.subjects)
+    return (
+        "<section><h2>SLSA provenance</h2><table>"
+        + _rows((f"<b>{_e(k)}</b>", _e(v)) for k, v in facts)
+        + f"</table><h3>Subjects</h3><table><tr><th>Archive</th><th>sha256</th></tr>{subjects}</table></section>"
+    )
+
+
+def _html_archives(report: AuditReport) -> str:
+    archives = "".join(_archive(a) for a in report.archives) or "<p>No archives.</p>"
+    return f"<section><h2>Archives and their SBOMs</h2>{archives}</section>"
+
+
+def _html_keys(report: AuditReport) -> str:
+    keys = _rows((_e(k.role), f"<code>{_e(k.keyid)}</code>", _e(", ".join(k.steps))) for k in report.keys)
+    return (
+        "<section><h2>Keys</h2><table><tr><th>Role</th><th>in-toto keyid</th><th>Signs</th></tr>"
+        f"{keys}</table></section>"
+    )
+
+
+def _html_folder(report: AuditReport) -> str:
+    files = "".join(f"<li><code>{_e(n)}</code></li>" for n in report.files)
+    return (
+        f"<section><h2>The folder</h2><details><summary>{len(report.files)} files audited</summary>"
+        f"<ul>{files}</ul></details><p class='legend'>in-toto-verify: {_e(report.in_toto.reason)}</p></section>"
     )
