@@ -11,10 +11,17 @@ release folder is replaced atomically only after all of that succeeded, so a
 failure anywhere leaves it exactly as it was. A second run started while one
 runs fails at once. The command line is ``release/builder/build.py``.
 
-Steps, in order (:func:`stages`): gates, build, one ``package-<bundle>`` per
-declared bundle (in parallel), provenance, sign, checksums (each an in-toto
-step), then verify (the customer's verification, run on the staged release).
-Errors are :mod:`release.errors` classes; their exit codes are its table.
+The steps (:func:`steps`, each an in-toto step) are gates, build, one
+``package-<bundle>`` per declared bundle, provenance, sign and checksums, then
+verify (the customer's verification, run on the staged release). Each step is
+a function of the run's frozen :class:`Context` and the frozen results of the
+steps it declares it runs after (``Earlier``); it returns an :class:`Outcome`:
+its summary, the evidence for its link and its typed result (:class:`Gated`,
+:class:`Built`, :class:`Packaged`, :class:`Attested`, :class:`Signed`,
+:class:`Summed`). The engine (:func:`run_steps`) derives order and parallelism
+from those declarations (:func:`stages`: the packagers run together, and so do
+provenance and sign), writes each link and reports progress. Errors are
+:mod:`release.errors` classes; their exit codes are its table.
 """
 
 from __future__ import annotations
@@ -28,12 +35,13 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any, Generic, TypeVar
 
 from in_toto.models.metadata import Metablock
 
@@ -64,30 +72,17 @@ UNSAFE_PREBUILT_DIR = Path("release") / "unsafe-prebuilt" / "artifacts"
 LAYOUT_DAYS_DEV = 30
 
 
-@dataclass
-class Release:
-    """The state of one release run, shared by its steps."""
+@dataclass(frozen=True)
+class Context:
+    """What every step of one run reads: the declaration, the keys, the toolchains, where to write."""
 
     ws: Workspace
     staging: Path
-    keys_dir: Path
     target_dir: Path
     epoch: int
-    keys: dict[str, RoleKey]
-    toolchains: dict[str, Toolchain]
-    layout: Metablock
-    layout_origin: str
+    keys: Mapping[str, RoleKey]
+    toolchains: Mapping[str, Toolchain]
     prebuilt: Path | None = None
-    metadata: CargoMetadata | None = None
-    artifacts: list[ArtifactDigest] = field(default_factory=list)
-    sboms: list[ArtifactDigest] = field(default_factory=list)
-    evidence: list[ArtifactDigest] = field(default_factory=list)
-    signatures: list[ArtifactDigest] = field(default_factory=list)
-    links: dict[str, attest.WrittenLink] = field(default_factory=dict)
-
-    def signed_payloads(self) -> list[ArtifactDigest]:
-        """Everything the release key signs: archives, SBOMs and the gates report."""
-        return sorted(self.artifacts + self.sboms + self.evidence, key=lambda d: d.name)
 
     @property
     def out(self) -> Path:
@@ -109,10 +104,81 @@ class Release:
         return self.staging / "cargo.log"
 
 
-StepResult = tuple[str, StepRecord]
+# --- what each step hands on: frozen, typed -----------------------------------------------------
 
 
-def step_gates(r: Release) -> StepResult:
+@dataclass(frozen=True)
+class Gated:
+    report: ArtifactDigest
+
+
+@dataclass(frozen=True)
+class Built:
+    metadata: CargoMetadata  # with each binary's source files (``inputs``) unless the binaries were prebuilt
+
+
+@dataclass(frozen=True)
+class Packaged:
+    archive: ArtifactDigest
+    sbom: ArtifactDigest
+
+
+@dataclass(frozen=True)
+class Attested:
+    envelope: ArtifactDigest
+
+
+@dataclass(frozen=True)
+class Signed:
+    payloads: tuple[ArtifactDigest, ...]  # archives, SBOMs and the gates report, by name
+    signatures: tuple[ArtifactDigest, ...]
+
+
+@dataclass(frozen=True)
+class Summed:
+    sums: ArtifactDigest
+    signature: ArtifactDigest
+
+
+Result = Gated | Built | Packaged | Attested | Signed | Summed
+R = TypeVar("R", Gated, Built, Packaged, Attested, Signed, Summed)
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[R]):
+    """What a step returns: its summary line, the evidence for its link, and its typed result."""
+
+    summary: str
+    record: StepRecord
+    result: R
+
+
+@dataclass(frozen=True)
+class Done:
+    """A finished step: its summary line, its signed link (as written) and its typed result."""
+
+    summary: str
+    link: attest.WrittenLink
+    result: Result
+
+
+# The finished steps a step runs after (its declared dependencies and theirs), in declared order.
+Earlier = Mapping[str, Done]
+
+
+def result_of(earlier: Earlier, step: str, kind: type[R]) -> R:
+    """The result of ``step``, which the asking step must have declared it runs after."""
+    done = earlier.get(step)
+    if done is None or not isinstance(done.result, kind):
+        raise TypeError(f"the engine ran a step before {step}, which it declares it runs after")
+    return done.result
+
+
+def results_of(earlier: Earlier, kind: type[R]) -> list[R]:
+    return [d.result for d in earlier.values() if isinstance(d.result, kind)]
+
+
+def step_gates(r: Context, earlier: Earlier) -> Outcome[Gated]:
     """Run the gate script on the hashed source; raise :class:`GateFailure` if it fails."""
     materials = hash_sources(r.ws)
     script = r.ws.root / GATES_SCRIPT
@@ -128,7 +194,6 @@ def step_gates(r: Release) -> StepResult:
     if not r.gates_report.is_file():
         raise GateFailure(GATES_BANNER, hint=f"{script} passed but wrote no report")
     report = hash_file(r.gates_report)
-    r.evidence.append(report)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(("PASS", "FAIL"))]
     record = StepRecord(
         name=attest.STEP_GATES,
@@ -137,7 +202,7 @@ def step_gates(r: Release) -> StepResult:
         products={GATES_REPORT: report.sha256},
         byproducts={"stdout": "\n".join(lines), "stderr": ""},
     )
-    return f"{sum(1 for x in lines if x.startswith('PASS'))} gates passed", record
+    return Outcome(f"{sum(1 for x in lines if x.startswith('PASS'))} gates passed", record, Gated(report))
 
 
 def _check_version(path: Path, name: str, version: str) -> None:
@@ -152,7 +217,7 @@ def _check_version(path: Path, name: str, version: str) -> None:
         )
 
 
-def step_build(r: Release) -> StepResult:
+def step_build(r: Context, earlier: Earlier) -> Outcome[Built]:
     """Build every target; copy the declared binaries into ``bin/<target>/``; prove what each was compiled from.
 
     Before cargo runs, a build script in a crate the declaration does not
@@ -163,11 +228,11 @@ def step_build(r: Release) -> StepResult:
     The link's environment records each binary's sources under
     ``binary-inputs`` (each one a material of the link), and the SBOMs list them.
     """
+    # Hashed again, not taken from the gates: the link records what the build read, so a source changed
+    # after the gates ran fails the layout's rule (the build's materials must match the gates').
     materials = hash_sources(r.ws)
-    (report,) = (d for d in r.evidence if d.path == r.gates_report)  # hashed by the gates step, in our staging
-    materials[GATES_REPORT] = report.sha256
+    materials[GATES_REPORT] = result_of(earlier, attest.STEP_GATES, Gated).report.sha256
     metadata = cargo_metadata(r.ws.root, r.toolchains[HOST_TARGET].cargo)
-    r.metadata = metadata
     forbidden = {}
     if r.prebuilt is None:
         check_build_scripts(r.ws, metadata)
@@ -212,8 +277,8 @@ def step_build(r: Release) -> StepResult:
             products=products,
             environment={"unsafe-prebuilt-binaries": True},
         )
-        return f"UNSAFE: {len(products)} prebuilt binaries, not built from the source", record
-    r.metadata = dataclasses.replace(
+        return Outcome(f"UNSAFE: {len(products)} prebuilt binaries, not built from the source", record, Built(metadata))
+    metadata = dataclasses.replace(
         metadata,
         inputs=MappingProxyType({i.product: tuple((p, materials[p]) for p in i.sources) for i in inputs}),
     )
@@ -233,21 +298,19 @@ def step_build(r: Release) -> StepResult:
     )
     sources = len({p for i in inputs for p in i.sources})
     versions = ", ".join(f"{t}: {tc.version}" for t, tc in r.toolchains.items())
-    return f"{versions}; {len(inputs)} binaries from {sources} source files, none forbidden", record
+    summary = f"{versions}; {len(inputs)} binaries from {sources} source files, none forbidden"
+    return Outcome(summary, record, Built(metadata))
 
 
-def _package_step(bundle_id: str) -> Callable[[Release], StepResult]:
-    def step(r: Release) -> StepResult:
+def _package_step(bundle_id: str) -> StepFn:
+    def step(r: Context, earlier: Earlier) -> Outcome[Packaged]:
         bundle = r.ws.bundle(bundle_id)
+        metadata = result_of(earlier, attest.STEP_BUILD, Built).metadata
         packaged = package(r.ws, bundle, r.bin_root, r.out, r.epoch)
         d = packaged.digest
-        if r.metadata is None:
-            raise ToolchainError("no cargo metadata: the build step must run first")
         tc = r.toolchains.get(bundle.target)
-        bom = bundle_sbom(bundle, r.ws.version, d, packaged.contents, r.metadata, r.epoch, tc.version if tc else None)
+        bom = bundle_sbom(bundle, r.ws.version, d, packaged.contents, metadata, r.epoch, tc.version if tc else None)
         sbom = write_sbom(bom, r.out / sbom_name(bundle, r.ws.version))
-        r.artifacts.append(d)
-        r.sboms.append(sbom)
         record = StepRecord(
             name=bundle.step,
             command=["package", bundle_id],
@@ -255,17 +318,17 @@ def _package_step(bundle_id: str) -> Callable[[Release], StepResult]:
             products={d.name: d.sha256, sbom.name: sbom.sha256},
             environment=packaged.link_environment(),
         )
-        return f"{d.name} ({human_size(d.size)}) + SBOM", record
+        return Outcome(f"{d.name} ({human_size(d.size)}) + SBOM", record, Packaged(d, sbom))
 
     step.__doc__ = f"Package the {bundle_id} bundle into the release folder."
     return step
 
 
-def step_provenance(r: Release) -> StepResult:
+def step_provenance(r: Context, earlier: Earlier) -> Outcome[Attested]:
     """Write the SLSA v1 provenance of the archives, from what the links recorded (DSSE, build key)."""
     key = r.keys[attest.BUILD_ROLE]
-    links = {name: link.signed for name, link in r.links.items()}
-    subjects = {d.name: d.sha256 for d in r.artifacts}
+    links = {name: done.link.signed for name, done in earlier.items()}
+    subjects = {p.archive.name: p.archive.sha256 for p in sorted(results_of(earlier, Packaged), key=_by_archive)}
     statement = build_statement(
         subjects,
         links,
@@ -280,25 +343,28 @@ def step_provenance(r: Release) -> StepResult:
         materials=subjects,
         products={envelope.name: envelope.sha256},
     )
-    return f"{envelope.name} ({len(subjects)} subjects)", record
+    return Outcome(f"{envelope.name} ({len(subjects)} subjects)", record, Attested(envelope))
 
 
-def step_sign(r: Release) -> StepResult:
+def step_sign(r: Context, earlier: Earlier) -> Outcome[Signed]:
     """Sign every archive, SBOM and the gates report (``<file>.minisig``)."""
-    payloads = r.signed_payloads()
-    r.signatures = sign_all(r.keys[attest.RELEASE_ROLE], payloads, r.ws.version, r.epoch)
+    packaged = results_of(earlier, Packaged)
+    report = result_of(earlier, attest.STEP_GATES, Gated).report
+    payloads = sorted([*(p.archive for p in packaged), *(p.sbom for p in packaged), report], key=lambda d: d.name)
+    signatures = sign_all(r.keys[attest.RELEASE_ROLE], payloads, r.ws.version, r.epoch)
     record = StepRecord(
         name=attest.STEP_SIGN,
         command=["minisign-sign"],
         materials={d.name: d.sha256 for d in payloads},
-        products={d.name: d.sha256 for d in r.signatures},
+        products={d.name: d.sha256 for d in signatures},
     )
-    return f"{len(r.signatures)} signatures", record
+    return Outcome(f"{len(signatures)} signatures", record, Signed(tuple(payloads), tuple(signatures)))
 
 
-def step_checksums(r: Release) -> StepResult:
+def step_checksums(r: Context, earlier: Earlier) -> Outcome[Summed]:
     """Write and sign ``SHA256SUMS`` from the hashes already known (the verify step checks it against the links)."""
-    produced = r.signed_payloads() + r.signatures
+    signed = result_of(earlier, attest.STEP_SIGN, Signed)
+    produced = [*signed.payloads, *signed.signatures]
     sums = write_hash_list(r.out, produced)
     failpoint("checksums:written")
     sums_sig = sign_digest(r.keys[attest.RELEASE_ROLE], sums, r.ws.version, r.epoch)
@@ -308,86 +374,152 @@ def step_checksums(r: Release) -> StepResult:
         materials={d.name: d.sha256 for d in produced},
         products={sums.name: sums.sha256, sums_sig.name: sums_sig.sha256},
     )
-    return f"{len(produced)} entries", record
+    return Outcome(f"{len(produced)} entries", record, Summed(sums, sums_sig))
 
 
-StepFn = Callable[[Release], StepResult]
-Stage = tuple[tuple[str, StepFn], ...]
+def _by_archive(p: Packaged) -> str:
+    return p.archive.name
 
 
-def stages(ws: Workspace) -> tuple[Stage, ...]:
-    """The steps in order, from the declaration: one packaging step per declared bundle.
+StepFn = Callable[[Context, Earlier], Outcome[Any]]
 
-    Stages run in order; the steps of one stage are independent and run in
-    parallel. A bundle added to ``[workspace.metadata.release]`` adds its step
-    here (and to the layout, the inspection and the audit) with no code change.
+
+@dataclass(frozen=True)
+class StepSpec:
+    """One in-toto step of the pipeline: its name (its link's), what it runs, and which steps it reads."""
+
+    name: str
+    run: StepFn
+    after: tuple[str, ...] = ()
+
+
+def steps(ws: Workspace) -> tuple[StepSpec, ...]:
+    """The steps, from the declaration: one packaging step per bundle ``[workspace.metadata.release]`` declares.
+
+    A bundle added there adds its step here (and to the layout, the inspection
+    and the audit) with no code change.
     """
+    packaging = tuple(b.step for b in ws.bundles)
     return (
-        ((attest.STEP_GATES, step_gates),),
-        ((attest.STEP_BUILD, step_build),),
-        tuple((bundle.step, _package_step(bundle.id)) for bundle in ws.bundles),
-        ((attest.STEP_PROVENANCE, step_provenance),),
-        ((attest.STEP_SIGN, step_sign),),
-        ((attest.STEP_CHECKSUMS, step_checksums),),
+        StepSpec(attest.STEP_GATES, step_gates),
+        StepSpec(attest.STEP_BUILD, step_build, after=(attest.STEP_GATES,)),
+        *(StepSpec(b.step, _package_step(b.id), after=(attest.STEP_BUILD,)) for b in ws.bundles),
+        StepSpec(attest.STEP_PROVENANCE, step_provenance, after=packaging),
+        StepSpec(attest.STEP_SIGN, step_sign, after=(attest.STEP_GATES, *packaging)),
+        StepSpec(attest.STEP_CHECKSUMS, step_checksums, after=(attest.STEP_SIGN,)),
     )
+
+
+def stages(specs: Sequence[StepSpec]) -> tuple[tuple[StepSpec, ...], ...]:
+    """Order and parallelism, derived from what each step runs after.
+
+    A step's stage is one past the latest stage of the steps it runs after;
+    the steps of a stage are independent and run in parallel, listed in
+    declared order. A step must be declared after the steps it reads.
+    """
+    level: dict[str, int] = {}
+    for spec in specs:
+        unknown = [a for a in spec.after if a not in level]
+        if unknown:
+            raise ValueError(f"step {spec.name} runs after {', '.join(unknown)}, not declared before it")
+        level[spec.name] = 1 + max((level[a] for a in spec.after), default=-1)
+    return tuple(
+        tuple(spec for spec in specs if level[spec.name] == n) for n in range(max(level.values(), default=-1) + 1)
+    )
+
+
+def _earlier(spec: StepSpec, specs: Sequence[StepSpec], done: Mapping[str, Done]) -> Earlier:
+    """The finished steps ``spec`` reads: what it runs after, and what those ran after, in declared order."""
+    after = {s.name: s.after for s in specs}
+    wanted: set[str] = set()
+    todo = list(spec.after)
+    while todo:
+        name = todo.pop()
+        if name not in wanted:
+            wanted.add(name)
+            todo.extend(after[name])
+    return MappingProxyType({s.name: done[s.name] for s in specs if s.name in wanted})
 
 
 def _utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _run_step(r: Release, name: str, fn: StepFn) -> str:
-    """Run one step and write its signed link (with its start and finish times); return its summary."""
+def _run_step(r: Context, spec: StepSpec, earlier: Earlier) -> Done:
+    """Run one step and write its signed link (with its start and finish times)."""
     started = _utc_now()
-    summary, record = fn(r)
+    outcome = spec.run(r, earlier)
+    record = outcome.record
     record = dataclasses.replace(record, environment={**record.environment, "started": started, "finished": _utc_now()})
-    r.links[name] = attest.write_link(record, r.keys[attest.step_role(name)], r.out)
-    failpoint(name)
-    return summary
+    link = attest.write_link(record, r.keys[attest.step_role(spec.name)], r.out)
+    failpoint(spec.name)
+    return Done(outcome.summary, link, outcome.result)
 
 
-def _run_parallel(r: Release, first: int, total: int, stage: tuple[tuple[str, StepFn], ...]) -> None:
+def _run_parallel(
+    r: Context, first: int, total: int, stage: Sequence[StepSpec], reads: Mapping[str, Earlier]
+) -> dict[str, Done]:
     """Run independent steps on every core; print their lines in order when all are done."""
     workers = min(len(stage), os.cpu_count() or 1)
-    outcomes: list[tuple[str, float] | BaseException] = []
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="package") as pool:
+    outcomes: list[tuple[Done, float] | BaseException] = []
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="step") as pool:
 
-        def timed(name: str, fn: StepFn) -> tuple[str, float]:
+        def timed(spec: StepSpec) -> tuple[Done, float]:
             started = time.monotonic()
-            return _run_step(r, name, fn), time.monotonic() - started
+            return _run_step(r, spec, reads[spec.name]), time.monotonic() - started
 
-        futures = [pool.submit(timed, name, fn) for name, fn in stage]
+        futures = [pool.submit(timed, spec) for spec in stage]
         for future in futures:
             try:
                 outcomes.append(future.result())
             except Exception as e:  # reported below, in step order
                 outcomes.append(e)
-    for i, ((name, _), outcome) in enumerate(zip(stage, outcomes, strict=True), first):
+    for i, (spec, outcome) in enumerate(zip(stage, outcomes, strict=True), first):
         if isinstance(outcome, BaseException):
-            print(f"[{i}/{total}] {name:<22}FAILED", flush=True)
+            print(f"[{i}/{total}] {spec.name:<22}FAILED", flush=True)
         else:
-            print(f"[{i}/{total}] {name:<22}ok {outcome[1]:6.1f}s  {outcome[0]}", flush=True)
-    r.artifacts.sort(key=lambda d: d.name)
-    for name, _ in stage:  # the links in declared order, not in the order the steps finished
-        if name in r.links:
-            r.links[name] = r.links.pop(name)
+            print(f"[{i}/{total}] {spec.name:<22}ok {outcome[1]:6.1f}s  {outcome[0].summary}", flush=True)
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome
+    return {
+        spec.name: outcome[0]
+        for spec, outcome in zip(stage, outcomes, strict=True)
+        if not isinstance(outcome, BaseException)
+    }
 
 
-def check_sums_against_links(r: Release) -> None:
+def run_steps(r: Context, specs: Sequence[StepSpec]) -> dict[str, Done]:
+    """Run ``specs`` stage by stage (see :func:`stages`); return every finished step, in declared order."""
+    done: dict[str, Done] = {}
+    total = len(specs) + 1  # and the verify step
+    i = 1
+    for stage in stages(specs):
+        reads = {spec.name: _earlier(spec, specs, done) for spec in stage}
+        if len(stage) > 1:
+            done.update(_run_parallel(r, i, total, stage, reads))
+        else:
+            (spec,) = stage
+            with _progress(i, total, spec.name) as report:
+                finished = _run_step(r, spec, reads[spec.name])
+                report(finished.summary)
+            done[spec.name] = finished
+        i += len(stage)
+    return {spec.name: done[spec.name] for spec in specs}
+
+
+def check_sums_against_links(r: Context, done: Mapping[str, Done]) -> None:
     """Every line of ``SHA256SUMS`` must equal the hash the producing step's link recorded."""
     recorded: dict[str, str] = {}
     for step in (attest.STEP_GATES, *(b.step for b in r.ws.bundles), attest.STEP_SIGN):
-        recorded.update(attest.read_link_products(r.links[step].path))  # as published, read back on purpose
+        recorded.update(attest.read_link_products(done[step].link.path))  # as published, read back on purpose
     listed = parse((r.out / SUMS_NAME).read_text(), SUMS_NAME)
     if listed != recorded:
         diff = sorted(set(listed.items()) ^ set(recorded.items()))
         raise VerificationError(f"{SUMS_NAME} disagrees with the links on {', '.join(n for n, _ in diff)}")
 
 
-def verify_staged(r: Release) -> str:
+def verify_staged(r: Context, done: Mapping[str, Done], owner_pub: Path, layout_origin: str) -> str:
     """Audit the staged release exactly as a customer's auditor would; refuse it unless it verifies.
 
     Checks ``SHA256SUMS`` against the links first, then runs the full audit
@@ -395,13 +527,13 @@ def verify_staged(r: Release) -> str:
     SBOMs against the archives' contents, the provenance against
     ``SHA256SUMS``) on the staged folder, which it does not modify.
     """
-    check_sums_against_links(r)
-    report = audit(r.out, r.keys_dir / "owner.pub")
+    check_sums_against_links(r, done)
+    report = audit(r.out, owner_pub)
     if not report.verified:
         failures = "; ".join(f.text() for f in report.findings[:3])
         more = f" (and {len(report.findings) - 3} more)" if len(report.findings) > 3 else ""
         raise VerificationError(f"the staged release does not verify: {failures}{more}")
-    return f"audit passed: in-toto-verify, {len(r.links)} links, signatures, SBOMs, provenance ({r.layout_origin})"
+    return f"audit passed: in-toto-verify, {len(done)} links, signatures, SBOMs, provenance ({layout_origin})"
 
 
 def human_size(n: float) -> str:
@@ -485,26 +617,18 @@ def run_release(root: Path, keys_dir: Path, target_dir: Path, prebuilt: Path | N
             layout, layout_origin = resolve_layout(ws, keys_dir, keys, prebuilt=prebuilt is not None)
             targets = (HOST_TARGET,) if prebuilt is not None else ws.targets()  # prebuilt: cargo metadata only
             toolchains = {t: find_toolchain(ws, t) for t in targets}
-            r = Release(ws, staging, keys_dir, target_dir, epoch, keys, toolchains, layout, layout_origin, prebuilt)
+            r = Context(ws, staging, target_dir, epoch, MappingProxyType(keys), MappingProxyType(toolchains), prebuilt)
             r.out.mkdir()
             commit = source_commit(ws.root)
             print(
                 f"RansomEye {ws.version}: release build of {commit or 'a tree without git'} (SOURCE_DATE_EPOCH={epoch})"
             )
-            plan = stages(ws)
-            total = sum(len(stage) for stage in plan) + 1
-            i = 1
-            for stage in plan:
-                if len(stage) > 1:
-                    _run_parallel(r, i, total, stage)
-                else:
-                    ((name, fn),) = stage
-                    with _progress(i, total, name) as done:
-                        done(_run_step(r, name, fn))
-                i += len(stage)
-            attest.write_layout(r.layout, r.out / LAYOUT_NAME)
-            with _progress(total, total, "verify") as done:
-                done(verify_staged(r))
+            specs = steps(ws)
+            done = run_steps(r, specs)
+            attest.write_layout(layout, r.out / LAYOUT_NAME)
+            total = len(specs) + 1
+            with _progress(total, total, "verify") as report:
+                report(verify_staged(r, done, keys_dir / "owner.pub", layout_origin))
                 failpoint("verify")
             with signals_deferred():
                 artifacts_dir.parent.mkdir(parents=True, exist_ok=True)

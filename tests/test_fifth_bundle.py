@@ -101,12 +101,12 @@ def test_the_audit_reads_five_archives(five: Repo, tmp_path: Path) -> None:
     assert "package-tuner" in {s["name"] for s in data["steps"]}
 
 
-def test_a_fifth_bundle_that_ships_edge_code_is_refused_by_the_gates(repo_copy: Repo) -> None:
+def test_a_fifth_bundle_that_ships_what_it_forbids_is_refused_before_anything_runs(repo_copy: Repo) -> None:
     """The declaration is input too: a bundle that forbids the edge but ships an edge binary publishes nothing."""
     declare(
         repo_copy, FIFTH.replace('binaries = ["ransomeye-tuner"]', 'binaries = ["ransomeye-tuner", "ransomeye-dpi"]')
     )
     proc = repo_copy.build()
     assert proc.returncode != 0
-    assert "bundle 'tuner' both ships and forbids ransomeye-dpi" in proc.stderr, proc.stderr
+    assert "(bundle 'tuner') both ships and forbids ransomeye-dpi" in proc.stderr, proc.stderr
     assert [p.name for p in repo_copy.artifacts.iterdir()] == [".gitkeep"]

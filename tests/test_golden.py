@@ -1,7 +1,7 @@
 """The published documents against their golden files (``tests/golden/``).
 
 Each test takes one document of the session's release, replaces what varies
-between correct releases (tests/golden.py says what), and compares the rest
+between correct releases (tests/golden_files.py says what), and compares the rest
 byte for byte. After an intended change: ``make golden``, then review the diff.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Repo
-from tests.golden import Normalizer, check, dsse_statement, render
+from tests.golden_files import Normalizer, check, dsse_statement, render
 
 
 @pytest.fixture(scope="module")
@@ -57,3 +57,17 @@ def test_the_audit_report(released: Repo, normalizer: Normalizer, update_golden:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     check("audit.json", render(normalizer.value(json.loads(report.read_text()))), update_golden)
     check("audit.txt", normalizer.report(proc.stdout), update_golden)
+
+
+def test_the_normalizer_keeps_the_shape_and_drops_what_varies(tmp_path: Path) -> None:
+    """Durations with their alignment, key ids in any case, times and digests become labels; the rest stays."""
+    from release.signing import ensure_dev_keys
+
+    ensure_dev_keys(tmp_path / "keys")
+    n = Normalizer(tmp_path / "keys", tmp_path / "out")
+    fast = "  build   rc 0   45 materials   9.8 s  cargo build\n"
+    slow = "  build   rc 0   45 materials  26.2 s  cargo build\n"
+    assert n.report(fast) == n.report(slow) == "  build   rc 0   45 materials <number> s  cargo build\n"
+    text = f"{tmp_path / 'out'} at 2026-12-03T23:19:54.294000Z sha256 7eaec437613a00a9 {'ab' * 32}"
+    assert n.text(text) == "<release> at <time> sha256 <sha256> <sha256>"
+    assert n.value({"sig": "00", "size": 12, "mode": 493}) == {"sig": "<signature>", "size": "<number>", "mode": 493}

@@ -38,8 +38,8 @@ _TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z")
 _SIGNATURE = re.compile(r"\b[0-9a-f]{128}\b")
 # A SHA-256 digest, whole or as the short prefix a report shows (a commit id too).
 _SHA256 = re.compile(r"\b[0-9a-f]{16,64}\b")
-# In a report's text: a duration or a size ("26.2 s", "501.5 KiB").
-_MEASURE = re.compile(r"\b\d+(?:\.\d+)? (s|B|KiB|MiB|GiB)\b")
+# In a report's text: a duration or a size ("26.2 s", "501.5 KiB"), and the padding that aligns it.
+_MEASURE = re.compile(r" *\b\d+(?:\.\d+)? (s|B|KiB|MiB|GiB)\b")
 
 
 class Normalizer:
@@ -73,7 +73,7 @@ class Normalizer:
 
     def report(self, text: str) -> str:
         """A report's text, with its durations and sizes too."""
-        return _MEASURE.sub(r"<number> \1", self.text(text))
+        return _MEASURE.sub(r" <number> \1", self.text(text))
 
     def value(self, data: Any, key: str = "") -> Any:
         if isinstance(data, dict):
