@@ -45,7 +45,6 @@ CHUNK = 1 << 20
 MAX_FILE_BYTES = 1 << 30  # one input file; larger (or huge sparse) files are refused
 GZIP_LEVEL = 6
 ZIP_LEVEL = 6
-DIR_MODE = 0o755
 EXEC_MODE = 0o755
 FILE_MODE = 0o644
 _ZIP_MIN_EPOCH = 315532800  # 1980-01-01T00:00:00Z, the earliest DOS date

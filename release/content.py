@@ -24,7 +24,6 @@ Standard library only: the gates import it before any environment exists.
 from __future__ import annotations
 
 import os
-import stat
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -269,8 +268,3 @@ def embedded_executable(path: Path) -> tuple[int, str] | None:
             judged = max(judged, base + limit)
             pos += len(chunk)
             tail = window[judged - base :]
-
-
-def hard_link_count(st: os.stat_result) -> int:
-    """How many names a regular file has (``st_nlink``); 1 for anything else."""
-    return st.st_nlink if stat.S_ISREG(st.st_mode) else 1

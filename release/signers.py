@@ -98,9 +98,6 @@ class RoleKey:
     public: Ed25519PublicKey
     signer: Signer
 
-    def public_raw(self) -> bytes:
-        return self.public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
     def sign(self, payload: bytes) -> bytes:
         """A raw Ed25519 signature of ``payload`` (what minisign and DSSE carry)."""
         try:

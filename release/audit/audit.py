@@ -37,7 +37,6 @@ from release.errors import BadInputError, ReleaseError, VerificationError
 
 EXIT_VERIFIED = 0
 EXIT_FAILED = VerificationError.exit_code
-EXIT_COULD_NOT_RUN = BadInputError.exit_code
 
 
 class _Parser(argparse.ArgumentParser):
