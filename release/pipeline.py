@@ -233,11 +233,54 @@ def step_build(r: Context, earlier: Earlier) -> Outcome[Built]:
     materials = hash_sources(r.ws)
     materials[GATES_REPORT] = result_of(earlier, attest.STEP_GATES, Gated).report.sha256
     metadata = cargo_metadata(r.ws.root, r.toolchains[HOST_TARGET].cargo)
+    placed, inputs = _compile(r, metadata, materials)
+    # Hashing the binaries is most of this step when cargo has nothing to do: one thread per core
+    # (hashlib releases the GIL), SHA-256 only (binaries are recorded, never signed).
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="hash") as pool:
+        hashes = list(pool.map(lambda job: link_hashed(job[1], job[2]), placed))
+    products = {f"bin/{target}/{dst.name}": h for (target, _, dst), h in zip(placed, hashes, strict=True)}
+    if r.prebuilt is not None:
+        record = StepRecord(
+            name=attest.STEP_BUILD,
+            command=["unsafe-prebuilt-binaries"],
+            materials=materials,
+            products=products,
+            environment={"unsafe-prebuilt-binaries": True},
+        )
+        return Outcome(f"UNSAFE: {len(products)} prebuilt binaries, not built from the source", record, Built(metadata))
+    for target, _, dst in placed:
+        if target == HOST_TARGET:
+            _check_version(dst, dst.name, r.ws.version)
+    metadata = dataclasses.replace(
+        metadata,
+        inputs=MappingProxyType({i.product: tuple((p, materials[p]) for p in i.sources) for i in inputs}),
+    )
+    record = StepRecord(
+        name=attest.STEP_BUILD,
+        command=["cargo", "build", "--release", "--offline", "--locked"],
+        materials=materials,
+        products=products,
+        environment=_build_environment(r, inputs),
+    )
+    sources = len({p for i in inputs for p in i.sources})
+    versions = ", ".join(f"{t}: {tc.version}" for t, tc in r.toolchains.items())
+    summary = f"{versions}; {len(inputs)} binaries from {sources} source files, none forbidden"
+    return Outcome(summary, record, Built(metadata))
+
+
+def _compile(
+    r: Context, metadata: CargoMetadata, materials: Mapping[str, str]
+) -> tuple[list[tuple[str, Path, Path]], list[BinaryInputs]]:
+    """Build each target (or take the prebuilt binaries); judge each binary's sources.
+
+    Returns (target, built binary, its place in ``bin/<target>/``) for every
+    declared binary, and what each compiled binary was built from.
+    """
     forbidden = {}
     if r.prebuilt is None:
         check_build_scripts(r.ws, metadata)
         forbidden = {b.id: forbidden_sources(r.ws, b) for b in r.ws.bundles if b.forbidden_paths}
-    placed: list[tuple[str, Path, Path]] = []  # (target, built binary, its place in bin/<target>/)
+    placed: list[tuple[str, Path, Path]] = []
     inputs: list[BinaryInputs] = []
     for target in r.ws.targets():
         needed = sorted({b for bundle in r.ws.bundles if bundle.target == target for b in bundle.binaries})
@@ -260,46 +303,20 @@ def step_build(r: Context, earlier: Earlier) -> Outcome[Built]:
                     binary_inputs(r.ws, metadata, target, src.name, built, r.target_dir, materials, forbidden)
                 )
             placed.append((target, src, dest / src.name))
-    # Hashing the binaries is most of this step when cargo has nothing to do: one thread per core
-    # (hashlib releases the GIL), SHA-256 only (binaries are recorded, never signed).
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="hash") as pool:
-        hashes = list(pool.map(lambda job: link_hashed(job[1], job[2]), placed))
-    products = {f"bin/{target}/{dst.name}": h for (target, _, dst), h in zip(placed, hashes, strict=True)}
-    if r.prebuilt is None:
-        for target, _, dst in placed:
-            if target == HOST_TARGET:
-                _check_version(dst, dst.name, r.ws.version)
-    if r.prebuilt is not None:
-        record = StepRecord(
-            name=attest.STEP_BUILD,
-            command=["unsafe-prebuilt-binaries"],
-            materials=materials,
-            products=products,
-            environment={"unsafe-prebuilt-binaries": True},
-        )
-        return Outcome(f"UNSAFE: {len(products)} prebuilt binaries, not built from the source", record, Built(metadata))
-    metadata = dataclasses.replace(
-        metadata,
-        inputs=MappingProxyType({i.product: tuple((p, materials[p]) for p in i.sources) for i in inputs}),
-    )
+    return placed, inputs
+
+
+def _build_environment(r: Context, inputs: Sequence[BinaryInputs]) -> dict[str, object]:
+    """The build link's environment: the toolchains, and each binary's source files (and generated ones)."""
+    ordered = sorted(inputs, key=lambda i: i.product)
     environment: dict[str, object] = {
         "toolchains": {t: tc.version for t, tc in r.toolchains.items()},
-        "binary-inputs": {i.product: list(i.sources) for i in sorted(inputs, key=lambda i: i.product)},
+        "binary-inputs": {i.product: list(i.sources) for i in ordered},
     }
-    generated = {i.product: list(i.generated) for i in sorted(inputs, key=lambda i: i.product) if i.generated}
+    generated = {i.product: list(i.generated) for i in ordered if i.generated}
     if generated:
         environment["binary-generated-inputs"] = generated
-    record = StepRecord(
-        name=attest.STEP_BUILD,
-        command=["cargo", "build", "--release", "--offline", "--locked"],
-        materials=materials,
-        products=products,
-        environment=environment,
-    )
-    sources = len({p for i in inputs for p in i.sources})
-    versions = ", ".join(f"{t}: {tc.version}" for t, tc in r.toolchains.items())
-    summary = f"{versions}; {len(inputs)} binaries from {sources} source files, none forbidden"
-    return Outcome(summary, record, Built(metadata))
+    return environment
 
 
 def _package_step(bundle_id: str) -> StepFn:

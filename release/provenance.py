@@ -29,9 +29,11 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import dataclasses
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -106,6 +108,40 @@ def external_materials(links: Mapping[str, Mapping[str, Any]]) -> dict[str, str]
     return {name: read[name] for name in sorted(read) if name not in produced}
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What the links say about the run: its steps' commands, toolchains, times, and prebuilt binaries."""
+
+    steps: list[dict[str, Any]]
+    prebuilt: bool
+    toolchains: dict[str, str]
+    starts: list[datetime]
+    ends: list[datetime]
+
+
+def _read_links(links: Mapping[str, Mapping[str, Any]]) -> _Run:
+    run = _Run([], False, {}, [], [])
+    prebuilt = False
+    for step, link in links.items():
+        command = link.get("command")
+        if not isinstance(command, list) or not all(isinstance(c, str) for c in command):
+            raise BadInputError(f"link {step}: command is not a list of strings")
+        run.steps.append({"name": step, "command": list(command)})
+        env = link.get("environment") or {}
+        if not isinstance(env, dict):
+            raise BadInputError(f"link {step}: environment is not an object")
+        if "started" in env:
+            run.starts.append(_timestamp(env["started"], f"link {step}: environment.started"))
+        if "finished" in env:
+            run.ends.append(_timestamp(env["finished"], f"link {step}: environment.finished"))
+        prebuilt = prebuilt or env.get(UNSAFE_PREBUILT, False) is not False
+        recorded = env.get("toolchains") or {}
+        if not isinstance(recorded, dict):
+            raise BadInputError(f"link {step}: environment.toolchains is not an object")
+        run.toolchains.update({str(t): str(v) for t, v in recorded.items()})
+    return dataclasses.replace(run, prebuilt=prebuilt)
+
+
 def build_statement(
     subjects: Mapping[str, str],
     links: Mapping[str, Mapping[str, Any]],
@@ -133,29 +169,8 @@ def build_statement(
     if not builder_id or not invocation_id:
         raise BadInputError("provenance: the builder id and the invocation id must not be empty")
 
-    steps = []
-    prebuilt = False
-    toolchains: dict[str, str] = {}
-    starts: list[datetime] = []
-    ends: list[datetime] = []
-    for step, link in links.items():
-        command = link.get("command")
-        if not isinstance(command, list) or not all(isinstance(c, str) for c in command):
-            raise BadInputError(f"link {step}: command is not a list of strings")
-        steps.append({"name": step, "command": list(command)})
-        env = link.get("environment") or {}
-        if not isinstance(env, dict):
-            raise BadInputError(f"link {step}: environment is not an object")
-        if "started" in env:
-            starts.append(_timestamp(env["started"], f"link {step}: environment.started"))
-        if "finished" in env:
-            ends.append(_timestamp(env["finished"], f"link {step}: environment.finished"))
-        prebuilt = prebuilt or env.get(UNSAFE_PREBUILT, False) is not False
-        recorded = env.get("toolchains") or {}
-        if not isinstance(recorded, dict):
-            raise BadInputError(f"link {step}: environment.toolchains is not an object")
-        toolchains.update({str(t): str(v) for t, v in recorded.items()})
-
+    run = _read_links(links)
+    steps, prebuilt, toolchains, starts, ends = run.steps, run.prebuilt, run.toolchains, run.starts, run.ends
     dependencies: list[dict[str, Any]] = []
     if source_commit:
         dependencies.append({"name": "source", "digest": {"gitCommit": source_commit}})

@@ -634,15 +634,8 @@ def check_provenance(a: _Audit) -> Check:
         expected = provenance.provenance_name(a.version) if a.version else f"ransomeye-<version>{provenance.SUFFIX}"
         f.add(expected, "missing: the release ships its SLSA provenance")
         return f.done("")
-    try:
-        lines = [line for line in (a.folder.text(name) or "").split("\n") if line.strip()]
-        if len(lines) != 1:  # read_envelope names the problem without parsing anything
-            provenance.read_envelope("\n".join(lines), name)
-        envelope = parse_json(lines[0], name)
-        if not isinstance(envelope, dict):
-            raise VerificationError(f"{name}: not a DSSE envelope")
-    except VerificationError as e:
-        f.add(name, e.message.removeprefix(f"{name}: "))
+    envelope = _read_envelope(a, f, name)
+    if envelope is None:
         return f.done("")
     keys = _build_keys(a)
     statement: dict[str, Any] | None = None
@@ -664,19 +657,50 @@ def check_provenance(a: _Audit) -> Check:
     except VerificationError as e:
         f.add(name, e.message.removeprefix(f"{name}: "))
         shown = statement = None
-    signatures = envelope.get("signatures")
-    signers = tuple(
-        str(s.get("keyid", "?")) for s in (signatures if isinstance(signatures, list) else []) if isinstance(s, dict)
-    )
-    tool = _get(shown, "predicate", "buildDefinition", "internalParameters", "toolchains")
-    toolchains: dict[Any, Any] = tool if isinstance(tool, dict) else {}
     subjects: dict[str, str] = {}
     if shown is not None:
         try:
             subjects = provenance.statement_subjects(shown)
         except VerificationError as e:
             f.add(name, e.message)
-    a.provenance_info = ProvenanceInfo(
+    a.provenance_info = _provenance_info(name, envelope, shown, verified, subjects)
+    if statement is None:
+        return f.done("")
+    _check_subjects(a, f, name, subjects)
+    if not _get(statement, "predicate", "runDetails", "builder", "id"):
+        f.add(name, "names no builder (runDetails.builder.id)")
+    if not _get(statement, "predicate", "buildDefinition", "buildType"):
+        f.add(name, "has no build type (buildDefinition.buildType)")
+    _check_resolved(a, f, name, statement)
+    return f.done(_trust(a, f"signed by the build key, {len(subjects)} subjects equal to their {SUMS_NAME} entries"))
+
+
+def _read_envelope(a: _Audit, f: _Findings, name: str) -> dict[str, Any] | None:
+    """The provenance file's one DSSE envelope, parsed (not verified); None, with the finding, if it is not one."""
+    try:
+        lines = [line for line in (a.folder.text(name) or "").split("\n") if line.strip()]
+        if len(lines) != 1:  # read_envelope names the problem without parsing anything
+            provenance.read_envelope("\n".join(lines), name)
+        envelope = parse_json(lines[0], name)
+        if not isinstance(envelope, dict):
+            raise VerificationError(f"{name}: not a DSSE envelope")
+    except VerificationError as e:
+        f.add(name, e.message.removeprefix(f"{name}: "))
+        return None
+    return envelope
+
+
+def _provenance_info(
+    name: str, envelope: dict[str, Any], shown: Any, verified: bool, subjects: dict[str, str]
+) -> ProvenanceInfo:
+    """What the report shows of the provenance (of an unverified one too, marked so)."""
+    signatures = envelope.get("signatures")
+    signers = tuple(
+        str(s.get("keyid", "?")) for s in (signatures if isinstance(signatures, list) else []) if isinstance(s, dict)
+    )
+    tool = _get(shown, "predicate", "buildDefinition", "internalParameters", "toolchains")
+    toolchains: dict[Any, Any] = tool if isinstance(tool, dict) else {}
+    return ProvenanceInfo(
         file=name,
         verified=verified,
         signed_by=signers,
@@ -689,8 +713,10 @@ def check_provenance(a: _Audit) -> Check:
         subjects=tuple(sorted(subjects.items())),
         toolchains=tuple(sorted((str(k), str(v)) for k, v in toolchains.items())),
     )
-    if statement is None:
-        return f.done("")
+
+
+def _check_subjects(a: _Audit, f: _Findings, name: str, subjects: dict[str, str]) -> None:
+    """The provenance's subjects are exactly the release's archives, with their SHA256SUMS hashes."""
     expected_subjects = {n: _listed_sha256(a, n) for n in a.archives}
     for n in sorted(expected_subjects.keys() - subjects.keys()):
         f.add(name, f"does not list the archive {n} as a subject")
@@ -700,12 +726,6 @@ def check_provenance(a: _Audit) -> Check:
         if subjects[n] != expected_subjects[n]:
             listed = expected_subjects[n][:12]
             f.add(name, f"gives {n} the sha256 {subjects[n][:12]}…, not its {SUMS_NAME} entry {listed}…")
-    if not _get(statement, "predicate", "runDetails", "builder", "id"):
-        f.add(name, "names no builder (runDetails.builder.id)")
-    if not _get(statement, "predicate", "buildDefinition", "buildType"):
-        f.add(name, "has no build type (buildDefinition.buildType)")
-    _check_resolved(a, f, name, statement)
-    return f.done(_trust(a, f"signed by the build key, {len(subjects)} subjects equal to their {SUMS_NAME} entries"))
 
 
 def _text(data: Any, *path: str) -> str | None:
