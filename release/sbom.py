@@ -223,24 +223,7 @@ def parse_cargo_metadata(data: Mapping[str, Any], root: Path | None = None) -> C
             raise BadInputError(f"cargo metadata: two packages are {key} (from different sources)")
         key_of[pkg_id] = key
         raw[key] = pkg
-    deps: dict[str, list[str]] = {k: [] for k in raw}
-    built_with: dict[str, list[str]] = {k: [] for k in raw}  # normal and build dependencies
-    resolve = data.get("resolve")
-    if isinstance(resolve, dict):
-        for node in resolve.get("nodes") or []:
-            node_key = key_of.get(node.get("id", ""))
-            if node_key is None:
-                raise BadInputError(f"cargo metadata: resolve names an unknown package {node.get('id')!r}")
-            for dep in node.get("deps") or []:
-                kinds = dep.get("dep_kinds")
-                normal = kinds is None or any(k.get("kind") is None for k in kinds)
-                dep_key = key_of.get(dep.get("pkg", ""))
-                if dep_key is None:
-                    raise BadInputError(f"cargo metadata: resolve names an unknown package {dep.get('pkg')!r}")
-                if normal:
-                    deps[node_key].append(dep_key)
-                if normal or any(k.get("kind") == "build" for k in kinds or []):
-                    built_with[node_key].append(dep_key)
+    deps, built_with = _resolved(data.get("resolve"), key_of)
     crates = {
         key: Crate(
             name=pkg["name"],
@@ -263,23 +246,52 @@ def parse_cargo_metadata(data: Mapping[str, Any], root: Path | None = None) -> C
                 if name in binaries:
                     raise BadInputError(f"cargo metadata: two crates build a binary {name!r}")
                 binaries[name] = member_key
-    local: dict[str, LocalCrate] = {}
-    if root is not None:
-        root = Path(os.path.realpath(root))
-        for key, pkg in sorted(raw.items()):
-            if pkg.get("source") is not None:
-                continue
-            manifest = _str(pkg.get("manifest_path"), f"{key} manifest_path")
-            directory = _relative(str(Path(manifest).parent), root, f"{key} manifest_path")
-            scripts = []
-            for target in pkg.get("targets") or []:
-                if "custom-build" in (target.get("kind") or []):
-                    src = _str(target.get("src_path"), f"{key} build script src_path")
-                    scripts.append(_relative(src, root, f"{key} build script src_path") or src)
-            local[key] = LocalCrate(key, directory, tuple(sorted(scripts)), tuple(sorted(set(built_with[key]))))
+    local = _local_crates(raw, built_with, Path(os.path.realpath(root))) if root is not None else {}
     return CargoMetadata(
         MappingProxyType(crates), MappingProxyType(dict(sorted(binaries.items()))), MappingProxyType(local)
     )
+
+
+def _resolved(resolve: Any, key_of: Mapping[str, str]) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """From cargo's ``resolve``: each crate's normal dependencies, and its normal and build dependencies."""
+    deps: dict[str, list[str]] = {k: [] for k in key_of.values()}
+    built_with: dict[str, list[str]] = {k: [] for k in key_of.values()}
+    if not isinstance(resolve, dict):
+        return deps, built_with
+    for node in resolve.get("nodes") or []:
+        node_key = key_of.get(node.get("id", ""))
+        if node_key is None:
+            raise BadInputError(f"cargo metadata: resolve names an unknown package {node.get('id')!r}")
+        for dep in node.get("deps") or []:
+            kinds = dep.get("dep_kinds")
+            normal = kinds is None or any(k.get("kind") is None for k in kinds)
+            dep_key = key_of.get(dep.get("pkg", ""))
+            if dep_key is None:
+                raise BadInputError(f"cargo metadata: resolve names an unknown package {dep.get('pkg')!r}")
+            if normal:
+                deps[node_key].append(dep_key)
+            if normal or any(k.get("kind") == "build" for k in kinds or []):
+                built_with[node_key].append(dep_key)
+    return deps, built_with
+
+
+def _local_crates(
+    raw: Mapping[str, Mapping[str, Any]], built_with: Mapping[str, list[str]], root: Path
+) -> dict[str, LocalCrate]:
+    """Every crate built from a directory of ``root``: its directory, its build scripts, what it is built with."""
+    local: dict[str, LocalCrate] = {}
+    for key, pkg in sorted(raw.items()):
+        if pkg.get("source") is not None:
+            continue
+        manifest = _str(pkg.get("manifest_path"), f"{key} manifest_path")
+        directory = _relative(str(Path(manifest).parent), root, f"{key} manifest_path")
+        scripts = []
+        for target in pkg.get("targets") or []:
+            if "custom-build" in (target.get("kind") or []):
+                src = _str(target.get("src_path"), f"{key} build script src_path")
+                scripts.append(_relative(src, root, f"{key} build script src_path") or src)
+        local[key] = LocalCrate(key, directory, tuple(sorted(scripts)), tuple(sorted(set(built_with[key]))))
+    return local
 
 
 def cargo_metadata(root: Path, cargo: Path) -> CargoMetadata:

@@ -86,24 +86,37 @@ def content_findings(
 ) -> tuple[list[Finding], str]:
     """The findings of the content rules over the repository at ``root``, and a summary of what was judged.
 
-    Reads files; writes nothing.
+    Reads files; writes nothing. The rules: 1. no hard links; 2. no executable
+    in any bundle's assets, and 3. no edge file's content in a protected
+    bundle's assets nor in a core-side crate.
     """
     root = root.resolve()
+    assets, judged = _asset_findings(root, workspace, policy)
+    copies, edge_files = _crate_copies(root, policy, members)
+    return [*_hard_links(root, workspace), *assets, *copies], f"{judged} asset files, {edge_files} edge files"
+
+
+def _finding(subject: str, rule: str, message: str) -> Finding:
+    return Finding(subject, None, f"{NAME}.{rule}", message)
+
+
+def _hard_links(root: Path, workspace: Workspace) -> list[Finding]:
+    """Rule 1: a file with more names than one, among the sources and every bundle's assets."""
     findings: list[Finding] = []
-
-    def add(subject: str, rule: str, message: str) -> None:
-        findings.append(Finding(subject, None, f"{NAME}.{rule}", message))
-
-    # 1. hard links
     linked: set[str] = set()
     for top in sorted({*workspace.sources, *(a for b in workspace.bundles for a in b.assets)}):
         for rel, _, st in _files(root, top):
             if st.st_nlink > 1 and rel not in linked:
                 linked.add(rel)
-                add(rel, "hard-link", f"{rel} has {st.st_nlink} names (route: hard link); give it bytes of its own")
+                message = f"{rel} has {st.st_nlink} names (route: hard link); give it bytes of its own"
+                findings.append(_finding(rel, "hard-link", message))
+    return findings
 
-    # 2. executables in any bundle's assets; 3. edge files in a protected bundle's assets
-    protected = {b for b in policy.protected_bundles}
+
+def _asset_findings(root: Path, workspace: Workspace, policy: IsolationPolicy) -> tuple[list[Finding], int]:
+    """Rules 2 and 3 over the bundles' assets; and how many asset files were judged."""
+    findings: list[Finding] = []
+    protected = set(policy.protected_bundles)
     judged = 0
     for bundle in workspace.bundles:
         edge_tops = tuple(sorted({*policy.edge, *bundle.forbidden_paths})) if bundle.id in protected else ()
@@ -111,9 +124,10 @@ def content_findings(
         for asset in bundle.assets:
             for rel, path, st in _files(root, asset):
                 judged += 1
+                ships = f"bundle {bundle.id} ships {rel}"
                 if st.st_size > MAX_FILE_BYTES:  # the packagers refuse it too: not read at all
                     limit = f"over the {MAX_FILE_BYTES}-byte limit for one packaged file (not judged)"
-                    add(rel, "too-large", f"bundle {bundle.id} ships {rel}, {st.st_size} bytes, {limit}")
+                    findings.append(_finding(rel, "too-large", f"{ships}, {st.st_size} bytes, {limit}"))
                     continue
                 from_edge = any(path_under(rel, e) for e in edge_tops)  # named by the rules on names
                 try:
@@ -121,34 +135,26 @@ def content_findings(
                     kind = head_executable(path)
                     embedded = embedded_executable(path) if kind is None else None
                 except OSError as e:
-                    add(rel, "unreadable", f"bundle {bundle.id} ships {rel}, which cannot be read: {e.strerror or e}")
+                    findings.append(_finding(rel, "unreadable", f"{ships}, which cannot be read: {e.strerror or e}"))
                     continue
                 if found is not None:
-                    add(
-                        rel,
-                        "edge-copy",
-                        f"bundle {bundle.id} ships {rel}, which {found.describe()} (route: copy of an edge file)",
-                    )
+                    why = f"{ships}, which {found.describe()} (route: copy of an edge file)"
+                    findings.append(_finding(rel, "edge-copy", why))
                 if kind is not None:
-                    add(
-                        rel,
-                        "executable",
-                        f"bundle {bundle.id} ships {rel}, which is {kind}; only declared binaries may be "
-                        "(route: executable asset)",
-                    )
+                    why = f"{ships}, which is {kind}; only declared binaries may be (route: executable asset)"
+                    findings.append(_finding(rel, "executable", why))
                 if embedded is not None:
                     offset, inner = embedded
-                    add(
-                        rel,
-                        "embedded-executable",
-                        f"bundle {bundle.id} ships {rel}, which holds {inner} at byte {offset} "
-                        "(route: executable embedded in an asset)",
-                    )
+                    why = f"{ships}, which holds {inner} at byte {offset} (route: executable embedded in an asset)"
+                    findings.append(_finding(rel, "embedded-executable", why))
+    return findings, judged
 
-    # 3. edge files copied into core-side crates
-    core = [c for c in members if policy.side(c.path) == "core-side"]
+
+def _crate_copies(root: Path, policy: IsolationPolicy, members: tuple[Crate, ...]) -> tuple[list[Finding], int]:
+    """Rule 3 over the core-side crates: no edge file's content; and how many edge files were compared."""
+    findings: list[Finding] = []
     edge_sources = _edge_content(root, policy.edge, MIN_CONTAINED)
-    for crate in core:
+    for crate in (c for c in members if policy.side(c.path) == "core-side"):
         for rel, path, _ in _files(root, crate.path, follow=False):  # a symlink out of a crate: rule 4
             if any(path_under(rel, e) for e in policy.edge):
                 continue
@@ -157,10 +163,9 @@ def content_findings(
             except OSError:
                 continue  # the source hashing names an unreadable source
             if found is not None:
-                add(
-                    rel,
-                    "edge-copy",
+                why = (
                     f"core-side crate {crate.name} ({crate.path}) holds {rel}, which {found.describe()} "
-                    "(route: edge source copied into a core crate)",
+                    "(route: edge source copied into a core crate)"
                 )
-    return findings, f"{judged} asset files, {edge_sources.count} edge files"
+                findings.append(_finding(rel, "edge-copy", why))
+    return findings, edge_sources.count
