@@ -29,7 +29,6 @@ import io
 import os
 import stat
 import tarfile
-import tempfile
 import time
 import unicodedata
 import zipfile
@@ -167,37 +166,46 @@ class HashingReader(io.RawIOBase):
         return data
 
 
-def write_bytes_atomic(path: Path, data: bytes, what: str) -> ArtifactDigest:
-    """Write small ``data`` (a document, not an archive) to ``path`` atomically; return its digest.
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[IO[bytes]]:
+    """A new file that appears at ``path`` whole, and only if the block succeeds: the one atomic write.
 
-    The temporary file ``.<name>.part`` in the same directory (what a crashed
-    run left there is replaced; a link there is removed, never followed) is
-    fsynced and renamed into place; on any failure it is removed and ``path``
-    is untouched. A directory that does not exist is a :class:`BadInputError`
-    (the caller named it); any other OSError is a :class:`SystemFailure`; both
-    name ``what`` ("the SBOM", "the report").
+    The block writes ``.<name>.part`` in the same directory (what a crashed
+    run left there is replaced; a link there is removed, never followed); it is
+    then fsynced, made mode 0644 and renamed into place. On any failure the
+    temporary file is removed, ``path`` is untouched and the error propagates.
+    """
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.unlink(missing_ok=True)
+    f = os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE), "wb")
+    try:
+        yield f
+        f.flush()
+        os.fchmod(f.fileno(), FILE_MODE)
+        os.fsync(f.fileno())
+        f.close()
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):  # the write already failed; the partial file goes below
+            f.close()
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes_atomic(path: Path, data: bytes, what: str) -> ArtifactDigest:
+    """Write small ``data`` (a document, not an archive) to ``path`` with :func:`atomic_file`; return its digest.
+
+    A directory that does not exist is a :class:`BadInputError` (the caller
+    named it); any other OSError is a :class:`SystemFailure`; both name
+    ``what`` ("the SBOM", "the report").
     """
     if not path.parent.is_dir():
         raise BadInputError(f"{path}: cannot write {what}: {path.parent} is not a directory")
-    tmp = path.with_name(f".{path.name}.part")
     try:
-        tmp.unlink(missing_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
-    except OSError as e:
-        raise SystemFailure(f"{path}: cannot write {what}: {e.strerror or e}") from e
-    try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_file(path) as f:
             f.write(data)
-            f.flush()
-            os.fchmod(f.fileno(), FILE_MODE)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise SystemFailure(f"{path}: cannot write {what}: {e.strerror or e}") from e
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return digest_bytes(path, data)
 
 
@@ -398,25 +406,6 @@ def _write_error(out_path: Path, err: OSError) -> PackagingError:
     return PackagingError(f"{out_path.name}: cannot be written: {err.strerror or err}", hint=hint)
 
 
-def _atomic_output(out_path: Path) -> tuple[IO[bytes], Path]:
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".part", dir=out_path.parent)
-    return os.fdopen(fd, "wb"), Path(tmp)
-
-
-def _discard(f: IO[bytes], tmp: Path) -> None:
-    with contextlib.suppress(OSError):  # the write already failed; the partial file goes below
-        f.close()
-    tmp.unlink(missing_ok=True)
-
-
-def _finish(f: IO[bytes], tmp: Path, out_path: Path) -> None:
-    f.flush()
-    os.fsync(f.fileno())
-    f.close()
-    os.chmod(tmp, FILE_MODE)
-    os.replace(tmp, out_path)
-
-
 def write_tar_gz(entries: Sequence[Entry], out_path: Path, epoch: int) -> WrittenArchive:
     """Write ``entries`` as a deterministic tar.gz at ``out_path``; return its digest and inputs.
 
@@ -462,24 +451,15 @@ def write_tar_gz(entries: Sequence[Entry], out_path: Path, epoch: int) -> Writte
 
 @contextlib.contextmanager
 def _atomic_archive(out_path: Path) -> Iterator[HashingWriter]:
-    """A hashing stream to a temporary file that becomes ``out_path`` only if the block succeeds.
+    """A hashing stream into :func:`atomic_file`: ``out_path`` appears only if the block succeeds.
 
-    On any failure the partial file is removed; an OSError (a full disk) becomes
-    a :class:`PackagingError` naming the archive.
+    An OSError (a full disk) becomes a :class:`PackagingError` naming the archive.
     """
-    f, tmp = _atomic_output(out_path)
     try:
-        yield HashingWriter(f)
-        _finish(f, tmp, out_path)
-    except PackagingError:
-        _discard(f, tmp)
-        raise
+        with atomic_file(out_path) as f:
+            yield HashingWriter(f)
     except OSError as err:
-        _discard(f, tmp)
         raise _write_error(out_path, err) from err
-    except BaseException:
-        _discard(f, tmp)
-        raise
 
 
 def _dos_time(epoch: int) -> tuple[int, int, int, int, int, int]:
@@ -518,16 +498,15 @@ def write_zip(entries: Sequence[Entry], out_path: Path, epoch: int) -> WrittenAr
             info.compress_type = zipfile.ZIP_DEFLATED
             with _open_source(e) as src:
                 info.file_size = os.fstat(src.fileno()).st_size
-                sha = hashlib.sha256()
+                reader = HashingReader(src)
                 with zf.open(info, "w") as dst:
                     copied = 0
-                    while chunk := src.read(CHUNK):
+                    while chunk := reader.read(CHUNK):
                         dst.write(chunk)
-                        sha.update(chunk)
                         copied += len(chunk)
                 if copied != info.file_size:
                     raise PackagingError(f"{e.source}: changed while being packaged")
-                inputs[e.source] = sha.hexdigest()
+                inputs[e.source] = reader.sha256.hexdigest()
                 members.append(Member(e.arcname, "file", e.mode, copied, inputs[e.source]))
     return WrittenArchive(hw.digest(out_path), inputs, tuple(members))
 

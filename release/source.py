@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import stat
 import subprocess
 from pathlib import Path
 
+from release.archive import sha256_file
 from release.errors import BadInputError, PackagingError
 from release.products import Workspace
 
 CACHE_DIRS = frozenset({"__pycache__", "target", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".hypothesis"})
 CACHE_SUFFIXES = (".pyc", ".pyo")
-CHUNK = 1 << 20
 
 EPOCH_VARIABLE = "SOURCE_DATE_EPOCH"
 
@@ -51,14 +50,6 @@ def source_date_epoch(root: Path) -> int:
 def source_commit(root: Path) -> str | None:
     """The commit of HEAD, or None outside a git checkout."""
     return _git(root, "rev-parse", "HEAD")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def source_files(ws: Workspace, tops: tuple[str, ...] | None = None) -> dict[str, Path]:
@@ -121,4 +112,4 @@ def hash_sources(ws: Workspace) -> dict[str, str]:
 
     Raises what :func:`source_files` raises.
     """
-    return {rel: _sha256(path) for rel, path in source_files(ws).items()}
+    return {rel: sha256_file(path) for rel, path in source_files(ws).items()}
