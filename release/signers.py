@@ -323,6 +323,8 @@ def token_public_key(uri: str, secrets: SecretsHandler) -> Ed25519PublicKey:
             point = bytes(obj[pkcs11.Attribute.EC_POINT])
     except ValueError as e:
         raise SigningError(f"{uri}: {e}") from e
+    except pkcs11.exceptions.PinIncorrect:
+        raise SigningError(f"{uri}: the token refused the PIN") from None
     except pkcs11.exceptions.PKCS11Error as e:
         raise SigningError(f"{uri}: no single Ed25519 public key with that id on the token ({type(e).__name__})") from e
     raw = point[2:] if len(point) == 34 and point[:2] == b"\x04\x20" else point  # a DER OCTET STRING, or raw

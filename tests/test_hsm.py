@@ -168,6 +168,22 @@ def test_import_public_refuses_to_replace_another_key(tmp_path: Path, token: Tok
     assert (repo.keys / "build.pub").read_bytes() == before
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [({pin_variable("release"): "0000"}, "PIN"), ({uri_variable("release"): f"hsm:7?label={LABEL}"}, "with that id")],
+)
+def test_import_public_writes_nothing_unless_the_token_signs(
+    tmp_path: Path, token: Token, change: dict[str, str], message: str
+) -> None:
+    repo = make_repo(tmp_path / "ransomeye")
+    for p in repo.keys.iterdir():
+        if p.name not in (".gitignore", "README.md"):
+            p.unlink()
+    proc = _signer(repo, "import-public", "--role", "release", env=token.env(**change))
+    assert proc.returncode == 7 and message in proc.stderr, proc.stderr
+    assert sorted(p.name for p in repo.keys.iterdir()) == [".gitignore", "README.md"]
+
+
 # --- key files: the passphrase from a callback, the environment or the terminal ---------------------
 
 

@@ -24,12 +24,22 @@ if __package__ in (None, ""):
     ensure_environment("cryptography")
 
 from release import minisign
-from release.archive import hash_file
+from release.archive import hash_file, write_bytes_atomic
 from release.cli import run
 from release.errors import BadInputError
 from release.keys import ROLES, load_public_key, public_key_path, public_pem
 from release.products import load_workspace, repo_root
-from release.signers import HSM, load_role_key, role_uri, secrets_from_environment, token_public_key, uri_variable
+from release.signers import (
+    HSM,
+    Ed25519HSMSigner,
+    RoleKey,
+    load_role_key,
+    role_uri,
+    secrets_from_environment,
+    ssl_key,
+    token_public_key,
+    uri_variable,
+)
 from release.signing import (
     MINISIGN_PUB,
     ROLE,
@@ -95,16 +105,20 @@ def _cmd_import_public(ns: argparse.Namespace) -> int:
             f"{uri_variable(ns.role)} is {uri!r}: a key file carries its public half already",
             hint=f"set {uri_variable(ns.role)}=hsm:KEYID?label=TOKEN to import a token's key",
         )
-    public = token_public_key(uri, secrets_from_environment(ns.role))
+    secrets = secrets_from_environment(ns.role)
+    public = token_public_key(uri, secrets)
+    # The token must sign with that key before its public half is written anywhere.
+    RoleKey(ns.role, uri, public, Ed25519HSMSigner.from_priv_key_uri(uri, ssl_key(public), secrets)).sign(
+        b"ransomeye import-public self-test"
+    )
     path = public_key_path(ns.keys_dir, ns.role)
     if path.exists() and load_public_key(path) != public:
         raise BadInputError(f"{path}: holds another key; refusing to replace it", hint="move it away first")
     ns.keys_dir.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(public_pem(public))
+    write_bytes_atomic(path, public_pem(public), f"the {ns.role} public key")
     print(f"wrote {path} ({ns.role} key {uri})")
     if ns.role == ROLE:
         print(f"wrote {write_minisign_pub(ns.keys_dir, public)}")
-    load_role_key(ns.keys_dir, ns.role).sign(b"ransomeye import-public self-test")  # the token signs with it
     return 0
 
 
