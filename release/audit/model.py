@@ -7,15 +7,38 @@ machine reads (schema :data:`REPORT_SCHEMA`); the writers in
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 REPORT_SCHEMA = "ransomeye.audit/v1"
 
 
+class Record:
+    """A report record's JSON: its fields by name (records and tuples within converted), less ``omit``,
+    plus the properties ``extra`` names, as ``(key, property)``."""
+
+    omit: ClassVar[frozenset[str]] = frozenset()
+    extra: ClassVar[tuple[tuple[str, str], ...]] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        fields = dataclasses.fields(self)  # type: ignore[arg-type]  # every Record is a dataclass
+        out = {f.name: _plain(getattr(self, f.name)) for f in fields if f.name not in self.omit}
+        out.update((key, _plain(getattr(self, prop))) for key, prop in self.extra)
+        return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Record):
+        return value.to_dict()
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
 @dataclass(frozen=True)
-class Finding:
+class Finding(Record):
     """One failure: which check found it, what it is about (a file, a step, a key), and a sentence."""
 
     check: str
@@ -25,12 +48,9 @@ class Finding:
     def text(self) -> str:
         return f"[{self.check}] {self.subject}: {self.message}"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"check": self.check, "subject": self.subject, "message": self.message}
-
 
 @dataclass(frozen=True)
-class Check:
+class Check(Record):
     """One named verification, passed exactly when it ran and found nothing.
 
     ``skipped`` is why it could not run (evidence it needs is missing); a
@@ -42,6 +62,7 @@ class Check:
     summary: str
     findings: tuple[Finding, ...]
     skipped: str | None = None
+    extra: ClassVar[tuple[tuple[str, str], ...]] = (("passed", "passed"), ("status", "status"))
 
     @property
     def passed(self) -> bool:
@@ -51,44 +72,28 @@ class Check:
     def status(self) -> str:
         return "skipped" if self.skipped is not None else "passed" if self.passed else "failed"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "title": self.title,
-            "passed": self.passed,
-            "status": self.status,
-            "summary": self.summary,
-            "skipped": self.skipped,
-            "findings": [f.to_dict() for f in self.findings],
-        }
-
 
 @dataclass(frozen=True)
-class InTotoResult:
+class InTotoResult(Record):
     """The outcome of the stock ``in-toto-verify``: ``reason`` is its last reason line when it failed."""
 
     ok: bool
     reason: str
     output: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "reason": self.reason}
+    omit: ClassVar[frozenset[str]] = frozenset({"output"})
 
 
 @dataclass(frozen=True)
-class KeyInfo:
+class KeyInfo(Record):
     """A key of the release: its in-toto keyid, its role and the steps the layout lets it sign."""
 
     keyid: str
     role: str
     steps: tuple[str, ...]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"keyid": self.keyid, "role": self.role, "steps": list(self.steps)}
-
 
 @dataclass(frozen=True)
-class StepInfo:
+class StepInfo(Record):
     """One step of the supply chain, from the layout and its link."""
 
     name: str
@@ -104,6 +109,7 @@ class StepInfo:
     materials: int
     products: int
     depends_on: tuple[str, ...]
+    extra: ClassVar[tuple[tuple[str, str], ...]] = (("duration_seconds", "duration"),)
 
     @property
     def duration(self) -> float | None:
@@ -115,27 +121,9 @@ class StepInfo:
         except (ValueError, TypeError):
             return None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "role": self.role,
-            "keyid": self.keyid,
-            "link": self.link,
-            "signature_ok": self.signature_ok,
-            "command": list(self.command),
-            "expected_command": list(self.expected_command),
-            "started": self.started,
-            "finished": self.finished,
-            "duration_seconds": self.duration,
-            "return_value": self.return_value,
-            "materials": self.materials,
-            "products": self.products,
-            "depends_on": list(self.depends_on),
-        }
-
 
 @dataclass(frozen=True)
-class GateInfo:
+class GateInfo(Record):
     """One release gate's result; ``source`` says where it was read (the report, or the gates link)."""
 
     name: str
@@ -143,22 +131,16 @@ class GateInfo:
     reason: str
     source: str
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "passed": self.passed, "reason": self.reason, "source": self.source}
-
 
 @dataclass(frozen=True)
-class CrateInfo:
+class CrateInfo(Record):
     name: str
     version: str
     licenses: str
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "licenses": self.licenses}
-
 
 @dataclass(frozen=True)
-class SbomInfo:
+class SbomInfo(Record):
     """The summary of one archive's SBOM."""
 
     file: str
@@ -170,33 +152,18 @@ class SbomInfo:
     crates: tuple[CrateInfo, ...]
     toolchain: str | None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "file": self.file,
-            "spec_version": self.spec_version,
-            "serial_number": self.serial_number,
-            "timestamp": self.timestamp,
-            "components": self.components,
-            "files": self.files,
-            "crates": [c.to_dict() for c in self.crates],
-            "toolchain": self.toolchain,
-        }
-
 
 @dataclass(frozen=True)
-class MemberInfo:
+class MemberInfo(Record):
     """A regular file inside an archive."""
 
     path: str
     size: int
     sha256: str
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "size": self.size, "sha256": self.sha256}
-
 
 @dataclass(frozen=True)
-class ArchiveInfo:
+class ArchiveInfo(Record):
     """A release archive: its digest, what is inside, its signature and its SBOM."""
 
     name: str
@@ -206,22 +173,11 @@ class ArchiveInfo:
     members: tuple[MemberInfo, ...]
     signature_ok: bool
     sbom: SbomInfo | None
+    extra: ClassVar[tuple[tuple[str, str], ...]] = (("binaries", "binaries"),)
 
     @property
     def binaries(self) -> tuple[str, ...]:
         return tuple(m.path for m in self.members if "/bin/" in m.path)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "step": self.step,
-            "size": self.size,
-            "sha256": self.sha256,
-            "signature_ok": self.signature_ok,
-            "binaries": list(self.binaries),
-            "members": [m.to_dict() for m in self.members],
-            "sbom": None if self.sbom is None else self.sbom.to_dict(),
-        }
 
 
 @dataclass(frozen=True)
