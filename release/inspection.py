@@ -579,6 +579,49 @@ def read_zip(fd: int, archive: str, size: int, expect: Expectation) -> list[Memb
     deflated data only, no encryption, no zip64, no comment, no extra field.
     Entries cannot overlap or hide bytes between them.
     """
+    cdir, n_total, cd_offset = _zip_directory(fd, archive, size, expect)
+    stamps = dict()  # type: dict[str, tuple[int, int]]
+    pos = 0
+    offset = 0
+    members = []
+    for _ in range(n_total):
+        entry = _zip_entry(cdir, pos, archive, stamps)
+        pos = entry.next_pos
+        name = shown(entry.member.name)
+        if entry.local != offset:
+            raise Refused(
+                "%s: entry %s does not start where the previous one ends (overlapping or hidden data)" % (archive, name)
+            )
+        got = entry.member
+        want = expect.header(got)
+        data_at = _zip_local_header(fd, offset, entry, archive)
+        end = data_at + entry.csize
+        if end > cd_offset:
+            raise Refused("%s: entry %s runs into the central directory" % (archive, name))
+        got.sha256, got.head, crc_read = _zip_data(
+            fd, data_at, entry.csize, got.size, entry.method, "%s: entry %s" % (archive, name)
+        )
+        if crc_read != entry.crc:
+            raise Refused("%s: entry %s fails its CRC" % (archive, name))
+        if entry.flags & 0x08:
+            descriptor = pread(fd, 16, end)
+            if descriptor != struct.pack("<4sIII", b"PK\x07\x08", entry.crc, entry.csize, got.size):
+                raise Refused(
+                    "%s: the data descriptor of %s differs from its central directory entry" % (archive, name)
+                )
+            end += 16
+        if want is not None and got.kind == "file" and got.sha256 != want.sha256:
+            raise Refused("%s: entry %s is not the file the packaging step read" % (archive, name))
+        members.append(got)
+        offset = end
+    if offset != cd_offset or pos != len(cdir):
+        raise Refused("%s: holds data between its last entry and its central directory" % archive)
+    expect.finish()
+    return members
+
+
+def _zip_directory(fd: int, archive: str, size: int, expect: Expectation) -> tuple[bytes, int, int]:
+    """The central directory (its bytes, its entry count, its offset), once the end record says it is plain."""
     if size < _EOCD.size:
         raise Refused("%s: too short to be a zip" % archive)
     eocd = pread(fd, _EOCD.size, size - _EOCD.size)
@@ -593,84 +636,72 @@ def read_zip(fd: int, archive: str, size: int, expect: Expectation) -> list[Memb
         raise Refused("%s: holds %d entries, the packaging link declares %d" % (archive, n_total, len(expect.declared)))
     if cd_size > min(n_total * (_CDIR.size + MAX_NAME_BYTES), MAX_CENTRAL_DIRECTORY_BYTES):
         raise Refused("%s: an oversized central directory" % archive)
-    cdir = pread(fd, cd_size, cd_offset)
-    stamps = dict()  # type: dict[str, tuple[int, int]]
-    pos = 0
-    offset = 0
-    members = []
-    for _ in range(n_total):
-        if pos + _CDIR.size > len(cdir):
-            raise Refused("%s: its central directory is cut short" % archive)
-        fields = _CDIR.unpack_from(cdir, pos)
-        (sig, made_ver, made_os, need, flags, method, time, date, crc, csize, usize, n_name, n_extra, n_comment,
-         disk, internal, external, local) = fields  # fmt: skip
-        raw_name = cdir[pos + _CDIR.size : pos + _CDIR.size + n_name]
-        pos += _CDIR.size + n_name + n_extra + n_comment
-        if (made_ver, need) != (20, 20) or stamps.setdefault("time", (time, date)) != (time, date):
-            raise Refused("%s: an entry with its own version or time (the packagers write one of each)" % archive)
-        if sig != b"PK\x01\x02" or n_extra or n_comment or disk or made_os != 3 or internal:
-            raise Refused(
-                "%s: an unexpected central directory entry (extra fields, comments or a non-Unix origin)" % archive
-            )
-        if flags & ~0x0808 or method not in (0, 8):
-            raise Refused("%s: an encrypted entry or an unknown compression method" % archive)
-        try:
-            name = raw_name.decode("utf-8" if flags & 0x800 else "ascii")
-        except UnicodeDecodeError:
-            raise Refused("%s: an entry name is not valid text" % archive) from None
-        if local != offset:
-            raise Refused(
-                "%s: entry %s does not start where the previous one ends (overlapping or hidden data)"
-                % (archive, shown(name))
-            )
-        mode = external >> 16
-        if stat.S_ISDIR(mode) and name.endswith("/") and usize == 0:
-            kind, name, dos = "dir", name[:-1], 0x10
-        elif stat.S_ISREG(mode) and not name.endswith("/"):
-            kind, dos = "file", 0
-        else:
-            raise Refused("%s: entry %s is not a regular file or directory (mode %o)" % (archive, shown(name), mode))
-        if external & 0xFFFF != dos:
-            raise Refused("%s: entry %s has MS-DOS attributes (read-only, hidden, system...)" % (archive, shown(name)))
-        got = Member(name, kind, stat.S_IMODE(mode) | (mode & 0o7000), usize)
-        want = expect.header(got)
-        header = pread(fd, _LOCAL.size + n_name, offset)
-        if len(header) != _LOCAL.size + n_name:
-            raise Refused("%s: entry %s is cut short" % (archive, shown(name)))
-        lsig, lver, lflags, lmethod, ltime, ldate, lcrc, lcsize, lusize, ln_name, ln_extra = _LOCAL.unpack_from(header)
-        expected = (b"PK\x03\x04", 20, flags, method, time, date, n_name, 0)
-        if (lsig, lver, lflags, lmethod, ltime, ldate, ln_name, ln_extra) != expected:
-            raise Refused(
-                "%s: the local header of %s differs from its central directory entry" % (archive, shown(name))
-            )
-        if header[_LOCAL.size :] != raw_name:
-            raise Refused("%s: the local name of %s differs from its central directory name" % (archive, shown(name)))
-        if not flags & 0x08 and (lcrc, lcsize, lusize) != (crc, csize, usize):
-            raise Refused("%s: the local sizes of %s differ from its central directory entry" % (archive, shown(name)))
-        data_at = offset + _LOCAL.size + n_name
-        end = data_at + csize
-        if end > cd_offset:
-            raise Refused("%s: entry %s runs into the central directory" % (archive, shown(name)))
-        got.sha256, got.head, crc_read = _zip_data(
-            fd, data_at, csize, usize, method, "%s: entry %s" % (archive, shown(name))
+    return pread(fd, cd_size, cd_offset), n_total, cd_offset
+
+
+class _ZipEntry:
+    """One central directory entry, checked: the member it declares and what its local header must repeat."""
+
+    __slots__ = ("crc", "csize", "date", "flags", "local", "member", "method", "next_pos", "raw_name", "time")
+
+    def __init__(self, member: Member, raw_name: bytes, fields: tuple[int, ...], local: int, next_pos: int) -> None:
+        self.member = member
+        self.raw_name = raw_name
+        self.flags, self.method, self.time, self.date, self.crc, self.csize = fields
+        self.local = local
+        self.next_pos = next_pos
+
+
+def _zip_entry(cdir: bytes, pos: int, archive: str, stamps: Any) -> _ZipEntry:
+    """Read and check the central directory entry at ``pos``: one version, one time, Unix, no extras."""
+    if pos + _CDIR.size > len(cdir):
+        raise Refused("%s: its central directory is cut short" % archive)
+    fields = _CDIR.unpack_from(cdir, pos)
+    (sig, made_ver, made_os, need, flags, method, time, date, crc, csize, usize, n_name, n_extra, n_comment,
+     disk, internal, external, local) = fields  # fmt: skip
+    raw_name = cdir[pos + _CDIR.size : pos + _CDIR.size + n_name]
+    next_pos = pos + _CDIR.size + n_name + n_extra + n_comment
+    if (made_ver, need) != (20, 20) or stamps.setdefault("time", (time, date)) != (time, date):
+        raise Refused("%s: an entry with its own version or time (the packagers write one of each)" % archive)
+    if sig != b"PK\x01\x02" or n_extra or n_comment or disk or made_os != 3 or internal:
+        raise Refused(
+            "%s: an unexpected central directory entry (extra fields, comments or a non-Unix origin)" % archive
         )
-        if crc_read != crc:
-            raise Refused("%s: entry %s fails its CRC" % (archive, shown(name)))
-        if flags & 0x08:
-            descriptor = pread(fd, 16, end)
-            if descriptor != struct.pack("<4sIII", b"PK\x07\x08", crc, csize, usize):
-                raise Refused(
-                    "%s: the data descriptor of %s differs from its central directory entry" % (archive, shown(name))
-                )
-            end += 16
-        if want is not None and kind == "file" and got.sha256 != want.sha256:
-            raise Refused("%s: entry %s is not the file the packaging step read" % (archive, shown(name)))
-        members.append(got)
-        offset = end
-    if offset != cd_offset or pos != len(cdir):
-        raise Refused("%s: holds data between its last entry and its central directory" % archive)
-    expect.finish()
-    return members
+    if flags & ~0x0808 or method not in (0, 8):
+        raise Refused("%s: an encrypted entry or an unknown compression method" % archive)
+    try:
+        name = raw_name.decode("utf-8" if flags & 0x800 else "ascii")
+    except UnicodeDecodeError:
+        raise Refused("%s: an entry name is not valid text" % archive) from None
+    mode = external >> 16
+    if stat.S_ISDIR(mode) and name.endswith("/") and usize == 0:
+        kind, name, dos = "dir", name[:-1], 0x10
+    elif stat.S_ISREG(mode) and not name.endswith("/"):
+        kind, dos = "file", 0
+    else:
+        raise Refused("%s: entry %s is not a regular file or directory (mode %o)" % (archive, shown(name), mode))
+    if external & 0xFFFF != dos:
+        raise Refused("%s: entry %s has MS-DOS attributes (read-only, hidden, system...)" % (archive, shown(name)))
+    member = Member(name, kind, stat.S_IMODE(mode) | (mode & 0o7000), usize)
+    return _ZipEntry(member, raw_name, (flags, method, time, date, crc, csize), local, next_pos)
+
+
+def _zip_local_header(fd: int, offset: int, entry: _ZipEntry, archive: str) -> int:
+    """Check that the local header at ``offset`` repeats ``entry``; return where its data starts."""
+    name = shown(entry.member.name)
+    n_name = len(entry.raw_name)
+    header = pread(fd, _LOCAL.size + n_name, offset)
+    if len(header) != _LOCAL.size + n_name:
+        raise Refused("%s: entry %s is cut short" % (archive, name))
+    lsig, lver, lflags, lmethod, ltime, ldate, lcrc, lcsize, lusize, ln_name, ln_extra = _LOCAL.unpack_from(header)
+    expected = (b"PK\x03\x04", 20, entry.flags, entry.method, entry.time, entry.date, n_name, 0)
+    if (lsig, lver, lflags, lmethod, ltime, ldate, ln_name, ln_extra) != expected:
+        raise Refused("%s: the local header of %s differs from its central directory entry" % (archive, name))
+    if header[_LOCAL.size :] != entry.raw_name:
+        raise Refused("%s: the local name of %s differs from its central directory name" % (archive, name))
+    if not entry.flags & 0x08 and (lcrc, lcsize, lusize) != (entry.crc, entry.csize, entry.member.size):
+        raise Refused("%s: the local sizes of %s differ from its central directory entry" % (archive, name))
+    return offset + _LOCAL.size + n_name
 
 
 def _zip_data(fd: int, at: int, csize: int, usize: int, method: int, where: str) -> tuple[str, bytes, int]:
