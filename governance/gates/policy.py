@@ -457,23 +457,7 @@ def parse_secrets(data: object, source: str) -> SecretsPolicy:
     """
     doc = Table(data, source)
     _schema(doc)
-    patterns: list[SecretPattern] = []
-    tables = doc.tables("patterns")
-    if not tables:
-        raise doc.error("patterns", "is empty", hint="an empty rule list would find nothing; the gates fail closed")
-    reserved = {*SECRET_BUILTIN_RULES, *SECRET_BOUND_RULES}
-    for t in tables:
-        pattern_id = t.string("id")
-        if not _PATTERN_ID.fullmatch(pattern_id):
-            raise t.value_error("id", pattern_id, "must be lowercase letters, digits and '-'")
-        if any(p.id == pattern_id for p in patterns):
-            raise t.value_error("id", pattern_id, "is used by another pattern")
-        if pattern_id in reserved:
-            raise t.value_error("id", pattern_id, "is the id of one of the gate's own rules")
-        description = t.string("description")
-        regex = _compile(t, "regex", t.string("regex"))
-        t.finish()
-        patterns.append(SecretPattern(pattern_id, description, regex))
+    patterns = _secret_patterns(doc)
     scan = doc.table("scan")
     bundle_assets = scan.boolean("bundle-assets")
     workspace_members = scan.boolean("workspace-members")
@@ -515,6 +499,28 @@ def parse_secrets(data: object, source: str) -> SecretsPolicy:
         assignments=AssignmentRule(min_length, float(entropy)),
         allowlist=Allowlist(allowlist_file, ()),
     )
+
+
+def _secret_patterns(doc: Table) -> list[SecretPattern]:
+    """The policy's own patterns: each a unique id that is none of the gate's rules, a description and a regex."""
+    patterns: list[SecretPattern] = []
+    tables = doc.tables("patterns")
+    if not tables:
+        raise doc.error("patterns", "is empty", hint="an empty rule list would find nothing; the gates fail closed")
+    reserved = {*SECRET_BUILTIN_RULES, *SECRET_BOUND_RULES}
+    for t in tables:
+        pattern_id = t.string("id")
+        if not _PATTERN_ID.fullmatch(pattern_id):
+            raise t.value_error("id", pattern_id, "must be lowercase letters, digits and '-'")
+        if any(p.id == pattern_id for p in patterns):
+            raise t.value_error("id", pattern_id, "is used by another pattern")
+        if pattern_id in reserved:
+            raise t.value_error("id", pattern_id, "is the id of one of the gate's own rules")
+        description = t.string("description")
+        regex = _compile(t, "regex", t.string("regex"))
+        t.finish()
+        patterns.append(SecretPattern(pattern_id, description, regex))
+    return patterns
 
 
 def parse_allowlist(data: object, source: str, policy: SecretsPolicy) -> Allowlist:
