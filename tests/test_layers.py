@@ -6,6 +6,7 @@ checked here with the stock ``lint-imports``, as a developer runs it.
 
 from __future__ import annotations
 
+import ast
 import re
 import shutil
 import subprocess
@@ -90,3 +91,27 @@ def test_a_library_module_importing_an_entry_point_breaks_the_contracts(tmp_path
     assert proc.returncode != 0, proc.stdout
     assert "release.pipeline -> release.builder.build" in proc.stdout
     assert "release.archive -> release.pipeline" in proc.stdout
+
+
+# What makes a signature, or reads a private key, outside the signing seam (release/signers.py).
+SIGNING_NAMES = {"CryptoSigner", "HSMSigner", "load_pem_private_key", "Ed25519PrivateKey", "pkcs11"}
+# Where one of them may stand, and why: key generation writes new key files; nothing there signs.
+SIGNING_ALLOWED = {"release/signers.py": SIGNING_NAMES, "release/keys.py": {"Ed25519PrivateKey"}}
+
+
+def test_every_signature_goes_through_the_signing_seam() -> None:
+    """No module but release/signers.py names a signer, a private-key loader or a token library."""
+    found: list[str] = []
+    for package in (*PACKAGES, "layouts"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            rel = path.relative_to(ROOT).as_posix()
+            names = {n.id for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Name)}
+            names |= {
+                a.name.split(".")[-1]
+                for n in ast.walk(ast.parse(path.read_text()))
+                if isinstance(n, (ast.Import, ast.ImportFrom))
+                for a in n.names
+            }
+            for name in sorted(names & SIGNING_NAMES - SIGNING_ALLOWED.get(rel, set())):
+                found.append(f"{rel}: {name}")
+    assert not found, "signing outside release/signers.py:\n" + "\n".join(found)
