@@ -23,6 +23,7 @@ authorises); a signer whose key is not that key is refused before it signs.
 from __future__ import annotations
 
 import getpass
+import importlib.util
 import os
 import stat
 import sys
@@ -265,11 +266,7 @@ class Ed25519HSMSigner(HSMSigner):
 
     @classmethod
     def from_priv_key_uri(cls, priv_key_uri: str, public_key: Key, secrets_handler: Any = None) -> Ed25519HSMSigner:
-        if not os.environ.get(PKCS11_MODULE_VARIABLE):
-            raise SigningError(
-                f"{priv_key_uri}: no PKCS#11 module to reach the token",
-                hint=f"set {PKCS11_MODULE_VARIABLE} to the token's module, e.g. {SOFTHSM_MODULE} (Debian softhsm2)",
-            )
+        _token_address(priv_key_uri)
         try:
             signer = super().from_priv_key_uri(priv_key_uri, public_key, secrets_handler)
         except ValueError as e:
@@ -303,17 +300,31 @@ class Ed25519HSMSigner(HSMSigner):
         return Signature(self.public_key.keyid, bytes(raw).hex())
 
 
+def _token_address(uri: str) -> tuple[int, str | None]:
+    """The key id and token label of ``hsm:KEYID?label=TOKEN``, once a token can be reached at all.
+
+    Refuses a malformed URI (:class:`BadInputError`), and a missing PKCS#11
+    module or library (:class:`SigningError`, saying how to get it).
+    """
+    parsed = parse.urlparse(uri)
+    if parsed.scheme != HSM or not (parsed.path == "" or parsed.path.isdigit()):
+        raise BadInputError(f"{uri}: not a key on a token", hint="the form is hsm:KEYID?label=TOKEN, KEYID a number")
+    if not os.environ.get(PKCS11_MODULE_VARIABLE):
+        raise SigningError(
+            f"{uri}: no PKCS#11 module to reach the token",
+            hint=f"set {PKCS11_MODULE_VARIABLE} to the token's module, e.g. {SOFTHSM_MODULE} (Debian softhsm2)",
+        )
+    if importlib.util.find_spec("pkcs11") is None:
+        raise SigningError(f"{uri}: python-pkcs11 is not installed", hint="run `make setup` (it is pinned)")
+    keyid = int(parsed.path) if parsed.path else HSMSigner.SCHEME_KEYID
+    return keyid, dict(parse.parse_qsl(parsed.query)).get("label")
+
+
 def token_public_key(uri: str, secrets: SecretsHandler) -> Ed25519PublicKey:
     """The Ed25519 public key behind ``hsm:KEYID?label=TOKEN`` (to write ``keys/<role>.pub``)."""
     import pkcs11
 
-    parsed = parse.urlparse(uri)
-    if parsed.scheme != HSM:
-        raise BadInputError(f"{uri}: not an hsm: key URI")
-    keyid = int(parsed.path) if parsed.path else HSMSigner.SCHEME_KEYID
-    label = dict(parse.parse_qsl(parsed.query)).get("label")
-    if not os.environ.get(PKCS11_MODULE_VARIABLE):
-        raise SigningError(f"{uri}: no PKCS#11 module", hint=f"set {PKCS11_MODULE_VARIABLE}, e.g. {SOFTHSM_MODULE}")
+    keyid, label = _token_address(uri)
     try:
         token = HSMSigner._find_token(label)
         with token.open(user_pin=secrets("pin")) as session:

@@ -169,18 +169,24 @@ def test_import_public_refuses_to_replace_another_key(tmp_path: Path, token: Tok
 
 
 @pytest.mark.parametrize(
-    ("change", "message"),
-    [({pin_variable("release"): "0000"}, "PIN"), ({uri_variable("release"): f"hsm:7?label={LABEL}"}, "with that id")],
+    ("change", "code", "message"),
+    [
+        ({pin_variable("release"): "0000"}, 7, "PIN"),
+        ({uri_variable("release"): f"hsm:7?label={LABEL}"}, 7, "with that id"),
+        ({uri_variable("release"): "hsm:two"}, 2, "not a key on a token"),
+        ({"PYKCS11LIB": ""}, 7, "set PYKCS11LIB"),
+    ],
 )
 def test_import_public_writes_nothing_unless_the_token_signs(
-    tmp_path: Path, token: Token, change: dict[str, str], message: str
+    tmp_path: Path, token: Token, change: dict[str, str], code: int, message: str
 ) -> None:
     repo = make_repo(tmp_path / "ransomeye")
     for p in repo.keys.iterdir():
         if p.name not in (".gitignore", "README.md"):
             p.unlink()
     proc = _signer(repo, "import-public", "--role", "release", env=token.env(**change))
-    assert proc.returncode == 7 and message in proc.stderr, proc.stderr
+    assert proc.returncode == code and message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
     assert sorted(p.name for p in repo.keys.iterdir()) == [".gitignore", "README.md"]
 
 
