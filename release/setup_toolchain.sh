@@ -3,7 +3,7 @@
 # Idempotent: prints one line and installs nothing when everything is there.
 set -eu
 
-PACKAGES="rustc cargo libstd-rust-dev-windows gcc-mingw-w64-x86-64 minisign wine64 git systemd chromium softhsm2"
+PACKAGES="rustc cargo libstd-rust-dev-windows gcc-mingw-w64-x86-64 minisign wine64 git systemd chromium softhsm2 bubblewrap reprotest diffoscope disorderfs faketime"
 
 missing=""
 for pkg in $PACKAGES; do
