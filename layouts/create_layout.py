@@ -1,8 +1,11 @@
 """Create and sign the in-toto root layout of the RansomEye release.
 
 The layout is generated from the product declaration in ``Cargo.toml`` and
-authorises the functionary keys ``keys/build.pub`` (gates, build, packaging)
-and ``keys/release.pub`` (sign, checksums). It is version-agnostic: one signed
+authorises each functionary key for its own steps: ``keys/gates.pub`` (gates),
+``keys/build.pub`` (build, provenance), ``keys/package.pub`` (packaging),
+``keys/release.pub`` (sign, checksums), and every other builder's
+``keys/builder-*/build.pub`` and ``package.pub``; the build and packaging steps
+need a link from every builder, all agreeing. It is version-agnostic: one signed
 layout serves every release until it expires. The owner runs this on the
 machine that holds ``keys/owner.pem`` (offline in production) and commits
 the result; the build server then never needs the owner key.
@@ -24,7 +27,7 @@ if __package__ in (None, ""):
 
 from release import attest
 from release.cli import run
-from release.keys import load_public_key
+from release.pipeline import functionaries
 from release.products import load_workspace, repo_root
 from release.signers import load_role_key
 
@@ -47,14 +50,11 @@ def main(argv: list[str] | None = None) -> int:
         ws = load_workspace(root)
         expires = attest.expiry(ns.expires_days)
         owner = load_role_key(ns.keys_dir, "owner")
-        layout = attest.build_layout(
-            ws,
-            load_public_key(ns.keys_dir / "build.pub"),
-            load_public_key(ns.keys_dir / "release.pub"),
-            expires,
-        )
+        layout = attest.build_layout(ws, functionaries(ns.keys_dir), expires)
         attest.write_layout(attest.sign_layout(layout, owner), ns.out)
-        print(f"wrote {ns.out}: {len(layout.steps)} steps, {len(layout.inspect)} inspections, expires {layout.expires}")
+        builders = len(layout.steps[1].pubkeys)
+        print(f"wrote {ns.out}: {len(layout.steps)} steps ({builders} builders must agree), "
+              f"{len(layout.inspect)} inspections, expires {layout.expires}")  # fmt: skip
         return 0
 
     return run("create_layout", inner, argv)

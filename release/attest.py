@@ -47,9 +47,14 @@ PROVENANCE_GLOB = provenance.provenance_name("*")
 MAX_EXPIRY_DAYS = 365
 EXPIRES_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
-# Which functionary role performs each step.
+# The functionary roles: each key signs its own steps only (step_role).
+GATES_ROLE = "gates"
 BUILD_ROLE = "build"
+PACKAGE_ROLE = "package"
 RELEASE_ROLE = "release"
+# The roles every independent builder holds its own key of (the layout requires all builders to agree).
+BUILDER_ROLES = (BUILD_ROLE, PACKAGE_ROLE)
+FUNCTIONARY_ROLES = (GATES_ROLE, BUILD_ROLE, PACKAGE_ROLE, RELEASE_ROLE)
 STEP_GATES = "gates"
 STEP_BUILD = "build"
 STEP_PROVENANCE = "provenance"
@@ -64,7 +69,40 @@ def step_names(ws: Workspace) -> list[str]:
 
 
 def step_role(step: str) -> str:
-    return RELEASE_ROLE if step in (STEP_SIGN, STEP_CHECKSUMS) else BUILD_ROLE
+    """The role whose key signs ``step``'s link (the provenance is the first builder's build key's)."""
+    if step in (STEP_SIGN, STEP_CHECKSUMS):
+        return RELEASE_ROLE
+    if step == STEP_GATES:
+        return GATES_ROLE
+    if step in (STEP_BUILD, STEP_PROVENANCE):
+        return BUILD_ROLE
+    return PACKAGE_ROLE
+
+
+@dataclass(frozen=True)
+class Builder:
+    """One independent builder's keys: it builds and packages, and signs those links with its own keys."""
+
+    build: Ed25519PublicKey
+    package: Ed25519PublicKey
+
+
+@dataclass(frozen=True)
+class Functionaries:
+    """The public keys a layout authorises, by role.
+
+    ``builders[0]`` also writes the provenance. The build and every packaging
+    step need a link from each builder (threshold = the number of builders),
+    and in-toto requires those links to agree on every material and product.
+    """
+
+    gates: Ed25519PublicKey
+    builders: tuple[Builder, ...]
+    release: Ed25519PublicKey
+
+    @property
+    def threshold(self) -> int:
+        return len(self.builders)
 
 
 @dataclass(frozen=True)
@@ -252,23 +290,34 @@ def inspect_command(config: list[list[Any]]) -> list[str]:
 
 def build_layout(
     ws: Workspace,
-    build_key: Ed25519PublicKey,
-    release_key: Ed25519PublicKey,
+    keys: Functionaries,
     expires: datetime,
     *,
     allow_prebuilt: bool = False,
 ) -> Layout:
     """The root layout for ``ws``'s pipeline, expiring at ``expires`` (UTC).
 
+    Each key is authorised for its own steps only: the gates key for the
+    gates, each builder's build key for the build (and the first builder's for
+    the provenance), each builder's package key for every packaging step, the
+    release key for sign and checksums. The build and packaging steps need
+    one link per builder (``threshold``), and in-toto refuses links of one
+    step that disagree on a material or product, so the release verifies only
+    when every builder produced the same bytes.
+
     ``allow_prebuilt`` makes a layout that accepts a build step that did not
     compile the source (``--unsafe-prebuilt-binaries``, for benchmarks); its
     readme says so. A customer layout never does.
     """
-    build_id, release_id = keyid_of(build_key), keyid_of(release_key)
+    if not keys.builders:
+        raise ValueError("a layout needs at least one builder")
+    build_ids = [keyid_of(b.build) for b in keys.builders]
+    package_ids = [keyid_of(b.package) for b in keys.builders]
     layout = Layout()
     layout.readme = (
         f"RansomEye release supply chain: gates -> build -> package ({', '.join(b.id for b in ws.bundles)}) "
-        "-> provenance -> sign -> checksums. "
+        f"-> provenance -> sign -> checksums; the build and packaging steps by {keys.threshold} independent "
+        f"builder{'s that must agree' if keys.threshold > 1 else ''}. "
         "Verify in the release folder: in-toto-verify --layout root.layout --verification-keys owner.pub"
     )
     if allow_prebuilt:
@@ -276,13 +325,17 @@ def build_layout(
             layout.readme
         )
     layout.expires = expires.astimezone(UTC).strftime(EXPIRES_FORMAT)
-    layout.add_functionary_key(key_dict(build_key))
-    layout.add_functionary_key(key_dict(release_key))
+    publics = [keys.gates, *(k for b in keys.builders for k in (b.build, b.package)), keys.release]
+    for public in publics:
+        layout.add_functionary_key(key_dict(public))
+    if len(layout.keys) != len(publics):
+        raise BadInputError("one key is given for two roles: every role and every builder needs its own key")
+    release_id = keyid_of(keys.release)
     layout.steps = [
-        _gates_step(ws, build_id),
-        _build_step(ws, build_id),
-        *(_packaging_step(ws, b, build_id) for b in ws.bundles),
-        _provenance_step(ws, build_id),
+        _gates_step(ws, keyid_of(keys.gates)),
+        _build_step(ws, build_ids),
+        *(_packaging_step(ws, b, package_ids) for b in ws.bundles),
+        _provenance_step(ws, build_ids[0]),
         _sign_step(ws, release_id),
         _checksums_step(ws, release_id),
     ]
@@ -291,24 +344,25 @@ def build_layout(
     return layout
 
 
-def _gates_step(ws: Workspace, build_id: str) -> Step:
+def _gates_step(ws: Workspace, gates_id: str) -> Step:
     """The gates read exactly the declared sources and write their report."""
     source_allow = [["ALLOW", s if (ws.root / s).is_file() else f"{s}/*"] for s in ws.sources]
     return Step(
         name=STEP_GATES,
-        pubkeys=[build_id],
+        pubkeys=[gates_id],
         expected_command=["python3", "governance/gates/check_gates.py", "--report", GATES_REPORT],
         expected_materials=[["REQUIRE", "Cargo.toml"], ["REQUIRE", "Cargo.lock"], *source_allow, ["DISALLOW", "*"]],
         expected_products=[["REQUIRE", GATES_REPORT], ["CREATE", GATES_REPORT], ["DISALLOW", "*"]],
     )
 
 
-def _build_step(ws: Workspace, build_id: str) -> Step:
+def _build_step(ws: Workspace, build_ids: list[str]) -> Step:
     """The build reads what the gates passed and writes every declared binary, nothing else."""
     binaries = sorted({f"bin/{b.target}/{f}" for b in ws.bundles for f in b.binary_files()})
     return Step(
         name=STEP_BUILD,
-        pubkeys=[build_id],
+        pubkeys=build_ids,
+        threshold=len(build_ids),
         expected_command=list(BUILD_COMMAND),
         expected_materials=[
             ["REQUIRE", GATES_REPORT],
@@ -321,12 +375,13 @@ def _build_step(ws: Workspace, build_id: str) -> Step:
     )
 
 
-def _packaging_step(ws: Workspace, b: Bundle, build_id: str) -> Step:
+def _packaging_step(ws: Workspace, b: Bundle, package_ids: list[str]) -> Step:
     """A bundle's packager reads its binaries and assets (never what it forbids) and writes its archive and SBOM."""
     bins = [f"bin/{b.target}/{f}" for f in b.binary_files()]
     return Step(
         name=b.step,
-        pubkeys=[build_id],
+        pubkeys=package_ids,
+        threshold=len(package_ids),
         expected_command=["package", b.id],
         expected_materials=[
             *(["REQUIRE", x] for x in bins),
@@ -458,6 +513,14 @@ def load_layout(path: Path, owner_public: Ed25519PublicKey) -> Metablock:
 def layout_functionaries(metablock: Metablock) -> set[str]:
     """The keyids a layout authorises."""
     return set(metablock.signed.keys)
+
+
+def step_authority(metablock: Metablock, step: str) -> tuple[set[str], int]:
+    """The keyids a layout authorises for ``step``, and how many of them must sign a link (0: no such step)."""
+    for s in metablock.signed.steps:
+        if s.name == step:
+            return set(s.pubkeys), int(s.threshold)
+    return set(), 0
 
 
 def command_text(command: Sequence[str]) -> str:

@@ -4,8 +4,14 @@ Roles (each a PKCS8 PEM private key ``keys/<role>.pem``, mode 0600, and a
 SubjectPublicKeyInfo PEM public key ``keys/<role>.pub``):
 
 * ``owner``   – signs the in-toto root layout, nothing else;
-* ``build``   – the functionary that runs the gates, the build and the packagers;
+* ``gates``   – signs the gates step's link;
+* ``build``   – signs this builder's build link and the provenance;
+* ``package`` – signs this builder's packaging links;
 * ``release`` – signs the artifacts (minisign format) and the sign/checksum steps.
+
+Every other independent builder has its own ``build`` and ``package`` keys in
+``keys/builder-<name>/`` (on its own machine; the first builder's machine
+holds only their ``.pub`` files).
 
 Signing with a key goes through :mod:`release.signers` (a key file or a
 PKCS#11 token, chosen by the role's key URI); this module holds the roles, the
@@ -24,8 +30,20 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from release.errors import BadInputError
 
-ROLES = ("owner", "build", "release")
+ROLES = ("owner", "gates", "build", "package", "release")
+BUILDER_KEY_ROLES = ("build", "package")
 DEV_MARKER = "DEVELOPMENT-KEYS"
+# The keys of the other independent builders: keys/builder-<name>/{build,package}.pub (and .pem on their machines).
+BUILDER_PREFIX = "builder-"
+DEV_SECOND_BUILDER = "builder-2"
+
+
+def builder_dirs(keys_dir: Path) -> list[Path]:
+    """The other builders' key folders in ``keys_dir`` (``builder-*``), sorted by name."""
+    try:
+        return sorted(p for p in keys_dir.iterdir() if p.name.startswith(BUILDER_PREFIX) and p.is_dir())
+    except FileNotFoundError:
+        return []
 
 
 def passphrase_variable(role: str) -> str:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -43,21 +44,32 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from in_toto.models.metadata import Metablock
 
 from release import attest
-from release.archive import ArtifactDigest, hash_file, link_hashed
+from release.archive import ArtifactDigest, hash_file, link_hashed, sha256_file
 from release.attest import GATES_REPORT, LAYOUT_NAME, StepRecord
 from release.audit.checks import audit
 from release.binary_inputs import BinaryInputs, binary_inputs, check_build_scripts, forbidden_sources
 from release.bundle import package
 from release.cargo import HOST_TARGET, Toolchain, cargo_build, find_toolchain
 from release.checksums import SUMS_NAME, parse, write_hash_list
-from release.errors import BadInputError, GateFailure, Interrupted, ToolchainError, VerificationError
+from release.errors import (
+    EXIT_CODES,
+    BadInputError,
+    GateFailure,
+    Interrupted,
+    ReleaseError,
+    SystemFailure,
+    ToolchainError,
+    VerificationError,
+)
 from release.faults import failpoint
-from release.keys import DEV_MARKER, load_public_key, public_key_path
+from release.keys import DEV_MARKER, builder_dirs, load_public_key, public_key_path
 from release.products import Workspace, load_workspace
 from release.provenance import build_statement, provenance_name, sign_envelope, write_envelope
+from release.sandbox import UNSANDBOXED, Sandbox, coverage_paths, toolchain_env, toolchain_paths
 from release.sbom import CargoMetadata, bundle_sbom, cargo_metadata, sbom_name, write_sbom
 from release.signers import RoleKey, has_private_key, load_role_key
 from release.signing import sign_all, sign_digest, write_minisign_pub
@@ -83,16 +95,21 @@ class Context:
     keys: Mapping[str, RoleKey]
     toolchains: Mapping[str, Toolchain]
     prebuilt: Path | None = None
+    sandbox: Sandbox = UNSANDBOXED
+    hidden: tuple[Path, ...] = ()  # the key folders a sandboxed step must not see
+    # Inside a sandboxed step: where it writes (its output folder), instead of the work folder.
+    out_dir: Path | None = None
+    bin_dir: Path | None = None
 
     @property
     def out(self) -> Path:
         """The release folder being assembled (published as a whole)."""
-        return self.staging / "out"
+        return self.out_dir or self.staging / "out"
 
     @property
     def bin_root(self) -> Path:
         """The build step's products: ``<target>/<binary>``."""
-        return self.staging / "bin"
+        return self.bin_dir or self.staging / "bin"
 
     @property
     def gates_report(self) -> Path:
@@ -101,7 +118,7 @@ class Context:
 
     @property
     def log(self) -> Path:
-        return self.staging / "cargo.log"
+        return (self.out_dir.parent if self.out_dir else self.staging) / "cargo.log"
 
 
 # --- what each step hands on: frozen, typed -----------------------------------------------------
@@ -447,15 +464,7 @@ def stages(specs: Sequence[StepSpec]) -> tuple[tuple[StepSpec, ...], ...]:
 
 def _earlier(spec: StepSpec, specs: Sequence[StepSpec], done: Mapping[str, Done]) -> Earlier:
     """The finished steps ``spec`` reads: what it runs after, and what those ran after, in declared order."""
-    after = {s.name: s.after for s in specs}
-    wanted: set[str] = set()
-    todo = list(spec.after)
-    while todo:
-        name = todo.pop()
-        if name not in wanted:
-            wanted.add(name)
-            todo.extend(after[name])
-    return MappingProxyType({s.name: done[s.name] for s in specs if s.name in wanted})
+    return MappingProxyType({name: done[name] for name in _wanted(spec, specs)})
 
 
 def _utc_now() -> str:
@@ -463,14 +472,216 @@ def _utc_now() -> str:
 
 
 def _run_step(r: Context, spec: StepSpec, earlier: Earlier) -> Done:
-    """Run one step and write its signed link (with its start and finish times)."""
+    """Run one step (a builder's step in its sandbox) and write its signed link (with its start and finish times)."""
     started = _utc_now()
-    outcome = spec.run(r, earlier)
+    outcome = _sandboxed(r, spec) if spec.name in builder_steps(r.ws) else spec.run(r, earlier)
     record = outcome.record
     record = dataclasses.replace(record, environment={**record.environment, "started": started, "finished": _utc_now()})
     link = attest.write_link(record, r.keys[attest.step_role(spec.name)], r.out)
     failpoint(spec.name)
     return Done(outcome.summary, link, outcome.result)
+
+
+# --- steps run apart: in a sandbox, in another process, on another machine ------------------------
+
+STEP_SCRIPT = Path("release") / "builder" / "step.py"
+RECORD_SUFFIX = ".record.json"
+ERROR_FILE = "error.json"
+MAX_RECORD = 16 << 20
+
+
+def builder_steps(ws: Workspace) -> tuple[str, ...]:
+    """The steps every independent builder runs (in its sandbox) and signs with its own keys."""
+    return (attest.STEP_BUILD, *(b.step for b in ws.bundles))
+
+
+def _sandboxed(r: Context, spec: StepSpec) -> Outcome[Any]:
+    """Run ``spec`` in the sandbox (``step.py <step> --inner``); take its products and record, checked.
+
+    The step reads the work folder and the source read-only and writes only
+    its own output folder; nothing it writes is trusted until hashed here:
+    every file must be a product it recorded, with the hash it recorded. Its
+    products then move into the work folder, and the link (signed by the
+    caller) adds the sandbox the step ran in. A step killed by a signal kills
+    this process the same way; its error is raised here as its class.
+    """
+    output = r.staging / f".step-{spec.name}"
+    shutil.rmtree(output, ignore_errors=True)
+    output.mkdir()
+    argv = [sys.executable, "-I", str(r.ws.root / STEP_SCRIPT), spec.name, "--inner", "--work", str(r.staging),
+            "--output", str(output), "--target-dir", str(r.target_dir)]  # fmt: skip
+    read_only = [r.ws.root, r.staging, *toolchain_paths()]
+    if r.prebuilt is not None:
+        argv += ["--unsafe-prebuilt-binaries", str(r.prebuilt)]
+        read_only.append(r.prebuilt)
+    writable = [output, *coverage_paths()]
+    if spec.name == attest.STEP_BUILD:
+        r.target_dir.mkdir(parents=True, exist_ok=True)
+        writable.append(r.target_dir)
+    command = r.sandbox.command(
+        argv,
+        cwd=r.ws.root,
+        read_only=read_only,
+        writable=writable,
+        hidden=r.hidden,
+        env=toolchain_env([tc.cargo for tc in sorted(r.toolchains.values(), key=lambda tc: tc.target != HOST_TARGET)]),
+    )
+    try:
+        proc = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
+    except OSError as e:
+        raise ToolchainError(f"the {spec.name} step could not start: {e}") from e
+    if proc.returncode < 0:
+        os.kill(os.getpid(), -proc.returncode)  # killed inside: the pipeline dies the same way
+    if proc.returncode != 0:
+        raise _inner_error(spec.name, output, proc)
+    record, summary = _read_record(output / f"{spec.name}{RECORD_SUFFIX}", spec.name)
+    _take_products(r, output, record)
+    shutil.rmtree(output, ignore_errors=True)
+    record = dataclasses.replace(record, environment={**record.environment, "sandbox": r.sandbox.describe()})
+    return Outcome(summary, record, result_from(r, spec.name, record.products, record.materials, record.environment))
+
+
+def _inner_error(step: str, output: Path, proc: subprocess.CompletedProcess[str]) -> ReleaseError:
+    """The error a sandboxed step reported, as its own class (by its exit code), or a system failure."""
+    by_code = {code: cls for cls, code in EXIT_CODES.items()}
+    try:
+        data = json.loads((output / ERROR_FILE).read_text())
+        message, hint = str(data["message"]), data.get("hint")
+    except (OSError, ValueError, KeyError, TypeError):
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-10:])
+        return SystemFailure(f"the {step} step exited {proc.returncode} in its sandbox", hint=tail or None)
+    cls = by_code.get(proc.returncode, SystemFailure)
+    if cls is Interrupted:
+        return Interrupted(False)
+    return cls(message, hint=str(hint) if hint else None)
+
+
+def write_inner_error(output: Path, error: ReleaseError) -> None:
+    """Inside the sandbox: tell the caller what failed (its class is the exit code)."""
+    (output / ERROR_FILE).write_text(json.dumps({"message": error.message, "hint": error.hint}))
+
+
+def write_record(path: Path, outcome: Outcome[Any]) -> None:
+    """Inside the sandbox: the step's evidence, for the caller to check and sign."""
+    rec = outcome.record
+    data = {
+        "name": rec.name,
+        "command": list(rec.command),
+        "materials": dict(rec.materials),
+        "products": dict(rec.products),
+        "byproducts": dict(rec.byproducts),
+        "environment": dict(rec.environment),
+        "summary": outcome.summary,
+    }
+    path.write_text(json.dumps(data, sort_keys=True))
+
+
+def _read_record(path: Path, step: str) -> tuple[StepRecord, str]:
+    """A sandboxed step's record, read as hostile input: bounded, every field of its type."""
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_RECORD + 1)
+        data = json.loads(raw) if len(raw) <= MAX_RECORD else None
+    except (OSError, ValueError) as e:
+        raise VerificationError(f"the {step} step left no readable record ({e})") from e
+
+    def hashes(value: object) -> dict[str, str]:
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and len(v) == 64 for k, v in value.items()
+        ):
+            raise VerificationError(f"the {step} step's record: materials and products must map names to SHA-256")
+        return dict(value)
+
+    if not isinstance(data, dict) or data.get("name") != step:
+        raise VerificationError(f"the {step} step's record is not the record of that step")
+    command, env, by = data.get("command"), data.get("environment"), data.get("byproducts")
+    if not isinstance(command, list) or not isinstance(env, dict) or not isinstance(by, dict):
+        raise VerificationError(f"the {step} step's record is malformed")
+    record = StepRecord(step, [str(c) for c in command], hashes(data.get("materials")), hashes(data.get("products")),
+                        by, env)  # fmt: skip
+    return record, str(data.get("summary", ""))
+
+
+def _take_products(r: Context, output: Path, record: StepRecord) -> None:
+    """Check every file the step wrote against its record, then move them into the work folder."""
+    wanted = {(output / n if "/" in n else output / "out" / n): n for n in record.products}
+    found = [p for p in output.rglob("*") if not p.is_dir() and p.name != f"{record.name}{RECORD_SUFFIX}"]
+    extra = sorted(str(p.relative_to(output)) for p in found if p not in wanted and p.name != "cargo.log")
+    if extra:
+        raise VerificationError(f"the {record.name} step wrote files it did not record: {', '.join(extra[:5])}")
+    for path, name in wanted.items():
+        st = path.lstat() if path.exists() or path.is_symlink() else None
+        if st is None or not path.is_file() or path.is_symlink():
+            raise VerificationError(f"{name}: recorded by the {record.name} step, but not a file it wrote")
+        if sha256_file(path) != record.products[name]:
+            raise VerificationError(f"{name}: differs from what the {record.name} step recorded")
+    for path, name in wanted.items():
+        dest = r.staging / name if "/" in name else r.out / name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, dest)
+
+
+def result_from(
+    r: Context, step: str, products: Mapping[str, str], materials: Mapping[str, str], environment: Mapping[str, Any]
+) -> Result:
+    """A finished step's typed result, from what its link (or record) says and the files in the work folder.
+
+    Every file the result names is hashed here and must be what the step
+    recorded: a product swapped between machines is refused before it is used.
+    """
+
+    def digest(name: str, recorded: Mapping[str, str]) -> ArtifactDigest:
+        path = r.out / name
+        if path.is_symlink() or not path.is_file():
+            raise VerificationError(f"{name}: the {step} step's product is not in {r.out}")
+        d = hash_file(path)
+        if d.sha256 != recorded[name]:
+            raise VerificationError(f"{name}: differs from what the {step} step recorded")
+        return d
+
+    def flat(names: Mapping[str, str]) -> list[ArtifactDigest]:
+        return sorted((digest(n, names) for n in names if "/" not in n), key=lambda d: d.name)
+
+    if step == attest.STEP_GATES:
+        return Gated(digest(GATES_REPORT, products))
+    if step == attest.STEP_BUILD:
+        metadata = cargo_metadata(r.ws.root, r.toolchains[HOST_TARGET].cargo)
+        recorded = environment.get("binary-inputs") or {}
+        inputs = {str(b): tuple((str(src), materials[src]) for src in srcs) for b, srcs in recorded.items()}
+        return Built(dataclasses.replace(metadata, inputs=MappingProxyType(inputs)))
+    if step == attest.STEP_PROVENANCE:
+        (envelope,) = flat(products)
+        return Attested(envelope)
+    if step == attest.STEP_SIGN:
+        return Signed(tuple(flat(materials)), tuple(flat(products)))
+    if step == attest.STEP_CHECKSUMS:
+        return Summed(digest(SUMS_NAME, products), digest(SUMS_NAME + ".minisig", products))
+    bundle = next(b for b in r.ws.bundles if b.step == step)
+    archive = next(n for n in products if n.endswith("." + bundle.format))
+    sbom = next(n for n in products if n != archive)
+    return Packaged(digest(archive, products), digest(sbom, products))
+
+
+def load_done(r: Context, step: str) -> Done:
+    """A step another process finished: its link in the work folder (links of several builders must agree)."""
+    paths = sorted(r.out.glob(f"{step}.*.link"))
+    if not paths:
+        raise BadInputError(
+            f"no link of the {step} step in {r.out}", hint="run that step first, or copy its link there"
+        )
+    signed = []
+    for path in paths:
+        try:
+            data = json.loads(path.read_text())["signed"]
+            signed.append((path, data, {k: v["sha256"] for k, v in data["materials"].items()},
+                           {k: v["sha256"] for k, v in data["products"].items()}))  # fmt: skip
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise VerificationError(f"{path.name}: not a readable in-toto link") from e
+    path, data, materials, products = signed[0]
+    if any((m, p) != (materials, products) for _, _, m, p in signed[1:]):
+        raise VerificationError(f"the links of the {step} step disagree: the builders did not produce the same bytes")
+    result = result_from(r, step, products, materials, data.get("environment") or {})
+    return Done("", attest.WrittenLink(path, data), result)
 
 
 def _run_parallel(
@@ -506,10 +717,13 @@ def _run_parallel(
     }
 
 
-def run_steps(r: Context, specs: Sequence[StepSpec]) -> dict[str, Done]:
-    """Run ``specs`` stage by stage (see :func:`stages`); return every finished step, in declared order."""
+def run_steps(r: Context, specs: Sequence[StepSpec], total: int | None = None) -> dict[str, Done]:
+    """Run ``specs`` stage by stage (see :func:`stages`); return every finished step, in declared order.
+
+    ``total`` is the number of steps the progress lines count (default: ``specs`` and the verify step).
+    """
     done: dict[str, Done] = {}
-    total = len(specs) + 1  # and the verify step
+    total = total or len(specs) + 1
     i = 1
     for stage in stages(specs):
         reads = {spec.name: _earlier(spec, specs, done) for spec in stage}
@@ -523,6 +737,84 @@ def run_steps(r: Context, specs: Sequence[StepSpec]) -> dict[str, Done]:
             done[spec.name] = finished
         i += len(stage)
     return {spec.name: done[spec.name] for spec in specs}
+
+
+def _wanted(spec: StepSpec, specs: Sequence[StepSpec]) -> list[str]:
+    """The steps ``spec`` reads (what it runs after, transitively), in declared order."""
+    after = {s.name: s.after for s in specs}
+    wanted: set[str] = set()
+    todo = list(spec.after)
+    while todo:
+        name = todo.pop()
+        if name not in wanted:
+            wanted.add(name)
+            todo.extend(after[name])
+    return [s.name for s in specs if s.name in wanted]
+
+
+def step_spec(ws: Workspace, name: str) -> tuple[StepSpec, tuple[StepSpec, ...]]:
+    specs = steps(ws)
+    for spec in specs:
+        if spec.name == name:
+            return spec, specs
+    raise BadInputError(f"no step {name!r}", hint=f"the steps are {', '.join(s.name for s in specs)}")
+
+
+def _toolchains(ws: Workspace, names: Sequence[str], prebuilt: Path | None) -> dict[str, Toolchain]:
+    targets = ws.targets() if attest.STEP_BUILD in names and prebuilt is None else (HOST_TARGET,)
+    return {t: find_toolchain(ws, t) for t in targets}
+
+
+def run_apart(
+    root: Path, names: Sequence[str], work: Path, keys_dir: Path, target_dir: Path, sandbox: Sandbox
+) -> dict[str, Done]:
+    """Run the steps ``names`` in the work folder ``work``, as one job of a CI engine would.
+
+    ``work/out`` holds the earlier steps' products and links (copied there
+    from the jobs that made them); each step reads them (checked against
+    their links), writes its products and its signed link there, and signs
+    with its own role's key from ``keys_dir`` only. The build and packaging
+    steps run in ``sandbox``.
+    """
+    ws = load_workspace(root)
+    chosen = [step_spec(ws, n)[0] for n in names]
+    specs = steps(ws)
+    keys = {role: load_role_key(keys_dir, role) for role in sorted({attest.step_role(s.name) for s in chosen})}
+    toolchains = _toolchains(ws, names, None)
+    epoch = source_date_epoch(ws.root)
+    r = Context(ws, work, target_dir, epoch, MappingProxyType(keys), MappingProxyType(toolchains), None, sandbox,
+                (keys_dir,))  # fmt: skip
+    r.out.mkdir(parents=True, exist_ok=True)
+    done: dict[str, Done] = {}
+    for i, spec in enumerate(chosen, 1):
+        earlier = MappingProxyType({n: done.get(n) or load_done(r, n) for n in _wanted(spec, specs)})
+        with _progress(i, len(chosen), spec.name) as report:
+            done[spec.name] = _run_step(r, spec, earlier)
+            report(done[spec.name].summary)
+    return done
+
+
+def run_inner(root: Path, name: str, work: Path, output: Path, target_dir: Path, prebuilt: Path | None) -> None:
+    """Inside the sandbox: run one builder step, reading ``work``, writing only ``output`` (and its record)."""
+    ws = load_workspace(root)
+    spec, specs = step_spec(ws, name)
+    toolchains = _toolchains(ws, [name], prebuilt)
+    base = Context(ws, work, target_dir, source_date_epoch(ws.root), MappingProxyType({}),
+                   MappingProxyType(toolchains), prebuilt)  # fmt: skip
+    earlier = MappingProxyType({n: load_done(base, n) for n in _wanted(spec, specs)})
+    r = dataclasses.replace(base, out_dir=output / "out", bin_dir=output / "bin" if name == attest.STEP_BUILD else None)
+    r.out.mkdir(parents=True, exist_ok=True)
+    write_record(output / f"{name}{RECORD_SUFFIX}", spec.run(r, earlier))
+
+
+def verify_apart(root: Path, work: Path, owner_pub: Path) -> str:
+    """The last job: verify the assembled release in ``work/out`` as the pipeline verifies before publishing."""
+    ws = load_workspace(root)
+    toolchains = _toolchains(ws, [], None)
+    r = Context(ws, work, work / "target", source_date_epoch(ws.root), MappingProxyType({}),
+                MappingProxyType(toolchains))  # fmt: skip
+    done = {spec.name: load_done(r, spec.name) for spec in steps(ws)}
+    return verify_staged(r, done, owner_pub, "layout in the work folder")
 
 
 def check_sums_against_links(r: Context, done: Mapping[str, Done]) -> None:
@@ -561,15 +853,33 @@ def human_size(n: float) -> str:
     return f"{n:.1f} GiB"
 
 
+def functionaries(keys_dir: Path, builders: int | None = None) -> attest.Functionaries:
+    """The public keys of every role, and of every builder: this one's, then each ``keys/builder-*/`` folder's.
+
+    ``builders`` limits how many builders (1: this one only, for ``--single-builder``).
+    """
+
+    def pub(folder: Path, role: str) -> Ed25519PublicKey:
+        return load_public_key(public_key_path(folder, role))
+
+    folders = [keys_dir, *builder_dirs(keys_dir)][: builders or None]
+    return attest.Functionaries(
+        gates=pub(keys_dir, attest.GATES_ROLE),
+        builders=tuple(attest.Builder(pub(d, attest.BUILD_ROLE), pub(d, attest.PACKAGE_ROLE)) for d in folders),
+        release=pub(keys_dir, attest.RELEASE_ROLE),
+    )
+
+
 def resolve_layout(
-    ws: Workspace, keys_dir: Path, keys: dict[str, RoleKey], *, prebuilt: bool = False
+    ws: Workspace, keys_dir: Path, keys: attest.Functionaries, *, prebuilt: bool = False
 ) -> tuple[Metablock, str]:
     """The signed root layout this build ships.
 
     The committed ``layouts/root.layout`` when there is one (its owner
-    signature checked against ``keys/owner.pub``, expiry checked, and it must
-    authorise the keys this build signs with); otherwise, with development
-    keys, a layout signed now with the development owner key.
+    signature checked against ``keys/owner.pub``, expiry checked; it must
+    authorise each of this build's keys for its steps, and require no more
+    builders than this build has); otherwise, with development keys, a layout
+    signed now with the development owner key.
     """
     committed = ws.root / COMMITTED_LAYOUT
     if committed.exists() and prebuilt:
@@ -579,13 +889,7 @@ def resolve_layout(
         )
     if committed.exists():
         metablock = attest.load_layout(committed, load_public_key(keys_dir / "owner.pub"))
-        authorised = attest.layout_functionaries(metablock)
-        for role in (attest.BUILD_ROLE, attest.RELEASE_ROLE):
-            if attest.keyid_of(keys[role].public) not in authorised:
-                raise BadInputError(
-                    f"{committed}: the layout does not authorise {public_key_path(keys_dir, role)}",
-                    hint="the owner signs a new layout for the current functionary keys (layouts/README.md)",
-                )
+        _check_authority(committed, metablock, keys_dir, keys)
         return metablock, f"layout {COMMITTED_LAYOUT}"
     if not has_private_key(keys_dir, "owner"):
         raise BadInputError(
@@ -598,19 +902,51 @@ def resolve_layout(
             hint="commit layouts/root.layout (python3 layouts/create_layout.py on the owner's machine)",
         )
     owner = load_role_key(keys_dir, "owner")
-    layout = attest.build_layout(
-        ws,
-        keys[attest.BUILD_ROLE].public,
-        keys[attest.RELEASE_ROLE].public,
-        attest.expiry(LAYOUT_DAYS_DEV),
-        allow_prebuilt=prebuilt,
-    )
-    origin = "layout signed now with the development owner key"
+    layout = attest.build_layout(ws, keys, attest.expiry(LAYOUT_DAYS_DEV), allow_prebuilt=prebuilt)
+    origin = f"layout signed now with the development owner key, {keys.threshold} builder(s)"
     return attest.sign_layout(layout, owner), origin + (", UNSAFE: it accepts prebuilt binaries" if prebuilt else "")
 
 
-def run_release(root: Path, keys_dir: Path, target_dir: Path, prebuilt: Path | None = None) -> Path:
+def _check_authority(path: Path, metablock: Metablock, keys_dir: Path, keys: attest.Functionaries) -> None:
+    """Each of this build's keys must be authorised for its steps, and the layout must want no more builders."""
+    first = keys.builders[0]
+    mine = [
+        (attest.STEP_GATES, attest.GATES_ROLE, keys.gates),
+        (attest.STEP_BUILD, attest.BUILD_ROLE, first.build),
+        (attest.STEP_PROVENANCE, attest.BUILD_ROLE, first.build),
+        (attest.STEP_SIGN, attest.RELEASE_ROLE, keys.release),
+    ]
+    for step, role, public in mine:
+        authorised, _ = attest.step_authority(metablock, step)
+        if attest.keyid_of(public) not in authorised:
+            raise BadInputError(
+                f"{path}: the layout does not authorise {public_key_path(keys_dir, role)} for the {step} step",
+                hint="the owner signs a new layout for the current functionary keys (layouts/README.md)",
+            )
+    _, threshold = attest.step_authority(metablock, attest.STEP_BUILD)
+    if threshold > keys.threshold:
+        raise BadInputError(
+            f"{path}: the layout requires {threshold} builders and this build has {keys.threshold}",
+            hint="run every builder (keys/builder-*/ with their keys), not --single-builder",
+        )
+
+
+def run_release(
+    root: Path,
+    keys_dir: Path,
+    target_dir: Path,
+    prebuilt: Path | None = None,
+    *,
+    single_builder: bool = False,
+    sandbox: Sandbox | None = None,
+) -> Path:
     """Run every step, verify, and publish; return the release folder.
+
+    The build and packaging steps run in ``sandbox`` (bubblewrap) and, unless
+    ``single_builder``, a second time by every other builder whose keys are in
+    ``keys/builder-*/``: each from a fresh clone of the source commit, with its
+    own keys, target directory and sandbox (:func:`run_other_builder`). Their
+    links join this builder's, and the layout requires all of them to agree.
 
     Side effects: runs the gates and cargo, writes a staging directory under
     ``release/.staging/`` and, on success only, replaces ``release/artifacts/``
@@ -629,21 +965,34 @@ def run_release(root: Path, keys_dir: Path, target_dir: Path, prebuilt: Path | N
             clean_stale(release_dir, keep=staging)
             # Preflight: everything that can be checked before work starts.
             epoch = source_date_epoch(ws.root)
-            keys = {role: load_role_key(keys_dir, role) for role in (attest.BUILD_ROLE, attest.RELEASE_ROLE)}
+            publics = functionaries(keys_dir, 1 if single_builder or prebuilt is not None else None)
+            keys = {role: load_role_key(keys_dir, role) for role in attest.FUNCTIONARY_ROLES}
+            others = builder_dirs(keys_dir)[: publics.threshold - 1]
+            commit = source_commit(ws.root)
+            if others:
+                check_committed(ws.root, commit)
+                for folder in others:
+                    check_local_builder(folder)
             write_minisign_pub(keys_dir, keys[attest.RELEASE_ROLE].public)
-            layout, layout_origin = resolve_layout(ws, keys_dir, keys, prebuilt=prebuilt is not None)
+            layout, layout_origin = resolve_layout(ws, keys_dir, publics, prebuilt=prebuilt is not None)
             targets = (HOST_TARGET,) if prebuilt is not None else ws.targets()  # prebuilt: cargo metadata only
             toolchains = {t: find_toolchain(ws, t) for t in targets}
-            r = Context(ws, staging, target_dir, epoch, MappingProxyType(keys), MappingProxyType(toolchains), prebuilt)
+            box = sandbox or UNSANDBOXED
+            r = Context(ws, staging, target_dir, epoch, MappingProxyType(keys), MappingProxyType(toolchains), prebuilt,
+                        box, (keys_dir, *others))  # fmt: skip
             r.out.mkdir()
-            commit = source_commit(ws.root)
             print(
-                f"RansomEye {ws.version}: release build of {commit or 'a tree without git'} (SOURCE_DATE_EPOCH={epoch})"
+                f"RansomEye {ws.version}: release build of {commit or 'a tree without git'} "
+                f"(SOURCE_DATE_EPOCH={epoch}); {publics.threshold} builder(s), "
+                f"{'sandboxed by bubblewrap' if box.enabled else 'UNSANDBOXED'}"
             )
             specs = steps(ws)
-            done = run_steps(r, specs)
+            total = len(specs) + len(others) + 1
+            done = run_steps(r, specs, total)
+            for n, folder in enumerate(others, len(specs) + 1):
+                with _progress(n, total, folder.name) as report:
+                    report(run_other_builder(r, folder, commit or ""))
             attest.write_layout(layout, r.out / LAYOUT_NAME)
-            total = len(specs) + 1
             with _progress(total, total, "verify") as report:
                 report(verify_staged(r, done, keys_dir / "owner.pub", layout_origin))
                 failpoint("verify")
@@ -656,6 +1005,78 @@ def run_release(root: Path, keys_dir: Path, target_dir: Path, prebuilt: Path | N
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return artifacts_dir
+
+
+def check_committed(root: Path, commit: str | None) -> None:
+    """The other builders build the commit: refuse a tree without git, or with changes not committed."""
+    if commit is None:
+        raise BadInputError(
+            f"{root} is not a git checkout: the second builder rebuilds the source commit",
+            hint="release from a git clone, or pass --single-builder for a development release of one builder",
+        )
+    proc = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=all"],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    changed = [line[3:] for line in proc.stdout.splitlines()]
+    if proc.returncode != 0 or changed:
+        listed = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        raise BadInputError(
+            f"the working tree differs from commit {commit[:12]} ({listed or 'git status failed'}): "
+            "the second builder rebuilds the commit, so both would not build the same source",
+            hint="commit (or stash) the changes, or pass --single-builder for a development release of one builder",
+        )
+
+
+def check_local_builder(folder: Path) -> None:
+    """A builder run on this machine needs its private keys here (``make release`` with development keys)."""
+    missing = [r for r in attest.BUILDER_ROLES if not has_private_key(folder, r)]
+    if missing:
+        raise BadInputError(
+            f"{folder}: the private keys of that builder ({', '.join(m + '.pem' for m in missing)}) are not here",
+            hint="run that builder on its own machine and bring its links (README: a second builder on another "
+            "machine), or pass --single-builder for a development release of one builder",
+        )
+
+
+def run_other_builder(r: Context, keys: Path, commit: str) -> str:
+    """Rebuild and repackage as another, independent builder would; add its links to the staged release.
+
+    It starts from a fresh clone of ``commit`` at another path, runs that
+    clone's own ``step.py builder`` (its code, not this process's) with its
+    own keys, target directory and sandbox, and receives nothing from this
+    builder but the gates' report and link. Only its links are kept: the
+    layout makes in-toto refuse the release unless they record the same
+    materials and products as this builder's.
+    """
+    home = r.staging / keys.name
+    src, work = home / "src", home / "work"
+    for cmd in (["git", "clone", "--quiet", "--no-hardlinks", "--no-checkout", str(r.ws.root), str(src)],
+                ["git", "-C", str(src), "checkout", "--quiet", "--detach", commit]):  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise ToolchainError(f"{keys.name}: cannot clone the source commit: {proc.stderr.strip()}")
+    (work / "out").mkdir(parents=True)
+    gates = load_done(r, attest.STEP_GATES)
+    for path in (r.out / GATES_REPORT, gates.link.path):
+        shutil.copy2(path, work / "out" / path.name)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RANSOMEYE_") or k == "RANSOMEYE_FAILPOINT"}
+    env["SOURCE_DATE_EPOCH"] = str(r.epoch)
+    cmd = [sys.executable, str(src / STEP_SCRIPT), "builder", "--work", str(work), "--keys-dir", str(keys),
+           "--target-dir", str(home / "target")] + ([] if r.sandbox.enabled else ["--no-sandbox"])  # fmt: skip
+    proc = subprocess.run(cmd, cwd=src, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
+    if proc.returncode < 0:
+        os.kill(os.getpid(), -proc.returncode)
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        cls = {code: c for c, code in EXIT_CODES.items()}.get(proc.returncode, SystemFailure)
+        raise cls(f"the builder {keys.name} failed: {lines[0] if lines else f'exit {proc.returncode}'}",
+                  hint="\n".join(lines[1:]) or None)  # fmt: skip
+    names = {attest.link_filename(step, load_public_key(public_key_path(keys, attest.step_role(step))))
+             for step in builder_steps(r.ws)}  # fmt: skip
+    for name in sorted(names):
+        if not (work / "out" / name).is_file():
+            raise VerificationError(f"the builder {keys.name} wrote no {name}")
+        shutil.copy2(work / "out" / name, r.out / name)
+    return f"{len(names)} links from a fresh clone of {commit[:12]}, its own keys and sandbox"
 
 
 @contextlib.contextmanager

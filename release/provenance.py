@@ -55,6 +55,8 @@ BUILD_TYPE = "urn:ransomeye:release-build:v1"
 # The same pipeline fed binaries that were not built from the source: never a customer release.
 UNSAFE_PREBUILT_BUILD_TYPE = "urn:ransomeye:release-build:unsafe-prebuilt-binaries:v1"
 UNSAFE_PREBUILT = "unsafe-prebuilt-binaries"
+# The link environment's record of the sandbox a step ran in (release/sandbox.py); {"unsandboxed": true} when opted out.
+SANDBOX = "sandbox"
 SUFFIX = ".intoto.jsonl"
 STEP_PROVENANCE = "provenance"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -117,6 +119,7 @@ class _Run:
     toolchains: dict[str, str]
     starts: list[datetime]
     ends: list[datetime]
+    sandboxes: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
 
 def _read_links(links: Mapping[str, Mapping[str, Any]]) -> _Run:
@@ -139,6 +142,11 @@ def _read_links(links: Mapping[str, Mapping[str, Any]]) -> _Run:
         if not isinstance(recorded, dict):
             raise BadInputError(f"link {step}: environment.toolchains is not an object")
         run.toolchains.update({str(t): str(v) for t, v in recorded.items()})
+        sandbox = env.get(SANDBOX)
+        if sandbox is not None:
+            if not isinstance(sandbox, dict):
+                raise BadInputError(f"link {step}: environment.{SANDBOX} is not an object")
+            run.sandboxes[step] = dict(sandbox)
     return dataclasses.replace(run, prebuilt=prebuilt)
 
 
@@ -184,6 +192,12 @@ def build_statement(
     external: dict[str, Any] = {"sourceCommit": source_commit}
     if prebuilt:
         external["unsafePrebuiltBinaries"] = True
+    unsandboxed = sorted(step for step, box in run.sandboxes.items() if box.get("unsandboxed"))
+    if unsandboxed:
+        external["unsandboxedSteps"] = unsandboxed
+    internal: dict[str, Any] = {"steps": steps, "toolchains": dict(sorted(toolchains.items()))}
+    if run.sandboxes:
+        internal["sandbox"] = dict(sorted(run.sandboxes.items()))
     return {
         "_type": STATEMENT_TYPE,
         "subject": [{"name": n, "digest": {"sha256": subjects[n]}} for n in sorted(subjects)],
@@ -192,7 +206,7 @@ def build_statement(
             "buildDefinition": {
                 "buildType": UNSAFE_PREBUILT_BUILD_TYPE if prebuilt else BUILD_TYPE,
                 "externalParameters": external,
-                "internalParameters": {"steps": steps, "toolchains": dict(sorted(toolchains.items()))},
+                "internalParameters": internal,
                 "resolvedDependencies": dependencies,
             },
             "runDetails": {"builder": {"id": builder_id}, "metadata": metadata},

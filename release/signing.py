@@ -21,7 +21,7 @@ from release import minisign
 from release.archive import ArtifactDigest, write_bytes_atomic
 from release.errors import BadInputError, VerificationError
 from release.faults import failpoint
-from release.keys import DEV_MARKER, ROLES, generate_key, load_public_key
+from release.keys import BUILDER_KEY_ROLES, DEV_MARKER, DEV_SECOND_BUILDER, ROLES, generate_key, load_public_key
 from release.signers import RoleKey
 
 ROLE = "release"
@@ -86,22 +86,29 @@ def _verify_text(pub: minisign.MinisignPublicKey, text: str, digest: ArtifactDig
 
 
 def ensure_dev_keys(keys_dir: Path) -> list[str]:
-    """Generate every missing role's key pair in ``keys_dir``; return the roles created.
+    """Generate every missing role's key pair in ``keys_dir``, and the second builder's; return what was created.
 
+    The second builder's keys (``builder-2/build.pem``, ``builder-2/package.pem``)
+    go to a folder of their own, as they would live on its own machine.
     Refuses to add development keys next to production keys (a directory
     that has some keys but no development marker).
     """
-    missing = [r for r in ROLES if not (keys_dir / f"{r}.pem").exists()]
+    second = keys_dir / DEV_SECOND_BUILDER
+    wanted = [(keys_dir, r, r) for r in ROLES]
+    wanted += [(second, r, f"{DEV_SECOND_BUILDER}/{r}") for r in BUILDER_KEY_ROLES]
+    missing = [(d, role, label) for d, role, label in wanted if not (d / f"{role}.pem").exists()]
     marker = keys_dir / DEV_MARKER
-    if missing and len(missing) < len(ROLES) and not marker.exists():
+    if missing and len(missing) < len(wanted) and not marker.exists():
         raise BadInputError(
-            f"{keys_dir}: holds production keys but lacks {', '.join(r + '.pem' for r in missing)}",
-            hint="install the missing production keys; development keys are never mixed with them",
+            f"{keys_dir}: holds production keys but lacks {', '.join(label + '.pem' for _, _, label in missing)}",
+            hint="install the missing production keys (keys/README.md); development keys are never mixed with them",
         )
-    for role in missing:
-        generate_key(keys_dir, role)
+    for d, role, _ in missing:
+        generate_key(d, role)
     if missing:
-        marker.write_text("These keys were generated for development. Never ship a release signed with them.\n")
+        text = "These keys were generated for development. Never ship a release signed with them.\n"
+        marker.write_text(text)
+        (second / DEV_MARKER).write_text(text)
     if (keys_dir / f"{ROLE}.pub").exists():
         write_minisign_pub(keys_dir, load_public_key(keys_dir / f"{ROLE}.pub"))
-    return missing
+    return [label for _, _, label in missing]

@@ -25,6 +25,7 @@ from release.cli import exit_process, run
 from release.keys import DEV_MARKER
 from release.pipeline import UNSAFE_PREBUILT_DIR, human_size, run_release
 from release.products import Workspace, load_workspace, repo_root
+from release.sandbox import find_sandbox
 
 
 def _summary(ws: Workspace, artifacts_dir: Path, keys_dir: Path) -> str:
@@ -64,13 +65,34 @@ def main(argv: list[str] | None = None) -> int:
             f"the result is marked unsafe in its links, layout and provenance and lands in {UNSAFE_PREBUILT_DIR}/, "
             "never in the release folder",
         )
+        parser.add_argument(
+            "--single-builder",
+            action="store_true",
+            help="a development release of this builder only (a layout of threshold 1); the default is every "
+            "builder whose keys are in keys/builder-*/, each rebuilding the commit from a fresh clone",
+        )
+        parser.add_argument(
+            "--no-sandbox",
+            action="store_true",
+            help="UNSAFE: build and package without bubblewrap; the links, the provenance and the audit say so",
+        )
         ns = parser.parse_args(args)
         started = time.monotonic()
         prebuilt = ns.unsafe_prebuilt_binaries
         if prebuilt is not None:
             prebuilt = prebuilt.resolve()
             print(f"WARNING: --unsafe-prebuilt-binaries: the binaries come from {prebuilt}, not from the source")
-        artifacts_dir = run_release(root, ns.keys_dir.resolve(), ns.target_dir.resolve(), prebuilt)
+        sandbox = find_sandbox(ns.no_sandbox)
+        if not sandbox.enabled:
+            print("WARNING: --no-sandbox: the build and packaging steps run unsandboxed (recorded in the provenance)")
+        artifacts_dir = run_release(
+            root,
+            ns.keys_dir.resolve(),
+            ns.target_dir.resolve(),
+            prebuilt,
+            single_builder=ns.single_builder,
+            sandbox=sandbox,
+        )
         print(_summary(load_workspace(root), artifacts_dir, ns.keys_dir))
         if prebuilt is not None:
             print("UNSAFE: made from prebuilt binaries, not a customer release (the release folder is untouched).")
