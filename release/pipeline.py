@@ -508,24 +508,9 @@ def _sandboxed(r: Context, spec: StepSpec) -> Outcome[Any]:
     output = r.staging / f".step-{spec.name}"
     shutil.rmtree(output, ignore_errors=True)
     output.mkdir()
-    argv = [sys.executable, "-I", str(r.ws.root / STEP_SCRIPT), spec.name, "--inner", "--work", str(r.staging),
-            "--output", str(output), "--target-dir", str(r.target_dir)]  # fmt: skip
-    read_only = [r.ws.root, r.staging, *toolchain_paths()]
-    if r.prebuilt is not None:
-        argv += ["--unsafe-prebuilt-binaries", str(r.prebuilt)]
-        read_only.append(r.prebuilt)
-    writable = [output, *coverage_paths()]
     if spec.name == attest.STEP_BUILD:
         r.target_dir.mkdir(parents=True, exist_ok=True)
-        writable.append(r.target_dir)
-    command = r.sandbox.command(
-        argv,
-        cwd=r.ws.root,
-        read_only=read_only,
-        writable=writable,
-        hidden=r.hidden,
-        env=toolchain_env([tc.cargo for tc in sorted(r.toolchains.values(), key=lambda tc: tc.target != HOST_TARGET)]),
-    )
+    command = sandbox_command(r, spec.name, output)
     try:
         proc = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
     except OSError as e:
@@ -539,6 +524,33 @@ def _sandboxed(r: Context, spec: StepSpec) -> Outcome[Any]:
     shutil.rmtree(output, ignore_errors=True)
     record = dataclasses.replace(record, environment={**record.environment, "sandbox": r.sandbox.describe()})
     return Outcome(summary, record, result_from(r, spec.name, record.products, record.materials, record.environment))
+
+
+def sandbox_command(r: Context, step: str, output: Path) -> list[str]:
+    """The command of ``step``'s sandboxed half: ``step.py <step> --inner``, wrapped by :attr:`Context.sandbox`.
+
+    Read-only: the source, the work folder, the toolchains (and prebuilt
+    binaries); writable: ``output`` (and cargo's target directory for the
+    build); hidden: every key folder; the environment cleared.
+    """
+    argv = [sys.executable, "-I", str(r.ws.root / STEP_SCRIPT), step, "--inner", "--work", str(r.staging),
+            "--output", str(output), "--target-dir", str(r.target_dir)]  # fmt: skip
+    read_only = [r.ws.root, r.staging, *toolchain_paths()]
+    if r.prebuilt is not None:
+        argv += ["--unsafe-prebuilt-binaries", str(r.prebuilt)]
+        read_only.append(r.prebuilt)
+    writable = [output, *coverage_paths()]
+    if step == attest.STEP_BUILD:
+        writable.append(r.target_dir)
+    host_first = sorted(r.toolchains.values(), key=lambda tc: tc.target != HOST_TARGET)
+    return r.sandbox.command(
+        argv,
+        cwd=r.ws.root,
+        read_only=read_only,
+        writable=writable,
+        hidden=r.hidden,
+        env=toolchain_env([tc.cargo for tc in host_first]),
+    )
 
 
 def _inner_error(step: str, output: Path, proc: subprocess.CompletedProcess[str]) -> ReleaseError:

@@ -51,10 +51,18 @@ class Repo:
     def ws(self) -> Workspace:
         return load_workspace(self.root)
 
+    def commit(self, message: str = "test change") -> None:
+        """Commit every change of this copy (the second builder rebuilds the commit, as in a real checkout)."""
+        git(self.root, "add", "-A")
+        if git(self.root, "status", "--porcelain").stdout.strip():
+            git(self.root, "commit", "-q", "-m", message)
+
     def build(
-        self, *args: str, env: Mapping[str, str] | None = None, timeout: int = 1200
+        self, *args: str, env: Mapping[str, str] | None = None, timeout: int = 1200, commit: bool = True
     ) -> subprocess.CompletedProcess[str]:
-        """Run ``build.py`` in this copy as a user would."""
+        """Run ``build.py`` in this copy as a user would, after committing its changes (unless ``commit`` is False)."""
+        if commit:
+            self.commit()
         return subprocess.run(
             [sys.executable, str(self.root / "release" / "builder" / "build.py"), *args],
             cwd=self.root,
@@ -78,14 +86,30 @@ class Repo:
         return {p.name: p.read_bytes() for p in sorted(self.artifacts.iterdir()) if p.is_file()}
 
 
+GIT_ENV = {"GIT_AUTHOR_NAME": "RansomEye test", "GIT_AUTHOR_EMAIL": "test@ransomeye.invalid",
+           "GIT_COMMITTER_NAME": "RansomEye test", "GIT_COMMITTER_EMAIL": "test@ransomeye.invalid",
+           "GIT_AUTHOR_DATE": f"@{EPOCH} +0000", "GIT_COMMITTER_DATE": f"@{EPOCH} +0000"}  # fmt: skip
+
+
+def git(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run git in ``root`` with a fixed identity and date; fail the test if git fails."""
+    proc = subprocess.run(["git", "-C", str(root), *args], env={**os.environ, **GIT_ENV},
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert proc.returncode == 0, f"git {' '.join(args)}: {proc.stderr}"
+    return proc
+
+
 def make_repo(dest: Path, keys_from: Path | None = None) -> Repo:
+    """A copy of this checkout's sources with keys, as a git checkout of one commit (as a user's clone is)."""
     repo = Repo(copy_worktree(dest))
+    git(repo.root, "init", "-q", "-b", "main")
     if keys_from is None:
         ensure_dev_keys(repo.keys)
     else:
         for p in keys_from.iterdir():
             if p.name not in (".gitignore", "README.md"):
-                shutil.copy2(p, repo.keys / p.name)
+                (shutil.copytree if p.is_dir() else shutil.copy2)(p, repo.keys / p.name)
+    repo.commit("the sources")
     return repo
 
 

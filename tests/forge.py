@@ -1,12 +1,14 @@
 """An attacker's toolkit for the tamper and hostile-download tables.
 
 A :class:`Download` is a copy of a real release folder made by ``build.py``,
-plus the keys an attacker may hold: the build key (gates, build, packaging,
-provenance: a compromised packager or build machine) and the release key (a
-compromised release stage). With them the attacker rewrites links, repacks
-archives member by member and re-signs what it changed, so that everything
-in-toto checks before the inspection still holds and only the inspection
-stands between the attacker and the customer.
+plus the keys an attacker may hold: the functionary keys (gates, build,
+packaging, provenance — of every builder, since the layout wants them all to
+agree: a compromised build farm) and the release key (a compromised release
+stage); what one builder's keys alone can do is in ``tests/test_trust.py``.
+With them the attacker rewrites links, repacks archives member by member
+and re-signs what it changed, so that everything in-toto checks before the
+inspection still holds and only the inspection stands between the attacker
+and the customer.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from release import attest, inspection
 from release.archive import WrittenArchive, hash_file
 from release.attest import StepRecord
 from release.checksums import write_hash_list
+from release.keys import builder_dirs
 from release.signers import RoleKey, load_role_key
 from release.signing import sign_digest
 from tests.conftest import EPOCH, Repo
@@ -58,9 +61,16 @@ class Download:
     def key(self, role: str) -> RoleKey:
         return load_role_key(self.repo.keys, role)
 
+    def step_keys(self, step: str) -> list[RoleKey]:
+        """The keys that sign ``step``'s links: each builder's for a builder's step, else its role's one key."""
+        role = attest.step_role(step)
+        builder_step = step == attest.STEP_BUILD or step.startswith("package-")
+        folders = [self.repo.keys, *(builder_dirs(self.repo.keys) if builder_step else [])]
+        return [load_role_key(folder, role) for folder in folders]
+
     def link(self, step: str) -> Path:
-        (path,) = self.folder.glob(f"{step}.*.link")
-        return path
+        """``step``'s link by the first builder (or its only one)."""
+        return self.folder / attest.link_filename(step, self.key(attest.step_role(step)).public)
 
     def signed(self, step: str) -> dict[str, Any]:
         data: dict[str, Any] = json.loads(self.link(step).read_text())["signed"]
@@ -78,8 +88,10 @@ class Download:
             products={**products, **changes.get("products", {})},
             environment={**data["environment"], **changes.get("environment", {})},
         )
-        self.link(step).unlink()
-        attest.write_link(record, self.key(attest.step_role(step)), self.folder)
+        for path in self.folder.glob(f"{step}.*.link"):
+            path.unlink()
+        for key in self.step_keys(step):
+            attest.write_link(record, key, self.folder)
 
     def resign_release(self) -> None:
         """What a compromised release stage does after changing an archive: re-sign and re-list everything."""

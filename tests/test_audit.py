@@ -47,6 +47,7 @@ from release.cargo import HOST_TARGET, find_toolchain
 from release.checksums import SUMS_NAME, write_hash_list
 from release.errors import BadInputError
 from release.keys import load_public_key
+from release.pipeline import functionaries
 from release.signing import sign_digest
 from tests.conftest import EPOCH, ROOT, Repo
 from tests.forge import Download, declared
@@ -82,7 +83,10 @@ class Case(Download):
     def relink(  # type: ignore[override]
         self, step: str, role: str | None = None, **changes: Any
     ) -> None:
-        """Rewrite ``step``'s link with ``changes``, signed with the step's real functionary key."""
+        """Rewrite ``step``'s links with ``changes``, signed with the step's real functionary keys (every builder's).
+
+        With ``role``, one link signed by that role's key only.
+        """
         old = self.signed(step) if list(self.folder.glob(f"{step}.*.link")) else {}
         record = StepRecord(
             name=step,
@@ -94,7 +98,8 @@ class Case(Download):
         )
         for p in self.folder.glob(f"{step}.*.link"):
             p.unlink()
-        attest.write_link(record, self.key(role or attest.step_role(step)), self.folder)
+        for key in [self.key(role)] if role else self.step_keys(step):
+            attest.write_link(record, key, self.folder)
 
     def audit(self) -> AuditReport:
         return audit(self.folder, self.owner_pub)
@@ -120,9 +125,7 @@ def _contents(path: Path) -> dict[str, str]:
 def _integrated_layout(case: Case, expires: datetime) -> Metablock:
     """The pipeline's root layout (SBOMs, gates report and provenance included), signed by the owner."""
     keys = case.repo.keys
-    layout = attest.build_layout(
-        case.repo.ws, load_public_key(keys / "build.pub"), load_public_key(keys / "release.pub"), expires
-    )
+    layout = attest.build_layout(case.repo.ws, functionaries(keys), expires)
     return attest.sign_layout(layout, case.key("owner"))
 
 
@@ -279,8 +282,8 @@ def test_complete_release_audits_clean(complete_report: AuditReport) -> None:
     assert report.verified, "\n".join(f.text() for f in report.findings)
     assert report.verdict == "VERIFIED"
     assert [c.name for c in report.checks] == [
-        "layout", "in-toto", "links", "files", "checksums", "signatures", "gates", "archives", "sboms", "sources",
-        "provenance",
+        "layout", "in-toto", "links", "sandbox", "files", "checksums", "signatures", "gates", "archives", "sboms",
+        "sources", "provenance",
     ]  # fmt: skip
     assert report.in_toto.ok
     assert report.version == VERSION and report.source_commit == COMMIT
@@ -458,9 +461,7 @@ def _flip(case: Case, name: str, offset: int | None = None) -> None:
 
 
 def _new_layout(case: Case, signer: str, expires: datetime) -> None:
-    layout = attest.build_layout(
-        case.repo.ws, load_public_key(case.repo.keys / "build.pub"), load_public_key(case.repo.keys / "release.pub"),
-        expires,
+    layout = attest.build_layout(case.repo.ws, functionaries(case.repo.keys), expires,
     )  # fmt: skip
     attest.write_layout(attest.sign_layout(layout, case.key(signer)), case.folder / attest.LAYOUT_NAME)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import os
 import shutil
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from release.pipeline import functionaries
 from release.products import Bundle, Workspace
 from tests.conftest import Repo
 
@@ -443,7 +445,7 @@ def test_committed_layout_is_used_and_checked(released: Repo) -> None:
 
 def test_expired_or_foreign_layout_is_refused(released: Repo, tmp_path: Path) -> None:
     from release import attest
-    from release.keys import generate_key, load_public_key
+    from release.keys import generate_key
     from release.signers import load_role_key
 
     before = released.artifact_state()
@@ -451,14 +453,14 @@ def test_expired_or_foreign_layout_is_refused(released: Repo, tmp_path: Path) ->
     keys = released.keys
     ws = released.ws
     try:
-        expired = attest.build_layout(
-            ws, load_public_key(keys / "build.pub"), load_public_key(keys / "release.pub"), datetime_ago()
-        )
+        expired = attest.build_layout(ws, functionaries(keys), datetime_ago())
         attest.write_layout(attest.sign_layout(expired, load_role_key(keys, "owner")), layout)
         proc = released.build()
         assert proc.returncode == 1 and "the layout expired" in proc.stderr, proc.stderr
         other = generate_key(tmp_path / "other", "build")
-        foreign = attest.build_layout(ws, other.public_key(), load_public_key(keys / "release.pub"), attest.expiry(30))
+        mine = functionaries(keys)
+        builders = (attest.Builder(other.public_key(), mine.builders[0].package), *mine.builders[1:])
+        foreign = attest.build_layout(ws, dataclasses.replace(mine, builders=builders), attest.expiry(30))
         attest.write_layout(attest.sign_layout(foreign, load_role_key(keys, "owner")), layout)
         proc = released.build()
         assert proc.returncode == 2 and "does not authorise" in proc.stderr, proc.stderr

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from release import attest, inspection
 from release.archive import Entry, write_tar_gz, write_zip
-from release.keys import load_public_key
+from release.pipeline import functionaries
 from tests.conftest import EPOCH
 
 SOURCE = Path(inspection.__file__).read_text(encoding="utf-8")
@@ -52,9 +52,7 @@ def test_the_layout_carries_the_program_verbatim(tmp_path: Path) -> None:
 
     repo = make_repo(tmp_path / "ransomeye")
     keys = repo.keys
-    layout = attest.build_layout(
-        repo.ws, load_public_key(keys / "build.pub"), load_public_key(keys / "release.pub"), attest.expiry(1)
-    )
+    layout = attest.build_layout(repo.ws, functionaries(keys), attest.expiry(1))
     (only,) = layout.inspect
     assert only.run[:5] == ["python3", "-I", "-S", "-c", SOURCE]
     config = inspection.Config(only.run[5])

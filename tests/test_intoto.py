@@ -26,7 +26,7 @@ from release import attest, inspection
 from release.archive import WrittenArchive, collect_tree, hash_file, write_tar_gz
 from release.bundle import package
 from release.checksums import write_hash_list
-from release.keys import load_public_key
+from release.pipeline import functionaries
 from release.signing import sign_digest
 from tests.conftest import EPOCH, Repo
 from tests.forge import ARCHIVES, CORE, Disallowed, Download, declared, disallowed, marker, reason, verify
@@ -123,9 +123,7 @@ def _tamper_link_edited(case: Case, tmp: Path) -> None:
 
 def _new_layout(case: Case, signer: str, expires: datetime) -> None:
     ws = case.repo.ws
-    layout = attest.build_layout(
-        ws, load_public_key(case.repo.keys / "build.pub"), load_public_key(case.repo.keys / "release.pub"), expires
-    )
+    layout = attest.build_layout(ws, functionaries(case.repo.keys), expires)
     attest.write_layout(attest.sign_layout(layout, case.key(signer)), case.folder / "root.layout")
 
 

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from release import attest, minisign
 from release.errors import BadInputError, VerificationError
 from release.keys import generate_key
+from release.pipeline import functionaries
 
 # RFC 8032, section 7.1, TEST 1-3: secret key, public key, message, signature (hex).
 RFC8032 = [
@@ -128,14 +129,11 @@ def layout_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _signed_layout_json(keys: Path) -> dict[str, object]:
-    from release.keys import load_public_key
     from release.products import load_workspace, repo_root
     from release.signers import load_role_key
 
     ws = load_workspace(repo_root())
-    layout = attest.build_layout(
-        ws, load_public_key(keys / "build.pub"), load_public_key(keys / "release.pub"), attest.expiry(30)
-    )
+    layout = attest.build_layout(ws, functionaries(keys), attest.expiry(30))
     metablock = attest.sign_layout(layout, load_role_key(keys, "owner"))
     data: dict[str, object] = json.loads(json.dumps(metablock.to_dict()))
     return data

@@ -8,8 +8,12 @@ authorises for ``build``, or for ``provenance`` when it has that step). Then:
 ``layout``      the layout is signed by the owner, unexpired, and has steps;
 ``in-toto``     the stock ``in-toto-verify`` passes (on a scratch copy);
 ``links``       every step has a link signed by a key the layout authorises
-                for it, that ran to return value 0, and every delivered file
-                a link names is byte-for-byte what that step recorded;
+                for it (as many builders' links as its threshold, all agreeing
+                on materials and products), that ran to return value 0, and
+                every delivered file a link names is byte-for-byte what that
+                step recorded;
+``sandbox``     each build and packaging link records the sandbox it ran in
+                (or shows it UNSANDBOXED, when the builder opted out);
 ``files``       nothing in the folder beyond the release's own files;
 ``checksums``   ``SHA256SUMS`` lists exactly the archives, SBOMs, gates report
                 and their signatures, with their true hashes;
@@ -93,7 +97,8 @@ MAX_LISTED = 8
 TITLES = {
     "layout": "Root layout signed by the owner",
     "in-toto": "Stock in-toto-verify",
-    "links": "A signed link per step, matching the delivered files",
+    "links": "A signed link per step (per builder where the layout wants several), matching the delivered files",
+    "sandbox": "Build and packaging steps sandboxed",
     "files": "Nothing but the release in the folder",
     "checksums": "SHA256SUMS",
     "signatures": "minisign signatures by the release key",
@@ -175,12 +180,18 @@ class _Audit:
     def role_of(self, keyid: str | None) -> str:
         if keyid is None or self.layout is None:
             return "unknown"
-        roles = [
-            role
-            for role, step in ((attest.BUILD_ROLE, attest.STEP_BUILD), (attest.RELEASE_ROLE, attest.STEP_SIGN))
-            if (s := self.layout.step(step)) is not None and keyid in s.pubkeys
-        ]
+        roles = [role for role, step in _ROLE_STEPS if (s := self.layout.step(step)) is not None and keyid in s.pubkeys]
+        roles += (
+            [attest.PACKAGE_ROLE]
+            if any(keyid in s.pubkeys for s in self.layout.steps if s.name.startswith(PACKAGE_PREFIX))
+            else []
+        )
         return "+".join(roles) if roles else "functionary"
+
+
+# The role whose key the layout authorises for a step (packaging: every package-* step).
+_ROLE_STEPS = ((attest.GATES_ROLE, attest.STEP_GATES), (attest.BUILD_ROLE, attest.STEP_BUILD),
+               (attest.RELEASE_ROLE, attest.STEP_SIGN))  # fmt: skip
 
 
 # --- the checks -------------------------------------------------------------------
@@ -215,7 +226,7 @@ def check_layout(a: _Audit) -> Check:
         f.add(name, f"its expiry {a.layout.expires!r} is not a time")
     if not a.layout.steps:
         f.add(name, "defines no steps")
-    for role, step in ((attest.BUILD_ROLE, attest.STEP_BUILD), (attest.RELEASE_ROLE, attest.STEP_SIGN)):
+    for role, step in _ROLE_STEPS:
         if not a.layout.key_dicts(step):
             f.add(name, f"authorises no {role} key (no key for the {step} step)")
     return f.done(f"signed by the owner key {a.owner_keyid[:8]}, expires {a.layout.expires}")
@@ -233,27 +244,18 @@ def check_links(a: _Audit) -> Check:
         if not present:
             f.add(step.name, f"no link (expected {' or '.join(n for _, n in candidates) or 'a signed link'})")
             continue
-        keyid, file = present[0]
-        metablock, why = load_metablock(a.folder, file)
-        if metablock is None or not is_link(metablock):
-            f.add(file, why or "holds a layout, not a link")
+        good = [link for k, n in present if (link := _read_link(a, f, step.name, k, n)) is not None]
+        if not good:
             continue
-        key = layout.keys.get(keyid)
-        ok = key is not None and signature_ok(metablock, {**key, "keyid": keyid})
-        signed: dict[str, Any] = json.loads(metablock.signed.signable_bytes, strict=False)
-        a.links[step.name] = _Link(file, keyid, ok, signed)
-        if not ok:
-            f.add(file, f"its signature does not verify with the {a.role_of(keyid)} key {keyid[:8]}")
-        if signed.get("name") != step.name:
-            f.add(file, f"is the link of step {signed.get('name')!r}, not of {step.name!r}")
-        rv = (signed.get("byproducts") or {}).get("return-value")
-        if rv != 0:
-            f.add(step.name, f"the step's command returned {rv!r}, not 0")
-        env = signed.get("environment")
-        for when in ("started", "finished"):
-            moment = env.get(when) if isinstance(env, dict) else None
-            if moment is not None and not _utc_time(moment):
-                f.add(file, f"records a {when} time that is not an ISO time with its zone: {moment!r}")
+        a.links[step.name] = good[0]
+        valid = [link for link in good if link.signature_ok]
+        if len(valid) < step.threshold:
+            f.add(step.name, f"needs links from {step.threshold} builders (the layout's threshold), "
+                             f"{len(valid)} verify")  # fmt: skip
+        evidence = {_evidence(link) for link in good}
+        if len(evidence) > 1:
+            f.add(step.name, f"its {len(good)} links disagree on what the step read and wrote: "
+                             "the builders did not produce the same bytes")  # fmt: skip
     for step_name, link in a.links.items():
         for name, digest in sorted((link.signed.get("products") or {}).items()):
             actual = a.folder.digest(name) if "/" not in name else None
@@ -262,6 +264,38 @@ def check_links(a: _Audit) -> Check:
                 f.add(name, f"differs from what step {step_name} recorded (sha256 {actual.sha256[:12]}…, "
                             f"recorded {str(recorded)[:12]}…)")  # fmt: skip
     return f.done(_trust(a, f"{len(a.links)} links, each signed by its functionary, every step returned 0"))
+
+
+def _read_link(a: _Audit, f: _Findings, step: str, keyid: str, file: str) -> _Link | None:
+    """One link of ``step``, its signature checked with ``keyid``'s key; findings for what is wrong with it."""
+    layout = a.layout
+    if layout is None:
+        return None
+    metablock, why = load_metablock(a.folder, file)
+    if metablock is None or not is_link(metablock):
+        f.add(file, why or "holds a layout, not a link")
+        return None
+    key = layout.keys.get(keyid)
+    ok = key is not None and signature_ok(metablock, {**key, "keyid": keyid})
+    signed: dict[str, Any] = json.loads(metablock.signed.signable_bytes, strict=False)
+    if not ok:
+        f.add(file, f"its signature does not verify with the {a.role_of(keyid)} key {keyid[:8]}")
+    if signed.get("name") != step:
+        f.add(file, f"is the link of step {signed.get('name')!r}, not of {step!r}")
+    rv = (signed.get("byproducts") or {}).get("return-value")
+    if rv != 0:
+        f.add(step, f"the step's command returned {rv!r}, not 0")
+    env = signed.get("environment")
+    for when in ("started", "finished"):
+        moment = env.get(when) if isinstance(env, dict) else None
+        if moment is not None and not _utc_time(moment):
+            f.add(file, f"records a {when} time that is not an ISO time with its zone: {moment!r}")
+    return _Link(file, keyid, ok, signed)
+
+
+def _evidence(link: _Link) -> str:
+    """What in-toto compares between the links of one step: their materials and products."""
+    return json.dumps([link.signed.get("materials"), link.signed.get("products")], sort_keys=True, default=str)
 
 
 def _utc_time(moment: object) -> bool:
@@ -861,6 +895,32 @@ class CheckSpec:
     gives: tuple[str, ...] = ()
 
 
+def check_sandbox(a: _Audit) -> Check:
+    """Where the builders' steps ran: each build and packaging link records its sandbox, or that it had none.
+
+    A step run with ``--no-sandbox`` is shown as UNSANDBOXED (the builder
+    opted out; the provenance says so too); a link that records neither is
+    a finding, since nothing says where it ran.
+    """
+    f = _Findings("sandbox")
+    builder_steps = [s for s in a.links if s == attest.STEP_BUILD or s.startswith(PACKAGE_PREFIX)]
+    tools: set[str] = set()
+    unsandboxed: list[str] = []
+    for step in builder_steps:
+        link = a.links[step]
+        env = link.signed.get("environment")
+        box = env.get(provenance.SANDBOX) if isinstance(env, dict) else None
+        if isinstance(box, dict) and box.get("unsandboxed") is True:
+            unsandboxed.append(step)
+        elif isinstance(box, dict) and isinstance(box.get("tool"), str):
+            tools.add(box["tool"])
+        else:
+            f.add(link.file, "records no sandbox: nothing says where the step ran")
+    if unsandboxed:
+        return f.done(f"UNSANDBOXED: {', '.join(unsandboxed)} ran without a sandbox (the builder opted out)")
+    return f.done(f"{len(builder_steps)} build and packaging steps ran sandboxed ({', '.join(sorted(tools))})")
+
+
 def _collect_archives(a: _Audit) -> None:
     find_archives(a)
 
@@ -868,6 +928,7 @@ def _collect_archives(a: _Audit) -> None:
 CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec("layout", check_layout, gives=("layout", "trusted-layout")),
     CheckSpec("links", check_links, needs=("layout",), gives=("links",)),
+    CheckSpec("sandbox", check_sandbox, needs=("links",)),
     CheckSpec("release-archives", _collect_archives, uses=("layout", "links"), gives=("archives", "version")),
     CheckSpec("files", check_files, uses=("layout", "links", "version"), gives=("provenance-file",)),
     CheckSpec("checksums", check_checksums, uses=("archives",), gives=("sums",)),

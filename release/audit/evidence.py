@@ -163,6 +163,7 @@ class LayoutStep:
     expected_command: tuple[str, ...]
     depends_on: tuple[str, ...]
     creates: tuple[str, ...]
+    threshold: int = 1
 
 
 @dataclass(frozen=True)
@@ -212,6 +213,7 @@ def layout_view(layout: Any) -> LayoutView:
                 expected_command=tuple(str(c) for c in s.expected_command or []),
                 depends_on=tuple(sorted(depends)),
                 creates=creates,
+                threshold=int(s.threshold) if isinstance(s.threshold, int) else 1,
             )
         )
     keys = {str(k): dict(v) for k, v in (layout.keys or {}).items()}
