@@ -27,6 +27,7 @@ provenance and sign), writes each link and reports progress. Errors are
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import json
 import os
@@ -729,10 +730,13 @@ def _run_parallel(
     }
 
 
-def run_steps(r: Context, specs: Sequence[StepSpec], total: int | None = None) -> dict[str, Done]:
+def run_steps(
+    r: Context, specs: Sequence[StepSpec], total: int | None = None, finished: Callable[[str], None] | None = None
+) -> dict[str, Done]:
     """Run ``specs`` stage by stage (see :func:`stages`); return every finished step, in declared order.
 
-    ``total`` is the number of steps the progress lines count (default: ``specs`` and the verify step).
+    ``total`` is the number of steps the progress lines count (default: ``specs`` and the verify step);
+    ``finished`` is told the name of each step as it finishes (its link written).
     """
     done: dict[str, Done] = {}
     total = total or len(specs) + 1
@@ -744,9 +748,11 @@ def run_steps(r: Context, specs: Sequence[StepSpec], total: int | None = None) -
         else:
             (spec,) = stage
             with _progress(i, total, spec.name) as report:
-                finished = _run_step(r, spec, reads[spec.name])
-                report(finished.summary)
-            done[spec.name] = finished
+                done[spec.name] = _run_step(r, spec, reads[spec.name])
+                report(done[spec.name].summary)
+        for spec in stage:
+            if finished is not None:
+                finished(spec.name)
         i += len(stage)
     return {spec.name: done[spec.name] for spec in specs}
 
@@ -972,6 +978,7 @@ def run_release(
     with build_lock(release_dir):
         staging = new_staging(release_dir)
         published = False
+        builders: list[OtherBuilder] = []
         try:
             failpoint("staging:created")
             clean_stale(release_dir, keep=staging)
@@ -1000,10 +1007,17 @@ def run_release(
             )
             specs = steps(ws)
             total = len(specs) + len(others) + 1
-            done = run_steps(r, specs, total)
-            for n, folder in enumerate(others, len(specs) + 1):
-                with _progress(n, total, folder.name) as report:
-                    report(run_other_builder(r, folder, commit or ""))
+            builders += [OtherBuilder(r, folder, commit or "") for folder in others]
+
+            def gated(step: str) -> None:
+                if step == attest.STEP_GATES:
+                    for builder in builders:
+                        builder.start()  # they build while this builder does
+
+            done = run_steps(r, specs, total, gated)
+            for n, builder in enumerate(builders, len(specs) + 1):
+                with _progress(n, total, builder.keys.name) as report:
+                    report(builder.finish())
             attest.write_layout(layout, r.out / LAYOUT_NAME)
             with _progress(total, total, "verify") as report:
                 report(verify_staged(r, done, keys_dir / "owner.pub", layout_origin))
@@ -1015,6 +1029,8 @@ def run_release(
         except KeyboardInterrupt:
             raise Interrupted(published) from None
         finally:
+            for builder in builders:
+                builder.stop()
             shutil.rmtree(staging, ignore_errors=True)
     return artifacts_dir
 
@@ -1049,46 +1065,111 @@ def check_local_builder(folder: Path) -> None:
         )
 
 
-def run_other_builder(r: Context, keys: Path, commit: str) -> str:
-    """Rebuild and repackage as another, independent builder would; add its links to the staged release.
+def _git_all(commands: Sequence[Sequence[str]]) -> bool:
+    return all(subprocess.run(cmd, capture_output=True, check=False).returncode == 0 for cmd in commands)
 
-    It starts from a fresh clone of ``commit`` at another path, runs that
-    clone's own ``step.py builder`` (its code, not this process's) with its
-    own keys, target directory and sandbox, and receives nothing from this
-    builder but the gates' report and link. Only its links are kept: the
-    layout makes in-toto refuse the release unless they record the same
-    materials and products as this builder's.
+
+def _die_with_parent() -> None:
+    """In a child, before it runs: be killed when this process dies (a crashed run leaves no builder behind)."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _git_clean_at(src: Path, commit: str) -> bool:
+    """``src`` is a checkout of exactly ``commit`` with nothing else in it (not even ignored files)."""
+    head = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
+    extra = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--untracked-files=all", "--ignored"],
+                           capture_output=True, text=True, check=False)  # fmt: skip
+    return head.stdout.strip() == commit and extra.returncode == 0 and not extra.stdout.strip()
+
+
+class OtherBuilder:
+    """Another, independent builder run on this machine: it rebuilds and repackages; its links join the release.
+
+    It works in its own checkout of ``commit`` at another path (cloned once,
+    then reset and cleaned to the commit each run: :meth:`checkout`), runs
+    that checkout's own ``step.py builder`` (its code, not this process's)
+    with its own keys, cargo target directory and sandbox, and receives
+    nothing from this builder but the gates' report and link. It runs while this builder
+    builds (:meth:`start` after the gates, :meth:`finish` before the verify
+    step). Only its links are kept: the layout makes in-toto refuse the
+    release unless they record the same materials and products as this
+    builder's.
     """
-    home = r.staging / keys.name
-    src, work = home / "src", home / "work"
-    for cmd in (["git", "clone", "--quiet", "--no-hardlinks", "--no-checkout", str(r.ws.root), str(src)],
-                ["git", "-C", str(src), "checkout", "--quiet", "--detach", commit]):  # fmt: skip
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            raise ToolchainError(f"{keys.name}: cannot clone the source commit: {proc.stderr.strip()}")
-    (work / "out").mkdir(parents=True)
-    gates = load_done(r, attest.STEP_GATES)
-    for path in (r.out / GATES_REPORT, gates.link.path):
-        shutil.copy2(path, work / "out" / path.name)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RANSOMEYE_") or k == "RANSOMEYE_FAILPOINT"}
-    env["SOURCE_DATE_EPOCH"] = str(r.epoch)
-    cmd = [sys.executable, str(src / STEP_SCRIPT), "builder", "--work", str(work), "--keys-dir", str(keys),
-           "--target-dir", str(home / "target")] + ([] if r.sandbox.enabled else ["--no-sandbox"])  # fmt: skip
-    proc = subprocess.run(cmd, cwd=src, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
-    if proc.returncode < 0:
-        os.kill(os.getpid(), -proc.returncode)
-    if proc.returncode != 0:
-        lines = proc.stderr.strip().splitlines()
-        cls = {code: c for c, code in EXIT_CODES.items()}.get(proc.returncode, SystemFailure)
-        raise cls(f"the builder {keys.name} failed: {lines[0] if lines else f'exit {proc.returncode}'}",
-                  hint="\n".join(lines[1:]) or None)  # fmt: skip
-    names = {attest.link_filename(step, load_public_key(public_key_path(keys, attest.step_role(step))))
-             for step in builder_steps(r.ws)}  # fmt: skip
-    for name in sorted(names):
-        if not (work / "out" / name).is_file():
-            raise VerificationError(f"the builder {keys.name} wrote no {name}")
-        shutil.copy2(work / "out" / name, r.out / name)
-    return f"{len(names)} links from a fresh clone of {commit[:12]}, its own keys and sandbox"
+
+    def __init__(self, r: Context, keys: Path, commit: str) -> None:
+        self.r, self.keys, self.commit = r, keys, commit
+        self.home = r.staging / keys.name  # this run's: the hand-off and the log
+        # Its checkout and cargo target directory stay, at a path of their own, so cargo reuses what it built.
+        self.place = r.target_dir / "builders" / keys.name
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started = 0.0
+
+    def checkout(self) -> Path:
+        """The builder's own checkout of exactly ``commit``, at another path: cloned once, then reset and cleaned.
+
+        Nothing of an earlier run survives in it (``git clean -ffdx``); a
+        checkout that is not exactly the commit is cloned afresh.
+        """
+        src = self.place / "src"
+        root = str(self.r.ws.root)
+        reuse = [["git", "-C", str(src), "fetch", "--quiet", "--no-tags", root, "HEAD"],
+                 ["git", "-C", str(src), "checkout", "--quiet", "--force", "--detach", self.commit],
+                 ["git", "-C", str(src), "clean", "-ffdxq"]]  # fmt: skip
+        fresh = [["git", "clone", "--quiet", "--no-hardlinks", "--no-checkout", root, str(src)],
+                 ["git", "-C", str(src), "checkout", "--quiet", "--detach", self.commit]]  # fmt: skip
+        if (src / ".git").is_dir() and _git_all(reuse) and _git_clean_at(src, self.commit):
+            return src
+        shutil.rmtree(src, ignore_errors=True)
+        src.parent.mkdir(parents=True, exist_ok=True)
+        if not _git_all(fresh) or not _git_clean_at(src, self.commit):
+            raise ToolchainError(f"{self.keys.name}: cannot check out the source commit {self.commit[:12]} in {src}")
+        return src
+
+    def start(self) -> None:
+        r, work = self.r, self.home / "work"
+        self.started = time.monotonic()
+        src = self.checkout()
+        (work / "out").mkdir(parents=True)
+        gates = load_done(r, attest.STEP_GATES)
+        for path in (r.out / GATES_REPORT, gates.link.path):
+            shutil.copy2(path, work / "out" / path.name)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RANSOMEYE_") or k == "RANSOMEYE_FAILPOINT"}
+        env["SOURCE_DATE_EPOCH"] = str(r.epoch)
+        cmd = [sys.executable, str(src / STEP_SCRIPT), "builder", "--work", str(work), "--keys-dir", str(self.keys),
+               "--target-dir", str(self.place / "target"), *([] if r.sandbox.enabled else ["--no-sandbox"])]  # fmt: skip
+        with (self.home / "output.log").open("wb") as log:
+            self.proc = subprocess.Popen(
+                cmd, cwd=src, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=_die_with_parent
+            )
+
+    def finish(self) -> str:
+        """Wait for the builder; raise its error as its class; copy its links into the staged release."""
+        if self.proc is None:
+            self.start()
+        code = self.proc.wait() if self.proc is not None else 1
+        if code < 0:
+            os.kill(os.getpid(), -code)  # killed: the pipeline dies the same way
+        if code != 0:
+            lines = [ln for ln in (self.home / "output.log").read_text(errors="replace").splitlines()
+                     if ln.strip() and not ln.startswith("[")]  # fmt: skip
+            cls = {c: k for k, c in EXIT_CODES.items()}.get(code, SystemFailure)
+            raise cls(f"the builder {self.keys.name} failed: {lines[0] if lines else f'exit {code}'}",
+                      hint="\n".join(lines[1:]) or None)  # fmt: skip
+        out = self.home / "work" / "out"
+        names = {attest.link_filename(step, load_public_key(public_key_path(self.keys, attest.step_role(step))))
+                 for step in builder_steps(self.r.ws)}  # fmt: skip
+        for name in sorted(names):
+            if not (out / name).is_file():
+                raise VerificationError(f"the builder {self.keys.name} wrote no {name}")
+            shutil.copy2(out / name, self.r.out / name)
+        took = time.monotonic() - self.started
+        return f"{len(names)} links from its own checkout of {self.commit[:12]}, keys and sandbox ({took:.1f}s)"
+
+    def stop(self) -> None:
+        """Stop a builder still running (this run failed)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
 
 @contextlib.contextmanager
