@@ -1135,8 +1135,9 @@ class OtherBuilder:
             shutil.copy2(path, work / "out" / path.name)
         env = {k: v for k, v in os.environ.items() if not k.startswith("RANSOMEYE_") or k == "RANSOMEYE_FAILPOINT"}
         env["SOURCE_DATE_EPOCH"] = str(r.epoch)
+        unsandboxed = [] if r.sandbox.enabled else ["--no-sandbox"]
         cmd = [sys.executable, str(src / STEP_SCRIPT), "builder", "--work", str(work), "--keys-dir", str(self.keys),
-               "--target-dir", str(self.place / "target"), *([] if r.sandbox.enabled else ["--no-sandbox"])]  # fmt: skip
+               "--target-dir", str(self.place / "target"), *unsandboxed]  # fmt: skip
         with (self.home / "output.log").open("wb") as log:
             self.proc = subprocess.Popen(
                 cmd, cwd=src, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=_die_with_parent
