@@ -12,8 +12,9 @@ COVERAGE_FLOOR ?= 90
 
 .PHONY: release test golden setup python toolchain keys lint lock clean audit bench
 
+# BUILD_ARGS: options of build.py, e.g. --single-builder or --no-sandbox (development only).
 release: setup keys
-	$(PY) release/builder/build.py
+	$(PY) release/builder/build.py $(BUILD_ARGS)
 
 # The suite under coverage (pyproject.toml's [tool.coverage]): the entry points the
 # tests run in repository copies are measured too, then mapped back and combined;
