@@ -39,6 +39,13 @@ def strace_available() -> bool:
     return shutil.which("strace") is not None
 
 
+def _first_time(lines: list[str]) -> float:
+    for line in lines:
+        if m := re.match(_TS, line):
+            return float(m.group(1))
+    return float("inf")
+
+
 def _threads_of_root(files: dict[int, list[str]]) -> set[int]:
     """The tids of the traced root process (itself and the threads it and its threads created)."""
     created: dict[int, list[tuple[int, bool]]] = {}
@@ -50,11 +57,14 @@ def _threads_of_root(files: dict[int, list[str]]) -> set[int]:
                 is_thread = "CLONE_THREAD" in m.group(3)
                 created.setdefault(tid, []).append((child, is_thread))
                 children.add(child)
-    roots = [tid for tid in files if tid not in children]
-    if len(roots) != 1:
-        raise BenchError(f"strace: expected one root process, found {roots}")
-    main = {roots[0]}
-    todo = [roots[0]]
+    # Processes in a sandbox's pid namespace see their children's pids in that namespace, not strace's: they
+    # look like roots too. The traced root is the one that started first.
+    roots = sorted((_first_time(files[tid]), tid) for tid in files if tid not in children)
+    if not roots:
+        raise BenchError("strace: no root process in the trace")
+    root = roots[0][1]
+    main = {root}
+    todo = [root]
     while todo:
         for child, is_thread in created.get(todo.pop(), []):
             if is_thread and child not in main:

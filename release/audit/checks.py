@@ -53,6 +53,7 @@ from release.audit.evidence import (
     MAX_SUMS_BYTES,
     ArchiveContents,
     Folder,
+    LayoutStep,
     LayoutView,
     archive_format,
     archive_stem,
@@ -178,20 +179,29 @@ class _Audit:
         return {*base, *(n + SIG for n in base)}
 
     def role_of(self, keyid: str | None) -> str:
+        """The role the layout gives ``keyid``; a key of another builder than the first says which (``build@2``)."""
         if keyid is None or self.layout is None:
             return "unknown"
-        roles = [role for role, step in _ROLE_STEPS if (s := self.layout.step(step)) is not None and keyid in s.pubkeys]
-        roles += (
-            [attest.PACKAGE_ROLE]
-            if any(keyid in s.pubkeys for s in self.layout.steps if s.name.startswith(PACKAGE_PREFIX))
-            else []
-        )
+        roles = []
+        for role, steps in _role_steps(self.layout):
+            for s in steps:
+                if keyid in s.pubkeys:
+                    n = s.pubkeys.index(keyid)
+                    roles.append(role if n == 0 else f"{role}@{n + 1}")
+                    break
         return "+".join(roles) if roles else "functionary"
 
 
 # The role whose key the layout authorises for a step (packaging: every package-* step).
 _ROLE_STEPS = ((attest.GATES_ROLE, attest.STEP_GATES), (attest.BUILD_ROLE, attest.STEP_BUILD),
                (attest.RELEASE_ROLE, attest.STEP_SIGN))  # fmt: skip
+
+
+def _role_steps(layout: LayoutView) -> list[tuple[str, list[LayoutStep]]]:
+    """Each role and the layout's steps that authorise its keys (a builder's n-th key is its n-th pubkey)."""
+    out = [(role, [s]) for role, name in _ROLE_STEPS if (s := layout.step(name)) is not None]
+    out.insert(2, (attest.PACKAGE_ROLE, [s for s in layout.steps if s.name.startswith(PACKAGE_PREFIX)]))
+    return out
 
 
 # --- the checks -------------------------------------------------------------------
