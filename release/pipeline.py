@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
+import fcntl
 import json
 import os
 import shutil
@@ -486,6 +487,8 @@ def _run_step(r: Context, spec: StepSpec, earlier: Earlier) -> Done:
 # --- steps run apart: in a sandbox, in another process, on another machine ------------------------
 
 STEP_SCRIPT = Path("release") / "builder" / "step.py"
+# Where the other builders run on this machine keep their checkouts and target directories (default: target/builders).
+BUILDERS_DIR_VARIABLE = "RANSOMEYE_BUILDERS_DIR"
 RECORD_SUFFIX = ".record.json"
 ERROR_FILE = "error.json"
 MAX_RECORD = 16 << 20
@@ -1100,8 +1103,10 @@ class OtherBuilder:
         self.r, self.keys, self.commit = r, keys, commit
         self.home = r.staging / keys.name  # this run's: the hand-off and the log
         # Its checkout and cargo target directory stay, at a path of their own, so cargo reuses what it built.
-        self.place = r.target_dir / "builders" / keys.name
+        builders = os.environ.get(BUILDERS_DIR_VARIABLE)
+        self.place = (Path(builders) if builders else r.target_dir / "builders") / keys.name
         self.proc: subprocess.Popen[bytes] | None = None
+        self.lock: int | None = None
         self.started = 0.0
 
     def checkout(self) -> Path:
@@ -1112,6 +1117,9 @@ class OtherBuilder:
         """
         src = self.place / "src"
         root = str(self.r.ws.root)
+        self.place.mkdir(parents=True, exist_ok=True)
+        self.lock = os.open(self.place / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self.lock, fcntl.LOCK_EX)  # one run at a time in this checkout (another may be waiting)
         reuse = [["git", "-C", str(src), "fetch", "--quiet", "--no-tags", root, "HEAD"],
                  ["git", "-C", str(src), "checkout", "--quiet", "--force", "--detach", self.commit],
                  ["git", "-C", str(src), "clean", "-ffdxq"]]  # fmt: skip
@@ -1167,10 +1175,13 @@ class OtherBuilder:
         return f"{len(names)} links from its own checkout of {self.commit[:12]}, keys and sandbox ({took:.1f}s)"
 
     def stop(self) -> None:
-        """Stop a builder still running (this run failed)."""
+        """Stop a builder still running (this run failed); release its checkout."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        if self.lock is not None:
+            os.close(self.lock)
+            self.lock = None
 
 
 @contextlib.contextmanager

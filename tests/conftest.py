@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +24,16 @@ from release.signing import ensure_dev_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 EPOCH = 1_700_000_000
+# The second builder's checkout and cargo target directory, one for the session (each release resets it to its
+# commit), so that its cargo reuses what it built for the previous repository copy.
+BUILDERS_DIR = Path(tempfile.gettempdir()) / f"ransomeye-test-builders-{os.getpid()}"
 
 
 def release_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment a test runs the pipeline with: fixed epoch, no injected faults."""
+    """The environment a test runs the pipeline with: fixed epoch, no injected faults, the session's builders."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RANSOMEYE_")}
     env["SOURCE_DATE_EPOCH"] = str(EPOCH)
+    env["RANSOMEYE_BUILDERS_DIR"] = str(BUILDERS_DIR)
     env.update(extra or {})
     return env
 
@@ -111,6 +116,12 @@ def make_repo(dest: Path, keys_from: Path | None = None) -> Repo:
                 (shutil.copytree if p.is_dir() else shutil.copy2)(p, repo.keys / p.name)
     repo.commit("the sources")
     return repo
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _builders_dir() -> Iterator[None]:
+    yield
+    shutil.rmtree(BUILDERS_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -152,9 +152,10 @@ def test_real_sigint_during_cargo(released: Repo) -> None:
     )  # fmt: skip
     assert child.stdout is not None
     seen = ""
-    while "[2/10] build" not in seen:
-        seen += child.stdout.read(1)
-        assert seen or child.poll() is None
+    while "[2/11] build" not in seen:
+        char = child.stdout.read(1)
+        assert char, f"the build ended before its build step started:\n{seen}"
+        seen += char
     child.send_signal(signal.SIGINT)
     _, err = child.communicate(timeout=120)
     assert child.returncode == 130
@@ -173,8 +174,10 @@ def test_two_builds_started_together(released: Repo, tmp_path: Path) -> None:
     )  # fmt: skip
     assert first.stdout is not None
     seen = ""
-    while "[1/10]" not in seen:
-        seen += first.stdout.read(1)
+    while "[1/11]" not in seen:
+        char = first.stdout.read(1)
+        assert char, f"the first build ended before its first step:\n{seen}"
+        seen += char
     started = time.monotonic()
     second = released.build()
     assert time.monotonic() - started < 15, "the second build fails fast"
@@ -366,7 +369,7 @@ def test_encrypted_key_without_the_right_passphrase(released: Repo, env: dict[st
     assert proc.returncode == 7
     assert message in proc.stderr and "RANSOMEYE_RELEASE_KEY_PASSPHRASE" in proc.stderr
     assert "not-the-passphrase" not in proc.stderr + proc.stdout
-    assert "[1/10]" not in proc.stdout, "no step ran, so no link was written"
+    assert "[1/11]" not in proc.stdout, "no step ran, so no link was written"
     assert released.artifact_state() == before
 
 

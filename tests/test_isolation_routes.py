@@ -531,7 +531,7 @@ CASES = [
         args=lambda s: _prebuilt(s, _windows_agent_as_ops),
     ),
 ]
-STAGE_LINES = {"gates": "[1/10] gates ", "source": "[1/10] gates ", "build": "[2/10] build ", "package": "[3/10]"}
+STAGE_LINES = {"gates": "[1/11] gates ", "source": "[1/11] gates ", "build": "[2/11] build ", "package": "[3/11]"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -553,9 +553,9 @@ def test_hostile_change_is_refused(shared: Shared, case: Case) -> None:
         assert text in out, f"the refusal does not name {text!r}:\n{out}"
     assert STAGE_LINES[case.stage] in proc.stdout and "FAILED" in proc.stdout, out
     if case.stage == "gates":
-        assert "⛔ RELEASE ABORTED: GATES FAILED" in out and "[2/10] build" not in proc.stdout
+        assert "⛔ RELEASE ABORTED: GATES FAILED" in out and "[2/11] build" not in proc.stdout
     if case.stage == "build":
-        assert "[1/10] gates                 ok" in proc.stdout, "the gates passed: the compiler provenance refused it"
+        assert "[1/11] gates                 ok" in proc.stdout, "the gates passed: the compiler provenance refused it"
     assert shared.repo.artifact_state() == before, "release/artifacts/ is exactly as it was"
     assert _tree(shared.repo.root / "release" / "unsafe-prebuilt") == unsafe_before
 
