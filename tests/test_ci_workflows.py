@@ -580,3 +580,35 @@ def test_signing_job_refuses_builders_that_disagree(ci: CiRun, other_source: Pat
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "the links of the build step disagree" in proc.stderr
     assert snapshot(out) == before
+
+
+SEES_NO_KEY = [("step.py", "keys/builder-2"), ("step.py", "outside"), ("build.py", "outside")]
+
+
+@pytest.mark.parametrize(("command", "keys_dir"), SEES_NO_KEY, ids=[f"{c} --keys-dir {k}" for c, k in SEES_NO_KEY])
+def test_a_sandboxed_step_sees_no_private_key_of_the_checkout(tmp_path: Path, command: str, keys_dir: str) -> None:
+    """A build step run with ``--keys-dir`` elsewhere than the checkout's keys/: its sandbox sees no key there.
+
+    The copy's sandboxed half (``step.py --inner``) is replaced by one that
+    lists the private keys it can see under ``keys/`` and stops.
+    """
+    repo = make_repo(tmp_path / "ransomeye").root
+    script = repo / STEP
+    inner = "    output = ns.output.resolve()\n    try:\n"
+    spy = ('        from release.errors import BadInputError\n'
+           '        seen = sorted(str(p.relative_to(root)) for p in (root / "keys").rglob("*.pem"))\n'
+           '        raise BadInputError("private keys seen: " + (", ".join(seen) or "none"))\n')  # fmt: skip
+    assert script.read_text().count(inner) == 1
+    script.write_text(script.read_text().replace(inner, inner + spy))
+    keys = keys_dir
+    if keys_dir == "outside":
+        keys = str(shutil.copytree(repo / "keys" / ("builder-2" if command == "step.py" else ""), tmp_path / "k"))
+    if command == "step.py":
+        assert step(repo, "gates", "keys", work=str(tmp_path / "work")).returncode == 0
+        proc = step(repo, "build", keys, work=str(tmp_path / "work"))
+    else:
+        build = [sys.executable, "release/builder/build.py", "--keys-dir", keys, "--single-builder"]
+        proc = subprocess.run(
+            build, cwd=repo, env=release_env(), capture_output=True, text=True, timeout=600, check=False
+        )
+    assert "private keys seen: none" in proc.stderr, proc.stdout + proc.stderr
