@@ -803,8 +803,9 @@ def run_apart(
     keys = {role: load_role_key(keys_dir, role) for role in sorted({attest.step_role(s.name) for s in chosen})}
     toolchains = _toolchains(ws, names, None)
     epoch = source_date_epoch(ws.root)
+    # Hidden from a sandboxed step: this job's keys, and the checkout's keys/ (it may hold other roles' keys).
     r = Context(ws, work, target_dir, epoch, MappingProxyType(keys), MappingProxyType(toolchains), None, sandbox,
-                (keys_dir,))  # fmt: skip
+                (keys_dir, ws.root / "keys"))  # fmt: skip
     r.out.mkdir(parents=True, exist_ok=True)
     done: dict[str, Done] = {}
     for i, spec in enumerate(chosen, 1):
@@ -1001,7 +1002,7 @@ def run_release(
             toolchains = {t: find_toolchain(ws, t) for t in targets}
             box = sandbox or UNSANDBOXED
             r = Context(ws, staging, target_dir, epoch, MappingProxyType(keys), MappingProxyType(toolchains), prebuilt,
-                        box, (keys_dir, *others))  # fmt: skip
+                        box, (keys_dir, *others, ws.root / "keys"))  # fmt: skip
             r.out.mkdir()
             print(
                 f"RansomEye {ws.version}: release build of {commit or 'a tree without git'} "
