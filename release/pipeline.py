@@ -519,8 +519,9 @@ def _sandboxed(r: Context, spec: StepSpec) -> Outcome[Any]:
         proc = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
     except OSError as e:
         raise ToolchainError(f"the {spec.name} step could not start: {e}") from e
-    if proc.returncode < 0:
-        os.kill(os.getpid(), -proc.returncode)  # killed inside: the pipeline dies the same way
+    killed = _killed_by(proc.returncode, output)
+    if killed:
+        os.kill(os.getpid(), killed)  # killed inside: the pipeline dies the same way
     if proc.returncode != 0:
         raise _inner_error(spec.name, output, proc)
     record, summary = _read_record(output / f"{spec.name}{RECORD_SUFFIX}", spec.name)
@@ -528,6 +529,18 @@ def _sandboxed(r: Context, spec: StepSpec) -> Outcome[Any]:
     shutil.rmtree(output, ignore_errors=True)
     record = dataclasses.replace(record, environment={**record.environment, "sandbox": r.sandbox.describe()})
     return Outcome(summary, record, result_from(r, spec.name, record.products, record.materials, record.environment))
+
+
+def _killed_by(code: int, output: Path) -> int:
+    """The signal that killed a step's process (0: none): negative from a plain child; from bubblewrap, 128 + it.
+
+    A step that fails on its own leaves its error file, so 128 + N with no error file is a signal.
+    """
+    if code < 0:
+        return -code
+    if code > 128 and code - 128 in {s.value for s in signal.Signals} and not (output / ERROR_FILE).exists():
+        return code - 128
+    return 0
 
 
 def sandbox_command(r: Context, step: str, output: Path) -> list[str]:
