@@ -795,8 +795,11 @@ def step_spec(ws: Workspace, name: str) -> tuple[StepSpec, tuple[StepSpec, ...]]
 
 
 def _toolchains(ws: Workspace, names: Sequence[str], prebuilt: Path | None) -> dict[str, Toolchain]:
-    targets = ws.targets() if attest.STEP_BUILD in names and prebuilt is None else (HOST_TARGET,)
-    return {t: find_toolchain(ws, t) for t in targets}
+    """The toolchains steps ``names`` use: the build's every target; a packager's its bundle's (for its SBOM)."""
+    if prebuilt is not None:
+        return {HOST_TARGET: find_toolchain(ws, HOST_TARGET)}
+    wanted = {HOST_TARGET} | {b.target for b in ws.bundles if b.step in names or attest.STEP_BUILD in names}
+    return {t: find_toolchain(ws, t) for t in dict.fromkeys((HOST_TARGET, *ws.targets())) if t in wanted}
 
 
 def run_apart(

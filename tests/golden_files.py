@@ -6,7 +6,8 @@ up in review as a diff of ``tests/golden/``. What varies from one correct releas
 the next is replaced, never dropped:
 
 - the session's keys (in-toto key ids, raw public keys, minisign key ids, and their
-  short prefixes in file names and texts) by ``<key:ROLE>``;
+  short prefixes in file names and texts) by ``<key:ROLE>`` (``<key:builder-2/ROLE>``
+  for the second builder's);
 - signatures by ``<signature>``; SHA-256 digests by ``<sha256>``; times by ``<time>``;
 - the numbers that follow a build's timing or a compiled file's size
   (``VOLATILE_NUMBERS``) by ``<number>``; the release folder's path by ``<release>``.
@@ -27,7 +28,7 @@ from cryptography.hazmat.primitives import serialization
 
 from release import minisign
 from release.attest import keyid_of
-from release.keys import ROLES, keyid, load_public_key, public_key_path
+from release.keys import BUILDER_KEY_ROLES, ROLES, builder_dirs, keyid, load_public_key, public_key_path
 
 GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
 
@@ -48,15 +49,17 @@ class Normalizer:
     def __init__(self, keys_dir: Path, release_dir: Path) -> None:
         self.release_dirs = sorted({str(release_dir), str(release_dir.resolve())}, key=len, reverse=True)
         labels: dict[str, str] = {}
-        for role in ROLES:
-            public = load_public_key(public_key_path(keys_dir, role))
+        roles = [(keys_dir, role, role) for role in ROLES]
+        roles += [(d, r, f"{d.name}/{r}") for d in builder_dirs(keys_dir) for r in BUILDER_KEY_ROLES]
+        for folder, role, label in roles:
+            public = load_public_key(public_key_path(folder, role))
             raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
             ids = [keyid_of(public), keyid(public), raw.hex()]
             ids.append(minisign.MinisignPublicKey.from_key(public, raw).key_id_hex)
             for full in ids:
-                labels[full] = labels[full.lower()] = f"<key:{role}>"
+                labels[full] = labels[full.lower()] = f"<key:{label}>"
                 for n in (16, 8):  # the short forms that name files and fill reports
-                    labels[full[:n]] = labels[full[:n].lower()] = f"<key:{role}>"
+                    labels[full[:n]] = labels[full[:n].lower()] = f"<key:{label}>"
         # Longest first, so that a full key id is replaced before its prefix.
         self._keys = sorted(labels.items(), key=lambda kv: -len(kv[0]))
 
