@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 # The line coverage of release/ and governance/ that `make test` requires (branch coverage is reported).
 COVERAGE_FLOOR ?= 90
 
-.PHONY: release test golden setup python toolchain keys lint lock clean audit bench
+.PHONY: release test golden setup python toolchain keys lint lock clean audit bench rebuild-and-compare
 
 # BUILD_ARGS: options of build.py, e.g. --single-builder or --no-sandbox (development only).
 release: setup keys
@@ -55,6 +55,13 @@ keys: $(STAMP)
 audit: python
 	$(PY) release/audit/audit.py release/artifacts --owner-key keys/owner.pub \
 		--json release/audit.json --html release/audit.html
+
+# Rebuild a published release from this checkout (its commit) and compare every archive bit for bit:
+#   make rebuild-and-compare RELEASE=<the release folder>
+# Writes release/rebuild-report/rebuild-compare.txt (and diffoscope's report of any difference).
+rebuild-and-compare: setup
+	@test -n "$(RELEASE)" || { echo "make rebuild-and-compare: say which release: RELEASE=<the release folder>" >&2; exit 2; }
+	$(PY) release/builder/rebuild.py --release "$(RELEASE)"
 
 # The benchmark against the stock-tool baseline (see bench/README.md).
 bench: setup keys

@@ -118,6 +118,11 @@ class RoleKey:
         return raw
 
     @classmethod
+    def ephemeral(cls, role: str) -> RoleKey:
+        """A new key that lives in memory only, for this run: a rebuild's links, which nobody verifies later."""
+        return cls.from_private(role, Ed25519PrivateKey.generate(), "ephemeral:")
+
+    @classmethod
     def from_private(cls, role: str, private: Ed25519PrivateKey, uri: str = "memory:") -> RoleKey:
         """A key held in memory (development tooling and tests)."""
         public = private.public_key()

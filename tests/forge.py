@@ -127,7 +127,7 @@ class Download:
         self.relink("build", materials=files)
 
     def plant_sublayout(self, step: str, command: list[str], *, beside_link: bool = False) -> None:
-        """A build-key holder's layout, whose inspection runs ``command``, in place of ``step``'s link.
+        """A functionary's layout, whose inspection runs ``command``, in place of ``step``'s (first builder's) link.
 
         in-toto runs the inspections of a layout a functionary signs in place
         of its link. ``beside_link``: the layout rides as a DSSE envelope in
@@ -137,7 +137,7 @@ class Download:
         layout = Layout()
         layout.set_relative_expiration(days=1)
         layout.inspect = [Inspection(name="x", run=command)]
-        signer = self.key("build").signer
+        signer = self.key(attest.step_role(step)).signer  # the first builder's key of the step's role
         path = self.link(step)
         if not beside_link:
             metablock = Metablock(signed=layout)

@@ -1,10 +1,10 @@
 """The signing seam with keys on a PKCS#11 token (SoftHSM2), and its key-file and secrets paths.
 
-A SoftHSM2 token in a temporary folder holds Ed25519 keys for the three roles;
+A SoftHSM2 token in a temporary folder holds Ed25519 keys for the five roles;
 ``signer.py import-public`` writes their public halves; the whole pipeline then
 signs every link, the layout, the provenance and the minisign signatures on the
 token, and the stock ``in-toto-verify`` and ``minisign`` accept the release. No
-private key file exists in that run. Each way the token can be wrong — PIN, key
+private key file of this builder exists in that run. Each way the token can be wrong — PIN, key
 id, module, a key that is not the published one — stops the release with one
 message and exit 7 (2 for a malformed URI), and publishes nothing.
 """
@@ -34,7 +34,7 @@ PIN = "2468-test-pin"
 LABEL = "ransomeye-test"
 ED25519_OID = "1.3.101.112"
 SIGNER = ["release", "builder", "signer.py"]
-KEY_IDS = {"owner": 1, "build": 2, "release": 3}
+KEY_IDS = {"owner": 1, "build": 2, "release": 3, "gates": 4, "package": 5}
 
 
 @dataclass(frozen=True)
@@ -93,10 +93,13 @@ def _signer(repo: Repo, *args: str, env: dict[str, str]) -> subprocess.Completed
 
 
 def _token_repo(root: Path, token: Token) -> Repo:
-    """A repository copy whose keys folder holds only the token's public keys (no private key file)."""
+    """A repository copy whose keys folder holds only the token's public keys (no private key file).
+
+    The second builder keeps its own key files, in its own folder, as on its own machine.
+    """
     repo = make_repo(root)
     for p in repo.keys.iterdir():
-        if p.name not in (".gitignore", "README.md"):
+        if p.name not in (".gitignore", "README.md") and not p.is_dir():
             p.unlink()
     (repo.keys / DEV_MARKER).write_text("development keys on a test token\n")
     for role in ROLES:

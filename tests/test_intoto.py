@@ -111,7 +111,10 @@ def _tamper_foreign_key_link(case: Case, tmp: Path) -> None:
 
 
 def _tamper_link_copied(case: Case, tmp: Path) -> None:
-    shutil.copy(case.link("package-dpi"), case.link("package-core"))
+    """Each builder's package-dpi link copied over its package-core link (a file copy: no key needed)."""
+    for key in case.step_keys("package-core"):
+        shutil.copy(case.folder / attest.link_filename("package-dpi", key.public),
+                    case.folder / attest.link_filename("package-core", key.public))  # fmt: skip
 
 
 def _tamper_link_edited(case: Case, tmp: Path) -> None:
