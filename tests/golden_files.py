@@ -85,7 +85,13 @@ class Normalizer:
             # [path, type, mode, size, sha256]: a built file's size follows its source.
             return [[*self.value(m[:3]), "<number>" if m[1] == "file" else m[3], self.value(m[4])] for m in data]
         if isinstance(data, list):
-            return [self.value(v, key) for v in data]
+            out = [self.value(v, key) for v in data]
+            # A list sorted by names that hold key ids stays sorted once they are labels.
+            if data and all(isinstance(v, str) for v in data) and data == sorted(data):
+                return sorted(out)
+            if data and all(isinstance(v, dict) and "keyid" in v for v in data):
+                return sorted(out, key=lambda v: (str(v.get("role")), str(v["keyid"])))
+            return out
         if isinstance(data, str):
             return "<signature>" if key == "sig" else self.text(data)
         if isinstance(data, (int, float)) and not isinstance(data, bool) and key in VOLATILE_NUMBERS:

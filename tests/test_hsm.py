@@ -186,7 +186,7 @@ def test_import_public_writes_nothing_unless_the_token_signs(
     repo = make_repo(tmp_path / "ransomeye")
     for p in repo.keys.iterdir():
         if p.name not in (".gitignore", "README.md"):
-            p.unlink()
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
     proc = _signer(repo, "import-public", "--role", "release", env=token.env(**change))
     assert proc.returncode == code and message in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from release import attest, minisign
 from release.errors import BadInputError, VerificationError
-from release.keys import generate_key
+from release.keys import ROLES, generate_key
 from release.pipeline import functionaries
 
 # RFC 8032, section 7.1, TEST 1-3: secret key, public key, message, signature (hex).
@@ -123,7 +123,7 @@ def test_prehashed_signature_binds_the_digest() -> None:
 @pytest.fixture(scope="module")
 def layout_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("keys")
-    for role in ("owner", "build", "release"):
+    for role in ROLES:
         generate_key(d, role)
     return d
 

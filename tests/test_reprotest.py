@@ -1,0 +1,94 @@
+"""Reproducibility under variation: the archives and SBOMs stay identical whatever the build machine varies.
+
+An equivalent of ``reprotest``'s check, with the same real mechanisms it
+uses (reprotest itself needs ``sudo`` for its user variation, which this
+machine has not): the same commit is released twice, a control build and a
+build that varies, all at once,
+
+* the wall clock (``faketime``, years ahead; ``SOURCE_DATE_EPOCH`` is the
+  commit's input and stays),
+* the time zone (``TZ``) and the locale (``LANG``, ``LC_ALL``),
+* the umask (0077 against 0022),
+* the build path (another clone, at another depth),
+* the user (an unprivileged user namespace: uid and gid 4242 instead of 0),
+* the file order (``disorderfs`` with reversed directory entries over the
+  clone, as reprotest mounts it).
+
+A probe run under the same variations shows each took effect. Links and
+signatures legitimately differ (links record when each step ran); the
+archives and the SBOMs must not.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Repo, git, release_env
+
+pytestmark = pytest.mark.slow
+FAKETIME = "2031-07-14 03:00:00"
+PROBE = (
+    "import os, time; print(time.strftime('%Y', time.localtime()), os.environ['TZ'], "
+    "os.environ['LC_ALL'], oct(os.umask(0)), os.getuid(), os.getgid(), '|'.join(os.listdir('probe-order')))"
+)
+
+
+def _varied(command: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``command`` in ``cwd`` with every variation on: faketime, TZ, locale, umask 0077, uid/gid 4242."""
+    wrapped = ["bwrap", "--unshare-user", "--uid", "4242", "--gid", "4242", "--bind", "/", "/", "--dev", "/dev",
+               "--proc", "/proc", "--", "faketime", FAKETIME, *command]  # fmt: skip
+    env = release_env({"TZ": "Pacific/Kiritimati", "LANG": "de_DE.UTF-8", "LC_ALL": "de_DE.UTF-8"})
+    return subprocess.run(wrapped, cwd=cwd, env=env, capture_output=True, text=True, timeout=1800, check=False,
+                          preexec_fn=lambda: os.umask(0o077))  # fmt: skip
+
+
+@pytest.fixture
+def disordered(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """A clone of a committed repository copy, seen through disorderfs (directory entries reversed)."""
+    from tests.conftest import make_repo
+
+    repo = make_repo(tmp_path / "source" / "ransomeye")
+    clone = tmp_path / "a" / "much" / "deeper" / "build" / "path"
+    clone.mkdir(parents=True)
+    git(clone, "clone", "-q", str(repo.root), str(clone / "ransomeye"))
+    shutil.copytree(repo.keys, clone / "ransomeye" / "keys", dirs_exist_ok=True)
+    mount = tmp_path / "disordered"
+    mount.mkdir()
+    proc = subprocess.run(["disorderfs", "--reverse-dirents=yes", "--multi-user=yes", str(clone / "ransomeye"),
+                           str(mount)], capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    try:
+        yield mount, clone / "ransomeye"
+    finally:
+        subprocess.run(["fusermount", "-u", str(mount)], capture_output=True, check=False)
+
+
+def test_archives_stay_identical_under_variation(released: Repo, disordered: tuple[Path, Path]) -> None:
+    mount, underneath = disordered
+    # The probe: each variation is in effect where the varied build runs.
+    (underneath / "probe-order").mkdir()
+    for name in ("a", "b", "c", "d"):
+        (underneath / "probe-order" / name).touch()
+    plain_order = os.listdir(underneath / "probe-order")
+    proc = _varied([sys.executable, "-c", PROBE], mount)
+    assert proc.returncode == 0, proc.stderr
+    year, tz, lc, umask, uid, gid, order = proc.stdout.split()
+    assert (year, tz, lc, umask, uid, gid) == ("2031", "Pacific/Kiritimati", "de_DE.UTF-8", "0o77", "4242", "4242")
+    assert order.split("|") == plain_order[::-1], "disorderfs reverses the directory entries"
+    shutil.rmtree(underneath / "probe-order")
+    # The varied build (one builder: the variations are this machine's), then its archives against the control's.
+    build = _varied([sys.executable, "release/builder/build.py", "--single-builder", "--no-sandbox"], mount)
+    assert build.returncode == 0, build.stdout + build.stderr
+    control = released.artifacts
+    varied = mount / "release" / "artifacts"
+    names = sorted(p.name for p in control.iterdir() if p.name.endswith((".tar.gz", ".zip", ".cdx.json")))
+    assert len(names) == 8
+    for name in names:
+        assert (varied / name).read_bytes() == (control / name).read_bytes(), f"{name} differs under variation"
