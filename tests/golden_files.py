@@ -86,8 +86,8 @@ class Normalizer:
             return [[*self.value(m[:3]), "<number>" if m[1] == "file" else m[3], self.value(m[4])] for m in data]
         if isinstance(data, list):
             out = [self.value(v, key) for v in data]
-            # A list sorted by names that hold key ids stays sorted once they are labels.
-            if data and all(isinstance(v, str) for v in data) and data == sorted(data):
+            # The audit's list of files is sorted by names that hold key ids: sorted again once they are labels.
+            if key == "files" and all(isinstance(v, str) for v in data):
                 return sorted(out)
             if data and all(isinstance(v, dict) and "keyid" in v for v in data):
                 return sorted(out, key=lambda v: (str(v.get("role")), str(v["keyid"])))

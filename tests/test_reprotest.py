@@ -44,7 +44,9 @@ def _varied(command: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     """``command`` in ``cwd`` with every variation on: faketime, TZ, locale, umask 0077, uid/gid 4242."""
     wrapped = ["bwrap", "--unshare-user", "--uid", "4242", "--gid", "4242", "--bind", "/", "/", "--dev", "/dev",
                "--proc", "/proc", "--", "faketime", FAKETIME, *command]  # fmt: skip
-    env = release_env({"TZ": "Pacific/Kiritimati", "LANG": "de_DE.UTF-8", "LC_ALL": "de_DE.UTF-8"})
+    # The wall clock is faked, the monotonic clock is not (timeouts and thread waits would never end).
+    env = release_env({"TZ": "Pacific/Kiritimati", "LANG": "de_DE.UTF-8", "LC_ALL": "de_DE.UTF-8",
+                       "FAKETIME_DONT_FAKE_MONOTONIC": "1"})  # fmt: skip
     return subprocess.run(wrapped, cwd=cwd, env=env, capture_output=True, text=True, timeout=1800, check=False,
                           preexec_fn=lambda: os.umask(0o077))  # fmt: skip
 
