@@ -34,8 +34,8 @@ from release.pipeline import Context, check_committed, steps
 from release.pipeline import run_steps as run_pipeline_steps
 from release.products import load_workspace
 from release.provenance import provenance_name, read_envelope
-from release.sbom import sbom_name
 from release.sandbox import Sandbox
+from release.sbom import sbom_name
 from release.signers import RoleKey
 from release.source import source_commit, source_date_epoch
 
