@@ -631,9 +631,39 @@ def _read_record(path: Path, step: str) -> tuple[StepRecord, str]:
     return record, str(data.get("summary", ""))
 
 
+def product_name_problem(name: str, step: str) -> str | None:
+    """Why ``name`` cannot be a product of ``step``'s sandboxed half, or None.
+
+    The record comes from inside the sandbox: a product is a plain file name
+    (a packager's, into ``out/``) or, for the build, ``bin/<target>/<file>``;
+    nothing absolute, no ``.`` or ``..``, no other folder, so checking and
+    moving it never leaves the output and work folders.
+    """
+    parts = name.split("/")
+    if any(part in ("", ".", "..") or "\\" in part or "\0" in part for part in parts):
+        return "an empty, '.', '..', backslash or NUL path component"
+    if len(parts) == 1 and step != attest.STEP_BUILD:
+        return None
+    if len(parts) == 3 and parts[0] == "bin" and step == attest.STEP_BUILD:
+        return None
+    return f"not a product the {step} step writes (a file name, or bin/<target>/<file> for the build)"
+
+
 def _take_products(r: Context, output: Path, record: StepRecord) -> None:
-    """Check every file the step wrote against its record, then move them into the work folder."""
+    """Check every file the step wrote against its record, then move them into the work folder.
+
+    Product names are checked first (:func:`product_name_problem`), and every
+    path is checked to lie, symlinks resolved, inside the output folder.
+    """
+    for name in record.products:
+        problem = product_name_problem(name, record.name)
+        if problem is not None:
+            raise VerificationError(f"the {record.name} step recorded a product {name!r}: {problem}")
     wanted = {(output / n if "/" in n else output / "out" / n): n for n in record.products}
+    inside = output.resolve()
+    for path, name in wanted.items():
+        if not path.resolve().is_relative_to(inside) or path.resolve() != path.absolute():
+            raise VerificationError(f"{name}: recorded by the {record.name} step, but not a file in its output folder")
     found = [p for p in output.rglob("*") if not p.is_dir() and p.name != f"{record.name}{RECORD_SUFFIX}"]
     extra = sorted(str(p.relative_to(output)) for p in found if p not in wanted and p.name != "cargo.log")
     if extra:

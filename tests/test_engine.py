@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from pathlib import Path
 from types import MappingProxyType
 
@@ -10,6 +11,7 @@ import pytest
 
 from release import attest, pipeline
 from release.archive import ArtifactDigest
+from release.errors import VerificationError
 from release.pipeline import Context, Done, Gated, Packaged, StepSpec, result_of, stages, steps
 from release.products import load_workspace
 from tests.conftest import ROOT, make_repo
@@ -70,3 +72,50 @@ def test_what_steps_share_and_hand_on_is_frozen(tmp_path: Path) -> None:
 
 def _digest(name: str) -> ArtifactDigest:
     return ArtifactDigest(Path(name), 0, "0" * 64, b"\0" * 64)
+
+
+# --- what a sandboxed step hands back is hostile until checked -------------------------------------
+
+HOSTILE_PRODUCTS = [
+    ("package-core", "../../outside"),
+    ("package-core", "/etc/passwd"),
+    ("package-core", "sub/dir/file"),
+    ("package-core", "."),
+    ("build", "bin/../../outside"),
+    ("build", "bin/x86_64-unknown-linux-gnu/../../../outside"),
+    ("build", "other/x86_64-unknown-linux-gnu/f"),
+    ("build", "flat-file"),
+]
+
+
+@pytest.mark.parametrize("step, name", HOSTILE_PRODUCTS)
+def test_a_sandboxed_step_cannot_name_a_product_outside_its_output(tmp_path: Path, step: str, name: str) -> None:
+    """A record rewritten inside the sandbox: nothing outside the output folder is hashed or moved."""
+    ws = load_workspace(ROOT)
+    work, output = tmp_path / "work", tmp_path / "work" / ".step"
+    (output / "out").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"the caller's file")
+    digest = hashlib.sha256(b"the caller's file").hexdigest()
+    r = Context(ws, work, tmp_path / "target", 1, MappingProxyType({}), MappingProxyType({}))
+    record = attest.StepRecord(step, ["package"], {}, {name: digest})
+    with pytest.raises(VerificationError, match="recorded a product"):
+        pipeline._take_products(r, output, record)
+    assert outside.read_bytes() == b"the caller's file"
+    assert sorted(p.name for p in work.rglob("*") if p.is_file()) == []
+
+
+def test_a_product_behind_a_symlinked_folder_is_refused(tmp_path: Path) -> None:
+    ws = load_workspace(ROOT)
+    work, output = tmp_path / "work", tmp_path / "work" / ".step"
+    output.mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "x86_64-unknown-linux-gnu").mkdir(parents=True)
+    (elsewhere / "x86_64-unknown-linux-gnu" / "f").write_bytes(b"data")
+    (output / "bin").symlink_to(elsewhere)
+    r = Context(ws, work, tmp_path / "target", 1, MappingProxyType({}), MappingProxyType({}))
+    name = "bin/x86_64-unknown-linux-gnu/f"
+    record = attest.StepRecord("build", ["cargo"], {}, {name: hashlib.sha256(b"data").hexdigest()})
+    with pytest.raises(VerificationError, match="not a file in its output folder"):
+        pipeline._take_products(r, output, record)
+    assert (elsewhere / "x86_64-unknown-linux-gnu" / "f").read_bytes() == b"data"
