@@ -914,6 +914,9 @@ def check_sandbox(a: _Audit) -> Check:
     """
     f = _Findings("sandbox")
     builder_steps = [s for s in a.links if s == attest.STEP_BUILD or s.startswith(PACKAGE_PREFIX)]
+    if not builder_steps:
+        f.add(attest.STEP_BUILD, "no readable build or packaging link: nothing says where they ran")
+        return f.done("")
     tools: set[str] = set()
     unsandboxed: list[str] = []
     for step in builder_steps:
@@ -938,7 +941,7 @@ def _collect_archives(a: _Audit) -> None:
 CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec("layout", check_layout, gives=("layout", "trusted-layout")),
     CheckSpec("links", check_links, needs=("layout",), gives=("links",)),
-    CheckSpec("sandbox", check_sandbox, needs=("links",)),
+    CheckSpec("sandbox", check_sandbox, needs=("layout",), uses=("links",)),
     CheckSpec("release-archives", _collect_archives, uses=("layout", "links"), gives=("archives", "version")),
     CheckSpec("files", check_files, uses=("layout", "links", "version"), gives=("provenance-file",)),
     CheckSpec("checksums", check_checksums, uses=("archives",), gives=("sums",)),
