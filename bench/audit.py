@@ -103,7 +103,11 @@ def classify(path: str, bins: Path, repo: Path) -> str:
 
 
 def audit_reads(repo: Path, bins: Path, binary_bytes: int) -> dict[str, Any]:
-    """Run the pipeline once under strace; return the bytes its own process read, by category.
+    """Run the pipeline once under strace; return the bytes its processes read, by category.
+
+    Its processes: ``build.py`` and everything it starts (the sandboxed build
+    and packaging steps read the binaries now, not ``build.py`` itself); reads
+    from the moment the verify step starts count apart.
 
     ``binary_bytes`` is the total size of the synthetic binaries, to express
     how many times each input byte was read.
@@ -125,8 +129,8 @@ def audit_reads(repo: Path, bins: Path, binary_bytes: int) -> dict[str, Any]:
     starts = [float(m.group(1)) for tid in main for line in files[tid] if (m := _VERIFY_START.match(line))]
     verify_start = min(starts, default=float("inf"))
     by_file: Counter[tuple[bool, str]] = Counter()
-    for tid in main:
-        for line in files[tid]:
+    for lines in files.values():
+        for line in lines:
             if m := _READ.match(line):
                 by_file[(float(m.group(1)) >= verify_start, m.group(2))] += int(m.group(3))
     by_category: Counter[str] = Counter()
