@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from release import provenance
+from release.rebuild import release_commit
 from tests.conftest import Repo, git, release_env
 
 pytestmark = pytest.mark.slow
@@ -30,9 +31,14 @@ SUMMARY = "rebuild-compare.txt"
 
 @pytest.fixture(scope="module")
 def checkout(released: Repo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The customer's clean clone of the release's commit, at another path (its cargo target kept between cases)."""
+    """The customer's clean clone of the release's commit, at another path (its cargo target kept between cases).
+
+    As the README says: clone, then check out the commit the release's provenance names (the session's
+    repository copy may have moved on since its release was built).
+    """
     clone = tmp_path_factory.mktemp("customer") / "ransomeye"
     git(clone.parent, "clone", "-q", str(released.root), str(clone))
+    git(clone, "checkout", "-q", release_commit(released.artifacts, VERSION))
     yield clone
 
 
