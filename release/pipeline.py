@@ -525,10 +525,11 @@ def _sandboxed(r: Context, spec: StepSpec) -> Outcome[Any]:
     if proc.returncode != 0:
         raise _inner_error(spec.name, output, proc)
     record, summary = _read_record(output / f"{spec.name}{RECORD_SUFFIX}", spec.name)
-    _take_products(r, output, record)
+    hashed = _take_products(r, output, record)
     shutil.rmtree(output, ignore_errors=True)
     record = dataclasses.replace(record, environment={**record.environment, "sandbox": r.sandbox.describe()})
-    return Outcome(summary, record, result_from(r, spec.name, record.products, record.materials, record.environment))
+    result = result_from(r, spec.name, record.products, record.materials, record.environment, hashed)
+    return Outcome(summary, record, result)
 
 
 def _killed_by(code: int, output: Path) -> int:
@@ -649,8 +650,9 @@ def product_name_problem(name: str, step: str) -> str | None:
     return f"not a product the {step} step writes (a file name, or bin/<target>/<file> for the build)"
 
 
-def _take_products(r: Context, output: Path, record: StepRecord) -> None:
-    """Check every file the step wrote against its record, then move them into the work folder.
+def _take_products(r: Context, output: Path, record: StepRecord) -> dict[str, ArtifactDigest]:
+    """Check every file the step wrote against its record, move them into the work folder; return the release
+    files' digests (each file is hashed once).
 
     Product names are checked first (:func:`product_name_problem`), and every
     path is checked to lie, symlinks resolved, inside the output folder.
@@ -668,28 +670,41 @@ def _take_products(r: Context, output: Path, record: StepRecord) -> None:
     extra = sorted(str(p.relative_to(output)) for p in found if p not in wanted and p.name != "cargo.log")
     if extra:
         raise VerificationError(f"the {record.name} step wrote files it did not record: {', '.join(extra[:5])}")
+    hashed: dict[str, ArtifactDigest] = {}
     for path, name in wanted.items():
-        st = path.lstat() if path.exists() or path.is_symlink() else None
-        if st is None or not path.is_file() or path.is_symlink():
+        if path.is_symlink() or not path.is_file():
             raise VerificationError(f"{name}: recorded by the {record.name} step, but not a file it wrote")
-        if sha256_file(path) != record.products[name]:
+        # Release files get both digests here (the signatures need BLAKE2b); binaries are recorded, never signed.
+        sha = sha256_file(path) if "/" in name else (d := hash_file(path)).sha256
+        if sha != record.products[name]:
             raise VerificationError(f"{name}: differs from what the {record.name} step recorded")
+        if "/" not in name:
+            hashed[name] = dataclasses.replace(d, path=r.out / name)
     for path, name in wanted.items():
         dest = r.staging / name if "/" in name else r.out / name
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(path, dest)
+    return hashed
 
 
 def result_from(
-    r: Context, step: str, products: Mapping[str, str], materials: Mapping[str, str], environment: Mapping[str, Any]
+    r: Context,
+    step: str,
+    products: Mapping[str, str],
+    materials: Mapping[str, str],
+    environment: Mapping[str, Any],
+    hashed: Mapping[str, ArtifactDigest] | None = None,
 ) -> Result:
     """A finished step's typed result, from what its link (or record) says and the files in the work folder.
 
-    Every file the result names is hashed here and must be what the step
+    Every file the result names is hashed here (unless ``hashed`` holds its
+    digest, just checked against the record) and must be what the step
     recorded: a product swapped between machines is refused before it is used.
     """
 
     def digest(name: str, recorded: Mapping[str, str]) -> ArtifactDigest:
+        if hashed and name in hashed and hashed[name].sha256 == recorded[name]:
+            return hashed[name]
         path = r.out / name
         if path.is_symlink() or not path.is_file():
             raise VerificationError(f"{name}: the {step} step's product is not in {r.out}")
