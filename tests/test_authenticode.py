@@ -1,0 +1,446 @@
+"""Authenticode signing of a real PE file, checked with the stock ``osslsigncode verify`` and run under wine.
+
+The PE file is a hello-world compiled with mingw-w64 for the session; the keys
+are development keys made by :func:`ensure_dev_codesign` in a temporary folder.
+Each refusal of :func:`load_codesigner` is a case of a table that breaks one
+file of a copy of those keys.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes, PrivateKeyTypes
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from release.authenticode import (
+    CA_CERT,
+    CA_KEY,
+    CA_NAME,
+    DEV_FILES,
+    LEAF_CERT,
+    LEAF_KEY,
+    LEAF_NAME,
+    CodeSigner,
+    attach_signature,
+    ensure_dev_codesign,
+    extract_signature,
+    is_pe,
+    load_codesigner,
+    sign_pe,
+    strip_signature,
+    verify_pe,
+)
+from release.errors import BadInputError, SigningError, ToolchainError, VerificationError
+from release.keys import DEV_MARKER
+
+EPOCH = 1_700_000_000  # Tue Nov 14 22:13:20 2023 UTC
+MINGW = shutil.which("x86_64-w64-mingw32-gcc")
+WINE = shutil.which("wine64") or ("/usr/lib/wine/wine64" if os.path.exists("/usr/lib/wine/wine64") else None)
+HELLO_C = '#include <stdio.h>\nint main(void) { puts("%s"); return 0; }\n'
+
+
+def _compile(folder: Path, text: str) -> Path:
+    if MINGW is None:
+        pytest.skip("needs x86_64-w64-mingw32-gcc (Debian gcc-mingw-w64-x86-64)")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "hello.c").write_text(HELLO_C % text)
+    exe = folder / "hello.exe"
+    subprocess.run(
+        [MINGW, "-O2", "-s", "-Wl,--no-insert-timestamp", "-o", str(exe), str(folder / "hello.c")],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    return exe
+
+
+@pytest.fixture(scope="session")
+def pe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An unsigned PE32+ hello-world."""
+    return _compile(tmp_path_factory.mktemp("pe"), "hello")
+
+
+@pytest.fixture(scope="session")
+def devkeys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    keys = tmp_path_factory.mktemp("keys") / "keys"
+    assert ensure_dev_codesign(keys) == list(DEV_FILES)
+    return keys
+
+
+@pytest.fixture(scope="session")
+def signer(devkeys: Path) -> CodeSigner:
+    return load_codesigner(devkeys)
+
+
+@pytest.fixture(scope="session")
+def signed(pe: Path, signer: CodeSigner, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("signed") / "signed.exe"
+    sign_pe(signer, pe, out, EPOCH)
+    return out
+
+
+def _stock_verify(path: Path, ca: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["osslsigncode", "verify", "-CAfile", str(ca), "-in", str(path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def _text_section(data: bytes) -> tuple[int, int]:
+    """(file offset, size) of the ``.text`` section's raw data."""
+    pe = int.from_bytes(data[0x3C:0x40], "little")
+    count = int.from_bytes(data[pe + 6 : pe + 8], "little")
+    table = pe + 24 + int.from_bytes(data[pe + 20 : pe + 22], "little")
+    for i in range(count):
+        entry = data[table + 40 * i : table + 40 * (i + 1)]
+        if entry[:8].rstrip(b"\0") == b".text":
+            return int.from_bytes(entry[20:24], "little"), int.from_bytes(entry[16:20], "little")
+    raise AssertionError("no .text section")
+
+
+# --- development keys ----------------------------------------------------------
+
+
+def test_dev_keys_are_four_files_with_private_keys_0600(devkeys: Path) -> None:
+    for name in (CA_KEY, LEAF_KEY):
+        assert (devkeys / name).stat().st_mode & 0o777 == 0o600, name
+    assert (devkeys / DEV_MARKER).exists()
+    assert ensure_dev_codesign(devkeys) == [], "a complete folder is left alone"
+
+
+def test_dev_certificates_are_a_code_signing_chain(devkeys: Path) -> None:
+    ca = x509.load_pem_x509_certificate((devkeys / CA_CERT).read_bytes())
+    leaf = x509.load_pem_x509_certificate((devkeys / LEAF_CERT).read_bytes())
+    basic = ca.extensions.get_extension_for_class(x509.BasicConstraints)
+    assert basic.critical and basic.value.ca
+    usage = ca.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert usage.key_cert_sign and usage.crl_sign and not usage.digital_signature
+    assert not leaf.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert leaf.extensions.get_extension_for_class(x509.KeyUsage).value.digital_signature
+    assert ExtendedKeyUsageOID.CODE_SIGNING in leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert ca.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == CA_NAME
+    assert leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == LEAF_NAME
+    assert leaf.issuer == ca.subject
+    leaf.verify_directly_issued_by(ca)
+    for cert in (ca, leaf):
+        assert cert.not_valid_before_utc.year == 2020 and cert.not_valid_after_utc.year == 2040
+        key = cert.public_key()
+        assert isinstance(key, rsa.RSAPublicKey) and key.key_size == 3072
+
+
+def test_partial_folder_without_marker_is_refused(devkeys: Path, tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    shutil.copy2(devkeys / CA_CERT, keys / CA_CERT)
+    with pytest.raises(BadInputError, match=r"lacks codesign-ca\.key, codesign\.key, codesign\.crt"):
+        ensure_dev_codesign(keys)
+    assert sorted(p.name for p in keys.iterdir()) == [CA_CERT], "nothing was added"
+
+
+def test_dev_folder_gets_its_missing_files_consistently(devkeys: Path, tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    shutil.copytree(devkeys, keys)
+    (keys / LEAF_CERT).unlink()
+    (keys / CA_CERT).unlink()
+    assert ensure_dev_codesign(keys) == [CA_CERT, LEAF_CERT]
+    assert (keys / LEAF_KEY).read_bytes() == (devkeys / LEAF_KEY).read_bytes()
+    load_codesigner(keys)
+
+
+@pytest.mark.parametrize(
+    ("remove", "refusal"),
+    [
+        ([CA_KEY], "codesign-ca.key: missing, but codesign-ca.pem, codesign.crt made with it remain"),
+        ([CA_KEY, CA_CERT], "codesign-ca.key: missing, but codesign.crt made with it remain"),
+        ([LEAF_KEY], "codesign.key: missing, but its certificate .*codesign.crt remains"),
+    ],
+)
+def test_dev_folder_that_cannot_be_completed_is_refused(
+    devkeys: Path, tmp_path: Path, remove: list[str], refusal: str
+) -> None:
+    keys = tmp_path / "keys"
+    shutil.copytree(devkeys, keys)
+    for name in remove:
+        (keys / name).unlink()
+    with pytest.raises(BadInputError, match=refusal):
+        ensure_dev_codesign(keys)
+    assert not any((keys / name).exists() for name in remove), "nothing was made"
+
+
+# --- signing and verifying ---------------------------------------------------------
+
+
+def test_stock_osslsigncode_accepts_the_signature(signed: Path, devkeys: Path) -> None:
+    proc = _stock_verify(signed, devkeys / CA_CERT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Signature verification: ok" in proc.stdout
+    assert "Signing time: Nov 14 22:13:20 2023 GMT" in proc.stdout, "the signing time is the epoch"
+    assert "Text description: RansomEye" in proc.stdout
+    assert "Timestamp is not available" in proc.stdout, "no timestamp server was asked"
+    verify_pe(signed, devkeys / CA_CERT)
+    verify_pe(signed, devkeys / CA_CERT, at=EPOCH)
+
+
+def test_signing_twice_gives_the_same_bytes(pe: Path, signer: CodeSigner, signed: Path, tmp_path: Path) -> None:
+    again = tmp_path / "elsewhere" / "again.exe"
+    sign_pe(signer, pe, again, EPOCH)
+    assert again.read_bytes() == signed.read_bytes()
+    assert signed.stat().st_mode & 0o777 == 0o755, "an executable stays executable"
+    later = tmp_path / "later.exe"
+    sign_pe(signer, pe, later, EPOCH + 1)
+    assert later.read_bytes() != signed.read_bytes(), "the epoch is the signing time"
+
+
+def _flip_code_byte(signed: Path, dst: Path) -> Path:
+    data = bytearray(signed.read_bytes())
+    offset, size = _text_section(bytes(data))
+    data[offset + size // 2] ^= 0x01
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def _other_ca(tmp_path: Path) -> Path:
+    other = tmp_path / "other-keys"
+    ensure_dev_codesign(other)
+    return other / CA_CERT
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("flipped byte in .text", "MISMATCH"),
+        ("another CA", "certificate"),
+        ("unsigned", "No signature found"),
+    ],
+)
+def test_tampered_or_foreign_signature_is_rejected(
+    case: str, reason: str, signed: Path, pe: Path, devkeys: Path, tmp_path: Path
+) -> None:
+    ca = devkeys / CA_CERT
+    target = signed
+    if case == "flipped byte in .text":
+        target = _flip_code_byte(signed, tmp_path / "flipped.exe")
+    elif case == "another CA":
+        ca = _other_ca(tmp_path)
+    else:
+        target = pe
+    proc = _stock_verify(target, ca)
+    assert proc.returncode != 0, f"{case}: stock osslsigncode must reject\n{proc.stdout}"
+    with pytest.raises(VerificationError, match=reason) as err:
+        verify_pe(target, ca)
+    assert str(target) in err.value.message
+
+
+def test_signing_refuses_a_time_outside_the_certificate(pe: Path, signer: CodeSigner, tmp_path: Path) -> None:
+    with pytest.raises(BadInputError, match="outside the validity"):
+        sign_pe(signer, pe, tmp_path / "out.exe", 1_500_000_000)
+    assert not (tmp_path / "out.exe").exists()
+
+
+def test_signing_refuses_a_file_that_is_not_pe(signer: CodeSigner, tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("MZ but not a program\n")
+    with pytest.raises(BadInputError, match="not a Windows PE file"):
+        sign_pe(signer, text, tmp_path / "out.exe", EPOCH)
+
+
+def test_missing_osslsigncode_names_the_package(
+    pe: Path, signer: CodeSigner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(ToolchainError) as err:
+        sign_pe(signer, pe, tmp_path / "out.exe", EPOCH)
+    assert err.value.hint == "apt-get install osslsigncode"
+
+
+def test_signed_program_still_runs_under_wine(signed: Path, tmp_path: Path) -> None:
+    if WINE is None:
+        pytest.skip("needs wine64 (Debian wine64)")
+    env = {**os.environ, "WINEDEBUG": "-all", "WINEPREFIX": str(tmp_path / "wine")}
+    try:
+        proc = subprocess.run([WINE, str(signed)], capture_output=True, text=True, timeout=300, env=env, check=False)
+    finally:
+        server = Path(WINE).with_name("wineserver")
+        if server.exists():  # this prefix's server only
+            subprocess.run([str(server), "-k"], env=env, capture_output=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr[-500:]
+    assert proc.stdout.strip() == "hello"
+
+
+# --- transplanting a signature -----------------------------------------------------
+
+
+def test_signature_transplant_reproduces_the_signed_file(signed: Path, pe: Path, devkeys: Path, tmp_path: Path) -> None:
+    stripped = tmp_path / "stripped.exe"
+    strip_signature(signed, stripped)
+    assert stripped.read_bytes() == pe.read_bytes(), "stripping gives back the unsigned file"
+    sig = tmp_path / "hello.exe.p7"
+    extract_signature(signed, sig)
+    rebuilt = tmp_path / "rebuilt.exe"
+    attach_signature(pe, sig, rebuilt, devkeys / CA_CERT, at=EPOCH)
+    assert rebuilt.read_bytes() == signed.read_bytes()
+    verify_pe(rebuilt, devkeys / CA_CERT)
+
+
+def test_signature_of_other_bytes_or_ca_is_not_attached(signed: Path, pe: Path, devkeys: Path, tmp_path: Path) -> None:
+    sig = tmp_path / "hello.exe.p7"
+    extract_signature(signed, sig)
+    other = _compile(tmp_path / "other", "hellO")
+    with pytest.raises(VerificationError, match="MISMATCH"):
+        attach_signature(other, sig, tmp_path / "out.exe", devkeys / CA_CERT)
+    with pytest.raises(VerificationError, match="certificate"):
+        attach_signature(pe, sig, tmp_path / "out.exe", _other_ca(tmp_path))
+    assert not (tmp_path / "out.exe").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [], "no temporary file left"
+
+
+def test_an_unsigned_file_has_no_signature_to_extract(pe: Path, tmp_path: Path) -> None:
+    with pytest.raises(BadInputError, match="no signature"):
+        extract_signature(pe, tmp_path / "sig.p7")
+    assert not (tmp_path / "sig.p7").exists()
+
+
+# --- is_pe ---------------------------------------------------------------------------
+
+
+def test_is_pe(pe: Path, signed: Path, tmp_path: Path) -> None:
+    assert is_pe(pe) and is_pe(signed)
+    head = pe.read_bytes()[:0x40]
+    cases = {"empty": b"", "text": b"hello\n", "mz only": b"MZ" + b"\0" * 100, "truncated": head}
+    cases["far pointer"] = b"MZ" + b"\0" * 58 + (1 << 30).to_bytes(4, "little") + b"PE\0\0"
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        assert not is_pe(tmp_path / name), name
+    assert not is_pe(tmp_path / "missing") and not is_pe(tmp_path)
+
+
+# --- load_codesigner's refusals --------------------------------------------------
+
+
+def _cert(
+    key: PrivateKeyTypes,
+    issuer_key: CertificateIssuerPrivateKeyTypes,
+    *,
+    subject: str = LEAF_NAME,
+    issuer: str = CA_NAME,
+    ca: bool = False,
+    usage: tuple[bool, bool] = (True, False),  # digitalSignature, keyCertSign
+    eku: list[x509.ObjectIdentifier] | None = None,
+) -> bytes:
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "RansomEye"),
+                          x509.NameAttribute(NameOID.COMMON_NAME, cn)])  # fmt: skip
+
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name(subject))
+        .issuer_name(name(issuer))
+        .public_key(key.public_key())  # type: ignore[arg-type]
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC))
+        .not_valid_after(datetime.datetime(2040, 1, 1, tzinfo=datetime.UTC))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(usage[0], False, False, False, False, usage[1], usage[1], False, False), critical=True
+        )
+    )
+    if eku is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(eku), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def _private(keys: Path, name: str) -> rsa.RSAPrivateKey:
+    key = serialization.load_pem_private_key((keys / name).read_bytes(), None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    return key
+
+
+def _put_key(path: Path, key: PrivateKeyTypes, password: bytes | None = None) -> None:
+    enc: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
+    )
+    path.unlink()
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc))
+    path.chmod(0o600)
+
+
+def _leaf(keys: Path, **kw: object) -> bytes:
+    return _cert(_private(keys, LEAF_KEY), _private(keys, CA_KEY), **kw)  # type: ignore[arg-type]
+
+
+def _symlink_key(keys: Path) -> None:
+    (keys / "real.key").write_bytes((keys / LEAF_KEY).read_bytes())
+    (keys / LEAF_KEY).unlink()
+    (keys / LEAF_KEY).symlink_to(keys / "real.key")
+
+
+CODE_SIGNING = [ExtendedKeyUsageOID.CODE_SIGNING]
+REFUSALS: dict[str, tuple[str, str, Callable[[Path], object]]] = {
+    # case: (file named, phrase, how the folder is broken)
+    "Ed25519 key": (LEAF_KEY, "not an RSA key", lambda k: _put_key(k / LEAF_KEY, ed25519.Ed25519PrivateKey.generate())),
+    "EC key": (LEAF_KEY, "not an RSA key", lambda k: _put_key(k / LEAF_KEY, ec.generate_private_key(ec.SECP256R1()))),
+    "encrypted key": (LEAF_KEY, "encrypted", lambda k: _put_key(k / LEAF_KEY, _private(k, LEAF_KEY), b"secret")),
+    "key mode 0644": (LEAF_KEY, "not 0600", lambda k: (k / LEAF_KEY).chmod(0o644)),
+    "key is a link": (LEAF_KEY, "not a regular file", _symlink_key),
+    "garbage key": (LEAF_KEY, "not a PEM private key", lambda k: (k / LEAF_KEY).write_text("nope\n")),
+    "missing key": (LEAF_KEY, "not found", lambda k: (k / LEAF_KEY).unlink()),
+    "missing certificate": (LEAF_CERT, "not found", lambda k: (k / LEAF_CERT).unlink()),
+    "missing CA": (CA_CERT, "not found", lambda k: (k / CA_CERT).unlink()),
+    "certificate of another key": (
+        LEAF_CERT,
+        "does not match the key",
+        lambda k: (k / LEAF_CERT).write_bytes(
+            _cert(rsa.generate_private_key(65537, 2048), _private(k, CA_KEY), eku=CODE_SIGNING)
+        ),
+    ),
+    "leaf without codeSigning": (
+        LEAF_CERT,
+        "not for code signing",
+        lambda k: (k / LEAF_CERT).write_bytes(_leaf(k, eku=[ExtendedKeyUsageOID.SERVER_AUTH])),
+    ),
+    "leaf without digitalSignature": (
+        LEAF_CERT,
+        "digitalSignature",
+        lambda k: (k / LEAF_CERT).write_bytes(_leaf(k, usage=(False, False), eku=CODE_SIGNING)),
+    ),
+    "CA with ca=False": (
+        CA_CERT,
+        "cannot sign code",
+        lambda k: (k / CA_CERT).write_bytes(
+            _cert(_private(k, CA_KEY), _private(k, CA_KEY), subject=CA_NAME, usage=(False, True))
+        ),
+    ),
+    "CA without keyCertSign": (
+        CA_CERT,
+        "cannot sign code",
+        lambda k: (k / CA_CERT).write_bytes(
+            _cert(_private(k, CA_KEY), _private(k, CA_KEY), subject=CA_NAME, ca=True, usage=(True, False))
+        ),
+    ),
+    "leaf not issued by the CA": (
+        LEAF_CERT,
+        "not issued by the CA",
+        lambda k: shutil.copy(_other_ca(k.parent), k / CA_CERT),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_load_codesigner_refuses(case: str, devkeys: Path, tmp_path: Path) -> None:
+    named, phrase, breaks = REFUSALS[case]
+    keys = tmp_path / "keys"
+    shutil.copytree(devkeys, keys)
+    breaks(keys)
+    with pytest.raises(SigningError) as err:
+        load_codesigner(keys)
+    assert f"{keys / named}:" in err.value.message, err.value.message
+    assert phrase in err.value.message, err.value.message
+    assert err.value.hint, f"{case}: the refusal says how to fix it"
