@@ -33,10 +33,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from release.errors import BadInputError, VerificationError
-from release.provenance import PAYLOAD_TYPE, STATEMENT_TYPE, canonical_json
 from release.signers import RoleKey
 
 MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
+# The in-toto and DSSE names (the same values as release.provenance's: an adapter does not import a sibling adapter).
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+PAYLOAD_TYPE = "application/vnd.in-toto+json"
 SUFFIX = ".sigstore.json"
 # A bundle is a statement and a signature: a few KiB, a provenance's dependency list at most a few MiB.
 MAX_BUNDLE_BYTES = 16 * 1024 * 1024
@@ -66,6 +68,11 @@ def statement(name: str, sha256: str, predicate_type: str, predicate: Mapping[st
         "predicateType": predicate_type,
         "predicate": dict(predicate),
     }
+
+
+def canonical_json(data: Any) -> bytes:
+    """Compact, key-sorted UTF-8 JSON (as release.provenance signs): the payload and the bundle's bytes."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def public_key_hint(public: Ed25519PublicKey) -> str:

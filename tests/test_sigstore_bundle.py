@@ -22,11 +22,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from release.errors import BadInputError, VerificationError
-from release.provenance import PAYLOAD_TYPE, PREDICATE_TYPE, canonical_json
+from release.provenance import PREDICATE_TYPE
 from release.signers import RoleKey
 from release.sigstore_bundle import (
     MAX_BUNDLE_BYTES,
     MEDIA_TYPE,
+    PAYLOAD_TYPE,
+    canonical_json,
     make_bundle,
     pae,
     public_key_hint,
