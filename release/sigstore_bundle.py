@@ -10,7 +10,8 @@ of band (``keys/<role>.pub``); the hint is what cosign writes for a key, the
 base64 of the SHA-256 of the key's DER SubjectPublicKeyInfo.
 
 Verified independently by ``release/verify-js/verify-bundle.mjs``
-(``@sigstore/verify``) and, for customers, by::
+(``@sigstore/verify``) and, for customers, by cosign 3.0.4 or newer (older
+versions fetch Sigstore's trusted root over the network even with a key)::
 
     cosign verify-blob-attestation --key keys/release.pub --bundle X.sigstore.json \\
         --new-bundle-format --insecure-ignore-tlog=true --check-claims=true --type slsaprovenance1 X
