@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 # The line coverage of release/ and governance/ that `make test` requires (branch coverage is reported).
 COVERAGE_FLOOR ?= 90
 
-.PHONY: release test golden setup python toolchain keys lint lock clean audit bench rebuild-and-compare
+.PHONY: release test golden setup python toolchain verify-js keys lint lock clean audit bench rebuild-and-compare
 
 # BUILD_ARGS: options of build.py, e.g. --single-builder or --no-sandbox (development only).
 release: setup keys
@@ -32,7 +32,7 @@ golden: setup
 	$(PY) -m pytest tests/test_golden.py --update-golden -q
 	@git --no-pager diff --stat -- tests/golden/ || true
 
-setup: python toolchain
+setup: python toolchain verify-js
 
 python: $(STAMP)
 
@@ -46,6 +46,14 @@ $(STAMP): requirements.lock
 # Debian packages: the Windows cross toolchain, minisign, wine64 (tests).
 toolchain:
 	@sh release/setup_toolchain.sh
+
+# The independent verifier of the Sigstore bundles (@sigstore/verify), as pinned by its lock file.
+verify-js: release/verify-js/node_modules/.package-lock.json
+
+release/verify-js/node_modules/.package-lock.json: release/verify-js/package-lock.json
+	@command -v npm >/dev/null || { echo "make: npm is missing: run apt-get install nodejs npm" >&2; exit 3; }
+	npm ci --prefix release/verify-js --ignore-scripts --no-audit --no-fund
+	@touch $@
 
 # Development keys, generated once when none exist (loudly).
 keys: $(STAMP)
