@@ -1,0 +1,295 @@
+"""OpenPGP: stock gpgv and sqv accept our keys and signatures and reject any change; our reader refuses hostile keys."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given
+from hypothesis import strategies as st
+
+from release import openpgp
+from release.errors import BadInputError, SigningError
+from release.signers import RoleKey
+
+GPGV = shutil.which("gpgv")
+SQV = shutil.which("sqv")
+needs_gpgv = pytest.mark.skipif(GPGV is None, reason="gpgv is installed by `make setup`")
+needs_sqv = pytest.mark.skipif(SQV is None, reason="sqv is installed by `make setup`")
+SIGNED_AT = 1_700_000_000
+BIG = (b"RansomEye artifact bytes\n" * 110_000)[: 2 * openpgp.CHUNK + 12_345]  # several read chunks
+
+
+def _key(seed: int = 1) -> RoleKey:
+    return RoleKey.from_private("release", Ed25519PrivateKey.from_private_bytes(bytes([seed]) * 32))
+
+
+def _isolated_env(tmp_path: Path) -> dict[str, str]:
+    """An environment whose HOME and GNUPGHOME are fresh temporary folders (nothing touches ~/.gnupg)."""
+    home, gnupg = tmp_path / "home", tmp_path / "gnupghome"
+    for d in (home, gnupg):
+        d.mkdir(mode=0o700, exist_ok=True)
+    return {"PATH": os.environ["PATH"], "HOME": str(home), "GNUPGHOME": str(gnupg), "LC_ALL": "C"}
+
+
+def _binary_keyring(asc: Path) -> Path:
+    """gpgv reads a binary keyring only (it refuses the armored file): the dearmored key, next to the .asc."""
+    gpg = asc.with_suffix(".gpg")
+    gpg.write_bytes(openpgp.dearmor(asc.read_text()))
+    return gpg
+
+
+def _gpgv(tmp_path: Path, asc: Path, sig: Path, data: Path) -> subprocess.CompletedProcess[str]:
+    assert GPGV is not None
+    return subprocess.run(
+        [GPGV, "--keyring", str(_binary_keyring(asc).resolve()), str(sig), str(data)],
+        env=_isolated_env(tmp_path), capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+
+
+def _sqv(tmp_path: Path, asc: Path, sig: Path, data: Path) -> subprocess.CompletedProcess[str]:
+    assert SQV is not None
+    return subprocess.run(
+        [SQV, "--keyring", str(asc), str(sig), str(data)],
+        env=_isolated_env(tmp_path), capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+
+
+Verifier = Callable[[Path, Path, Path, Path], subprocess.CompletedProcess[str]]
+TOOLS = [pytest.param(_gpgv, marks=needs_gpgv, id="gpgv"), pytest.param(_sqv, marks=needs_sqv, id="sqv")]
+
+
+def _signed(tmp_path: Path, key: RoleKey | None = None) -> tuple[Path, Path, Path]:
+    """keys/release.asc, an artifact and its .asc signature, made in ``tmp_path``."""
+    key = key or _key()
+    keys = tmp_path / "keys"
+    keys.mkdir(exist_ok=True)
+    asc = openpgp.write_public_key(keys, key, openpgp.DEV_KEY_CREATED)
+    art = tmp_path / "ransomeye-core-1.0.0.tar.gz"
+    art.write_bytes(BIG)
+    sig = tmp_path / "ransomeye-core-1.0.0.tar.gz.asc"
+    sig.write_bytes(openpgp.detached_signature(key, art, SIGNED_AT, openpgp.DEV_KEY_CREATED).encode())
+    return asc, art, sig
+
+
+def _rearmored(asc_text: str, change: Callable[[bytearray], bytes | bytearray], kind: str) -> str:
+    """The armored block with its binary changed by ``change`` and a correct CRC (so the change itself is judged)."""
+    data = bytearray(openpgp.dearmor(asc_text))
+    return openpgp.armor(bytes(change(data)), kind)
+
+
+def _flip(offset: int) -> Callable[[bytearray], bytearray]:
+    def change(data: bytearray) -> bytearray:
+        data[offset] ^= 0x01
+        return data
+
+    return change
+
+
+@pytest.mark.parametrize("verify", TOOLS)
+def test_stock_tools_accept_the_signature_and_name_our_fingerprint(tmp_path: Path, verify: Verifier) -> None:
+    asc, art, sig = _signed(tmp_path)
+    proc = verify(tmp_path, asc, sig, art)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    fpr = openpgp.read_public_key(asc.read_text(), str(asc)).fingerprint_hex
+    assert fpr in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("verify", TOOLS)
+@pytest.mark.parametrize("offset", [0, openpgp.CHUNK, len(BIG) - 1])
+def test_stock_tools_reject_a_flipped_byte_in_the_file(tmp_path: Path, verify: Verifier, offset: int) -> None:
+    asc, art, sig = _signed(tmp_path)
+    data = bytearray(art.read_bytes())
+    data[offset] ^= 0x01
+    art.write_bytes(bytes(data))
+    assert verify(tmp_path, asc, sig, art).returncode != 0
+
+
+# Offsets in the binary signature packet (2-byte header): 10..13 the hashed creation time, -1 the last byte of s,
+# -40 a byte of r.
+@pytest.mark.parametrize("verify", TOOLS)
+@pytest.mark.parametrize("offset", [12, -1, -40], ids=["hashed-time", "s", "r"])
+def test_stock_tools_reject_a_flipped_byte_in_the_signature(tmp_path: Path, verify: Verifier, offset: int) -> None:
+    asc, art, sig = _signed(tmp_path)
+    sig.write_text(_rearmored(sig.read_text(), _flip(offset), openpgp.SIGNATURE_BLOCK))
+    assert verify(tmp_path, asc, sig, art).returncode != 0
+
+
+@pytest.mark.parametrize("verify", TOOLS)
+def test_stock_tools_reject_a_signature_by_another_key(tmp_path: Path, verify: Verifier) -> None:
+    asc, art, sig = _signed(tmp_path)
+    other = _key(2)
+    sig.write_text(openpgp.detached_signature(other, art, SIGNED_AT, openpgp.DEV_KEY_CREATED))
+    assert verify(tmp_path, asc, sig, art).returncode != 0
+    # ...and the other key's own export accepts it (the refusal is about the key, not the signature).
+    other_dir = tmp_path / "other"
+    other_dir.mkdir()
+    other_asc = openpgp.write_public_key(other_dir, other, openpgp.DEV_KEY_CREATED)
+    assert verify(tmp_path, other_asc, sig, art).returncode == 0
+
+
+@needs_gpgv
+def test_gpgv_refuses_the_armored_key_as_a_keyring(tmp_path: Path) -> None:
+    """Documents why the tests dearmor: gpgv's --keyring takes a binary keyring only."""
+    assert GPGV is not None
+    asc, art, sig = _signed(tmp_path)
+    proc = subprocess.run(
+        [GPGV, "--keyring", str(asc.resolve()), str(sig), str(art)],
+        env=_isolated_env(tmp_path), capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0
+
+
+def test_keys_and_signatures_are_byte_identical_when_made_twice(tmp_path: Path) -> None:
+    key = _key()
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    pa = openpgp.write_public_key(a, key, openpgp.DEV_KEY_CREATED)
+    pb = openpgp.write_public_key(b, key, openpgp.DEV_KEY_CREATED)
+    assert pa.read_bytes() == pb.read_bytes()
+    art = tmp_path / "art"
+    art.write_bytes(BIG)
+    first = openpgp.detached_signature(key, art, SIGNED_AT, openpgp.DEV_KEY_CREATED)
+    assert first == openpgp.detached_signature(key, art, SIGNED_AT, openpgp.DEV_KEY_CREATED)
+    assert "Version:" not in first and "Comment:" not in first
+
+
+def test_read_public_key_round_trips_what_we_write() -> None:
+    key = _key()
+    text = openpgp.armor(openpgp.transferable_public_key(key, openpgp.USER_ID, 1_600_000_000), "PGP PUBLIC KEY BLOCK")
+    read = openpgp.read_public_key(text, "release.asc")
+    assert read.public == openpgp.raw_public(key.public)
+    assert read.created == 1_600_000_000
+    assert read.user_id == openpgp.USER_ID
+    assert read.fingerprint == openpgp.fingerprint(read.public, read.created)
+    assert read.key_id == read.fingerprint[-8:]
+
+
+def test_an_existing_export_of_the_same_key_is_kept(tmp_path: Path) -> None:
+    key = _key()
+    path = openpgp.write_public_key(tmp_path, key, 1_600_000_000)
+    before = path.read_bytes()
+    assert openpgp.write_public_key(tmp_path, key, openpgp.DEV_KEY_CREATED) == path  # another time: kept as is
+    assert path.read_bytes() == before
+    assert openpgp.read_public_key_file(path).created == 1_600_000_000
+
+
+def test_an_export_of_another_key_is_refused_not_regenerated(tmp_path: Path) -> None:
+    path = openpgp.write_public_key(tmp_path, _key(1), openpgp.DEV_KEY_CREATED)
+    before = path.read_bytes()
+    with pytest.raises(SigningError, match="holds another key") as e:
+        openpgp.write_public_key(tmp_path, _key(2), openpgp.DEV_KEY_CREATED)
+    assert e.value.hint and "never regenerated" in e.value.hint
+    assert path.read_bytes() == before
+
+
+def test_a_symlinked_export_is_refused(tmp_path: Path) -> None:
+    target = openpgp.write_public_key(tmp_path, _key(), openpgp.DEV_KEY_CREATED)
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "release.asc").symlink_to(target)
+    with pytest.raises(BadInputError, match="cannot read"):
+        openpgp.write_public_key(keys, _key(), openpgp.DEV_KEY_CREATED)
+
+
+def test_signing_before_the_key_was_created_is_refused(tmp_path: Path) -> None:
+    art = tmp_path / "art"
+    art.write_bytes(b"x")
+    with pytest.raises(SigningError, match="before the key was created"):
+        openpgp.detached_signature(_key(), art, openpgp.DEV_KEY_CREATED - 1, openpgp.DEV_KEY_CREATED)
+
+
+def test_signing_a_missing_or_special_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(BadInputError, match="cannot read"):
+        openpgp.detached_signature(_key(), tmp_path / "missing", SIGNED_AT, openpgp.DEV_KEY_CREATED)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(BadInputError, match="not a regular file"):
+        openpgp.detached_signature(_key(), fifo, SIGNED_AT, openpgp.DEV_KEY_CREATED)
+
+
+@pytest.mark.parametrize("user_id", ["", "line\nbreak", "x" * 2000])
+def test_a_malformed_user_id_is_refused(user_id: str) -> None:
+    with pytest.raises(BadInputError, match="user ID"):
+        openpgp.transferable_public_key(_key(), user_id, openpgp.DEV_KEY_CREATED)
+
+
+@given(data=st.binary(min_size=1, max_size=2000), kind=st.sampled_from(openpgp.ARMOR_KINDS))
+def test_armor_round_trips(data: bytes, kind: str) -> None:
+    text = openpgp.armor(data, kind)
+    assert openpgp.dearmor(text, "x", kind) == data
+    assert openpgp.dearmor(text) == data
+    assert all(len(line) <= 64 for line in text.splitlines())
+
+
+# --- hostile keys: each case names the attack; read_public_key refuses it, naming the file ---------------------------
+
+_BLOCK = openpgp.PUBLIC_KEY_BLOCK
+_KEY = openpgp.armor(openpgp.transferable_public_key(_key(), openpgp.USER_ID, openpgp.DEV_KEY_CREATED), _BLOCK)
+# The binary layout: key packet header (2) and body (51: version 2, time 3..6, algo 7, OID length 8, OID 9..17,
+# MPI 18..52), user ID packet at 53 (header 2), signature packet after it.
+_UID_AT = 53
+_SIG_AT = _UID_AT + 2 + len(openpgp.USER_ID) + 2  # the signature packet's body: version, type, algorithm, hash
+_CRC = next(line for line in _KEY.split("\n") if line.startswith("="))
+
+
+def _with(change: Callable[[bytearray], bytes | bytearray]) -> str:
+    return _rearmored(_KEY, change, _BLOCK)
+
+
+def _other_uid(data: bytearray) -> bytes:
+    uid = openpgp.USER_ID.replace("development", "production!").encode()  # same length
+    return bytes(data[: _UID_AT + 2]) + uid + bytes(data[_UID_AT + 2 + len(uid) :])
+
+
+HOSTILE_KEYS: dict[str, tuple[str, str]] = {
+    "empty": ("", "not an ASCII-armored"),
+    "not armor": ("hello\nworld\n", "not an ASCII-armored"),
+    "a signature block": (_KEY.replace(_BLOCK, "PGP SIGNATURE"), "not an armored PGP PUBLIC KEY BLOCK"),
+    "mismatched END": (_KEY.replace("END PGP PUBLIC KEY", "END PGP PRIVATE KEY"), "END line"),
+    "armor header": (_KEY.replace("-----\n\n", "-----\nVersion: evil\n\n", 1), "not an ASCII-armored|headers"),
+    "bad CRC": (_KEY.replace(_CRC, "=AAAA" if _CRC != "=AAAA" else "=AAAB"), "CRC24 does not match"),
+    "no CRC": ("\n".join(line for line in _KEY.split("\n") if not line.startswith("=")), "CRC|not an ASCII"),
+    "invalid base64": (_KEY.replace(_KEY.split("\n")[2][:4], "!!!!", 1), "base64"),
+    "oversized text": (_KEY + " " * openpgp.MAX_ARMOR_CHARS, "too large"),
+    "truncated packet": (_with(lambda d: d[:-1]), "truncated"),
+    "huge length claim": (_with(lambda d: b"\xc6\xff\xff\xff\xff\xff" + d[2:]), "truncated"),
+    "partial length": (_with(lambda d: b"\xc6\xe1" + d[2:]), "partial-length"),
+    "old-format indeterminate length": (_with(lambda d: b"\x9b" + d[2:]), "indeterminate"),
+    "not a packet": (_with(lambda d: b"\x00" + d[1:]), "not an OpenPGP packet"),
+    "trailing packet": (_with(lambda d: d + d[_UID_AT:]), "packet tags"),
+    "subkey added": (_with(lambda d: d + b"\xce" + d[1:_UID_AT]), "packet tags"),
+    "no self-signature": (_with(lambda d: d[: _UID_AT + 2 + len(openpgp.USER_ID)]), "packet tags"),
+    "v3 key": (_with(lambda d: d[:2] + b"\x03" + d[3:]), "version 3"),
+    "RSA algorithm": (_with(lambda d: d[:7] + b"\x01" + d[8:]), "algorithm 1"),
+    "ECDSA algorithm": (_with(lambda d: d[:7] + b"\x13" + d[8:]), "algorithm 19"),
+    "another curve": (_with(_flip(17)), "not on Ed25519"),
+    "compressed point prefix": (_with(_flip(20)), "native form|malformed number"),
+    "oversized MPI": (_with(lambda d: d[:18] + b"\x01\x10" + d[20:]), "oversized"),
+    "key time changed": (_with(_flip(6)), "self-signature"),
+    "public key changed": (_with(_flip(30)), "self-signature"),
+    "user ID changed": (_with(_other_uid), "self-signature"),
+    "user ID not UTF-8": (_with(lambda d: d[: _UID_AT + 2] + b"\xff" + d[_UID_AT + 3 :]), "UTF-8"),
+    "signature s flipped": (_with(_flip(-1)), "self-signature"),
+    "signature hash algorithm": (_with(lambda d: d[: _SIG_AT + 3] + b"\x08" + d[_SIG_AT + 4 :]), "SHA-512"),
+}
+
+
+def test_the_hostile_cases_change_the_bytes_they_name() -> None:
+    data = openpgp.dearmor(_KEY)
+    assert data[0] == 0xC6 and data[2] == 4 and data[7] == 22 and data[8] == 9 and data[20] == 0x40
+    assert data[_UID_AT] == 0xCD and data[_SIG_AT : _SIG_AT + 4] == bytes([4, 0x13, 22, 10])
+
+
+@pytest.mark.parametrize("case", HOSTILE_KEYS)
+def test_read_public_key_refuses_hostile_keys(case: str) -> None:
+    text, match = HOSTILE_KEYS[case]
+    with pytest.raises(BadInputError, match=match) as e:
+        openpgp.read_public_key(text, "keys/release.asc")
+    assert "keys/release.asc" in e.value.message
