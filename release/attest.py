@@ -36,8 +36,11 @@ from release.archive import write_bytes_atomic
 from release.checksums import SUMS_NAME
 from release.errors import BadInputError, VerificationError
 from release.minisign import SUFFIX as SIG_SUFFIX
+from release.openpgp import SUFFIX as PGP_SUFFIX
 from release.products import Bundle, Workspace
 from release.signers import RoleKey
+from release.signify import SUMS_NAME as SIGNIFY_SUMS
+from release.sigstore_bundle import SUFFIX as SIGSTORE_SUFFIX
 
 LAYOUT_NAME = "root.layout"
 GATES_REPORT = "gates-report.json"
@@ -57,20 +60,38 @@ BUILDER_ROLES = (BUILD_ROLE, PACKAGE_ROLE)
 FUNCTIONARY_ROLES = (GATES_ROLE, BUILD_ROLE, PACKAGE_ROLE, RELEASE_ROLE)
 STEP_GATES = "gates"
 STEP_BUILD = "build"
+STEP_CODESIGN = "codesign"
 STEP_PROVENANCE = "provenance"
 STEP_SIGN = "sign"
 STEP_CHECKSUMS = "checksums"
 BUILD_COMMAND = ("cargo", "build", "--release", "--offline", "--locked")
+# The release key's signatures in the formats customers check with stock tools (besides minisign's):
+# OpenPGP (gpgv, sqv) on every archive and on SHA256SUMS, a Sigstore bundle per archive (cosign,
+# @sigstore/verify), and signify's signed checksum list of the archives.
+ARCHIVE_SIGNATURE_SUFFIXES = (PGP_SUFFIX, SIGSTORE_SUFFIX)
+SIGN_COMMAND = ("sign", "minisign", "openpgp", "sigstore-bundle")
+CODESIGN_COMMAND = ("authenticode-sign",)
+
+
+def codesigned_binaries(ws: Workspace) -> list[str]:
+    """The build products the codesign step Authenticode-signs: every binary of a bundle for Windows."""
+    return sorted({f"bin/{b.target}/{f}" for b in ws.bundles if is_windows(b.target) for f in b.binary_files()})
+
+
+def is_windows(target: str) -> bool:
+    return "windows" in target
 
 
 def step_names(ws: Workspace) -> list[str]:
     """Every in-toto step of the pipeline, in order."""
-    return [STEP_GATES, STEP_BUILD, *(b.step for b in ws.bundles), STEP_PROVENANCE, STEP_SIGN, STEP_CHECKSUMS]
+    codesign = [STEP_CODESIGN] if codesigned_binaries(ws) else []
+    return [STEP_GATES, STEP_BUILD, *codesign, *(b.step for b in ws.bundles), STEP_PROVENANCE, STEP_SIGN,
+            STEP_CHECKSUMS]  # fmt: skip
 
 
 def step_role(step: str) -> str:
     """The role whose key signs ``step``'s link (the provenance is the first builder's build key's)."""
-    if step in (STEP_SIGN, STEP_CHECKSUMS):
+    if step in (STEP_SIGN, STEP_CHECKSUMS, STEP_CODESIGN):
         return RELEASE_ROLE
     if step == STEP_GATES:
         return GATES_ROLE
@@ -210,15 +231,26 @@ def _payload_rules(ws: Workspace) -> list[list[str]]:
     return [["MATCH", pattern, "WITH", "PRODUCTS", "FROM", step] for pattern, step in _payloads(ws)]
 
 
+def _signatures(ws: Workspace) -> list[str]:
+    """Every file the sign step writes, as patterns: a minisign signature of each payload, more of each archive."""
+    archives = [_archive_glob(ws, b) for b in ws.bundles]
+    return [
+        *(pattern + SIG_SUFFIX for pattern, _ in _payloads(ws)),
+        *(a + suffix for a in archives for suffix in ARCHIVE_SIGNATURE_SUFFIXES),
+    ]
+
+
 def _signature_rules(ws: Workspace) -> list[list[str]]:
-    return [["MATCH", pattern + SIG_SUFFIX, "WITH", "PRODUCTS", "FROM", STEP_SIGN] for pattern, _ in _payloads(ws)]
+    return [["MATCH", pattern, "WITH", "PRODUCTS", "FROM", STEP_SIGN] for pattern in _signatures(ws)]
+
+
+SUMS_FILES = (SUMS_NAME, SUMS_NAME + SIG_SUFFIX, SUMS_NAME + PGP_SUFFIX, SIGNIFY_SUMS)
 
 
 def _release_files(ws: Workspace) -> list[list[str]]:
     """MATCH rules tying every delivered file to the step that produced it."""
     return [
-        ["MATCH", SUMS_NAME, "WITH", "PRODUCTS", "FROM", STEP_CHECKSUMS],
-        ["MATCH", SUMS_NAME + SIG_SUFFIX, "WITH", "PRODUCTS", "FROM", STEP_CHECKSUMS],
+        *(["MATCH", name, "WITH", "PRODUCTS", "FROM", STEP_CHECKSUMS] for name in SUMS_FILES),
         ["MATCH", PROVENANCE_GLOB, "WITH", "PRODUCTS", "FROM", STEP_PROVENANCE],
         *_payload_rules(ws),
         *_signature_rules(ws),
@@ -253,6 +285,7 @@ def inspection_config(
         ["steps", [[step, [k[:8] for k in keyids[step]]] for step in step_names(ws)]],
         ["gates-step", STEP_GATES],
         ["build-step", STEP_BUILD],
+        ["binary-steps", [STEP_BUILD, *([STEP_CODESIGN] if codesigned_binaries(ws) else [])]],
         ["build-command", list(BUILD_COMMAND)],
         ["sums", [SUMS_NAME, STEP_CHECKSUMS]],
         ["sums-lists", [STEP_GATES, *(b.step for b in ws.bundles), STEP_SIGN]],
@@ -268,13 +301,15 @@ def product_names(ws: Workspace) -> list[list[Any]]:
     v = inspection.VERSION_PLACEHOLDER
     archives = [(b, f"{b.name}-{v}.{b.format}", f"{b.name}-{v}{SBOM_SUFFIX}") for b in ws.bundles]
     payloads = [GATES_REPORT, *(n for _, archive, sbom_file in archives for n in (archive, sbom_file))]
+    extra = [archive + suffix for _, archive, _ in archives for suffix in ARCHIVE_SIGNATURE_SUFFIXES]
     return [
         [STEP_GATES, [GATES_REPORT]],
         [STEP_BUILD, []],
+        *([[STEP_CODESIGN, []]] if codesigned_binaries(ws) else []),
         *([b.step, [archive, sbom_file]] for b, archive, sbom_file in archives),
         [STEP_PROVENANCE, [provenance.provenance_name(v)]],
-        [STEP_SIGN, [p + SIG_SUFFIX for p in payloads]],
-        [STEP_CHECKSUMS, [SUMS_NAME, SUMS_NAME + SIG_SUFFIX]],
+        [STEP_SIGN, [*(p + SIG_SUFFIX for p in payloads), *extra]],
+        [STEP_CHECKSUMS, list(SUMS_FILES)],
     ]
 
 
@@ -315,7 +350,8 @@ def build_layout(
     package_ids = [keyid_of(b.package) for b in keys.builders]
     layout = Layout()
     layout.readme = (
-        f"RansomEye release supply chain: gates -> build -> package ({', '.join(b.id for b in ws.bundles)}) "
+        "RansomEye release supply chain: gates -> build -> codesign (Windows) -> "
+        f"package ({', '.join(b.id for b in ws.bundles)}) "
         f"-> provenance -> sign -> checksums; the build and packaging steps by {keys.threshold} independent "
         f"builder{'s that must agree' if keys.threshold > 1 else ''}. "
         "Verify in the release folder: in-toto-verify --layout root.layout --verification-keys owner.pub"
@@ -334,6 +370,7 @@ def build_layout(
     layout.steps = [
         _gates_step(ws, keyid_of(keys.gates)),
         _build_step(ws, build_ids),
+        *([_codesign_step(ws, release_id)] if codesigned_binaries(ws) else []),
         *(_packaging_step(ws, b, package_ids) for b in ws.bundles),
         _provenance_step(ws, build_ids[0]),
         _sign_step(ws, release_id),
@@ -375,6 +412,27 @@ def _build_step(ws: Workspace, build_ids: list[str]) -> Step:
     )
 
 
+def _codesign_step(ws: Workspace, release_id: str) -> Step:
+    """The signer Authenticode-signs each Windows binary the builders agreed on: each one read, each one changed."""
+    binaries = codesigned_binaries(ws)
+    return Step(
+        name=STEP_CODESIGN,
+        pubkeys=[release_id],
+        expected_command=list(CODESIGN_COMMAND),
+        expected_materials=[
+            *(["REQUIRE", b] for b in binaries),
+            *(["MATCH", b, "WITH", "PRODUCTS", "FROM", STEP_BUILD] for b in binaries),
+            ["DISALLOW", "*"],
+        ],
+        expected_products=[*(["REQUIRE", b] for b in binaries), *(["MODIFY", b] for b in binaries), ["DISALLOW", "*"]],
+    )
+
+
+def binaries_from(b: Bundle) -> str:
+    """The step whose products ``b``'s packager packs: the codesign step's signed binaries for Windows."""
+    return STEP_CODESIGN if is_windows(b.target) else STEP_BUILD
+
+
 def _packaging_step(ws: Workspace, b: Bundle, package_ids: list[str]) -> Step:
     """A bundle's packager reads its binaries and assets (never what it forbids) and writes its archive and SBOM."""
     bins = [f"bin/{b.target}/{f}" for f in b.binary_files()]
@@ -386,7 +444,7 @@ def _packaging_step(ws: Workspace, b: Bundle, package_ids: list[str]) -> Step:
         expected_materials=[
             *(["REQUIRE", x] for x in bins),
             *_forbidden_rules(b, ""),
-            *(["MATCH", x, "WITH", "PRODUCTS", "FROM", STEP_BUILD] for x in bins),
+            *(["MATCH", x, "WITH", "PRODUCTS", "FROM", binaries_from(b)] for x in bins),
             *(["MATCH", f"{a}/*", "WITH", "MATERIALS", "FROM", STEP_BUILD] for a in b.assets),
             ["DISALLOW", "*"],
         ],
@@ -411,9 +469,13 @@ def _sign_step(ws: Workspace, release_id: str) -> Step:
     return Step(
         name=STEP_SIGN,
         pubkeys=[release_id],
-        expected_command=["minisign-sign"],
-        expected_materials=[*_payload_rules(ws), ["DISALLOW", "*"]],
-        expected_products=[*(["CREATE", pattern + SIG_SUFFIX] for pattern, _ in _payloads(ws)), ["DISALLOW", "*"]],
+        expected_command=list(SIGN_COMMAND),
+        expected_materials=[
+            *_payload_rules(ws),
+            ["MATCH", PROVENANCE_GLOB, "WITH", "PRODUCTS", "FROM", STEP_PROVENANCE],
+            ["DISALLOW", "*"],
+        ],
+        expected_products=[*(["CREATE", pattern] for pattern in _signatures(ws)), ["DISALLOW", "*"]],
     )
 
 
@@ -424,10 +486,8 @@ def _checksums_step(ws: Workspace, release_id: str) -> Step:
         expected_command=["sha256sums"],
         expected_materials=[*_payload_rules(ws), *_signature_rules(ws), ["DISALLOW", "*"]],
         expected_products=[
-            ["REQUIRE", SUMS_NAME],
-            ["REQUIRE", SUMS_NAME + SIG_SUFFIX],
-            ["CREATE", SUMS_NAME],
-            ["CREATE", SUMS_NAME + SIG_SUFFIX],
+            *(["REQUIRE", name] for name in SUMS_FILES),
+            *(["CREATE", name] for name in SUMS_FILES),
             ["DISALLOW", "*"],
         ],
     )

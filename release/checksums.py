@@ -17,7 +17,8 @@ from release.archive import ArtifactDigest, hash_file, write_bytes_atomic
 from release.errors import BadInputError, VerificationError
 
 SUMS_NAME = "SHA256SUMS"
-EXCLUDED = frozenset({SUMS_NAME, SUMS_NAME + ".minisig"})
+# The checksum list and its signatures (they cover it, it cannot list them).
+EXCLUDED = frozenset({SUMS_NAME, SUMS_NAME + ".minisig", SUMS_NAME + ".asc", "SHA256.sig"})
 # in-toto metadata is verified by its own signatures, not listed.
 EXCLUDED_SUFFIXES = (".link", ".layout", ".intoto.jsonl")
 

@@ -799,6 +799,8 @@ class Config:
         self.steps = [(str(s), [str(k) for k in keys]) for s, keys in d["steps"]]
         self.gates_step = str(d["gates-step"])
         self.build_step = str(d["build-step"])
+        # The steps whose products are binaries (``bin/<target>/<file>``), not files of the folder.
+        self.binary_steps = [str(x) for x in d.get("binary-steps", [self.build_step])]
         self.build_command = [str(c) for c in d["build-command"]]
         self.sums_file, self.sums_step = (str(x) for x in d["sums"])
         self.sums_lists = [str(step) for step in d["sums-lists"]]
@@ -819,6 +821,7 @@ class Inspection:
         self.failures = []  # type: list[str]
         self.regular = dict()  # type: dict[str, os.stat_result]
         self.links = dict()  # type: dict[str, Link]
+        self.absent = set()  # type: set[str]  # the packaging steps of the products not downloaded
 
     def fail(self, reason: str) -> None:
         self.failures.append(reason)
@@ -833,7 +836,7 @@ class Inspection:
         self.check_sums()
         config = self.config
         forbidden = forbidden_content(
-            config.bundles, self.links.get(config.gates_step), self.links.get(config.build_step)
+            config.bundles, self.links.get(config.gates_step), [self.links.get(s) for s in config.binary_steps]
         )
         # One thread per archive: hashing and inflating release the GIL, so the archives are read on every core.
         # A thread that dies leaves its archive refused: fail closed.
@@ -911,18 +914,26 @@ class Inspection:
             self.links[step] = links[0]
 
     def check_files(self) -> None:
-        """Each step wrote exactly the files the layout names; the folder holds those, the layout and the links only."""
+        """Each step wrote exactly the files the layout names; the folder holds those, the layout and the links only.
+
+        A customer may download one product: the folder then holds, of each
+        product, every file named after it (its archive, its SBOM, their
+        signatures) or none, and at least one product whole. The shared files
+        (the layout, the links, the checksum lists and their signatures, the
+        gates' report, the provenance) are always required.
+        """
         expected = set([self.config.layout])
         for step, keyids in self.config.steps:
             expected.update("%s.%s.link" % (step, k) for k in keyids)
         version = self.version()
         if version is None:
             return  # without it no name can be judged: the version's failure says why
+        optional = self.choose_products(version)
         for step, names in self.config.products:
             link = self.links.get(step)
             if link is None:
                 continue  # named by load_links
-            if step != self.config.build_step:
+            if step not in self.config.binary_steps:
                 for name in sorted(n for n in link.products if "/" in n):
                     self.fail("%s: the %s step may not write it (not a file of the folder)" % (shown(name), step))
             wrote = set(n for n in link.products if "/" not in n)
@@ -935,7 +946,7 @@ class Inspection:
                 expected.add(name)
                 if name not in wrote:
                     self.fail("%s: the %s step did not write it" % (shown(name), step))
-                elif name not in self.regular:
+                elif name not in self.regular and name not in optional:
                     self.fail("%s: missing (the product of %s)" % (shown(name), step))
         for name in sorted(self.regular):
             if name in self.config.allowed_extra:
@@ -945,6 +956,32 @@ class Inspection:
                 self.fail("%s: is not part of the release (no step produced it)" % shown(name))
         if self.config.layout not in self.regular:
             self.fail("%s: missing" % self.config.layout)
+
+    def product_files(self, bundle: Bundle, version: str) -> list[str]:
+        """The files named after ``bundle``'s archive and SBOM: those, and every file named ``<one of them>.<more>``."""
+        own = []  # type: list[str]
+        for step, names in self.config.products:
+            if step == bundle.step:
+                own = [n.replace(VERSION_PLACEHOLDER, version) for n in names]
+        files = set(own)
+        for _, names in self.config.products:
+            for n in names:
+                name = n.replace(VERSION_PLACEHOLDER, version)
+                if any(name.startswith(o + ".") for o in own):
+                    files.add(name)
+        return sorted(files)
+
+    def choose_products(self, version: str) -> set[str]:
+        """The files of the products the folder holds none of: not required. A product partly there is named missing."""
+        absent = set()  # type: set[str]
+        for b in self.config.bundles:
+            files = self.product_files(b, version)
+            if not any(n in self.regular for n in files):
+                self.absent.add(b.step)
+                absent.update(files)
+        if len(self.absent) == len(self.config.bundles):
+            self.fail("the folder holds no product: download an archive and every file named after it")
+        return absent
 
     def version(self) -> str | None:
         """The release's version: the one every packaging link's archive is named with."""
@@ -1017,8 +1054,8 @@ class Inspection:
     def check_bundle(self, bundle: Bundle, forbidden: Any) -> str | None:
         """Check one bundle's archive; return the reason it fails, or None."""
         link = self.links.get(bundle.step)
-        if link is None:
-            return None  # named by load_links
+        if link is None or bundle.step in self.absent:
+            return None  # named by load_links; or a product not downloaded (check_files requires one)
         try:
             archive = archive_of(link, bundle)
             if archive not in self.regular:
@@ -1031,23 +1068,27 @@ class Inspection:
         return None
 
 
-def forbidden_content(bundles: list[Bundle], gates: Link | None, build: Link | None) -> Any:
+def forbidden_content(bundles: list[Bundle], gates: Link | None, builds: list[Link | None]) -> Any:
     """For each bundle id, the SHA-256 of every file it must never hold, with what that file is.
 
     A bundle must never hold a file of its forbidden paths (the gated source
     the gates step read, e.g. every ``edge/`` file; empty files aside) nor any
-    of its forbidden binaries (the build step's products of those names).
+    of its forbidden binaries (the build step's products of those names, and
+    their code-signed forms).
     """
     out = dict()
     sources = gates.materials if gates is not None else dict()
-    products = build.products if build is not None else dict()
+    products = []  # type: list[tuple[str, str]]
+    for build in builds:
+        if build is not None:
+            products.extend(build.products.items())
     for b in bundles:
         banned = dict()
         for path, digest in sources.items():
             hit = b.forbidden_path(path)
             if hit is not None and digest != EMPTY_SHA256:
                 banned[digest] = "the %s/ file %s" % (hit, shown(path))
-        for path, digest in products.items():
+        for path, digest in products:
             hit = b.forbidden_binary(path.rsplit("/", 1)[-1])
             if hit is not None:
                 banned[digest] = "the %s binary" % hit

@@ -36,6 +36,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -49,10 +50,11 @@ from typing import Any, Generic, TypeVar
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from in_toto.models.metadata import Metablock
 
-from release import attest
+from release import attest, authenticode, provenance, signify
 from release.archive import ArtifactDigest, hash_file, link_hashed, sha256_file
 from release.attest import GATES_REPORT, LAYOUT_NAME, StepRecord
 from release.audit.checks import audit
+from release.authenticode import CodeSigner
 from release.binary_inputs import BinaryInputs, binary_inputs, check_build_scripts, forbidden_sources
 from release.bundle import package
 from release.cargo import HOST_TARGET, Toolchain, cargo_build, find_toolchain
@@ -63,18 +65,26 @@ from release.errors import (
     GateFailure,
     Interrupted,
     ReleaseError,
+    SigningError,
     SystemFailure,
     ToolchainError,
     VerificationError,
 )
 from release.faults import failpoint
 from release.keys import DEV_MARKER, builder_dirs, load_public_key, public_key_path
-from release.products import Workspace, load_workspace
+from release.products import Bundle, Workspace, load_workspace
 from release.provenance import build_statement, provenance_name, sign_envelope, write_envelope
 from release.sandbox import UNSANDBOXED, Sandbox, coverage_paths, toolchain_env, toolchain_paths
 from release.sbom import CargoMetadata, bundle_sbom, cargo_metadata, sbom_name, write_sbom
 from release.signers import RoleKey, has_private_key, load_role_key
-from release.signing import sign_all, sign_digest, write_minisign_pub
+from release.signing import (
+    publish_release_keys,
+    sign_all,
+    sign_digest,
+    sign_openpgp,
+    write_signify_sums,
+    write_sigstore_bundle,
+)
 from release.source import hash_sources, source_commit, source_date_epoch
 from release.staging import build_lock, clean_stale, new_staging, publish
 
@@ -102,6 +112,8 @@ class Context:
     # Inside a sandboxed step: where it writes (its output folder), instead of the work folder.
     out_dir: Path | None = None
     bin_dir: Path | None = None
+    pgp_created: int = 0  # the creation time of the release key's OpenPGP form (keys/release.asc)
+    codesigner: CodeSigner | None = None  # the Authenticode key and certificate (the codesign step only)
 
     @property
     def out(self) -> Path:
@@ -112,6 +124,15 @@ class Context:
     def bin_root(self) -> Path:
         """The build step's products: ``<target>/<binary>``."""
         return self.bin_dir or self.staging / "bin"
+
+    @property
+    def signed_root(self) -> Path:
+        """The codesign step's products: ``<target>/<binary>``, each Windows binary Authenticode-signed."""
+        return self.staging / "signed"
+
+    def binaries_of(self, bundle: Bundle) -> Path:
+        """Where ``bundle``'s packager reads its binaries: the signed ones for Windows, else the build's."""
+        return self.signed_root if attest.binaries_from(bundle) == attest.STEP_CODESIGN else self.bin_root
 
     @property
     def gates_report(self) -> Path:
@@ -137,6 +158,11 @@ class Built:
 
 
 @dataclass(frozen=True)
+class Codesigned:
+    binaries: Mapping[str, str]  # bin/<target>/<file> -> the signed binary's SHA-256 (in Context.signed_root)
+
+
+@dataclass(frozen=True)
 class Packaged:
     archive: ArtifactDigest
     sbom: ArtifactDigest
@@ -159,8 +185,8 @@ class Summed:
     signature: ArtifactDigest
 
 
-Result = Gated | Built | Packaged | Attested | Signed | Summed
-R = TypeVar("R", Gated, Built, Packaged, Attested, Signed, Summed)
+Result = Gated | Built | Codesigned | Packaged | Attested | Signed | Summed
+R = TypeVar("R", Gated, Built, Codesigned, Packaged, Attested, Signed, Summed)
 
 
 @dataclass(frozen=True)
@@ -338,11 +364,44 @@ def _build_environment(r: Context, inputs: Sequence[BinaryInputs]) -> dict[str, 
     return environment
 
 
+def step_codesign(r: Context, earlier: Earlier) -> Outcome[Codesigned]:
+    """Authenticode-sign every Windows binary the build produced, with the signer's code-signing certificate.
+
+    Each binary is checked against the build's link before it is signed; the
+    signature time is ``SOURCE_DATE_EPOCH`` and no timestamp server is asked,
+    so the signed binary is the same bytes on every run (and for every
+    builder's packager, which packs these, not its own unsigned build).
+    """
+    if r.codesigner is None:
+        raise SigningError("the codesign step has no code-signing key", hint="run `make keys` (keys/README.md)")
+    built = earlier[attest.STEP_BUILD].link.signed["products"]
+    materials: dict[str, str] = {}
+    products: dict[str, str] = {}
+    for name in attest.codesigned_binaries(r.ws):
+        recorded = built.get(name, {}).get("sha256")
+        rel = Path(name).relative_to("bin")
+        src, dst = r.bin_root / rel, r.signed_root / rel
+        if recorded is None or sha256_file(src) != recorded:
+            raise VerificationError(f"{name}: is not the binary the build step recorded")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        authenticode.sign_pe(r.codesigner, src, dst, r.epoch)
+        authenticode.verify_pe(dst, r.codesigner.ca)
+        materials[name], products[name] = recorded, sha256_file(dst)
+    record = StepRecord(
+        name=attest.STEP_CODESIGN,
+        command=list(attest.CODESIGN_COMMAND),
+        materials=materials,
+        products=products,
+        environment={"certificate-sha256": r.codesigner.fingerprint, "signing-time": r.epoch},
+    )
+    return Outcome(f"{len(products)} Windows binaries Authenticode-signed", record, Codesigned(products))
+
+
 def _package_step(bundle_id: str) -> StepFn:
     def step(r: Context, earlier: Earlier) -> Outcome[Packaged]:
         bundle = r.ws.bundle(bundle_id)
         metadata = result_of(earlier, attest.STEP_BUILD, Built).metadata
-        packaged = package(r.ws, bundle, r.bin_root, r.out, r.epoch)
+        packaged = package(r.ws, bundle, r.binaries_of(bundle), r.out, r.epoch)
         d = packaged.digest
         tc = r.toolchains.get(bundle.target)
         bom = bundle_sbom(bundle, r.ws.version, d, packaged.contents, metadata, r.epoch, tc.version if tc else None)
@@ -383,18 +442,45 @@ def step_provenance(r: Context, earlier: Earlier) -> Outcome[Attested]:
 
 
 def step_sign(r: Context, earlier: Earlier) -> Outcome[Signed]:
-    """Sign every archive, SBOM and the gates report (``<file>.minisig``)."""
-    packaged = results_of(earlier, Packaged)
+    """Sign with the release key, in every format a customer's stock tools check.
+
+    Every archive, SBOM and the gates report: ``<file>.minisig`` (minisign).
+    Every archive: ``<archive>.asc`` (OpenPGP, for gpgv and sqv) and
+    ``<archive>.sigstore.json`` (a Sigstore bundle of an in-toto statement
+    whose one subject is the archive and whose predicate is the release's
+    SLSA provenance, for cosign and @sigstore/verify).
+    """
+    key = r.keys[attest.RELEASE_ROLE]
+    packaged = sorted(results_of(earlier, Packaged), key=_by_archive)
     report = result_of(earlier, attest.STEP_GATES, Gated).report
+    envelope = result_of(earlier, attest.STEP_PROVENANCE, Attested).envelope
     payloads = sorted([*(p.archive for p in packaged), *(p.sbom for p in packaged), report], key=lambda d: d.name)
-    signatures = sign_all(r.keys[attest.RELEASE_ROLE], payloads, r.ws.version, r.epoch)
+    signatures = sign_all(key, payloads, r.ws.version, r.epoch)
+    predicate = _provenance_predicate(envelope)
+    for p in packaged:
+        a = p.archive
+        signatures.append(sign_openpgp(key, a, r.epoch, r.pgp_created))
+        signatures.append(write_sigstore_bundle(key, a, provenance.PREDICATE_TYPE, predicate))
+    signatures.sort(key=lambda d: d.name)
     record = StepRecord(
         name=attest.STEP_SIGN,
-        command=["minisign-sign"],
-        materials={d.name: d.sha256 for d in payloads},
+        command=list(attest.SIGN_COMMAND),
+        materials={d.name: d.sha256 for d in [*payloads, envelope]},
         products={d.name: d.sha256 for d in signatures},
     )
-    return Outcome(f"{len(signatures)} signatures", record, Signed(tuple(payloads), tuple(signatures)))
+    summary = f"{len(signatures)} signatures (minisign, OpenPGP, Sigstore bundles)"
+    return Outcome(summary, record, Signed(tuple(payloads), tuple(signatures)))
+
+
+def _provenance_predicate(envelope: ArtifactDigest) -> dict[str, Any]:
+    """The SLSA predicate of the provenance step's envelope (the file already checked against its link)."""
+    with envelope.path.open("rb") as f:
+        text = f.read(MAX_RECORD + 1).decode("utf-8", errors="replace")
+    statement = provenance.unverified_statement(provenance.read_envelope(text, envelope.name))
+    predicate = statement.get("predicate") if statement else None
+    if not isinstance(predicate, dict):
+        raise VerificationError(f"{envelope.name}: holds no provenance predicate")
+    return predicate
 
 
 def step_checksums(r: Context, earlier: Earlier) -> Outcome[Summed]:
@@ -403,18 +489,26 @@ def step_checksums(r: Context, earlier: Earlier) -> Outcome[Summed]:
     produced = [*signed.payloads, *signed.signatures]
     sums = write_hash_list(r.out, produced)
     failpoint("checksums:written")
-    sums_sig = sign_digest(r.keys[attest.RELEASE_ROLE], sums, r.ws.version, r.epoch)
+    key = r.keys[attest.RELEASE_ROLE]
+    sums_sig = sign_digest(key, sums, r.ws.version, r.epoch)
+    sums_pgp = sign_openpgp(key, sums, r.epoch, r.pgp_created)
+    listed = [d for d in signed.payloads if any(_is_archive(d.name, b) for b in r.ws.bundles)]
+    signify_sums = write_signify_sums(key, r.out / signify.SUMS_NAME, listed)
     record = StepRecord(
         name=attest.STEP_CHECKSUMS,
         command=["sha256sums"],
         materials={d.name: d.sha256 for d in produced},
-        products={sums.name: sums.sha256, sums_sig.name: sums_sig.sha256},
+        products={d.name: d.sha256 for d in (sums, sums_sig, sums_pgp, signify_sums)},
     )
     return Outcome(f"{len(produced)} entries", record, Summed(sums, sums_sig))
 
 
 def _by_archive(p: Packaged) -> str:
     return p.archive.name
+
+
+def _is_archive(name: str, bundle: Bundle) -> bool:
+    return name.startswith(bundle.name + "-") and name.endswith("." + bundle.format)
 
 
 StepFn = Callable[[Context, Earlier], Outcome[Any]]
@@ -436,12 +530,14 @@ def steps(ws: Workspace) -> tuple[StepSpec, ...]:
     and the audit) with no code change.
     """
     packaging = tuple(b.step for b in ws.bundles)
+    codesign = (StepSpec(attest.STEP_CODESIGN, step_codesign, after=(attest.STEP_BUILD,)),)
     return (
         StepSpec(attest.STEP_GATES, step_gates),
         StepSpec(attest.STEP_BUILD, step_build, after=(attest.STEP_GATES,)),
-        *(StepSpec(b.step, _package_step(b.id), after=(attest.STEP_BUILD,)) for b in ws.bundles),
+        *(codesign if attest.codesigned_binaries(ws) else ()),
+        *(StepSpec(b.step, _package_step(b.id), after=(attest.binaries_from(b),)) for b in ws.bundles),
         StepSpec(attest.STEP_PROVENANCE, step_provenance, after=packaging),
-        StepSpec(attest.STEP_SIGN, step_sign, after=(attest.STEP_GATES, *packaging)),
+        StepSpec(attest.STEP_SIGN, step_sign, after=(attest.STEP_GATES, *packaging, attest.STEP_PROVENANCE)),
         StepSpec(attest.STEP_CHECKSUMS, step_checksums, after=(attest.STEP_SIGN,)),
     )
 
@@ -723,6 +819,8 @@ def result_from(
         recorded = environment.get("binary-inputs") or {}
         inputs = {str(b): tuple((str(src), materials[src]) for src in srcs) for b, srcs in recorded.items()}
         return Built(dataclasses.replace(metadata, inputs=MappingProxyType(inputs)))
+    if step == attest.STEP_CODESIGN:
+        return Codesigned(MappingProxyType(dict(products)))
     if step == attest.STEP_PROVENANCE:
         (envelope,) = flat(products)
         return Attested(envelope)
@@ -865,8 +963,11 @@ def run_apart(
     toolchains = _toolchains(ws, names, None)
     epoch = source_date_epoch(ws.root)
     # Hidden from a sandboxed step: this job's keys, and the checkout's keys/ (it may hold other roles' keys).
+    release_key = keys.get(attest.RELEASE_ROLE)
+    pgp_created = publish_release_keys(keys_dir, release_key) if release_key else 0
+    codesigner = authenticode.load_codesigner(keys_dir) if attest.STEP_CODESIGN in names else None
     r = Context(ws, work, target_dir, epoch, MappingProxyType(keys), MappingProxyType(toolchains), None, sandbox,
-                (keys_dir, ws.root / "keys"))  # fmt: skip
+                (keys_dir, ws.root / "keys"), pgp_created=pgp_created, codesigner=codesigner)  # fmt: skip
     r.out.mkdir(parents=True, exist_ok=True)
     done: dict[str, Done] = {}
     for i, spec in enumerate(chosen, 1):
@@ -1057,13 +1158,15 @@ def run_release(
                 check_committed(ws.root, commit)
                 for folder in others:
                     check_local_builder(folder)
-            write_minisign_pub(keys_dir, keys[attest.RELEASE_ROLE].public)
+            pgp_created = publish_release_keys(keys_dir, keys[attest.RELEASE_ROLE])
+            codesigner = authenticode.load_codesigner(keys_dir) if attest.codesigned_binaries(ws) else None
             layout, layout_origin = resolve_layout(ws, keys_dir, publics, prebuilt=prebuilt is not None)
             targets = (HOST_TARGET,) if prebuilt is not None else ws.targets()  # prebuilt: cargo metadata only
             toolchains = {t: find_toolchain(ws, t) for t in targets}
             box = sandbox or UNSANDBOXED
             r = Context(ws, staging, target_dir, epoch, MappingProxyType(keys), MappingProxyType(toolchains), prebuilt,
-                        box, (keys_dir, *others, ws.root / "keys"))  # fmt: skip
+                        box, (keys_dir, *others, ws.root / "keys"), pgp_created=pgp_created,
+                        codesigner=codesigner)  # fmt: skip
             r.out.mkdir()
             print(
                 f"RansomEye {ws.version}: release build of {commit or 'a tree without git'} "
@@ -1075,9 +1178,11 @@ def run_release(
             builders += [OtherBuilder(r, folder, commit or "") for folder in others]
 
             def gated(step: str) -> None:
-                if step == attest.STEP_GATES:
-                    for builder in builders:
+                for builder in builders:
+                    if step == attest.STEP_GATES:
                         builder.start()  # they build while this builder does
+                    elif step == attest.STEP_CODESIGN:
+                        builder.hand_signed()  # and pack the binaries this builder signed
 
             done = run_steps(r, specs, total, gated)
             for n, builder in enumerate(builders, len(specs) + 1):
@@ -1170,6 +1275,15 @@ class OtherBuilder:
         self.proc: subprocess.Popen[bytes] | None = None
         self.lock: int | None = None
         self.started = 0.0
+        self.src = self.place / "src"
+        # With Windows binaries, it builds, then packs the binaries this builder's codesign step signed.
+        self.signs = bool(attest.codesigned_binaries(r.ws))
+        self.handed = threading.Event()
+        self.lock_proc = threading.Lock()  # stop() and a phase's start never cross
+        self.thread: threading.Thread | None = None
+        self.stopping = False
+        self.code = 1
+        self.error: BaseException | None = None
 
     def checkout(self) -> Path:
         """The builder's own checkout of exactly ``commit``, at another path: cloned once, then reset and cleaned.
@@ -1196,28 +1310,65 @@ class OtherBuilder:
         return src
 
     def start(self) -> None:
+        """Start the builder's build (and, with no Windows binary to sign, its packagers) after the gates."""
         r, work = self.r, self.home / "work"
         self.started = time.monotonic()
-        src = self.checkout()
+        self.src = self.checkout()
         (work / "out").mkdir(parents=True)
         gates = load_done(r, attest.STEP_GATES)
         for path in (r.out / GATES_REPORT, gates.link.path):
             shutil.copy2(path, work / "out" / path.name)
+        phases = [[attest.STEP_BUILD], ["packagers"]] if self.signs else [["builder"]]
+        self.thread = threading.Thread(target=self._run, args=(phases,), name=f"builder-{self.keys.name}", daemon=True)
+        self.thread.start()
+
+    def hand_signed(self) -> None:
+        """This builder's codesign step is done: hand its link and signed binaries on; the packagers may start."""
+        work = self.home / "work"
+        link = load_done(self.r, attest.STEP_CODESIGN).link.path
+        shutil.copy2(link, work / "out" / link.name)
+        shutil.copytree(self.r.signed_root, work / "signed")
+        self.handed.set()
+
+    def _run(self, phases: list[list[str]]) -> None:
+        """The builder's processes, one per phase; the packagers wait for the signed binaries."""
+        try:
+            for n, phase in enumerate(phases):
+                if n:
+                    self.handed.wait()
+                    if self.stopping:
+                        return
+                self.code = self._phase(phase)
+                if self.code != 0:
+                    return
+        except BaseException as e:  # raised by finish(), in the pipeline's thread
+            self.error = e
+
+    def _phase(self, steps: list[str]) -> int:
+        r, work = self.r, self.home / "work"
         env = {k: v for k, v in os.environ.items() if not k.startswith("RANSOMEYE_") or k == "RANSOMEYE_FAILPOINT"}
         env["SOURCE_DATE_EPOCH"] = str(r.epoch)
         unsandboxed = [] if r.sandbox.enabled else ["--no-sandbox"]
-        cmd = [sys.executable, str(src / STEP_SCRIPT), "builder", "--work", str(work), "--keys-dir", str(self.keys),
+        cmd = [sys.executable, str(self.src / STEP_SCRIPT), *steps, "--work", str(work), "--keys-dir", str(self.keys),
                "--target-dir", str(self.place / "target"), *unsandboxed]  # fmt: skip
-        with (self.home / "output.log").open("wb") as log:
+        with self.lock_proc, (self.home / "output.log").open("ab") as log:
+            if self.stopping:
+                return 1
             self.proc = subprocess.Popen(
-                cmd, cwd=src, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=_die_with_parent
-            )
+                cmd, cwd=self.src, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                preexec_fn=_die_with_parent,
+            )  # fmt: skip
+        return self.proc.wait()
 
     def finish(self) -> str:
         """Wait for the builder; raise its error as its class; copy its links into the staged release."""
-        if self.proc is None:
+        if self.thread is None:
             self.start()
-        code = self.proc.wait() if self.proc is not None else 1
+        if self.thread is not None:
+            self.thread.join()
+        if self.error is not None:
+            raise self.error
+        code = self.code
         if code < 0:
             os.kill(os.getpid(), -code)  # killed: the pipeline dies the same way
         if code != 0:
@@ -1238,9 +1389,13 @@ class OtherBuilder:
 
     def stop(self) -> None:
         """Stop a builder still running (this run failed); release its checkout."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        with self.lock_proc:
+            self.stopping = True
+            self.handed.set()
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.kill()
+        if self.thread is not None:
+            self.thread.join()
         if self.lock is not None:
             os.close(self.lock)
             self.lock = None

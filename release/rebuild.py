@@ -22,17 +22,19 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
-from release import attest
+from release import attest, authenticode
 from release.archive import sha256_file, write_bytes_atomic
+from release.attest import StepRecord
 from release.cargo import find_toolchain
 from release.errors import BadInputError, ToolchainError, VerificationError
-from release.pipeline import Context, check_committed, steps
+from release.pipeline import Codesigned, Context, Earlier, Outcome, StepSpec, check_committed, steps
 from release.pipeline import run_steps as run_pipeline_steps
-from release.products import load_workspace
+from release.products import Bundle, load_workspace
 from release.provenance import provenance_name, read_envelope
 from release.sandbox import Sandbox
 from release.sbom import sbom_name
@@ -113,8 +115,71 @@ def _diffoscope(published: Path, rebuilt: Path, report: Path) -> None:
         raise ToolchainError(f"diffoscope failed (exit {proc.returncode})", hint=proc.stderr.strip()[-500:] or None)
 
 
-def rebuild_and_compare(root: Path, release: Path, report_dir: Path, target_dir: Path, sandbox: Sandbox) -> list[str]:
+def transplant_step(release: Path, spec: StepSpec, ca: Path) -> StepSpec:
+    """The codesign step of a rebuilder, who holds no code-signing key: the published signatures, on its own binaries.
+
+    Each published signature is taken from the signed binary in the published
+    Windows archive and attached to the binary this rebuild built. The result
+    is the published signed binary byte for byte only if the rebuilt binary
+    is the one that was signed (osslsigncode checks it against the
+    code-signing CA ``ca`` as it attaches); the archives compared afterwards
+    say so.
+    """
+
+    def step(r: Context, earlier: Earlier) -> Outcome[Codesigned]:
+        built = earlier[attest.STEP_BUILD].link.signed["products"]
+        materials: dict[str, str] = {}
+        products: dict[str, str] = {}
+        with tempfile.TemporaryDirectory(prefix="transplant-") as tmp:
+            for name in attest.codesigned_binaries(r.ws):
+                bundle = next(b for b in r.ws.bundles if name.startswith(f"bin/{b.target}/") and
+                              name.rsplit("/", 1)[1] in b.binary_files())  # fmt: skip
+                rel = Path(name).relative_to("bin")
+                published = Path(tmp) / rel.name
+                _published_member(release / bundle.archive_name(r.ws.version), bundle, rel.name, published)
+                signature = published.with_suffix(".sig")
+                authenticode.extract_signature(published, signature)
+                dst = r.signed_root / rel
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                authenticode.attach_signature(r.bin_root / rel, signature, dst, ca)
+                materials[name] = built[name]["sha256"]
+                products[name] = sha256_file(dst)
+        record = StepRecord(
+            name=attest.STEP_CODESIGN, command=["authenticode-transplant"], materials=materials, products=products
+        )
+        return Outcome(f"{len(products)} published signatures on the rebuilt binaries", record, Codesigned(products))
+
+    return StepSpec(spec.name, step, spec.after)
+
+
+def _published_member(archive: Path, bundle: Bundle, file: str, out: Path) -> None:
+    """Copy the binary ``file`` out of the published zip ``archive`` (hostile: bounded, never followed)."""
+    member = f"{archive.name[: -len(bundle.format) - 1]}/bin/{file}"
+    try:
+        fd = os.open(archive, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as e:
+        raise BadInputError(f"{archive}: cannot be read ({e.strerror}): its signed binaries are needed") from e
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise BadInputError(f"{archive}: not a regular file")
+        try:
+            with zipfile.ZipFile(f) as z:
+                info = z.getinfo(member)
+                if info.file_size > MAX_PUBLISHED:
+                    raise BadInputError(f"{archive}: {member} is over {MAX_PUBLISHED} bytes")
+                with z.open(info) as src, out.open("wb") as dst:
+                    shutil.copyfileobj(src, dst)
+        except (zipfile.BadZipFile, KeyError, ValueError, OSError) as e:
+            raise BadInputError(f"{archive}: holds no readable {member} ({e})") from e
+
+
+def rebuild_and_compare(
+    root: Path, release: Path, report_dir: Path, target_dir: Path, sandbox: Sandbox, codesign_ca: Path | None = None
+) -> list[str]:
     """Rebuild this checkout's archives and compare them with ``release``'s; return the verdict lines.
+
+    The Windows binaries carry the published Authenticode signatures, checked
+    against ``codesign_ca`` (default: ``keys/codesign-ca.pem``).
 
     Raises :class:`BadInputError` when the checkout is not the release's
     commit (or has changes), :class:`VerificationError` when a file differs.
@@ -131,7 +196,10 @@ def rebuild_and_compare(root: Path, release: Path, report_dir: Path, target_dir:
             hint=f"git checkout {wanted} (in a clean clone), then run again",
         )
     names = [n for b in ws.bundles for n in (b.archive_name(ws.version), sbom_name(b, ws.version))]
-    specs = [s for s in steps(ws) if s.name in (attest.STEP_GATES, attest.STEP_BUILD, *(b.step for b in ws.bundles))]
+    rebuilt = (attest.STEP_GATES, attest.STEP_BUILD, attest.STEP_CODESIGN, *(b.step for b in ws.bundles))
+    ca = codesign_ca or ws.root / "keys" / authenticode.CA_CERT
+    specs = [transplant_step(release, s, ca) if s.name == attest.STEP_CODESIGN else s
+             for s in steps(ws) if s.name in rebuilt]  # fmt: skip
     keys = {role: RoleKey.ephemeral(role) for role in {attest.step_role(s.name) for s in specs}}
     toolchains = {t: find_toolchain(ws, t) for t in ws.targets()}
     report_dir.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 # Idempotent: prints one line and installs nothing when everything is there.
 set -eu
 
-PACKAGES="rustc cargo libstd-rust-dev-windows gcc-mingw-w64-x86-64 minisign wine64 git systemd chromium softhsm2 bubblewrap reprotest diffoscope disorderfs faketime osslsigncode gpg gpgv sqv signify-openbsd nodejs"
+PACKAGES="rustc cargo libstd-rust-dev-windows gcc-mingw-w64-x86-64 minisign wine64 git systemd chromium softhsm2 bubblewrap reprotest diffoscope disorderfs faketime osslsigncode gpg gpgv sqv signify-openbsd nodejs unzip"
 
 missing=""
 for pkg in $PACKAGES; do

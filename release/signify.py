@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from release.errors import BadInputError, VerificationError
 from release.signers import RoleKey
 
+SUMS_NAME = "SHA256.sig"  # the signed checksum list of a release, checked by `signify -C -x SHA256.sig`
 PKALG = b"Ed"
 PUBLIC_COMMENT = "RansomEye release signify public key"
 SIGNATURE_COMMENT = "verify with release.signify.pub"

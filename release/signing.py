@@ -11,13 +11,14 @@ The public key is published as ``keys/release.pub`` (PEM) and
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from release import minisign
+from release import authenticode, minisign, openpgp, signify, sigstore_bundle
 from release.archive import ArtifactDigest, write_bytes_atomic
 from release.errors import BadInputError, VerificationError
 from release.faults import failpoint
@@ -26,6 +27,10 @@ from release.signers import RoleKey
 
 ROLE = "release"
 MINISIGN_PUB = "release.minisign.pub"
+SIGNIFY_PUB = "release.signify.pub"
+GPG_KEYRING = "release.gpg"
+PGP_SUFFIX = openpgp.SUFFIX
+SIGSTORE_SUFFIX = sigstore_bundle.SUFFIX
 
 
 def minisign_public(public: Ed25519PublicKey) -> minisign.MinisignPublicKey:
@@ -41,6 +46,51 @@ def write_minisign_pub(keys_dir: Path, public: Ed25519PublicKey) -> Path:
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
     return path
+
+
+def publish_release_keys(keys_dir: Path, key: RoleKey) -> int:
+    """Write the release key's public half in every format customers check with; return its OpenPGP creation time.
+
+    ``release.minisign.pub`` (minisign), ``release.signify.pub`` (signify) and
+    ``release.asc`` (OpenPGP: sqv; ``release.gpg``, the same key unarmored,
+    for gpgv, which reads binary keyrings only). The OpenPGP form carries a creation
+    time and a self-signature, so it is made once and kept (a different key
+    there is refused); the others are derived from the key, always the same text.
+    """
+    write_minisign_pub(keys_dir, key.public)
+    text = signify.public_key_text(key.public)
+    path = keys_dir / SIGNIFY_PUB
+    if not path.exists() or path.read_text() != text:
+        write_bytes_atomic(path, text.encode(), "the signify public key")
+    pgp = openpgp.write_public_key(keys_dir, key, openpgp.DEV_KEY_CREATED, openpgp.USER_ID)
+    created = openpgp.read_public_key_file(pgp).created
+    # gpgv reads a binary keyring only: the same key, unarmored.
+    keyring = openpgp.dearmor(pgp.read_text(), str(pgp), openpgp.PUBLIC_KEY_BLOCK)
+    path = keys_dir / GPG_KEYRING
+    if not path.exists() or path.read_bytes() != keyring:
+        write_bytes_atomic(path, keyring, "the OpenPGP keyring")
+    return created
+
+
+def sign_openpgp(key: RoleKey, digest: ArtifactDigest, epoch: int, created: int) -> ArtifactDigest:
+    """Write ``<file>.asc``, an armored OpenPGP detached signature of ``digest``'s file; return its digest."""
+    text = openpgp.detached_signature(key, digest.path, epoch, created)
+    return write_bytes_atomic(digest.path.with_name(digest.name + PGP_SUFFIX), text.encode(), "the OpenPGP signature")
+
+
+def write_sigstore_bundle(
+    key: RoleKey, digest: ArtifactDigest, predicate_type: str, predicate: Mapping[str, Any]
+) -> ArtifactDigest:
+    """Write ``<archive>.sigstore.json``, a Sigstore bundle of a statement on the archive alone; return its digest."""
+    statement = sigstore_bundle.statement(digest.name, digest.sha256, predicate_type, predicate)
+    data = sigstore_bundle.make_bundle(key, statement)
+    return write_bytes_atomic(digest.path.with_name(digest.name + SIGSTORE_SUFFIX), data, "the Sigstore bundle")
+
+
+def write_signify_sums(key: RoleKey, path: Path, digests: Iterable[ArtifactDigest]) -> ArtifactDigest:
+    """Write signify's signed checksum list of ``digests`` (``signify -C`` checks it and every file it lists)."""
+    text = signify.signed_checksums(key, [(d.name, d.sha256) for d in sorted(digests, key=lambda d: d.name)])
+    return write_bytes_atomic(path, text.encode(), "the signify checksum list")
 
 
 def signature_path(artifact: Path) -> Path:
@@ -111,4 +161,7 @@ def ensure_dev_keys(keys_dir: Path) -> list[str]:
         (second / DEV_MARKER).write_text(text)
     if (keys_dir / f"{ROLE}.pub").exists():
         write_minisign_pub(keys_dir, load_public_key(keys_dir / f"{ROLE}.pub"))
-    return [label for _, _, label in missing]
+    created = [label for _, _, label in missing]
+    if marker.exists():  # the Authenticode CA and certificate of a development folder (never next to production keys)
+        created += authenticode.ensure_dev_codesign(keys_dir)
+    return created

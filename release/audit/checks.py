@@ -174,9 +174,10 @@ class _Audit:
         return sorted(names)
 
     def covered_files(self) -> set[str]:
-        """What ``SHA256SUMS`` must list: archives, SBOMs, the gates report and their signatures."""
+        """What ``SHA256SUMS`` must list: archives, SBOMs, the gates report and their signatures (every format)."""
         base = [*self.archives, *(self.sbom_name(a) for a in self.archives), GATES_REPORT]
-        return {*base, *(n + SIG for n in base)}
+        more = [a + suffix for a in self.archives for suffix in attest.ARCHIVE_SIGNATURE_SUFFIXES]
+        return {*base, *(n + SIG for n in base), *more}
 
     def role_of(self, keyid: str | None) -> str:
         """The role the layout gives ``keyid``; a key of another builder than the first says which (``build@2``)."""
@@ -350,7 +351,7 @@ def _provenance_file(a: _Audit) -> str | None:
 
 def check_files(a: _Audit) -> Check:
     f = _Findings("files")
-    expected = {attest.LAYOUT_NAME, SUMS_NAME, SUMS_NAME + SIG, *a.covered_files()}
+    expected = {attest.LAYOUT_NAME, *attest.SUMS_FILES, *a.covered_files()}
     if a.layout is not None:
         expected |= {f"{s.name}.{k[:8]}.link" for s in a.layout.steps for k in s.pubkeys}
         expected |= {f"{i}.link" for i in a.layout.inspections}  # left by a customer's in-toto-verify
@@ -502,7 +503,9 @@ def check_archives(a: _Audit) -> Check:
         f.add(attest.LAYOUT_NAME, "the owner's layout holds no inspection of this project's: no archive is read")
         return f.done("")
     links = {step: _inspection_link(link) for step, link in a.links.items() if link.signature_ok}
-    banned = inspection.forbidden_content(config.bundles, links.get(config.gates_step), links.get(config.build_step))
+    banned = inspection.forbidden_content(
+        config.bundles, links.get(config.gates_step), [links.get(s) for s in config.binary_steps]
+    )
     bundles = {b.step: b for b in config.bundles}
     jobs = []
     for name in sorted(a.archives):
@@ -789,8 +792,9 @@ def _listed_sha256(a: _Audit, name: str) -> str:
 
 def _check_resolved(a: _Audit, f: _Findings, name: str, statement: Mapping[str, Any]) -> None:
     """The statement's file dependencies must be what the links recorded as read and not produced."""
-    links = {s: link.signed for s, link in a.links.items() if s != provenance.STEP_PROVENANCE}
-    if a.layout is None or len(links) + (provenance.STEP_PROVENANCE in a.links) != len(a.layout.steps):
+    # The provenance's own link too: the sign step reads the provenance file, which that step produced.
+    links = {s: link.signed for s, link in a.links.items()}
+    if a.layout is None or len(links) != len(a.layout.steps):
         return  # a missing link is named by the links check; the comparison needs them all
     try:
         recorded = provenance.external_materials(links)

@@ -42,10 +42,15 @@ def main(argv: list[str] | None = None) -> int:
             "--target-dir", type=Path, default=Path(os.environ.get("CARGO_TARGET_DIR", root / "target" / "rebuild"))
         )
         parser.add_argument("--no-sandbox", action="store_true", help="rebuild without bubblewrap")
+        parser.add_argument(
+            "--codesign-ca", type=Path, default=root / "keys" / "codesign-ca.pem",
+            help="the code-signing CA the Windows binaries' signatures chain to (default: keys/codesign-ca.pem)",
+        )  # fmt: skip
         ns = parser.parse_args(args)  # fmt: skip
         lines = rebuild_and_compare(
-            root, ns.release.resolve(), ns.report_dir.resolve(), ns.target_dir.resolve(), find_sandbox(ns.no_sandbox)
-        )
+            root, ns.release.resolve(), ns.report_dir.resolve(), ns.target_dir.resolve(), find_sandbox(ns.no_sandbox),
+            ns.codesign_ca.resolve(),
+        )  # fmt: skip
         print(f"all {len(lines)} files are identical to the rebuild (summary: {ns.report_dir / SUMMARY})")
         return 0
 

@@ -8,15 +8,19 @@ separate runners and hands the work folder on (.github/workflows/release.yml,
 .gitlab-ci.yml):
 
     step.py gates     --work W             # the gates key
-    step.py builder   --work W             # build + every packaging step (a builder's build and package keys)
+    step.py build     --work W             # a builder's build key
+    step.py codesign  --work W             # Authenticode-sign the Windows binaries (the signer's code-signing key)
+    step.py packagers --work W             # every packaging step (a builder's package key), after codesign
+    step.py builder   --work W             # build + packagers, when no bundle is for Windows
     step.py provenance --work W            # the first builder's build key
     step.py sign      --work W             # the release key (then checksums)
     step.py layout    --work W             # the signed root layout (committed, or the development owner's)
     step.py verify    --work W             # the customer's verification of W/out, before publishing it
 
-``STEP`` is any step name (gates, build, package-<bundle>, provenance, sign,
-checksums), ``builder`` (the steps every builder runs), ``layout`` or
-``verify``. ``--inner`` is the sandboxed half of a builder step (internal).
+``STEP`` is any step name (gates, build, codesign, package-<bundle>,
+provenance, sign, checksums), ``packagers`` (every packaging step),
+``builder`` (the steps every builder runs), ``layout`` or ``verify``.
+``--inner`` is the sandboxed half of a builder step (internal).
 """
 
 from __future__ import annotations
@@ -70,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     def inner(args: list[str]) -> int:
         root = repo_root()
         parser = argparse.ArgumentParser(prog="step", description=__doc__.split("\n\n")[0] if __doc__ else None)
-        parser.add_argument("step", help="a step name, or builder, layout, verify")
+        parser.add_argument("step", help="a step name, or packagers, builder, layout, verify")
         parser.add_argument("--work", type=Path, required=True, help="the work folder (DIR/out: products and links)")
         parser.add_argument("--keys-dir", type=Path, default=root / "keys", help="this job's keys (default: keys/)")
         parser.add_argument(
@@ -97,7 +101,12 @@ def main(argv: list[str] | None = None) -> int:
         if ns.step == "verify":
             print(verify_apart(root, work, keys_dir / "owner.pub"))
             return 0
-        names = list(builder_steps(ws)) if ns.step == "builder" else [ns.step]
+        if ns.step == "builder":
+            names = list(builder_steps(ws))
+        elif ns.step == "packagers":
+            names = [b.step for b in ws.bundles]
+        else:
+            names = [ns.step]
         sandbox = find_sandbox(ns.no_sandbox)
         run_apart(root, names, work, keys_dir, ns.target_dir.resolve(), sandbox)
         return 0
