@@ -275,6 +275,7 @@ def inspection_config(
             ["assets", list(b.assets)],
             ["forbidden-paths", list(b.forbidden_paths)],
             ["forbidden-binaries", list(b.forbidden_binaries)],
+            ["binaries-from", binaries_from(b)],
         ]
         for b in ws.bundles
     ]

@@ -19,6 +19,7 @@ rebuilt (:func:`extract_signature`, :func:`attach_signature`).
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
 import shutil
 import stat
@@ -450,6 +451,24 @@ def _produce(out: Path, args: list[str], error: type[BadInputError | SigningErro
         os.replace(part, out)
 
 
+def check_ready(signer: CodeSigner, epoch: int) -> None:
+    """Before any work: osslsigncode is installed, and ``epoch`` is inside the certificate's validity.
+
+    Raises :class:`ToolchainError` (naming the package) or :class:`BadInputError`.
+    """
+    if shutil.which(TOOL) is None:
+        raise ToolchainError(f"{TOOL} not found on PATH: it Authenticode-signs the Windows binaries", hint=TOOL_HINT)
+    _check_validity(signer, epoch)
+
+
+def _check_validity(signer: CodeSigner, epoch: int) -> None:
+    if not signer.not_before <= epoch <= signer.not_after:
+        raise BadInputError(
+            f"signing time {epoch} is outside the validity of {signer.cert} ({signer.not_before}..{signer.not_after})",
+            hint="set SOURCE_DATE_EPOCH to the release commit's time",
+        )
+
+
 def sign_pe(signer: CodeSigner, src: Path, dst: Path, epoch: int) -> None:
     """Write ``dst``: the PE file ``src`` with an Authenticode signature made at time ``epoch``.
 
@@ -464,11 +483,7 @@ def sign_pe(signer: CodeSigner, src: Path, dst: Path, epoch: int) -> None:
     fails (its message included), :class:`ToolchainError` if it is missing.
     """
     _check_input(src, BadInputError)
-    if not signer.not_before <= epoch <= signer.not_after:
-        raise BadInputError(
-            f"signing time {epoch} is outside the validity of {signer.cert} ({signer.not_before}..{signer.not_after})",
-            hint="set SOURCE_DATE_EPOCH to the release commit's time",
-        )
+    _check_validity(signer, epoch)
     args = [
         "sign",
         "-h", "sha256",
@@ -533,6 +548,20 @@ def strip_signature(signed: Path, out: Path) -> None:
         f"{signed}: no signature to remove",
         _mode_of(signed),
     )
+
+
+def unsigned_sha256(signed: Path) -> str:
+    """The SHA-256 of the PE file ``signed`` without its Authenticode signature: the binary that was signed.
+
+    ``osslsigncode remove-signature`` gives back the unsigned file byte for
+    byte, so this equals the build's hash exactly when the signer added a
+    signature to that binary and changed nothing else.
+    """
+    with tempfile.TemporaryDirectory(prefix="unsigned-") as tmp:
+        out = Path(tmp) / signed.name
+        strip_signature(signed, out)
+        with out.open("rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def attach_signature(unsigned: Path, signature: Path, out: Path, ca: Path, at: int | None = None) -> None:

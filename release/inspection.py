@@ -770,6 +770,8 @@ class Bundle:
         self.assets = [str(a) for a in d["assets"]]
         self.forbidden_paths = [str(p) for p in d["forbidden-paths"]]
         self.forbidden_binaries = [str(b) for b in d["forbidden-binaries"]]
+        # Packed from the codesign step's products (Authenticode-signed), not the build's.
+        self.codesigned = d.get("binaries-from") == "codesign"
 
     def forbidden_path(self, rel: str) -> str | None:
         """The forbidden path ``rel`` (relative to the archive's top directory, or the repository) falls under."""
@@ -1057,6 +1059,8 @@ class Inspection:
         if link is None or bundle.step in self.absent:
             return None  # named by load_links; or a product not downloaded (check_files requires one)
         try:
+            if bundle.codesigned:
+                check_signed_binaries(link, bundle, self.links.get(self.config.build_step))
             archive = archive_of(link, bundle)
             if archive not in self.regular:
                 raise Refused("%s: missing (the product of %s)" % (archive, bundle.step))
@@ -1094,6 +1098,18 @@ def forbidden_content(bundles: list[Bundle], gates: Link | None, builds: list[Li
                 banned[digest] = "the %s binary" % hit
         out[b.id] = banned
     return out
+
+
+def check_signed_binaries(link: Link, bundle: Bundle, build: Link | None) -> None:
+    """Each signed binary, its signature removed, is the build's: what the packager found and recorded."""
+    recorded = link.environment.get("signed-binaries")
+    if not isinstance(recorded, dict) or build is None:
+        raise Refused("%s: records no unsigned hash of its signed binaries" % link.file)
+    for f in bundle.binary_files:
+        name = "bin/%s/%s" % (bundle.target, f)
+        if recorded.get(name) != build.products.get(name):
+            raise Refused("%s: the signed %s, its signature removed, is not the binary the build step wrote"
+                          % (link.file, shown(name)))  # fmt: skip
 
 
 def archive_of(link: Link, bundle: Bundle) -> str:

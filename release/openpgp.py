@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from release.archive import write_bytes_atomic
-from release.errors import BadInputError, SigningError
+from release.errors import BadInputError, SigningError, VerificationError
 from release.signers import RoleKey
 
 DEV_KEY_CREATED = 1577836800  # 2020-01-01T00:00:00Z: the development key's fixed creation time
@@ -247,6 +247,51 @@ def read_public_key(text: str, where: str) -> OpenPGPKey:
     return OpenPGPKey(public, created, fpr, fpr[-8:], user_id)
 
 
+def verify_detached(key: OpenPGPKey, text: str, path: Path, where: str) -> int:
+    """Check the armored detached signature ``text`` (:func:`detached_signature`'s) of the file ``path`` by ``key``.
+
+    Streams the file. Returns the signature's creation time; raises
+    :class:`VerificationError` naming ``where`` when it is not a binary-document
+    signature by ``key`` over exactly these bytes.
+    """
+    created, issuer = verify_detached_by(key.public, text, path, where)
+    if issuer != key.fingerprint:
+        raise VerificationError(f"{where}: made by the key {issuer.hex().upper()}, not {key.fingerprint_hex}")
+    if created < key.created:
+        raise VerificationError(f"{where}: made before the key was created")
+    return created
+
+
+def verify_detached_by(public: bytes, text: str, path: Path, where: str) -> tuple[int, bytes]:
+    """:func:`verify_detached` by the raw Ed25519 key ``public``, whatever OpenPGP creation time it was given.
+
+    The issuer fingerprint is hashed into what is signed, so the signature
+    binds it; returns (the signature's creation time, that fingerprint).
+    """
+    try:
+        packets = list(_packets(dearmor(text, where, SIGNATURE_BLOCK), where))
+        if [tag for tag, _ in packets] != [_TAG_SIGNATURE]:
+            raise BadInputError(f"{where}: not one signature packet")
+        sig = _parse_signature(packets[0][1], where)
+    except BadInputError as e:
+        raise VerificationError(e.message) from None
+    if sig.sig_type != _BINARY_DOCUMENT or sig.flags is not None:
+        raise VerificationError(f"{where}: not a signature of a file")
+    if sig.issuer_id != sig.issuer_fpr[-8:]:
+        raise VerificationError(f"{where}: its issuer key id and fingerprint disagree")
+    try:
+        digest = _digest(_file_chunks(path), sig.hashed)
+    except BadInputError as e:
+        raise VerificationError(e.message) from None
+    try:
+        if digest[:2] != sig.left16:
+            raise InvalidSignature
+        Ed25519PublicKey.from_public_bytes(public).verify(sig.r + sig.s, digest)
+    except (InvalidSignature, ValueError):
+        raise VerificationError(f"{where}: the signature does not match {path.name}") from None
+    return sig.created, sig.issuer_fpr
+
+
 def read_public_key_file(path: Path) -> OpenPGPKey:
     """:func:`read_public_key` of the file ``path`` (a regular file; at most :data:`MAX_ARMOR_CHARS` read)."""
     try:
@@ -362,9 +407,9 @@ def _signature_body(hashed: bytes, fpr: bytes, left16: bytes, sig: bytes) -> byt
 
 def _file_chunks(path: Path) -> Iterator[bytes]:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW)
     except OSError as e:
-        raise BadInputError(f"{path}: cannot read the file to sign ({e.strerror or e})") from e
+        raise BadInputError(f"{path}: cannot read the file ({e.strerror or e})") from e
     with os.fdopen(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
             raise BadInputError(f"{path}: not a regular file, cannot sign it")

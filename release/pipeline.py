@@ -397,10 +397,37 @@ def step_codesign(r: Context, earlier: Earlier) -> Outcome[Codesigned]:
     return Outcome(f"{len(products)} Windows binaries Authenticode-signed", record, Codesigned(products))
 
 
+SIGNED_BINARIES = "signed-binaries"  # a packager's link: each signed binary's hash without its signature
+
+
+def _check_signed_binaries(r: Context, bundle: Bundle, earlier: Earlier) -> dict[str, str]:
+    """A packager of code-signed binaries checks each is this builder's own build plus a signature, nothing else.
+
+    The signature is removed (``osslsigncode remove-signature`` gives the
+    unsigned bytes back exactly) and the result must be the binary this
+    builder's build step recorded: the signer can add a signature, never
+    swap a binary. Returns each binary's unsigned SHA-256, for the link.
+    """
+    if attest.binaries_from(bundle) != attest.STEP_CODESIGN:
+        return {}
+    built = earlier[attest.STEP_BUILD].link.signed["products"]
+    unsigned: dict[str, str] = {}
+    for f in bundle.binary_files():
+        name = f"bin/{bundle.target}/{f}"
+        unsigned[name] = authenticode.unsigned_sha256(r.signed_root / bundle.target / f)
+        if unsigned[name] != built.get(name, {}).get("sha256"):
+            raise VerificationError(
+                f"{name}: the signed binary, its signature removed, is not the binary this builder built",
+                hint="the codesign step must sign the binaries the builders agreed on, and change nothing else",
+            )
+    return unsigned
+
+
 def _package_step(bundle_id: str) -> StepFn:
     def step(r: Context, earlier: Earlier) -> Outcome[Packaged]:
         bundle = r.ws.bundle(bundle_id)
         metadata = result_of(earlier, attest.STEP_BUILD, Built).metadata
+        signed = _check_signed_binaries(r, bundle, earlier)
         packaged = package(r.ws, bundle, r.binaries_of(bundle), r.out, r.epoch)
         d = packaged.digest
         tc = r.toolchains.get(bundle.target)
@@ -411,7 +438,7 @@ def _package_step(bundle_id: str) -> StepFn:
             command=["package", bundle_id],
             materials=packaged.materials,
             products={d.name: d.sha256, sbom.name: sbom.sha256},
-            environment=packaged.link_environment(),
+            environment={**packaged.link_environment(), **({SIGNED_BINARIES: signed} if signed else {})},
         )
         return Outcome(f"{d.name} ({human_size(d.size)}) + SBOM", record, Packaged(d, sbom))
 
@@ -1160,6 +1187,8 @@ def run_release(
                     check_local_builder(folder)
             pgp_created = publish_release_keys(keys_dir, keys[attest.RELEASE_ROLE])
             codesigner = authenticode.load_codesigner(keys_dir) if attest.codesigned_binaries(ws) else None
+            if codesigner is not None:
+                authenticode.check_ready(codesigner, epoch)
             layout, layout_origin = resolve_layout(ws, keys_dir, publics, prebuilt=prebuilt is not None)
             targets = (HOST_TARGET,) if prebuilt is not None else ws.targets()  # prebuilt: cargo metadata only
             toolchains = {t: find_toolchain(ws, t) for t in targets}

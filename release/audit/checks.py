@@ -19,6 +19,9 @@ authorises for ``build``, or for ``provenance`` when it has that step). Then:
                 and their signatures, with their true hashes;
 ``signatures``  every archive, SBOM, the gates report and ``SHA256SUMS`` carry
                 a valid minisign signature by the release key, for this version;
+``formats``     every archive's OpenPGP signature and Sigstore bundle, and
+                ``SHA256SUMS.asc`` and ``SHA256.sig`` (signify), verify with
+                the release key, over the files as they are;
 ``gates``       the gates report is there and every gate passed;
 ``archives``    each archive is readable, with one top-level directory and
                 binaries under ``bin/``, all of one version;
@@ -44,9 +47,10 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from release import attest, inspection, minisign, provenance, sbom
+from release import attest, inspection, minisign, openpgp, provenance, sbom, signify, sigstore_bundle
 from release.audit.evidence import (
     MAX_ENTRIES,
     MAX_SIGNATURE_BYTES,
@@ -103,6 +107,7 @@ TITLES = {
     "files": "Nothing but the release in the folder",
     "checksums": "SHA256SUMS",
     "signatures": "minisign signatures by the release key",
+    "formats": "OpenPGP, signify and Sigstore signatures by the release key",
     "gates": "Release gates",
     "archives": "Archive contents",
     "sboms": "CycloneDX SBOM per archive",
@@ -445,6 +450,50 @@ def check_signatures(a: _Audit) -> Check:
         if name.endswith(SIG) and not a.folder.has(name.removesuffix(SIG)):
             f.add(name, f"signs {name.removesuffix(SIG)}, which is not in the folder")
     return f.done(_trust(a, f"{checked} signatures by the release key {pub.key_id_hex}"))
+
+
+def _release_public(a: _Audit) -> Ed25519PublicKey | None:
+    pub = _release_key(a)
+    return None if pub is None else pub.key
+
+
+def check_formats(a: _Audit) -> Check:
+    """The release key's signatures in the formats customers' stock tools check, verified here the same way."""
+    f = _Findings("formats")
+    public = _release_public(a)
+    if public is None:
+        f.add(attest.LAYOUT_NAME, "names no usable release key (the key of the sign step)")
+        return f.done("")
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    checked = 0
+    for name in [*sorted(a.archives), SUMS_NAME]:
+        digest = a.folder.digest(name)
+        if digest is None:
+            continue  # a missing file is named by the check that needs it
+        try:
+            asc = name + openpgp.SUFFIX
+            openpgp.verify_detached_by(raw, a.folder.text(asc, MAX_SIGNATURE_BYTES) or "", a.folder.files[name], asc)
+            checked += 1
+            if name != SUMS_NAME:
+                bundle = name + sigstore_bundle.SUFFIX
+                data = a.folder.read(bundle, sigstore_bundle.MAX_BUNDLE_BYTES) or b""
+                sigstore_bundle.verify_bundle(public, data, name, digest.sha256)
+                checked += 1
+        except VerificationError as e:
+            f.add(name, e.message)
+    try:
+        text = a.folder.text(signify.SUMS_NAME, signify.MAX_SIGNED_CHARS) or ""
+        listed = dict(signify.verify_signed_checksums(signify.public_key_text(public), text))
+        checked += 1
+        if set(listed) != set(a.archives):
+            f.add(signify.SUMS_NAME, f"lists {_names(sorted(listed))}, not the archives {_names(sorted(a.archives))}")
+        for name, sha in sorted(listed.items()):
+            digest = a.folder.digest(name)
+            if digest is not None and digest.sha256 != sha:
+                f.add(signify.SUMS_NAME, f"lists {name} with another SHA-256 than the file's")
+    except VerificationError as e:
+        f.add(signify.SUMS_NAME, e.message)
+    return f.done(_trust(a, f"{checked} signatures and signed lists by the release key"))
 
 
 def _gates_from_link(a: _Audit) -> list[GateInfo]:
@@ -952,6 +1001,7 @@ CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec(
         "signatures", check_signatures, needs=("layout",), uses=("archives", "version"), gives=("signature-status",)
     ),
+    CheckSpec("formats", check_formats, needs=("layout",), uses=("archives",)),
     CheckSpec("gates", check_gates, uses=("links", "version"), gives=("gates",)),
     CheckSpec("archives", check_archives, needs=("trusted-layout",), uses=("archives", "links"), gives=("contents",)),
     CheckSpec(
