@@ -6,7 +6,10 @@ inputs (its binaries plus its asset files) total the requested size; each
 binary is first half pseudo-text (word salad from a fixed vocabulary,
 compressing about 3:1 with deflate, like code and string tables) then half
 random bytes (``os.urandom``, incompressible, like packed resources). Files
-are written in 1 MiB chunks; nothing larger is ever held in memory.
+are written in 1 MiB chunks; nothing larger is ever held in memory. A
+Windows binary (``.exe``) starts with a minimal PE32+ header whose one
+section holds the rest, with a correct PE checksum, so that the codesign
+step can Authenticode-sign it and a packager can remove the signature again.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import struct
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,10 +56,54 @@ def text_block() -> bytes:
     return bytes(out[:_TEXT_BLOCK])
 
 
+PE_HEADER = 0x200
+_PE_CHECKSUM_AT = 64 + 24 + 64  # the DOS header, the PE signature and COFF header, then the checksum field
+
+
+def pe_header(size: int) -> bytes:
+    """A minimal PE32+ header (x86-64) for a file of ``size`` bytes: one data section holds the rest."""
+    raw = max((size - PE_HEADER) // 0x200 * 0x200, 0x200)
+    virtual = (raw + 0xFFF) // 0x1000 * 0x1000
+    dos = bytearray(64)
+    dos[0:2] = b"MZ"
+    struct.pack_into("<I", dos, 0x3C, 64)
+    coff = struct.pack("<4sHHIIIHH", b"PE\0\0", 0x8664, 1, 0, 0, 0, 240, 0x22)
+    optional = struct.pack("<HBBIIIII", 0x20B, 14, 0, raw, 0, 0, 0x1000, 0x1000)
+    image = 0x1000 + virtual
+    optional += struct.pack("<QIIHHHHHHIIIIHHQQQQII", 0x140000000, 0x1000, 0x200, 6, 0, 0, 0, 6, 0, 0,
+                            image, PE_HEADER, 0, 3, 0x8160, 1 << 20, 0x1000, 1 << 20, 0x1000, 0, 16)  # fmt: skip
+    optional += bytes(16 * 8)  # no data directories
+    section = struct.pack("<8sIIIIIIHHI", b".data", virtual, 0x1000, raw, PE_HEADER, 0, 0, 0, 0, 0xC0000040)
+    head = bytes(dos) + coff + optional + section
+    return head + bytes(PE_HEADER - len(head))
+
+
+def set_pe_checksum(path: Path) -> None:
+    """Write the PE checksum of ``path`` (an even-sized PE file) into its header, reading it in chunks."""
+    total = 0
+    with path.open("r+b") as f:
+        while chunk := f.read(CHUNK):
+            total += sum(array("H", chunk))
+        f.seek(_PE_CHECKSUM_AT)
+        total -= sum(array("H", f.read(4)))  # the field itself counts as zero
+        while total >> 16:
+            total = (total & 0xFFFF) + (total >> 16)
+        f.seek(_PE_CHECKSUM_AT)
+        f.write(struct.pack("<I", total + path.stat().st_size))
+
+
 def _write_binary(path: Path, size: int, block: bytes, offset: int) -> None:
-    """Write ``size`` bytes: the first half from ``block`` (cycled from ``offset``), the rest random."""
-    text = size // 2
+    """Write ``size`` bytes: the first half from ``block`` (cycled from ``offset``), the rest random.
+
+    A ``.exe`` is a PE file: its header first (an even ``size``, at least a page), then the same content.
+    """
+    pe = path.suffix == ".exe"
+    if pe:
+        size = max(size, 2 * PE_HEADER) & ~1
+    head = pe_header(size) if pe else b""
+    text = (size - len(head)) // 2
     with path.open("wb") as f:
+        f.write(head)
         pos = offset % len(block)
         left = text
         while left:
@@ -62,11 +111,13 @@ def _write_binary(path: Path, size: int, block: bytes, offset: int) -> None:
             f.write(block[pos : pos + n])
             pos = (pos + n) % len(block)
             left -= n
-        left = size - text
+        left = size - len(head) - text
         while left:
             n = min(left, CHUNK)
             f.write(os.urandom(n))
             left -= n
+    if pe:
+        set_pe_checksum(path)
     os.chmod(path, 0o755)  # noqa: S103 - an executable, as cargo leaves it
 
 

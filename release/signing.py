@@ -29,6 +29,7 @@ ROLE = "release"
 MINISIGN_PUB = "release.minisign.pub"
 SIGNIFY_PUB = "release.signify.pub"
 GPG_KEYRING = "release.gpg"
+PRODUCTION_USER_ID = "RansomEye release signing key"
 PGP_SUFFIX = openpgp.SUFFIX
 SIGSTORE_SUFFIX = sigstore_bundle.SUFFIX
 
@@ -62,7 +63,8 @@ def publish_release_keys(keys_dir: Path, key: RoleKey) -> int:
     path = keys_dir / SIGNIFY_PUB
     if not path.exists() or path.read_text() != text:
         write_bytes_atomic(path, text.encode(), "the signify public key")
-    pgp = openpgp.write_public_key(keys_dir, key, openpgp.DEV_KEY_CREATED, openpgp.USER_ID)
+    user_id = openpgp.USER_ID if (keys_dir / DEV_MARKER).exists() else PRODUCTION_USER_ID
+    pgp = openpgp.write_public_key(keys_dir, key, openpgp.DEV_KEY_CREATED, user_id)
     created = openpgp.read_public_key_file(pgp).created
     # gpgv reads a binary keyring only: the same key, unarmored.
     keyring = openpgp.dearmor(pgp.read_text(), str(pgp), openpgp.PUBLIC_KEY_BLOCK)
