@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from fnmatch import fnmatchcase
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
@@ -852,7 +853,9 @@ def result_from(
         (envelope,) = flat(products)
         return Attested(envelope)
     if step == attest.STEP_SIGN:
-        return Signed(tuple(flat(materials)), tuple(flat(products)))
+        # What it signed: everything it read but the provenance (read for the Sigstore bundles' predicate).
+        payloads = {n: h for n, h in materials.items() if not fnmatchcase(n, attest.PROVENANCE_GLOB)}
+        return Signed(tuple(flat(payloads)), tuple(flat(products)))
     if step == attest.STEP_CHECKSUMS:
         return Summed(digest(SUMS_NAME, products), digest(SUMS_NAME + ".minisig", products))
     bundle = next(b for b in r.ws.bundles if b.step == step)

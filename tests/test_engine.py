@@ -18,6 +18,8 @@ from tests.conftest import ROOT, make_repo
 from tests.test_fifth_bundle import FIFTH, declare
 
 PACKAGING = ["package-core", "package-agent-linux", "package-agent-windows", "package-dpi"]
+LINUX_PACKAGING = ["package-core", "package-agent-linux", "package-dpi"]
+WINDOWS_PACKAGING = ["package-agent-windows"]
 
 
 def _names(plan: tuple[tuple[StepSpec, ...], ...]) -> list[list[str]]:
@@ -26,7 +28,8 @@ def _names(plan: tuple[tuple[StepSpec, ...], ...]) -> list[list[str]]:
 
 def test_order_and_parallelism_come_from_what_each_step_reads() -> None:
     assert _names(stages(steps(load_workspace(ROOT)))) == [
-        ["gates"], ["build"], PACKAGING, ["provenance", "sign"], ["checksums"],
+        ["gates"], ["build"], ["codesign", *LINUX_PACKAGING], WINDOWS_PACKAGING, ["provenance"], ["sign"],
+        ["checksums"],
     ]  # fmt: skip
 
 
@@ -34,7 +37,7 @@ def test_a_bundle_declared_in_cargo_toml_adds_its_step(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "ransomeye")
     declare(repo, FIFTH)
     plan = _names(stages(steps(load_workspace(repo.root))))
-    assert plan[2] == [*PACKAGING, "package-tuner"]
+    assert plan[2] == ["codesign", *LINUX_PACKAGING, "package-tuner"]
     provenance = next(s for s in steps(load_workspace(repo.root)) if s.name == attest.STEP_PROVENANCE)
     assert "package-tuner" in provenance.after
 
@@ -52,8 +55,10 @@ def test_a_step_reads_what_it_runs_after_and_what_those_ran_after_only() -> None
     done = {s.name: Done(s.name, attest.WrittenLink(Path(s.name), {}), Gated(_digest(s.name))) for s in specs}
     by_name = {s.name: s for s in specs}
     provenance = pipeline._earlier(by_name["provenance"], specs, done)
-    assert list(provenance) == ["gates", "build", *PACKAGING], "in declared order; not sign, which runs beside it"
-    assert list(pipeline._earlier(by_name["checksums"], specs, done)) == ["gates", "build", *PACKAGING, "sign"]
+    assert list(provenance) == ["gates", "build", "codesign", *PACKAGING], "in declared order; not sign, after it"
+    assert list(pipeline._earlier(by_name["checksums"], specs, done)) == [
+        "gates", "build", "codesign", *PACKAGING, "provenance", "sign"
+    ]  # fmt: skip
     with pytest.raises(TypeError, match="declares it runs after"):
         result_of(MappingProxyType({}), "build", Gated)
 

@@ -95,11 +95,12 @@ def _signer(repo: Repo, *args: str, env: dict[str, str]) -> subprocess.Completed
 def _token_repo(root: Path, token: Token) -> Repo:
     """A repository copy whose keys folder holds only the token's public keys (no private key file).
 
-    The second builder keeps its own key files, in its own folder, as on its own machine.
+    The second builder keeps its own key files, in its own folder, as on its own machine; the
+    code-signing key and certificates stay files (the codesign step does not use a token yet).
     """
     repo = make_repo(root)
     for p in repo.keys.iterdir():
-        if p.name not in (".gitignore", "README.md") and not p.is_dir():
+        if p.name not in (".gitignore", "README.md") and not p.is_dir() and not p.name.startswith("codesign"):
             p.unlink()
     (repo.keys / DEV_MARKER).write_text("development keys on a test token\n")
     for role in ROLES:
