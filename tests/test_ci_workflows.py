@@ -47,43 +47,93 @@ STEP = "release/builder/step.py"
 # What each job runs, in order: (step.py's STEP, its --keys-dir); every command works in `--work work`.
 JOBS: dict[str, tuple[tuple[str, str], ...]] = {
     "gates": (("gates", "keys"),),
-    "builder-1": (("builder", "keys"), ("provenance", "keys")),
-    "builder-2": (("builder", "keys/builder-2"),),
+    "build-1": (("build", "keys"),),
+    "build-2": (("build", "keys/builder-2"),),
+    "codesign": (("codesign", "keys"),),
+    "package-1": (("packagers", "keys"), ("provenance", "keys")),
+    "package-2": (("packagers", "keys/builder-2"),),
     "sign": (("sign", "keys"), ("checksums", "keys"), ("layout", "keys"), ("verify", "keys")),
 }
-# The jobs whose artifacts each job receives into work/out.
+# The artifacts: name -> (the job that uploads it, its paths under work/). A path ending in "/" is a
+# whole folder; any other is the files of its folder that match it.
+ARTIFACTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "gates": ("gates", ("out/gates-report.json", "out/gates.*.link")),
+    "build-1": ("build-1", ("out/build.*.link",)),
+    "build-1-binaries": ("build-1", ("bin/",)),
+    "build-2": ("build-2", ("out/build.*.link",)),
+    "build-2-binaries": ("build-2", ("bin/",)),
+    "codesign": ("codesign", ("out/codesign.*.link",)),
+    "codesign-binaries": ("codesign", ("signed/",)),
+    "package-1": ("package-1", ("out/package-*.link", "out/provenance.*.link", "out/*.tar.gz", "out/*.zip",
+                                "out/*.cdx.json", "out/*.intoto.jsonl")),
+    "package-2": ("package-2", ("out/package-*.link",)),
+    "ransomeye-release": ("sign", ("out/",)),
+}  # fmt: skip
+# The artifacts each job downloads, in order (GitHub). A GitLab job receives the whole artifact of each job these
+# come from (one per job): more files, the same bytes (codesign refuses builders whose binaries differ).
 RECEIVES: dict[str, tuple[str, ...]] = {
     "gates": (),
-    "builder-1": ("gates",),
-    "builder-2": ("gates",),
-    "sign": ("gates", "builder-1", "builder-2"),
-}
-# What each job hands on: the files of its work/out matching these patterns ("*": the release folder).
-HANDS_ON: dict[str, tuple[str, ...]] = {
-    "gates": ("gates-report.json", "gates.*.link"),
-    "builder-1": (
-        "build.*.link",
-        "package-*.link",
-        "provenance.*.link",
-        "*.tar.gz",
-        "*.zip",
-        "*.cdx.json",
-        "*.intoto.jsonl",
-    ),
-    "builder-2": ("build.*.link", "package-*.link"),
-    "sign": ("*",),
+    "build-1": ("gates",),
+    "build-2": ("gates",),
+    "codesign": ("gates", "build-1", "build-2", "build-1-binaries"),
+    "package-1": ("gates", "build-1", "build-1-binaries", "codesign", "codesign-binaries"),
+    "package-2": ("gates", "build-2", "build-2-binaries", "codesign", "codesign-binaries"),
+    "sign": ("gates", "build-1", "build-2", "codesign", "package-1", "package-2"),
 }
 # The private keys each job holds: its secret (GitHub secret, GitLab File variable) -> the file it writes.
 KEYS: dict[str, dict[str, str]] = {
     "gates": {"RANSOMEYE_GATES_KEY": "keys/gates.pem"},
-    "builder-1": {"RANSOMEYE_BUILD_KEY": "keys/build.pem", "RANSOMEYE_PACKAGE_KEY": "keys/package.pem"},
-    "builder-2": {
-        "RANSOMEYE_BUILDER2_BUILD_KEY": "keys/builder-2/build.pem",
-        "RANSOMEYE_BUILDER2_PACKAGE_KEY": "keys/builder-2/package.pem",
+    "build-1": {"RANSOMEYE_BUILD_KEY": "keys/build.pem"},
+    "build-2": {"RANSOMEYE_BUILDER2_BUILD_KEY": "keys/builder-2/build.pem"},
+    "codesign": {
+        "RANSOMEYE_CODESIGN_KEY": "keys/codesign.key",
+        "RANSOMEYE_CODESIGN_CERT": "keys/codesign.crt",
+        "RANSOMEYE_CODESIGN_CA": "keys/codesign-ca.pem",
+        "RANSOMEYE_RELEASE_KEY": "keys/release.pem",
     },
+    # The provenance is signed by builder 1's build key.
+    "package-1": {"RANSOMEYE_PACKAGE_KEY": "keys/package.pem", "RANSOMEYE_BUILD_KEY": "keys/build.pem"},
+    "package-2": {"RANSOMEYE_BUILDER2_PACKAGE_KEY": "keys/builder-2/package.pem"},
     "sign": {"RANSOMEYE_RELEASE_KEY": "keys/release.pem"},
 }
-BUILDERS = ("builder-1", "builder-2")
+# Each job's environment (the secrets it may read): a builder's two jobs share theirs; codesign has its own.
+ENVIRONMENTS: dict[str, str] = {
+    "gates": "release-gates",
+    "build-1": "release-builder-1",
+    "build-2": "release-builder-2",
+    "codesign": "release-codesign",
+    "package-1": "release-builder-1",
+    "package-2": "release-builder-2",
+    "sign": "release-signing",
+}
+BUILDERS = (("build-1", "package-1"), ("build-2", "package-2"))
+SIGNER = ("codesign", "sign")
+
+
+def hands_on(job: str) -> tuple[str, ...]:
+    """Every path ``job`` uploads, in :data:`ARTIFACTS` order (a GitLab job's one artifact)."""
+    return tuple(path for owner, paths in ARTIFACTS.values() if owner == job for path in paths)
+
+
+def senders(job: str) -> frozenset[str]:
+    """The jobs whose artifacts ``job`` downloads."""
+    return frozenset(ARTIFACTS[a][0] for a in RECEIVES[job])
+
+
+def artifact_root(paths: tuple[str, ...]) -> str:
+    """The folder upload-artifact makes an artifact of ``paths`` relative to (download-artifact's ``path``).
+
+    Each path's search path is its components up to the first with a
+    wildcard; the root is the search paths' least common ancestor, or for a
+    lone file, its folder.
+    """
+    searches = []
+    for path in paths:
+        parts = path.rstrip("/").split("/")
+        searches.append("/".join(parts[: next((i for i, s in enumerate(parts) if re.search(r"[*?[]", s)), len(parts))]))
+    if len(paths) == 1 and searches[0] == paths[0]:
+        return os.path.dirname(paths[0])
+    return os.path.commonpath(searches)
 
 
 # --- schema validation, offline -----------------------------------------------------------------
@@ -129,17 +179,17 @@ BROKEN: list[tuple[str, Path, str, Callable[[Any], None]]] = [
     ("vendor.github-workflows", GITHUB, "needs is a number",
      lambda d: d["jobs"]["sign"].__setitem__("needs", 42)),
     ("vendor.github-workflows", GITHUB, "unknown job key runs_on",
-     lambda d: d["jobs"]["builder-2"].__setitem__("runs_on", d["jobs"]["builder-2"].pop("runs-on"))),
+     lambda d: d["jobs"]["build-2"].__setitem__("runs_on", d["jobs"]["build-2"].pop("runs-on"))),
     ("vendor.github-workflows", GITHUB, "a step both runs and uses",
      lambda d: d["jobs"]["gates"]["steps"][0].__setitem__("run", "true")),
     ("custom.github-workflows-require-timeout", GITHUB, "a job without timeout",
-     lambda d: d["jobs"]["builder-1"].pop("timeout-minutes")),
+     lambda d: d["jobs"]["codesign"].pop("timeout-minutes")),
     ("vendor.gitlab-ci", GITLAB, "needs is a string",
-     lambda d: d["sign"].__setitem__("needs", "builder-1")),
+     lambda d: d["sign"].__setitem__("needs", "package-1")),
     ("vendor.gitlab-ci", GITLAB, "unknown job key tag",
-     lambda d: d["builder-2"].__setitem__("tag", d["builder-2"].pop("tags"))),
+     lambda d: d["package-2"].__setitem__("tag", d["package-2"].pop("tags"))),
     ("vendor.gitlab-ci", GITLAB, "artifacts paths is a string",
-     lambda d: d["builder-1"]["artifacts"].__setitem__("paths", "work/out/")),
+     lambda d: d["codesign"]["artifacts"].__setitem__("paths", "work/signed/")),
 ]  # fmt: skip
 
 
@@ -168,8 +218,8 @@ class Job:
 
     commands: tuple[tuple[str, str], ...]  # (STEP, --keys-dir) of each step.py command, in order
     needs: frozenset[str]
-    receives: tuple[str, ...]  # the jobs whose artifacts it downloads
-    hands_on: tuple[str, ...]  # patterns under work/out
+    receives: tuple[str, ...]  # GitHub: the artifacts it downloads, in order; GitLab: the jobs whose artifacts it takes
+    hands_on: dict[str, tuple[str, ...]]  # artifact name -> its paths under work/ (GitLab: one, named after the job)
     runner: frozenset[str]  # runs-on labels, or GitLab runner tags
     environment: str
     secrets: frozenset[str]  # the RANSOMEYE_* secrets or variables it references
@@ -203,29 +253,41 @@ def _commands(lines: list[str]) -> tuple[tuple[str, str], ...]:
     return tuple(found)
 
 
+KEY_FILE = re.compile(r"keys/(builder-2/)?[\w-]+\.(pem|key|crt)\b")
+
+
 def _key_writes(scripts: list[str]) -> tuple[str, ...]:
-    """The scripts (a run block, a script entry) that write a private key file."""
-    return tuple(s for s in scripts if re.search(r"keys/(builder-2/)?\w+\.pem", s) and not s.startswith("rm -f"))
+    """The scripts (a run block, a script entry) that write a private key file (or its certificates)."""
+    return tuple(s for s in scripts if KEY_FILE.search(s) and not s.startswith("rm -f"))
+
+
+def _under_work(paths: list[str], job: str) -> tuple[str, ...]:
+    assert all(p.startswith("work/") for p in paths), f"{job}: hands on files outside work/: {paths}"
+    return tuple(p.removeprefix("work/") for p in paths)
 
 
 def github_jobs(path: Path = GITHUB) -> dict[str, Job]:
     data = _load(path)
     jobs = {}
+    roots = {}  # artifact -> where its upload roots it (under work/)
     for name, job in data["jobs"].items():
         steps = job["steps"]
         runs = [s["run"] for s in steps if "run" in s]
         uses = [(s["uses"].split("@")[0], s.get("with", {})) for s in steps if "uses" in s]
         downloads = [w for action, w in uses if action == "actions/download-artifact"]
-        assert all(w["path"] == "work/out" for w in downloads), f"{name}: downloads elsewhere than work/out"
-        uploads = [w for action, w in uses if action == "actions/upload-artifact"]
-        assert len(uploads) == 1, f"{name}: one artifact per job"
-        assert uploads[0]["name"] in (name, "ransomeye-release"), f"{name}: its artifact is named after it"
+        uploads = {w["name"]: _under_work(w["path"].split(), name) for action, w in uses
+                   if action == "actions/upload-artifact"}  # fmt: skip
+        assert uploads, f"{name}: hands nothing on"
+        assert all(a == name or a.startswith(f"{name}-") or a == "ransomeye-release" for a in uploads), (
+            f"{name}: its artifacts are named after it: {sorted(uploads)}"
+        )
+        roots.update({a: artifact_root(paths) for a, paths in uploads.items()})
         text = "\n".join(_strings(job))
         jobs[name] = Job(
             commands=_commands(runs),
             needs=frozenset([job["needs"]] if isinstance(job.get("needs"), str) else job.get("needs", [])),
             receives=tuple(w["name"] for w in downloads),
-            hands_on=tuple(p.removeprefix("work/out/") or "*" for p in uploads[0]["path"].split()),
+            hands_on=uploads,
             runner=frozenset(job["runs-on"]),
             environment=job["environment"],
             secrets=frozenset(re.findall(r"secrets\.(\w+)", text)),
@@ -234,8 +296,14 @@ def github_jobs(path: Path = GITHUB) -> dict[str, Job]:
         )
         # A secret goes through a step's env, never into a script's text (where it would be interpolated).
         assert not any("secrets." in r for r in runs), f"{name}: a secret interpolated into a script"
+    # Each download lands where its files were under work/ in the job that uploaded them.
+    for name, job in data["jobs"].items():
+        for step in job["steps"]:
+            if step.get("uses", "").startswith("actions/download-artifact@"):
+                artifact, where = step["with"]["name"], step["with"]["path"]
+                assert where == f"work/{roots[artifact]}", f"{name}: {artifact} downloaded to {where}"
     outside = "\n".join(_strings({k: v for k, v in data.items() if k != "jobs"}))
-    assert "secrets." not in outside and ".pem" not in outside, "a key or secret outside the job that holds it"
+    assert "secrets." not in outside and not KEY_FILE.search(outside), "a key or secret outside the job that holds it"
     return jobs
 
 
@@ -253,7 +321,7 @@ def gitlab_jobs(path: Path = GITLAB) -> dict[str, Job]:
             commands=_commands(job["script"]),
             needs=frozenset(needs),
             receives=tuple(receives),
-            hands_on=tuple(p.removeprefix("work/out/") or "*" for p in job["artifacts"]["paths"]),
+            hands_on={name: _under_work(job["artifacts"]["paths"], name)},
             runner=frozenset(job["tags"]),
             environment=job["environment"]["name"],
             secrets=frozenset(re.findall(r"\$\{?(RANSOMEYE_\w+)", text)),
@@ -261,7 +329,7 @@ def gitlab_jobs(path: Path = GITLAB) -> dict[str, Job]:
             text=text,
         )
     outside = "\n".join(_strings({k: v for k, v in data.items() if k in reserved}))
-    assert "RANSOMEYE_" not in outside and ".pem" not in outside.replace(REMOVE_KEYS, ""), (
+    assert "RANSOMEYE_" not in outside and not KEY_FILE.search(outside.replace(REMOVE_KEYS, "")), (
         "a key or secret outside the job that holds it"
     )
     return jobs
@@ -270,26 +338,45 @@ def gitlab_jobs(path: Path = GITLAB) -> dict[str, Job]:
 FILES = [("github", github_jobs), ("gitlab", gitlab_jobs)]
 
 
+def test_artifact_root_is_upload_artifacts() -> None:
+    assert artifact_root(("out/gates-report.json", "out/gates.*.link")) == "out"
+    assert artifact_root(("out/build.*.link",)) == "out"
+    assert artifact_root(("out/gates-report.json",)) == "out"
+    assert artifact_root(("bin/",)) == "bin"
+    assert artifact_root(("out/build.*.link", "bin/")) == ""
+
+
 @pytest.mark.parametrize(("engine", "read"), FILES, ids=[e for e, _ in FILES])
 def test_workflow_runs_the_jobs_the_test_runs(engine: str, read: Callable[[], dict[str, Job]]) -> None:
     jobs = read()
-    assert set(jobs) == set(JOBS)
+    assert list(jobs) == list(JOBS)
     for name, job in jobs.items():
         assert job.commands == JOBS[name], f"{engine} {name}: runs {job.commands}"
-        assert sorted(job.receives) == sorted(RECEIVES[name]), f"{engine} {name}: receives {job.receives}"
-        assert job.hands_on == HANDS_ON[name], f"{engine} {name}: hands on {job.hands_on}"
-        assert set(RECEIVES[name]) <= job.needs, f"{engine} {name}: receives from a job it does not need"
-    # The builders: two jobs after the gates, on runners of their own; signing apart, after both.
-    b1, b2, sign = jobs["builder-1"], jobs["builder-2"], jobs["sign"]
-    assert b1.needs == b2.needs == {"gates"}
+        if engine == "github":
+            assert job.receives == RECEIVES[name], f"{engine} {name}: receives {job.receives}"
+            mine = {a: paths for a, (owner, paths) in ARTIFACTS.items() if owner == name}
+            assert job.hands_on == mine, f"{engine} {name}: hands on {job.hands_on}"
+        else:
+            assert set(job.receives) == senders(name) and len(set(job.receives)) == len(job.receives), (
+                f"{engine} {name}: receives from {job.receives}"
+            )
+            assert job.hands_on == {name: hands_on(name)}, f"{engine} {name}: hands on {job.hands_on}"
+        # It waits for the jobs it receives from, and for no other.
+        assert job.needs == senders(name), f"{engine} {name}: needs {sorted(job.needs)}"
+        assert job.environment == ENVIRONMENTS[name], f"{engine} {name}: environment {job.environment}"
+    # A builder's jobs on its runners; the builders apart; the signer's jobs on neither builder's runners.
+    (b1, p1), (b2, p2) = ((jobs[b], jobs[p]) for b, p in BUILDERS)
+    assert b1.runner == p1.runner and b2.runner == p2.runner
     assert b1.runner - b2.runner and b2.runner - b1.runner, "the builders could share a runner"
-    assert sign.runner - b1.runner - b2.runner, "the signing job could run on a builder's runner"
-    assert set(BUILDERS) <= sign.needs
-    assert len({j.environment for j in jobs.values()}) == len(jobs), "a job shares its environment (and secrets)"
+    for name in SIGNER:
+        assert jobs[name].runner - b1.runner - b2.runner, f"{name} could run on a builder's runner"
+    # Two jobs share an environment (and so its secrets) only when they are one builder's.
+    sharing = {frozenset(n for n, j in jobs.items() if j.environment == e) for e in ENVIRONMENTS.values()}
+    assert sharing == {frozenset(b) for b in BUILDERS} | {frozenset([n]) for n in ("gates", *SIGNER)}
 
 
 @pytest.mark.parametrize(("engine", "read"), FILES, ids=[e for e, _ in FILES])
-def test_each_key_is_referenced_by_its_job_only(engine: str, read: Callable[[], dict[str, Job]]) -> None:
+def test_each_key_is_referenced_by_its_jobs_only(engine: str, read: Callable[[], dict[str, Job]]) -> None:
     jobs = read()
     for name, job in jobs.items():
         held = set(KEYS[name])
@@ -297,7 +384,8 @@ def test_each_key_is_referenced_by_its_job_only(engine: str, read: Callable[[], 
         allowed = held | {f"{s}_PASSPHRASE" for s in held} if engine == "github" else held
         assert held <= job.secrets <= allowed, f"{engine} {name}: references {sorted(job.secrets)}"
         for secret, path in KEYS[name].items():
-            others = [n for n, j in jobs.items() if n != name and (secret in j.secrets or path in j.text)]
+            holders = {n for n, keys in KEYS.items() if keys.get(secret) == path}
+            others = [n for n, j in jobs.items() if n not in holders and (secret in j.secrets or path in j.text)]
             assert not others, f"{engine}: {secret} ({path}) is referenced by {others} too"
             assert any(path in w for w in job.key_writes), f"{engine} {name}: never writes {path}"
         # Written with mode 0600 from the start, never printed.
@@ -306,7 +394,7 @@ def test_each_key_is_referenced_by_its_job_only(engine: str, read: Callable[[], 
         assert "set -x" not in job.text
 
 
-REMOVE_KEYS = "rm -f keys/*.pem keys/builder-*/*.pem"
+REMOVE_KEYS = "rm -f keys/*.pem keys/*.key keys/*.crt keys/builder-*/*.pem"
 
 
 def test_every_job_removes_the_keys_whatever_the_outcome() -> None:
@@ -367,23 +455,42 @@ def in_toto_verify(folder: Path, owner_pub: Path) -> subprocess.CompletedProcess
     )  # fmt: skip
 
 
-def matching(folder: Path, patterns: tuple[str, ...]) -> list[str]:
-    """The files of ``folder`` an artifact of ``patterns`` takes."""
-    return sorted(p.name for p in folder.iterdir() if any(fnmatch.fnmatch(p.name, pat) for pat in patterns))
+def matching(work: Path, paths: tuple[str, ...]) -> list[str]:
+    """The files under ``work`` an artifact of ``paths`` takes, relative to ``work``."""
+    found: set[str] = set()
+    for path in paths:
+        if path.endswith("/"):
+            found |= {p.relative_to(work).as_posix() for p in (work / path).rglob("*") if p.is_file()}
+            continue
+        folder, pattern = os.path.split(path)
+        found |= {
+            f"{folder}/{p.name}" for p in (work / folder).iterdir() if p.is_file() and fnmatch.fnmatch(p.name, pattern)
+        }
+    return sorted(found)
 
 
-def hand_over(source: Path, dest: Path, patterns: tuple[str, ...]) -> list[str]:
-    """Copy the files of ``source`` matching ``patterns`` into ``dest``, as an artifact upload and download do."""
-    dest.mkdir(parents=True, exist_ok=True)
-    names = matching(source, patterns)
+def hand_over(source: Path, dest: Path, paths: tuple[str, ...]) -> list[str]:
+    """Copy the files of the work folder ``source`` an artifact of ``paths`` takes to the same place under ``dest``,
+    as an artifact upload and download do (contents only: no mode, and an empty artifact is an error)."""
+    names = matching(source, paths)
+    assert names, f"no files for the artifact {paths} in {source}"
     for name in names:
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source / name, dest / name)
     return names
 
 
+def receive(run_checkouts: Mapping[str, Path], job: str, dest: Path, replace: Mapping[str, Path] | None = None) -> None:
+    """Download ``job``'s artifacts into the work folder ``dest``, each from the work folder of the job that made it
+    (or from ``replace[artifact]``)."""
+    for artifact in RECEIVES[job]:
+        sender, paths = ARTIFACTS[artifact]
+        hand_over((replace or {}).get(artifact) or run_checkouts[sender] / "work", dest, paths)
+
+
 @dataclass(frozen=True)
 class CiRun:
-    """The four jobs, run each in its own clone: ``checkouts[job]/work/out`` is what it wrote."""
+    """The jobs of :data:`JOBS`, run each in its own clone: ``checkouts[job]/work`` is its work folder."""
 
     base: Path
     origin: Path  # the repository (a committed copy of this one) every job clones
@@ -403,27 +510,46 @@ class CiRun:
         if modify is not None:
             modify(checkout)
             git("commit", "--quiet", "-am", "changed", cwd=checkout)
-        assert not list(checkout.rglob("*.pem")), "the repository holds a private key"
+        assert not _key_files(checkout), "the repository holds a private key"
         for path in KEYS.get(name.split("--")[0], {}).values():
             (checkout / path).write_bytes((self.vault / path.removeprefix("keys/")).read_bytes())
             (checkout / path).chmod(0o600)
         return checkout
 
 
+def _key_files(checkout: Path) -> list[Path]:
+    """What ``rm -f keys/*.pem keys/*.key keys/*.crt keys/builder-*/*.pem`` removes (and the same anywhere else)."""
+    return [p for p in checkout.rglob("*") if p.suffix in (".pem", ".key", ".crt") and "target" not in p.parts]
+
+
 def _remove_keys(checkout: Path) -> None:
-    """What each job does when it ends: ``rm -f keys/*.pem keys/builder-*/*.pem``."""
-    for p in [*checkout.glob("keys/*.pem"), *checkout.glob("keys/builder-*/*.pem")]:
-        p.unlink()
+    """What each job does when it ends: ``rm -f keys/*.pem keys/*.key keys/*.crt keys/builder-*/*.pem``."""
+    for pattern in ("keys/*.pem", "keys/*.key", "keys/*.crt", "keys/builder-*/*.pem"):
+        for p in checkout.glob(pattern):
+            p.unlink()
+
+
+def run_job(checkout: Path, name: str) -> tuple[subprocess.CompletedProcess[str], ...]:
+    """Run job ``name``'s step commands in ``checkout`` (stopping at the first that fails), then remove its keys."""
+    done = []
+    try:
+        for command, keys_dir in JOBS[name]:
+            done.append(step(checkout, command, keys_dir))
+            if done[-1].returncode != 0:
+                break
+    finally:
+        _remove_keys(checkout)
+    return tuple(done)
 
 
 @pytest.fixture(scope="module")
 def ci(tmp_path_factory: pytest.TempPathFactory) -> CiRun:
-    """The repository as CI sees it, then the four jobs of :data:`JOBS`, each in its own clone.
+    """The repository as CI sees it, then the jobs of :data:`JOBS`, each in its own clone.
 
     The repository copy commits what production commits: the public keys
     and the owner's root layout (signed here, as offline). The private keys
     stay in the vault; each job's clone receives only its own, and its work
-    folder only the files the jobs it needs handed on.
+    folder only the artifacts it downloads.
     """
     base = tmp_path_factory.mktemp("ci")
     origin = make_repo(base / "origin").root
@@ -442,20 +568,22 @@ def ci(tmp_path_factory: pytest.TempPathFactory) -> CiRun:
     run = CiRun(base, origin, vault, {}, {}, {"origin": snapshot(origin), "vault": snapshot(vault)})
     checkouts: dict[str, Path] = {}
     procs: dict[str, tuple[subprocess.CompletedProcess[str], ...]] = {}
-    for name, commands in JOBS.items():
+    for name in JOBS:
         checkout = checkouts[name] = run.job_checkout(name)
-        for sender in RECEIVES[name]:
-            hand_over(checkouts[sender] / "work" / "out", checkout / "work" / "out", HANDS_ON[sender])
-        done = []
-        for command, keys_dir in commands:
-            proc = step(checkout, command, keys_dir)
-            done.append(proc)
-            assert proc.returncode == 0, (
-                f"{name}: step.py {command} exited {proc.returncode}\n{proc.stdout}{proc.stderr}"
-            )
-        _remove_keys(checkout)
-        procs[name] = tuple(done)
+        receive(checkouts, name, checkout / "work")
+        procs[name] = run_job(checkout, name)
+        last = procs[name][-1]
+        assert len(procs[name]) == len(JOBS[name]) and last.returncode == 0, (
+            f"{name}: {last.args[2:4]} exited {last.returncode}\n{last.stdout}{last.stderr}"
+        )
     return CiRun(base, origin, vault, checkouts, procs, run.before)
+
+
+def _link(out: Path, step_name: str, public_dir: Path) -> dict[str, Any]:
+    """The ``signed`` part of ``step_name``'s link in ``out`` by the key whose public half is in ``public_dir``."""
+    public = load_public_key(public_dir / f"{attest.step_role(step_name)}.pub")
+    signed: dict[str, Any] = json.loads((out / attest.link_filename(step_name, public)).read_text())["signed"]
+    return signed
 
 
 def test_jobs_apart_make_a_release_that_verifies(ci: CiRun) -> None:
@@ -465,16 +593,24 @@ def test_jobs_apart_make_a_release_that_verifies(ci: CiRun) -> None:
     assert "layout layouts/root.layout" in ci.procs["sign"][-2].stdout  # the owner's, committed: no owner key here
     # The customer: the release folder's regular files, the owner's public key, the stock verifier.
     customer = ci.base / "customer"
-    hand_over(sign / "work" / "out", customer, HANDS_ON["sign"])
-    proc = in_toto_verify(customer, ci.owner_pub)
+    hand_over(sign / "work", customer, ARTIFACTS["ransomeye-release"][1])
+    proc = in_toto_verify(customer / "out", ci.owner_pub)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # Every builder step's link from each builder, the build and packaging ones made in the sandbox.
     out = sign / "work" / "out"
+    bundles = [b.step for b in load_workspace(ci.origin).bundles]
     for folder in (ci.vault, ci.vault / "builder-2"):
-        for s in ("build", *(b.step for b in load_workspace(ci.origin).bundles)):
-            public = load_public_key(folder / f"{attest.step_role(s)}.pub")
-            link = json.loads((out / attest.link_filename(s, public)).read_text())
-            assert link["signed"]["environment"]["sandbox"]["tool"].startswith("bubblewrap"), s
+        for s in ("build", *bundles):
+            assert _link(out, s, folder)["environment"]["sandbox"]["tool"].startswith("bubblewrap"), s
+    # The Windows binaries were signed once, by the release key's codesign link, and both builders packed those.
+    signed = {k: v["sha256"] for k, v in _link(out, attest.STEP_CODESIGN, ci.vault)["products"].items()}
+    assert signed and all(k.endswith(".exe") for k in signed), signed
+    for folder in (ci.vault, ci.vault / "builder-2"):
+        packed = {}
+        for s in bundles:
+            materials = _link(out, s, folder)["materials"]
+            packed.update({k: v["sha256"] for k, v in materials.items() if k in signed})
+        assert packed == signed, f"{folder.name}: packed {packed}"
 
 
 def test_each_job_wrote_only_in_its_own_folder(ci: CiRun) -> None:
@@ -485,7 +621,7 @@ def test_each_job_wrote_only_in_its_own_folder(ci: CiRun) -> None:
     for name, checkout in ci.checkouts.items():
         changed = git("status", "--porcelain", "--untracked-files=all", cwd=checkout).splitlines()
         assert all(line.startswith("?? work/") for line in changed), f"{name}: {changed[:5]}"
-        assert not list(checkout.rglob("*.pem")), f"{name}: a key outlived the job"
+        assert not _key_files(checkout), f"{name}: a key outlived the job"
 
 
 # A hostile case changes the release folder the signing job assembled (``out``); it may ask for fixtures.
@@ -513,30 +649,36 @@ def _resign_with(key_role: str, step_name: str) -> Tamper:
     return tamper
 
 
+def _handed_on(work: Path, artifact: str) -> list[Path]:
+    """The files of the work folder ``work`` that ``artifact`` takes, relative to its ``out/``."""
+    return [Path(n).relative_to("out") for n in matching(work, ARTIFACTS[artifact][1])]
+
+
 def _without_builder_2(ci: CiRun, out: Path, request: pytest.FixtureRequest | None = None) -> None:
-    for name in matching(ci.checkouts["builder-2"] / "work" / "out", HANDS_ON["builder-2"]):
-        (out / name).unlink()
+    for artifact in ("build-2", "package-2"):
+        for name in _handed_on(ci.checkouts[ARTIFACTS[artifact][0]] / "work", artifact):
+            (out / name).unlink()
 
 
 def _builder_2_from_other_source(ci: CiRun, out: Path, request: pytest.FixtureRequest) -> None:
-    _without_builder_2(ci, out)
-    hand_over(request.getfixturevalue("other_source"), out, HANDS_ON["builder-2"])
+    for name in _handed_on(ci.checkouts["build-2"] / "work", "build-2"):
+        (out / name).unlink()
+    hand_over(request.getfixturevalue("other_source"), out.parent, ARTIFACTS["build-2"][1])
 
 
 @pytest.fixture(scope="module")
 def other_source(ci: CiRun) -> Path:
-    """Builder 2's job run on a commit with one byte of core/src/main.rs changed: its ``work/out``."""
+    """Builder 2's build job run on a commit with one byte of core/src/main.rs changed: its work folder."""
 
     def change(checkout: Path) -> None:
         main = checkout / "core" / "src" / "main.rs"
         main.write_text(main.read_text().replace("GET /health answers 200", "GET /health answers 202", 1))
 
-    checkout = ci.job_checkout("builder-2--other-source", change)
-    hand_over(ci.checkouts["gates"] / "work" / "out", checkout / "work" / "out", HANDS_ON["gates"])
-    proc = step(checkout, "builder", "keys/builder-2")
+    checkout = ci.job_checkout("build-2--other-source", change)
+    receive(ci.checkouts, "build-2", checkout / "work")
+    (proc,) = run_job(checkout, "build-2")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    _remove_keys(checkout)
-    return checkout / "work" / "out"
+    return checkout / "work"
 
 
 THRESHOLD = "Step 'build' requires '2' link metadata file(s), found '1'"
@@ -556,7 +698,7 @@ def test_hostile_hand_off_fails_verification(
 ) -> None:
     folder = ci.base / f"sign--{case.replace(' ', '-')}"
     out = folder / "work" / "out"
-    hand_over(ci.checkouts["sign"] / "work" / "out", out, HANDS_ON["sign"])
+    hand_over(ci.checkouts["sign"] / "work", folder / "work", ARTIFACTS["ransomeye-release"][1])
     tamper(ci, out, request)
     before = snapshot(ci.checkouts["sign"])
     proc = step(ci.checkouts["sign"], "verify", "keys", work=str(folder / "work"))
@@ -568,18 +710,17 @@ def test_hostile_hand_off_fails_verification(
     assert stock_reason in stock.stdout + stock.stderr
 
 
-def test_signing_job_refuses_builders_that_disagree(ci: CiRun, other_source: Path) -> None:
-    """Handed builder 2's links from another source, the signing job stops before it signs anything."""
-    checkout = ci.job_checkout("sign--builders-disagree")
-    out = checkout / "work" / "out"
-    for sender, folder in (("gates", None), ("builder-1", None), ("builder-2", other_source)):
-        hand_over(folder or ci.checkouts[sender] / "work" / "out", out, HANDS_ON[sender])
-    before = snapshot(out)
-    proc = step(checkout, "sign", "keys")
-    _remove_keys(checkout)
+@pytest.mark.parametrize("job", ["codesign", "sign"])
+def test_job_refuses_builders_that_disagree(ci: CiRun, other_source: Path, job: str) -> None:
+    """Handed builder 2's build link from another source, codesign and sign stop before they sign anything."""
+    checkout = ci.job_checkout(f"{job}--builders-disagree")
+    work = checkout / "work"
+    receive(ci.checkouts, job, work, replace={"build-2": other_source})
+    before = snapshot(work)
+    (proc,) = run_job(checkout, job)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "the links of the build step disagree" in proc.stderr
-    assert snapshot(out) == before
+    assert snapshot(work) == before
 
 
 SEES_NO_KEY = [("step.py", "keys/builder-2"), ("step.py", "outside"), ("build.py", "outside")]
