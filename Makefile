@@ -65,11 +65,11 @@ audit: python
 		--json release/audit.json --html release/audit.html
 
 # Rebuild a published release from this checkout (its commit) and compare every archive bit for bit:
-#   make rebuild-and-compare RELEASE=<the release folder>
+#   make rebuild-and-compare RELEASE=<the release folder> [CODESIGN_CA=<the code-signing CA certificate>]
 # Writes release/rebuild-report/rebuild-compare.txt (and diffoscope's report of any difference).
 rebuild-and-compare: setup
 	@test -n "$(RELEASE)" || { echo "make rebuild-and-compare: say which release: RELEASE=<the release folder>" >&2; exit 2; }
-	$(PY) release/builder/rebuild.py --release "$(RELEASE)"
+	$(PY) release/builder/rebuild.py --release "$(RELEASE)" $(if $(CODESIGN_CA),--codesign-ca "$(CODESIGN_CA)")
 
 # The benchmark against the stock-tool baseline (see bench/README.md).
 bench: setup keys

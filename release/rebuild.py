@@ -198,6 +198,11 @@ def rebuild_and_compare(
     names = [n for b in ws.bundles for n in (b.archive_name(ws.version), sbom_name(b, ws.version))]
     rebuilt = (attest.STEP_GATES, attest.STEP_BUILD, attest.STEP_CODESIGN, *(b.step for b in ws.bundles))
     ca = codesign_ca or ws.root / "keys" / authenticode.CA_CERT
+    if attest.codesigned_binaries(ws) and not ca.is_file():
+        raise BadInputError(
+            f"{ca}: the code-signing CA is needed to check the published Authenticode signatures",
+            hint="get codesign-ca.pem with the project's public keys and pass --codesign-ca (make: CODESIGN_CA=)",
+        )
     specs = [transplant_step(release, s, ca) if s.name == attest.STEP_CODESIGN else s
              for s in steps(ws) if s.name in rebuilt]  # fmt: skip
     keys = {role: RoleKey.ephemeral(role) for role in {attest.step_role(s.name) for s in specs}}

@@ -39,13 +39,17 @@ def checkout(released: Repo, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     clone = tmp_path_factory.mktemp("customer") / "ransomeye"
     git(clone.parent, "clone", "-q", str(released.root), str(clone))
     git(clone, "checkout", "-q", release_commit(released.artifacts, VERSION))
+    # The code-signing CA comes with the project's public keys, apart from the clone (keys are not committed here).
+    (clone.parent / "ransomeye-keys").mkdir()
+    shutil.copy2(released.keys / "codesign-ca.pem", clone.parent / "ransomeye-keys" / "codesign-ca.pem")
     yield clone
 
 
 def _rebuild(checkout: Path, release: Path, report: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(checkout / "release" / "builder" / "rebuild.py"), "--release", str(release),
-         "--report-dir", str(report), "--target-dir", str(checkout.parent / "target")],
+         "--report-dir", str(report), "--target-dir", str(checkout.parent / "target"),
+         "--codesign-ca", str(checkout.parent / "ransomeye-keys" / "codesign-ca.pem")],
         cwd=checkout, env=release_env(), capture_output=True, text=True, timeout=1200, check=False,
     )  # fmt: skip
 
