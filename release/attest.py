@@ -294,6 +294,8 @@ def inspection_config(
         ["bundles", bundles],
         ["allowed-empty-files", [".gitkeep"]],
         ["allow-prebuilt", allow_prebuilt],
+        ["signify-sums", [SIGNIFY_SUMS, STEP_CHECKSUMS]],
+        ["sigstore-bundles", [SIGSTORE_SUFFIX, STEP_SIGN]],
     ]
 
 

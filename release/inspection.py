@@ -46,6 +46,8 @@ direct child, stops everything.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import hashlib
 import json
@@ -810,6 +812,9 @@ class Config:
         self.bundles = [Bundle(b) for b in d["bundles"]]
         self.allowed_extra = [str(x) for x in d["allowed-empty-files"]]
         self.allow_prebuilt = d.get("allow-prebuilt") is True
+        # Files that vouch for the archives in other formats: each must name exactly the archives the links record.
+        self.signify_sums = [str(x) for x in d.get("signify-sums", [])]  # [file, the step that writes it]
+        self.bundle_suffix = [str(x) for x in d.get("sigstore-bundles", [])]  # [suffix, the step that writes them]
 
 
 # --- the inspection -------------------------------------------------------------------------------
@@ -836,6 +841,8 @@ class Inspection:
         self.check_files()
         self.check_steps()
         self.check_sums()
+        self.check_signify_sums()
+        self.check_sigstore_bundles()
         config = self.config
         forbidden = forbidden_content(
             config.bundles, self.links.get(config.gates_step), [self.links.get(s) for s in config.binary_steps]
@@ -1052,6 +1059,83 @@ class Inspection:
             listed.add(file)
         for file in sorted(set(recorded) - listed):
             self.fail("%s: does not list %s" % (name, shown(file)))
+
+    def recorded_archives(self) -> dict[str, str]:
+        """Every archive the packaging links record: name -> SHA-256."""
+        out = dict()  # type: dict[str, str]
+        for b in self.config.bundles:
+            link = self.links.get(b.step)
+            if link is not None:
+                with contextlib.suppress(Refused):
+                    name = archive_of(link, b)
+                    out[name] = link.products[name]
+        return out
+
+    def read_product(self, name: str, step: str, limit: int) -> bytes | None:
+        """The bytes of ``name``, once its hash is the one ``step`` recorded (None: refused, reason added)."""
+        link = self.links.get(step)
+        if link is None or name not in link.products:
+            self.fail("%s: not a product of %s" % (shown(name), step))
+            return None
+        try:
+            data = read_small(name, limit)
+        except Refused as e:
+            self.fail(str(e))
+            return None
+        if hashlib.sha256(data).hexdigest() != link.products[name]:
+            self.fail("%s: is not the file the %s step wrote" % (shown(name), step))
+            return None
+        return data
+
+    def check_signify_sums(self) -> None:
+        """signify's signed list (``signify -C`` trusts it) lists exactly the archives, with their recorded hashes."""
+        if len(self.config.signify_sums) != 2 or self.config.signify_sums[0] not in self.regular:
+            return  # a missing one is named by check_files
+        name, step = self.config.signify_sums
+        data = self.read_product(name, step, MAX_SUMS_BYTES)
+        if data is None:
+            return
+        try:
+            lines = data.decode("ascii").split("\n")
+        except UnicodeDecodeError:
+            self.fail("%s: not ASCII text" % name)
+            return
+        if len(lines) < 3 or not lines[0].startswith("untrusted comment: ") or lines[-1] != "":
+            self.fail("%s: not a signify signed list" % name)
+            return
+        listed = dict()  # type: dict[str, str]
+        for line in lines[2:-1]:
+            head, sep, digest = line.partition(") = ")
+            file = head[len("SHA256 (") :]
+            if not head.startswith("SHA256 (") or not sep or file in listed:
+                self.fail("%s: a line is not SHA256 (file) = hash, once per file" % name)
+                return
+            listed[file] = digest
+        if listed != self.recorded_archives():
+            self.fail("%s: does not list exactly the archives with their recorded hashes" % name)
+
+    def check_sigstore_bundles(self) -> None:
+        """Each archive's Sigstore bundle (cosign trusts it) is about that archive alone, with its recorded hash."""
+        if len(self.config.bundle_suffix) != 2:
+            return
+        suffix, step = self.config.bundle_suffix
+        for archive, digest in sorted(self.recorded_archives().items()):
+            name = archive + suffix
+            if name not in self.regular:
+                continue  # named by check_files, unless the product was not downloaded
+            data = self.read_product(name, step, MAX_SUMS_BYTES)
+            if data is None:
+                continue
+            try:
+                envelope = json.loads(data.decode("utf-8")).get("dsseEnvelope")
+                statement = json.loads(base64.b64decode(envelope.get("payload"), validate=True).decode("utf-8"))
+                subjects = statement.get("subject")
+            except (ValueError, AttributeError, TypeError, RecursionError, binascii.Error):
+                self.fail("%s: not a Sigstore bundle of an in-toto statement" % name)
+                continue
+            want = [dict(name=archive, digest=dict(sha256=digest))]
+            if subjects != want:
+                self.fail("%s: its statement is not about %s with its recorded hash" % (name, archive))
 
     def check_bundle(self, bundle: Bundle, forbidden: Any) -> str | None:
         """Check one bundle's archive; return the reason it fails, or None."""

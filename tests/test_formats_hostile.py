@@ -26,11 +26,11 @@ is (or that there is none yet):
 * Windows binaries signed under another CA (release key + another CA): no
   in-toto rule sees a certificate; the customer's ``osslsigncode verify
   -CAfile codesign-ca.pem`` refuses them (``test_stock_tools``);
-* FOUND, not fixed here: a ``SHA256.sig`` or ``<archive>.sigstore.json`` that
-  vouches for other bytes (signed with the release key, the links re-signed):
-  the inspection checks what ``SHA256SUMS`` lists but never reads these, so
-  a folder that in-toto verifies can carry signatures that make signify or
-  cosign accept a trojan served elsewhere.
+
+A ``SHA256.sig`` or ``<archive>.sigstore.json`` that vouches for other bytes
+(signed with the release key, the links re-signed) was accepted once: the
+inspection now reads both and refuses them (the cases under "what the other
+formats vouch for").
 """
 
 from __future__ import annotations
@@ -467,6 +467,23 @@ CASES = [
     ),
     Case("codesign-products-equal-its-materials", _codesign_link_signs_nothing, disallowed(*EXES), rule="MODIFY"),
     Case("codesign-signs-one-binary-only", _codesign_drops_a_binary, f"'REQUIRE {SENTINEL_EXE}' did not find"),
+    # --- what the other formats vouch for (release key, the sign and checksums links re-signed): the inspection
+    # reads SHA256.sig and each Sigstore bundle, and requires exactly the archives with their recorded hashes.
+    Case(
+        "signify-lists-a-file-not-in-the-release",
+        _signify_lists_a_file_not_in_the_release,
+        marker("SHA256.sig: does not list exactly the archives with their recorded hashes"),
+    ),
+    Case(
+        "signify-vouches-for-another-windows-zip",
+        _signify_vouches_for_a_trojan_zip,
+        marker("SHA256.sig: does not list exactly the archives with their recorded hashes"),
+    ),
+    Case(
+        "sigstore-bundle-of-another-windows-zip",
+        _sigstore_bundle_for_a_trojan,
+        marker(f"{W}{SIGSTORE}: its statement is not about {W} with its recorded hash"),
+    ),
 ]
 # Accepted by in-toto-verify: where the defence is elsewhere, or a gap this table found (see the report tests below).
 ACCEPTED = [
@@ -475,10 +492,6 @@ ACCEPTED = [
     Case("trojan-agent-through-codesign-and-both-packagers", _trojan_through_codesign, None),
     # Release key + another CA: no rule sees a certificate; osslsigncode -CAfile refuses (test_stock_tools).
     Case("signed-under-another-ca", _signed_by_another_ca, None),
-    # FOUND: the inspection reads SHA256SUMS but not SHA256.sig nor the Sigstore bundles (release key, relinked).
-    Case("signify-lists-a-file-not-in-the-release", _signify_lists_a_file_not_in_the_release, None),
-    Case("signify-vouches-for-another-windows-zip", _signify_vouches_for_a_trojan_zip, None),
-    Case("sigstore-bundle-of-another-windows-zip", _sigstore_bundle_for_a_trojan, None),
 ]
 CONTROLS = [
     Case("honest-release", lambda s: None, None),
