@@ -415,7 +415,10 @@ def _check_signed_binaries(r: Context, bundle: Bundle, earlier: Earlier) -> dict
     unsigned: dict[str, str] = {}
     for f in bundle.binary_files():
         name = f"bin/{bundle.target}/{f}"
-        unsigned[name] = authenticode.unsigned_sha256(r.signed_root / bundle.target / f)
+        try:
+            unsigned[name] = authenticode.unsigned_sha256(r.signed_root / bundle.target / f)
+        except BadInputError as e:
+            raise VerificationError(f"{name}: not an Authenticode-signed binary ({e.message})") from e
         if unsigned[name] != built.get(name, {}).get("sha256"):
             raise VerificationError(
                 f"{name}: the signed binary, its signature removed, is not the binary this builder built",

@@ -596,7 +596,7 @@ def test_packagers_refuse_what_codesign_changed(scene: Scene, tmp_path: Path, ch
     with pytest.raises(ReleaseError) as raised:
         run_apart(d.repo.root, [step], work, d.repo.keys, d.repo.root / "target", sandbox)
     signed = change == "code-changed-signed-by-codesign"
-    expected = "is not the build's binary" if signed else "not an Authenticode-signed PE file"
+    expected = "is not the binary this builder built" if signed else "not an Authenticode-signed binary"
     assert expected in str(raised.value), str(raised.value)
     assert not (work / "out" / W).exists()
 
