@@ -1127,8 +1127,9 @@ class Inspection:
             if data is None:
                 continue
             try:
-                envelope = json.loads(data.decode("utf-8")).get("dsseEnvelope")
-                statement = json.loads(base64.b64decode(envelope.get("payload"), validate=True).decode("utf-8"))
+                envelope = json.loads(data.decode("utf-8"), object_pairs_hook=unique_keys).get("dsseEnvelope")
+                payload = base64.b64decode(envelope.get("payload"), validate=True).decode("utf-8")
+                statement = json.loads(payload, object_pairs_hook=unique_keys)
                 subjects = statement.get("subject")
             except (ValueError, AttributeError, TypeError, RecursionError, binascii.Error):
                 self.fail("%s: not a Sigstore bundle of an in-toto statement" % name)
@@ -1184,6 +1185,14 @@ def forbidden_content(bundles: list[Bundle], gates: Link | None, builds: list[Li
     return out
 
 
+def unique_keys(pairs: Any) -> Any:
+    """A JSON object whose every key is named once (another parser could take another duplicate's value)."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ValueError("a JSON object names a key twice")
+    return out
+
+
 def check_signed_binaries(link: Link, bundle: Bundle, build: Link | None) -> None:
     """Each signed binary, its signature removed, is the build's: what the packager found and recorded."""
     recorded = link.environment.get("signed-binaries")
@@ -1191,7 +1200,8 @@ def check_signed_binaries(link: Link, bundle: Bundle, build: Link | None) -> Non
         raise Refused("%s: records no unsigned hash of its signed binaries" % link.file)
     for f in bundle.binary_files:
         name = "bin/%s/%s" % (bundle.target, f)
-        if recorded.get(name) != build.products.get(name):
+        built = build.products.get(name)
+        if not isinstance(built, str) or len(built) != 64 or recorded.get(name) != built:
             raise Refused("%s: the signed %s, its signature removed, is not the binary the build step wrote"
                           % (link.file, shown(name)))  # fmt: skip
 

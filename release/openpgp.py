@@ -112,13 +112,17 @@ def transferable_public_key(key: RoleKey, user_id: str, created: int) -> bytes:
     return _packet(_TAG_PUBLIC_KEY, body) + _packet(_TAG_USER_ID, uid) + _packet(_TAG_SIGNATURE, signature)
 
 
-def detached_signature(key: RoleKey, path: Path, signed_at: int, key_created: int) -> str:
+def detached_signature(
+    key: RoleKey, path: Path, signed_at: int, key_created: int, expect_sha256: str | None = None
+) -> str:
     """The armored detached binary-document signature of the file ``path``, made at ``signed_at``.
 
     The file is streamed in chunks. ``key_created`` is the key's creation time
     (it names the key through its fingerprint). Raises :class:`SigningError` if
     ``signed_at`` is before ``key_created`` or the key cannot sign, and
-    :class:`BadInputError` if ``path`` is not a readable regular file.
+    :class:`BadInputError` if ``path`` is not a readable regular file, or
+    (with ``expect_sha256``) not the bytes of that SHA-256: the signature is
+    made only once the bytes it covers are known to be those.
     """
     _check_time(signed_at, "the signature time")
     _check_time(key_created, "the key creation time")
@@ -129,7 +133,18 @@ def detached_signature(key: RoleKey, path: Path, signed_at: int, key_created: in
             "creation time",
         )
     fpr = fingerprint(raw_public(key.public), key_created)
-    hashed, left16, sig = _sign(key, _BINARY_DOCUMENT, signed_at, fpr, _file_chunks(path))
+    hashed = _hashed_part(_BINARY_DOCUMENT, signed_at, fpr, False)
+    h = hashlib.sha512()
+    seen = hashlib.sha256()
+    for chunk in _file_chunks(path):
+        h.update(chunk)
+        seen.update(chunk)
+    if expect_sha256 is not None and seen.hexdigest() != expect_sha256:
+        raise BadInputError(f"{path}: changed since it was hashed; not signed")
+    h.update(hashed)
+    h.update(b"\x04\xff" + struct.pack(">I", len(hashed)))
+    digest = h.digest()
+    left16, sig = digest[:2], key.sign(digest)
     return armor(_packet(_TAG_SIGNATURE, _signature_body(hashed, fpr, left16, sig)), SIGNATURE_BLOCK)
 
 

@@ -30,6 +30,7 @@ import contextlib
 import ctypes
 import dataclasses
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -386,7 +387,13 @@ def step_codesign(r: Context, earlier: Earlier) -> Outcome[Codesigned]:
             raise VerificationError(f"{name}: is not the binary the build step recorded")
         dst.parent.mkdir(parents=True, exist_ok=True)
         authenticode.sign_pe(r.codesigner, src, dst, r.epoch)
-        authenticode.verify_pe(dst, r.codesigner.ca)
+        authenticode.verify_pe(dst, r.codesigner.ca, at=r.epoch)
+        if authenticode.unsigned_sha256(dst) != recorded:  # what every builder's packager will check
+            raise SigningError(
+                f"{name}: removing its signature does not give the built binary back, so no builder would pack it",
+                hint="a PE file whose checksum field is 0 or whose size is not a multiple of 8 changes when signed: "
+                "link it with a checksum and aligned (the Rust toolchains' defaults do)",
+            )
         materials[name], products[name] = recorded, sha256_file(dst)
     record = StepRecord(
         name=attest.STEP_CODESIGN,
@@ -504,14 +511,27 @@ def step_sign(r: Context, earlier: Earlier) -> Outcome[Signed]:
 
 
 def _provenance_predicate(envelope: ArtifactDigest) -> dict[str, Any]:
-    """The SLSA predicate of the provenance step's envelope (the file already checked against its link)."""
+    """The part of the provenance's SLSA predicate that is the same on every run of the commit.
+
+    The bytes read must be the envelope's recorded bytes. The run's metadata
+    (its invocation id and times) is left out, so that each Sigstore bundle,
+    like every other signature, is byte-identical when the commit is released
+    again; the whole provenance is the ``.intoto.jsonl`` beside it.
+    """
     with envelope.path.open("rb") as f:
-        text = f.read(MAX_RECORD + 1).decode("utf-8", errors="replace")
+        data = f.read(MAX_RECORD + 1)
+    if len(data) > MAX_RECORD or hashlib.sha256(data).hexdigest() != envelope.sha256:
+        raise VerificationError(f"{envelope.name}: is not the provenance the provenance step recorded")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise VerificationError(f"{envelope.name}: not UTF-8") from e
     statement = provenance.unverified_statement(provenance.read_envelope(text, envelope.name))
     predicate = statement.get("predicate") if statement else None
-    if not isinstance(predicate, dict):
+    if not isinstance(predicate, dict) or not isinstance(predicate.get("runDetails"), dict):
         raise VerificationError(f"{envelope.name}: holds no provenance predicate")
-    return predicate
+    run = {k: v for k, v in predicate["runDetails"].items() if k != "metadata"}
+    return {**predicate, "runDetails": run}
 
 
 def step_checksums(r: Context, earlier: Earlier) -> Outcome[Summed]:
@@ -851,6 +871,10 @@ def result_from(
         inputs = {str(b): tuple((str(src), materials[src]) for src in srcs) for b, srcs in recorded.items()}
         return Built(dataclasses.replace(metadata, inputs=MappingProxyType(inputs)))
     if step == attest.STEP_CODESIGN:
+        for name, recorded in products.items():  # the signed binaries, handed on: each checked before any use
+            path = r.signed_root / Path(name).relative_to("bin")
+            if not name.startswith("bin/") or path.is_symlink() or not path.is_file() or sha256_file(path) != recorded:
+                raise VerificationError(f"{name}: the signed binary is not what the codesign step recorded")
         return Codesigned(MappingProxyType(dict(products)))
     if step == attest.STEP_PROVENANCE:
         (envelope,) = flat(products)
@@ -1274,9 +1298,12 @@ def _git_all(commands: Sequence[Sequence[str]]) -> bool:
     return all(subprocess.run(cmd, capture_output=True, check=False).returncode == 0 for cmd in commands)
 
 
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl  # resolved once: the child only calls it
+
+
 def _die_with_parent() -> None:
     """In a child, before it runs: be killed when this process dies (a crashed run leaves no builder behind)."""
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _git_clean_at(src: Path, commit: str) -> bool:
@@ -1319,6 +1346,7 @@ class OtherBuilder:
         self.stopping = False
         self.code = 1
         self.error: BaseException | None = None
+        self.log = self.home / "output-build.log"
 
     def checkout(self) -> Path:
         """The builder's own checkout of exactly ``commit``, at another path: cloned once, then reset and cleaned.
@@ -1386,7 +1414,8 @@ class OtherBuilder:
         unsandboxed = [] if r.sandbox.enabled else ["--no-sandbox"]
         cmd = [sys.executable, str(self.src / STEP_SCRIPT), *steps, "--work", str(work), "--keys-dir", str(self.keys),
                "--target-dir", str(self.place / "target"), *unsandboxed]  # fmt: skip
-        with self.lock_proc, (self.home / "output.log").open("ab") as log:
+        self.log = self.home / f"output-{steps[0]}.log"  # the failing phase's log is the one quoted
+        with self.lock_proc, self.log.open("wb") as log:
             if self.stopping:
                 return 1
             self.proc = subprocess.Popen(
@@ -1399,6 +1428,8 @@ class OtherBuilder:
         """Wait for the builder; raise its error as its class; copy its links into the staged release."""
         if self.thread is None:
             self.start()
+            if self.signs:
+                self.hand_signed()  # finish() runs after every step of this builder, codesign included
         if self.thread is not None:
             self.thread.join()
         if self.error is not None:
@@ -1407,7 +1438,7 @@ class OtherBuilder:
         if code < 0:
             os.kill(os.getpid(), -code)  # killed: the pipeline dies the same way
         if code != 0:
-            lines = [ln for ln in (self.home / "output.log").read_text(errors="replace").splitlines()
+            lines = [ln for ln in self.log.read_text(errors="replace").splitlines()
                      if ln.strip() and not ln.startswith("[")]  # fmt: skip
             cls = {c: k for k, c in EXIT_CODES.items()}.get(code, SystemFailure)
             raise cls(f"the builder {self.keys.name} failed: {lines[0] if lines else f'exit {code}'}",

@@ -23,6 +23,7 @@ import stat
 import subprocess
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -141,7 +142,7 @@ def transplant_step(release: Path, spec: StepSpec, ca: Path) -> StepSpec:
                 authenticode.extract_signature(published, signature)
                 dst = r.signed_root / rel
                 dst.parent.mkdir(parents=True, exist_ok=True)
-                authenticode.attach_signature(r.bin_root / rel, signature, dst, ca)
+                authenticode.attach_signature(r.bin_root / rel, signature, dst, ca, at=r.epoch)
                 materials[name] = built[name]["sha256"]
                 products[name] = sha256_file(dst)
         record = StepRecord(
@@ -156,7 +157,7 @@ def _published_member(archive: Path, bundle: Bundle, file: str, out: Path) -> No
     """Copy the binary ``file`` out of the published zip ``archive`` (hostile: bounded, never followed)."""
     member = f"{archive.name[: -len(bundle.format) - 1]}/bin/{file}"
     try:
-        fd = os.open(archive, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(archive, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
         raise BadInputError(f"{archive}: cannot be read ({e.strerror}): its signed binaries are needed") from e
     with os.fdopen(fd, "rb") as f:
@@ -168,8 +169,14 @@ def _published_member(archive: Path, bundle: Bundle, file: str, out: Path) -> No
                 if info.file_size > MAX_PUBLISHED:
                     raise BadInputError(f"{archive}: {member} is over {MAX_PUBLISHED} bytes")
                 with z.open(info) as src, out.open("wb") as dst:
-                    shutil.copyfileobj(src, dst)
-        except (zipfile.BadZipFile, KeyError, ValueError, OSError) as e:
+                    copied = 0
+                    while chunk := src.read(1 << 20):  # bounded whatever the header declares
+                        copied += len(chunk)
+                        if copied > MAX_PUBLISHED:
+                            raise BadInputError(f"{archive}: {member} inflates past {MAX_PUBLISHED} bytes")
+                        dst.write(chunk)
+        except (zipfile.BadZipFile, KeyError, ValueError, OSError, zlib.error, NotImplementedError, RuntimeError,
+                EOFError) as e:  # fmt: skip
             raise BadInputError(f"{archive}: holds no readable {member} ({e})") from e
 
 

@@ -61,7 +61,7 @@ def publish_release_keys(keys_dir: Path, key: RoleKey) -> int:
     write_minisign_pub(keys_dir, key.public)
     text = signify.public_key_text(key.public)
     path = keys_dir / SIGNIFY_PUB
-    if not path.exists() or path.read_text() != text:
+    if not path.is_file() or path.read_bytes() != text.encode():
         write_bytes_atomic(path, text.encode(), "the signify public key")
     user_id = openpgp.USER_ID if (keys_dir / DEV_MARKER).exists() else PRODUCTION_USER_ID
     pgp = openpgp.write_public_key(keys_dir, key, openpgp.DEV_KEY_CREATED, user_id)
@@ -76,7 +76,7 @@ def publish_release_keys(keys_dir: Path, key: RoleKey) -> int:
 
 def sign_openpgp(key: RoleKey, digest: ArtifactDigest, epoch: int, created: int) -> ArtifactDigest:
     """Write ``<file>.asc``, an armored OpenPGP detached signature of ``digest``'s file; return its digest."""
-    text = openpgp.detached_signature(key, digest.path, epoch, created)
+    text = openpgp.detached_signature(key, digest.path, epoch, created, digest.sha256)
     return write_bytes_atomic(digest.path.with_name(digest.name + PGP_SUFFIX), text.encode(), "the OpenPGP signature")
 
 

@@ -416,8 +416,10 @@ def test_two_clones_build_identical_releases(released: Repo, tmp_path: Path) -> 
     ours, theirs = other.artifact_state(), released.artifact_state()
     assert ours.keys() == theirs.keys()
     listed = [line.split("  ", 1)[1] for line in ours["SHA256SUMS"].decode().splitlines()]
-    assert len(listed) == 18
-    assert {k: ours[k] for k in listed} == {k: theirs[k] for k in listed}
+    assert len(listed) == 26  # with every archive's OpenPGP signature and Sigstore bundle
+    # And the signatures of the list: minisign, OpenPGP, signify's (its time is SOURCE_DATE_EPOCH, too).
+    signed = [*listed, "SHA256SUMS.minisig", "SHA256SUMS.asc", "SHA256.sig"]
+    assert {k: ours[k] for k in signed} == {k: theirs[k] for k in signed}
 
 
 # --- the root layout -----------------------------------------------------------

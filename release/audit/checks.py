@@ -466,13 +466,17 @@ def check_formats(a: _Audit) -> Check:
         return f.done("")
     raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     checked = 0
+    issuers: dict[bytes, str] = {}  # gpgv finds a signature's key by the fingerprint it names: one key, one name
     for name in [*sorted(a.archives), SUMS_NAME]:
         digest = a.folder.digest(name)
         if digest is None:
             continue  # a missing file is named by the check that needs it
         try:
             asc = name + openpgp.SUFFIX
-            openpgp.verify_detached_by(raw, a.folder.text(asc, MAX_SIGNATURE_BYTES) or "", a.folder.files[name], asc)
+            _, issuer = openpgp.verify_detached_by(
+                raw, a.folder.text(asc, MAX_SIGNATURE_BYTES) or "", a.folder.files[name], asc
+            )
+            issuers.setdefault(issuer, asc)
             checked += 1
             if name != SUMS_NAME:
                 bundle = name + sigstore_bundle.SUFFIX
@@ -481,6 +485,8 @@ def check_formats(a: _Audit) -> Check:
                 checked += 1
         except VerificationError as e:
             f.add(name, e.message)
+    if len(issuers) > 1:
+        f.add(", ".join(sorted(issuers.values())), "name different OpenPGP keys: one keyring verifies one only")
     try:
         text = a.folder.text(signify.SUMS_NAME, signify.MAX_SIGNED_CHARS) or ""
         listed = dict(signify.verify_signed_checksums(signify.public_key_text(public), text))
