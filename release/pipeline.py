@@ -494,7 +494,7 @@ def step_sign(r: Context, earlier: Earlier) -> Outcome[Signed]:
     envelope = result_of(earlier, attest.STEP_PROVENANCE, Attested).envelope
     payloads = sorted([*(p.archive for p in packaged), *(p.sbom for p in packaged), report], key=lambda d: d.name)
     signatures = sign_all(key, payloads, r.ws.version, r.epoch)
-    predicate = _provenance_predicate(envelope)
+    predicate = provenance_predicate(envelope)
     for p in packaged:
         a = p.archive
         signatures.append(sign_openpgp(key, a, r.epoch, r.pgp_created))
@@ -510,7 +510,7 @@ def step_sign(r: Context, earlier: Earlier) -> Outcome[Signed]:
     return Outcome(summary, record, Signed(tuple(payloads), tuple(signatures)))
 
 
-def _provenance_predicate(envelope: ArtifactDigest) -> dict[str, Any]:
+def provenance_predicate(envelope: ArtifactDigest) -> dict[str, Any]:
     """The part of the provenance's SLSA predicate that is the same on every run of the commit.
 
     The bytes read must be the envelope's recorded bytes. The run's metadata

@@ -47,8 +47,8 @@ from release.cargo import HOST_TARGET, find_toolchain
 from release.checksums import SUMS_NAME, write_hash_list
 from release.errors import BadInputError
 from release.keys import load_public_key
-from release.pipeline import functionaries
-from release.signing import sign_digest
+from release.pipeline import functionaries, provenance_predicate
+from release.signing import publish_release_keys, sign_digest, sign_openpgp, write_signify_sums, write_sigstore_bundle
 from tests.conftest import EPOCH, ROOT, Repo
 from tests.forge import Download, declared
 
@@ -166,26 +166,47 @@ def complete_release(case: Case, cargo: Path) -> None:
     for i, b in enumerate(ws.bundles):
         products = {archives[b.step].name: archives[b.step].sha256, sboms[b.step].name: sboms[b.step].sha256}
         case.relink(b.step, products=products, environment={**case.signed(b.step)["environment"], **_times(2 + i)})
-    release = case.key("release")
+    write_provenance(case)
     signed = [*archives.values(), *sboms.values(), report]
-    sigs = [sign_digest(release, d, VERSION, EPOCH) for d in signed]
+    sigs = sign_in_every_format(case, signed, list(archives.values()))
+    envelope = hash_file(case.folder / PROVENANCE)
     case.relink(
         "sign",
-        materials={d.name: d.sha256 for d in signed},
+        materials={d.name: d.sha256 for d in [*signed, envelope]},
         products={d.name: d.sha256 for d in sigs},
         environment=_times(6),
     )
-    sums = write_hash_list(case.folder)
-    sums_sig = sign_digest(release, sums, VERSION, EPOCH)
-    case.relink(
-        "checksums",
-        materials={d.name: d.sha256 for d in signed + sigs},
-        products={sums.name: sums.sha256, sums_sig.name: sums_sig.sha256},
-        environment=_times(7),
-    )
-    write_provenance(case)
+    relist(case, {d.name: d.sha256 for d in signed + sigs}, list(archives.values()), environment=_times(7))
     layout = _integrated_layout(case, datetime.now(UTC) + timedelta(days=30))
     attest.write_layout(layout, case.folder / attest.LAYOUT_NAME)
+
+
+def sign_in_every_format(
+    case: Case, signed: list[ArtifactDigest], archives: list[ArtifactDigest]
+) -> list[ArtifactDigest]:
+    """What the sign step writes, with the release key: minisign for each of ``signed``, OpenPGP and Sigstore for
+    each archive (the provenance in the folder is the bundles' predicate)."""
+    release = case.key("release")
+    created = publish_release_keys(case.repo.keys, release)
+    predicate = provenance_predicate(hash_file(case.folder / PROVENANCE))
+    sigs = [sign_digest(release, d, VERSION, EPOCH) for d in signed]
+    for a in archives:
+        sigs.append(sign_openpgp(release, a, EPOCH, created))
+        sigs.append(write_sigstore_bundle(release, a, provenance.PREDICATE_TYPE, predicate))
+    return sigs
+
+
+def relist(case: Case, materials: dict[str, str], archives: list[ArtifactDigest], **changes: Any) -> None:
+    """What the checksums step writes: SHA256SUMS and its signatures, signify's list of the archives; relinked."""
+    release = case.key("release")
+    sums = write_hash_list(case.folder)
+    made = [
+        sums,
+        sign_digest(release, sums, VERSION, EPOCH),
+        sign_openpgp(release, sums, EPOCH, publish_release_keys(case.repo.keys, release)),
+        write_signify_sums(release, case.folder / "SHA256.sig", archives),
+    ]
+    case.relink("checksums", materials=materials, products={d.name: d.sha256 for d in made}, **changes)
 
 
 def write_provenance(
@@ -193,7 +214,9 @@ def write_provenance(
 ) -> None:
     """Write the provenance from the links (as the pipeline's provenance step does) and link it."""
     ws = case.repo.ws
-    links = {s: case.signed(s) for s in attest.step_names(ws) if s != provenance.STEP_PROVENANCE}
+    # What the provenance step reads: the steps before it (the sign step reads the provenance).
+    after = (provenance.STEP_PROVENANCE, attest.STEP_SIGN, attest.STEP_CHECKSUMS)
+    links = {s: case.signed(s) for s in attest.step_names(ws) if s not in after}
     subjects = {b.archive_name(VERSION): hash_file(case.folder / b.archive_name(VERSION)).sha256 for b in ws.bundles}
     statement = provenance.build_statement(subjects, links, COMMIT, BUILDER, "release-1.0.0-run-1")
     if change is not None:
@@ -208,24 +231,29 @@ def write_provenance(
         products={digest.name: digest.sha256},
         environment=_times(8),
     )
+    # The sign step read the provenance (for the Sigstore bundles): the release stage relinks it too, so that only
+    # the audit's provenance check stands between this provenance and the auditor.
+    sign = case.signed(attest.STEP_SIGN)
+    if PROVENANCE in sign["materials"]:
+        case.relink(attest.STEP_SIGN, materials={**_hashes(sign["materials"]), PROVENANCE: digest.sha256})
+
+
+def _hashes(artifacts: dict[str, Any]) -> dict[str, str]:
+    return {n: h["sha256"] for n, h in artifacts.items()}
 
 
 def resign_and_relist(case: Case, *changed: str) -> None:
     """What a compromised release stage does after changing files: re-sign them and re-list everything."""
-    release = case.key("release")
     signed = case.signed("sign")
-    for name in changed:
-        sign_digest(release, hash_file(case.folder / name), VERSION, EPOCH)
+    archive_names = {b.archive_name(VERSION) for b in case.repo.ws.bundles}
+    changed_archives = [hash_file(case.folder / n) for n in changed if n in archive_names]
+    sign_in_every_format(case, [hash_file(case.folder / n) for n in changed], changed_archives)
     materials = {n: hash_file(case.folder / n).sha256 for n in signed["materials"]}
     products = {n: hash_file(case.folder / n).sha256 for n in signed["products"]}
     case.relink("sign", materials=materials, products=products)
-    sums = write_hash_list(case.folder)
-    sums_sig = sign_digest(release, sums, VERSION, EPOCH)
-    case.relink(
-        "checksums",
-        materials={**materials, **products},
-        products={sums.name: sums.sha256, sums_sig.name: sums_sig.sha256},
-    )
+    archives = [hash_file(case.folder / n) for n in sorted(archive_names) if (case.folder / n).is_file()]
+    payloads = {n: h for n, h in materials.items() if n != PROVENANCE}
+    relist(case, {**payloads, **products}, archives)
 
 
 @pytest.fixture(scope="module")
@@ -282,8 +310,8 @@ def test_complete_release_audits_clean(complete_report: AuditReport) -> None:
     assert report.verified, "\n".join(f.text() for f in report.findings)
     assert report.verdict == "VERIFIED"
     assert [c.name for c in report.checks] == [
-        "layout", "in-toto", "links", "sandbox", "files", "checksums", "signatures", "gates", "archives", "sboms",
-        "sources", "provenance",
+        "layout", "in-toto", "links", "sandbox", "files", "checksums", "signatures", "formats", "gates", "archives",
+        "sboms", "sources", "provenance",
     ]  # fmt: skip
     assert report.in_toto.ok
     assert report.version == VERSION and report.source_commit == COMMIT

@@ -131,7 +131,7 @@ def _layout_signed_by_another_key(folder: Path, keys: Path) -> None:
 @pytest.mark.parametrize(
     ("edit", "skipped", "reason"),
     [
-        (_remove_layout, {"links", "sandbox", "signatures", "archives", "sboms", "sources"}, "needs "),
+        (_remove_layout, {"links", "sandbox", "signatures", "formats", "archives", "sboms", "sources"}, "needs "),
         (_layout_signed_by_another_key, {"archives", "sboms", "sources"}, "needs a layout signed by the owner key"),
     ],
     ids=["layout-missing", "layout-not-the-owners"],
