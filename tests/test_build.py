@@ -22,7 +22,7 @@ from release.products import Bundle, Workspace
 from tests.conftest import Repo
 
 STEPS = [
-    "gates", "build", "package-core", "package-agent-linux", "package-agent-windows", "package-dpi",
+    "gates", "build", "codesign", "package-core", "package-agent-linux", "package-agent-windows", "package-dpi",
     "provenance", "sign", "checksums", "verify",
 ]  # fmt: skip
 BANNER = "⛔ RELEASE ABORTED: GATES FAILED"
@@ -82,7 +82,9 @@ def test_four_distinct_signed_archives(released: Repo) -> None:
     sboms = {f"{b.stem(v)}.cdx.json" for b in released.ws.bundles}
     payloads = {p.name for p in archives.values()} | sboms | {"gates-report.json"}
     expected = payloads | {n + ".minisig" for n in payloads}
-    expected |= {"SHA256SUMS", "SHA256SUMS.minisig", ".gitkeep", "root.layout", f"ransomeye-{v}.intoto.jsonl"}
+    expected |= {p.name + s for p in archives.values() for s in (".asc", ".sigstore.json")}  # OpenPGP, Sigstore
+    expected |= {"SHA256SUMS", "SHA256SUMS.minisig", "SHA256SUMS.asc", "SHA256.sig", ".gitkeep", "root.layout",
+                 f"ransomeye-{v}.intoto.jsonl"}  # fmt: skip
     published = {p.name for p in released.artifacts.iterdir()}
     links = {n for n in published if n.endswith(".link")}
     assert {n.split(".")[0] for n in links} == set(STEPS) - {"verify"}, "one link per in-toto step"
@@ -221,11 +223,11 @@ def test_sha256sums_covers_every_artifact(released: Repo) -> None:
     expected = sorted(
         p.name
         for p in released.artifacts.iterdir()
-        if p.name.endswith((".tar.gz", ".zip", ".cdx.json", "gates-report.json", ".minisig"))
+        if p.name.endswith((".tar.gz", ".zip", ".cdx.json", "gates-report.json", ".minisig", ".asc", ".sigstore.json"))
         and not p.name.startswith("SHA256SUMS")
     )
     assert names == expected
-    assert len(names) == 18, "4 archives, 4 SBOMs, the gates report, and their signatures"
+    assert len(names) == 26, "4 archives, 4 SBOMs, the gates report, their minisign signatures, 4 .asc, 4 bundles"
     check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=released.artifacts, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
 
