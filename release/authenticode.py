@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from release.errors import BadInputError, SigningError, ToolchainError, VerificationError
+from release.errors import BadInputError, SigningError, SystemFailure, ToolchainError, VerificationError
 from release.keys import DEV_MARKER
 
 CA_CERT = "codesign-ca.pem"
@@ -446,9 +446,22 @@ def _produce(out: Path, args: list[str], error: type[BadInputError | SigningErro
         part = Path(tmp) / "out"
         proc = _run([*args, "-out", str(part)])
         if proc.returncode != 0 or not part.is_file():
+            _check_room(out.parent, args)
             raise error(f"{what}: {_reason(proc)}")
         part.chmod(mode)
         os.replace(part, out)
+
+
+def _check_room(folder: Path, args: list[str]) -> None:
+    """osslsigncode names no errno: when its output could not fit, say that, as the system's failure."""
+    source = Path(args[args.index("-in") + 1]) if "-in" in args else None
+    need = source.stat().st_size if source is not None and source.is_file() else 0
+    st = os.statvfs(folder)
+    if st.f_bavail * st.f_frsize < need + (1 << 16):
+        raise SystemFailure(
+            f"{folder}: No space left on device for the output of osslsigncode ({need} bytes)",
+            hint="free space on that file system (or move the release's staging elsewhere)",
+        )
 
 
 def check_ready(signer: CodeSigner, epoch: int) -> None:
