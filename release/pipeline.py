@@ -419,9 +419,13 @@ def _check_signed_binaries(r: Context, bundle: Bundle, earlier: Earlier) -> dict
     if attest.binaries_from(bundle) != attest.STEP_CODESIGN:
         return {}
     built = earlier[attest.STEP_BUILD].link.signed["products"]
+    signed = result_of(earlier, attest.STEP_CODESIGN, Codesigned).binaries
     unsigned: dict[str, str] = {}
     for f in bundle.binary_files():
         name = f"bin/{bundle.target}/{f}"
+        path = r.signed_root / bundle.target / f  # handed on from the codesign step: checked before any use
+        if path.is_symlink() or not path.is_file() or sha256_file(path) != signed.get(name):
+            raise VerificationError(f"{name}: the signed binary is not what the codesign step recorded")
         try:
             unsigned[name] = authenticode.unsigned_sha256(r.signed_root / bundle.target / f)
         except BadInputError as e:
@@ -871,11 +875,7 @@ def result_from(
         inputs = {str(b): tuple((str(src), materials[src]) for src in srcs) for b, srcs in recorded.items()}
         return Built(dataclasses.replace(metadata, inputs=MappingProxyType(inputs)))
     if step == attest.STEP_CODESIGN:
-        for name, recorded in products.items():  # the signed binaries, handed on: each checked before any use
-            path = r.signed_root / Path(name).relative_to("bin")
-            if not name.startswith("bin/") or path.is_symlink() or not path.is_file() or sha256_file(path) != recorded:
-                raise VerificationError(f"{name}: the signed binary is not what the codesign step recorded")
-        return Codesigned(MappingProxyType(dict(products)))
+        return Codesigned(MappingProxyType(dict(products)))  # the binaries: checked by the packager that reads them
     if step == attest.STEP_PROVENANCE:
         (envelope,) = flat(products)
         return Attested(envelope)

@@ -340,6 +340,13 @@ def test_core_packager_refuses_hostile_assets(released: Repo, tmp_path: Path, pl
 
 def test_packagers_run_standalone(released: Repo, tmp_path: Path) -> None:
     bin_root = _bin_root(released, tmp_path / "bin")
+    # The Windows packager packs the codesign step's signed binaries: the ones in the published zip.
+    for bundle in released.ws.bundles:
+        if "windows" in bundle.target:
+            with zipfile.ZipFile(released.artifacts / bundle.archive_name(released.ws.version)) as z:
+                for f in bundle.binary_files():
+                    member = f"{bundle.stem(released.ws.version)}/bin/{f}"
+                    (bin_root / bundle.target / f).write_bytes(z.read(member))
     out = tmp_path / "out"
     for script in ("packager_core.py", "packager_agent.py"):
         proc = subprocess.run(

@@ -51,11 +51,14 @@ def _varied(command: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def disordered(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    """A clone of a committed repository copy, seen through disorderfs (directory entries reversed)."""
+def disordered(released: Repo, tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """A clone of a committed repository copy, seen through disorderfs (directory entries reversed).
+
+    With the control release's keys: the code-signing key is part of the Windows binaries' bytes.
+    """
     from tests.conftest import make_repo
 
-    repo = make_repo(tmp_path / "source" / "ransomeye")
+    repo = make_repo(tmp_path / "source" / "ransomeye", keys_from=released.keys)
     clone = tmp_path / "a" / "much" / "deeper" / "build" / "path"
     clone.mkdir(parents=True)
     git(clone, "clone", "-q", str(repo.root), str(clone / "ransomeye"))
