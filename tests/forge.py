@@ -28,13 +28,14 @@ from typing import Any
 from in_toto.models.layout import Inspection, Layout
 from in_toto.models.metadata import Envelope, Metablock
 
-from release import attest, inspection
+from release import attest, inspection, provenance
 from release.archive import WrittenArchive, hash_file
 from release.attest import StepRecord
 from release.checksums import write_hash_list
 from release.keys import builder_dirs
+from release.pipeline import provenance_predicate
 from release.signers import RoleKey, load_role_key
-from release.signing import sign_digest
+from release.signing import publish_release_keys, sign_digest, sign_openpgp, write_signify_sums, write_sigstore_bundle
 from tests.conftest import EPOCH, Repo
 
 VERIFY = str(Path(sys.executable).parent / "in-toto-verify")
@@ -94,18 +95,36 @@ class Download:
             attest.write_link(record, key, self.folder)
 
     def resign_release(self) -> None:
-        """What a compromised release stage does after changing an archive: re-sign and re-list everything."""
+        """What a compromised release stage does after changing an archive: re-sign and re-list everything.
+
+        In every format the sign and checksums steps write: minisign for each
+        payload; OpenPGP and a Sigstore bundle for each archive; SHA256SUMS with
+        its minisign and OpenPGP signatures, and signify's list of the archives.
+        """
         release = self.key("release")
         signed = sorted(p.name.removesuffix(".minisig") for p in self.folder.glob("*.minisig"))
-        archives = [hash_file(self.folder / a) for a in signed if a != "SHA256SUMS"]
-        sigs = [sign_digest(release, d, VERSION, EPOCH) for d in archives]
-        self.relink("sign", materials={d.name: d.sha256 for d in archives}, products={d.name: d.sha256 for d in sigs})
-        sums = write_hash_list(self.folder, archives + sigs)
-        sums_sig = sign_digest(release, sums, VERSION, EPOCH)
+        payloads = [hash_file(self.folder / a) for a in signed if a != "SHA256SUMS"]
+        archives = [d for d in payloads if d.name in ARCHIVES]
+        created = publish_release_keys(self.repo.keys, release)
+        envelope = hash_file(self.folder / provenance.provenance_name(VERSION))
+        predicate = provenance_predicate(envelope)
+        sigs = [sign_digest(release, d, VERSION, EPOCH) for d in payloads]
+        for a in archives:
+            sigs.append(sign_openpgp(release, a, EPOCH, created))
+            sigs.append(write_sigstore_bundle(release, a, provenance.PREDICATE_TYPE, predicate))
+        self.relink("sign", materials={d.name: d.sha256 for d in [*payloads, envelope]},
+                    products={d.name: d.sha256 for d in sigs})  # fmt: skip
+        sums = write_hash_list(self.folder, payloads + sigs)
+        made = [
+            sums,
+            sign_digest(release, sums, VERSION, EPOCH),
+            sign_openpgp(release, sums, EPOCH, created),
+            write_signify_sums(release, self.folder / "SHA256.sig", archives),
+        ]
         self.relink(
             "checksums",
-            materials={d.name: d.sha256 for d in archives + sigs},
-            products={sums.name: sums.sha256, sums_sig.name: sums_sig.sha256},
+            materials={d.name: d.sha256 for d in payloads + sigs},
+            products={d.name: d.sha256 for d in made},
         )
 
     def adopt_archive(self, archive: str, declaration: Mapping[str, Any] | None = None) -> None:
