@@ -427,7 +427,7 @@ def _file_chunks(path: Path) -> Iterator[bytes]:
         raise BadInputError(f"{path}: cannot read the file ({e.strerror or e})") from e
     with os.fdopen(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise BadInputError(f"{path}: not a regular file, cannot sign it")
+            raise BadInputError(f"{path}: not a regular file, not read")
         while chunk := f.read(CHUNK):
             yield chunk
 

@@ -69,7 +69,7 @@ from tests.forge import (
     disallowed,
     marker,
 )
-from tests.test_hostile_download import Run, Scene, run_checked
+from tests.test_hostile_download import Run, Scene, make_scene, run_checked
 
 pytestmark = pytest.mark.slow
 
@@ -95,17 +95,7 @@ def product_files(archive: str) -> list[str]:
 @pytest.fixture
 def scene(released: Repo, tmp_path: Path) -> Scene:
     """A copy of the session's release folder, canaries outside it, and the verifier's own HOME and TMPDIR."""
-    folder = tmp_path / "download"
-    shutil.copytree(released.artifacts, folder)
-    (folder / ".gitkeep").unlink(missing_ok=True)
-    outside = tmp_path / "outside"
-    (outside / "dir").mkdir(parents=True)
-    (outside / "canary.sh").write_text("#!/bin/sh\necho canary\n")
-    (outside / "dir" / "keep.txt").write_text("outside the folder\n")
-    home, tmp = tmp_path / "home", tmp_path / "tmp"
-    home.mkdir()
-    tmp.mkdir()
-    return Scene(Download(folder, released), outside, home, tmp)
+    return make_scene(released, tmp_path)
 
 
 # --- the attacker's tools beyond tests/forge.py: every format re-signed, the Windows zip repacked ---------------

@@ -98,6 +98,11 @@ class Scene:
 
 @pytest.fixture
 def scene(released: Repo, tmp_path: Path) -> Scene:
+    return make_scene(released, tmp_path)
+
+
+def make_scene(released: Repo, tmp_path: Path) -> Scene:
+    """A copy of the session's release folder, canaries outside it, and the verifier's own HOME and TMPDIR."""
     folder = tmp_path / "download"
     shutil.copytree(released.artifacts, folder)
     (folder / ".gitkeep").unlink(missing_ok=True)
