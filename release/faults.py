@@ -10,7 +10,9 @@ crash or power loss would), ``interrupt`` (SIGINT, as Ctrl-C would) or
 * ``write:<archive>:<n>``: after the n-th member (from 0) of an archive;
 * ``sign:<file>``: before the signature of a file is written;
 * ``checksums:written``: after ``SHA256SUMS`` is written, before it is signed;
-* ``publish:before-exchange``, ``publish:after-exchange``: around the swap.
+* ``repository:staged``: the TUF repository's new versions are written, its timestamp not yet;
+* ``publish:before-exchange``, ``publish:after-exchange``: around the swap (the
+  TUF repository's timestamp is replaced right after it).
 
 With the variable unset every point costs one comparison. Nothing else in
 the pipeline reads it.

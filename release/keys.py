@@ -7,7 +7,10 @@ SubjectPublicKeyInfo PEM public key ``keys/<role>.pub``):
 * ``gates``   – signs the gates step's link;
 * ``build``   – signs this builder's build link and the provenance;
 * ``package`` – signs this builder's packaging links;
-* ``release`` – signs the artifacts (minisign format) and the sign/checksum steps.
+* ``release`` – signs the artifacts (minisign format) and the sign/checksum steps,
+  and the TUF repository's targets;
+* ``snapshot``, ``timestamp`` – the TUF repository's online keys (its
+  snapshot and timestamp metadata, re-signed daily).
 
 Every other independent builder has its own ``build`` and ``package`` keys in
 ``keys/builder-<name>/`` (on its own machine; the first builder's machine
@@ -31,6 +34,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from release.errors import BadInputError
 
 ROLES = ("owner", "gates", "build", "package", "release")
+# The online keys of the TUF repository (release/repository.py): they re-sign its snapshot and timestamp daily.
+TUF_ONLINE_ROLES = ("snapshot", "timestamp")
 BUILDER_KEY_ROLES = ("build", "package")
 DEV_MARKER = "DEVELOPMENT-KEYS"
 # The keys of the other independent builders: keys/builder-<name>/{build,package}.pub (and .pem on their machines).

@@ -52,7 +52,7 @@ from typing import Any, Generic, TypeVar
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from in_toto.models.metadata import Metablock
 
-from release import attest, authenticode, provenance, signify
+from release import attest, authenticode, provenance, repository, signify
 from release.archive import ArtifactDigest, hash_file, link_hashed, sha256_file
 from release.attest import GATES_REPORT, LAYOUT_NAME, StepRecord
 from release.audit.checks import audit
@@ -1216,6 +1216,12 @@ def run_release(
                 for folder in others:
                     check_local_builder(folder)
             pgp_created = publish_release_keys(keys_dir, keys[attest.RELEASE_ROLE])
+            # A customer release lands in the TUF repository too (checked, and its keys loaded, before any work).
+            tuf = None
+            if prebuilt is None:
+                tuf = repository.prepare(
+                    repository.repository_dir(ws.root), keys_dir, keys[attest.RELEASE_ROLE], repository.utc_now()
+                )
             codesigner = authenticode.load_codesigner(keys_dir) if attest.codesigned_binaries(ws) else None
             if codesigner is not None:
                 authenticode.check_ready(codesigner, epoch)
@@ -1251,10 +1257,22 @@ def run_release(
             with _progress(total, total, "verify") as report:
                 report(verify_staged(r, done, keys_dir / "owner.pub", layout_origin))
                 failpoint("verify")
+            staged = None
+            if tuf is not None:
+                repo, tuf_keys = tuf
+                names = sorted(p.name for p in r.out.iterdir())
+                products = repository.product_files(ws, names)
+                staged = repository.add_release(repo, r.out, ws.version, products, tuf_keys, repository.utc_now())
+                failpoint("repository:staged")
             with signals_deferred():
                 artifacts_dir.parent.mkdir(parents=True, exist_ok=True)
                 publish(r.out, artifacts_dir)
                 published = True
+                if staged is not None:
+                    staged.commit()
+                    print(
+                        f"TUF repository {staged.repository.path.relative_to(ws.root)}: {staged.repository.describe()}"
+                    )
         except KeyboardInterrupt:
             raise Interrupted(published) from None
         finally:

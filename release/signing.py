@@ -22,7 +22,15 @@ from release import authenticode, minisign, openpgp, signify, sigstore_bundle
 from release.archive import ArtifactDigest, write_bytes_atomic
 from release.errors import BadInputError, VerificationError
 from release.faults import failpoint
-from release.keys import BUILDER_KEY_ROLES, DEV_MARKER, DEV_SECOND_BUILDER, ROLES, generate_key, load_public_key
+from release.keys import (
+    BUILDER_KEY_ROLES,
+    DEV_MARKER,
+    DEV_SECOND_BUILDER,
+    ROLES,
+    TUF_ONLINE_ROLES,
+    generate_key,
+    load_public_key,
+)
 from release.signers import RoleKey
 
 ROLE = "release"
@@ -146,7 +154,7 @@ def ensure_dev_keys(keys_dir: Path) -> list[str]:
     that has some keys but no development marker).
     """
     second = keys_dir / DEV_SECOND_BUILDER
-    wanted = [(keys_dir, r, r) for r in ROLES]
+    wanted = [(keys_dir, r, r) for r in ROLES + TUF_ONLINE_ROLES]
     wanted += [(second, r, f"{DEV_SECOND_BUILDER}/{r}") for r in BUILDER_KEY_ROLES]
     missing = [(d, role, label) for d, role, label in wanted if not (d / f"{role}.pem").exists()]
     marker = keys_dir / DEV_MARKER

@@ -1,0 +1,251 @@
+"""The TUF repository's maintenance (see :mod:`release.repository`); releases land in it by themselves.
+
+Commands (each holds the build lock, checks the whole repository first, and
+publishes its change with one rename of ``timestamp.json``)::
+
+    repository.py status
+    repository.py init [--root-key ROLE]... [--threshold N]
+        # the owner, offline, once: root v1 (default root key: owner)
+    repository.py refresh
+        # the daily job: new snapshot and timestamp versions (keys/snapshot, keys/timestamp)
+    repository.py rotate-key {snapshot,timestamp} [--public FILE] [--sign-with ROLE]...
+        # a new key for an online role: a new root version names it (FILE, or a
+        # development key generated here; the old key files are kept as ROLE.retired-N.*)
+    repository.py rotate-root [--root-key ROLE]... [--threshold N] [--sign-with ROLE]...
+        # a new root version: new root keys or threshold, or the same ones with a new expiry;
+        # signed by enough of the old root keys and of the new
+
+A ROLE names a key as everywhere in this project: ``keys/ROLE.pub`` is its
+public half, and its private key is ``keys/ROLE.pem`` or the token named by
+``RANSOMEYE_<ROLE>_KEY_URI``. ``--sign-with`` defaults to every root key of
+the old and the new root whose private key is at hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from release.bootstrap import ensure_environment
+
+    ensure_environment("tuf", "cryptography")
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from release import repository as tuf
+from release.cli import run
+from release.errors import BadInputError
+from release.keys import DEV_MARKER, generate_key, load_public_key, private_key_path, public_key_path
+from release.products import repo_root
+from release.signers import RoleKey, has_private_key, load_role_key
+from release.staging import build_lock
+
+PROG = "repository"
+ROOT, TARGETS = "root", "targets"
+
+
+def _public(keys_dir: Path, role: str) -> Ed25519PublicKey:
+    return load_public_key(public_key_path(keys_dir, role))
+
+
+def _roles_of(keys_dir: Path, keyids: set[str]) -> list[str]:
+    """The roles in ``keys_dir`` whose public key has one of ``keyids``."""
+    found = []
+    for pub in sorted(keys_dir.glob("*.pub")):
+        try:
+            key = load_public_key(pub)
+        except BadInputError:
+            continue
+        if tuf.tuf_key(key).keyid in keyids:
+            found.append(pub.stem)
+    return found
+
+
+def _signers(keys_dir: Path, roles: list[str]) -> list[RoleKey]:
+    return [load_role_key(keys_dir, role) for role in dict.fromkeys(roles)]
+
+
+def _root_signers(ns: argparse.Namespace, old: set[str], new: set[str]) -> list[RoleKey]:
+    if ns.sign_with:
+        return _signers(ns.keys_dir, ns.sign_with)
+    roles = _roles_of(ns.keys_dir, old | new)
+    return _signers(ns.keys_dir, [r for r in roles if has_private_key(ns.keys_dir, r)])
+
+
+def _load(ns: argparse.Namespace) -> tuf.Repository:
+    path = ns.repository
+    if not tuf.exists(path):
+        raise BadInputError(f"{path}: no TUF repository", hint="the owner creates it: repository.py init")
+    return tuf.load(path, _public(ns.keys_dir, tuf.OWNER_ROLE))
+
+
+def _online_keys(ns: argparse.Namespace, repo: tuf.Repository) -> tuf.Keys:
+    keys = tuf.Keys(
+        snapshot=load_role_key(ns.keys_dir, tuf.SNAPSHOT_KEY_ROLE),
+        timestamp=load_role_key(ns.keys_dir, tuf.TIMESTAMP_KEY_ROLE),
+    )
+    if TARGETS in repo.stale:
+        keys.targets = load_role_key(ns.keys_dir, tuf.TARGETS_KEY_ROLE)
+    return keys
+
+
+def _cmd_status(ns: argparse.Namespace) -> int:
+    repo = _load(ns)
+    print(f"{ns.repository}: {repo.describe()}")
+    root = repo.root.signed
+    for role in tuf.TOP_ROLES:
+        r = root.roles[role]
+        names = ", ".join(_roles_of(ns.keys_dir, set(r.keyids))) or "keys not in keys/"
+        print(f"  {role}: threshold {r.threshold} of {len(r.keyids)} ({names})")
+    for md in (repo.root, repo.targets, repo.snapshot, repo.timestamp):
+        if md.signed.version:
+            print(f"  {md.signed.type} v{md.signed.version} expires {md.signed.expires:%Y-%m-%dT%H:%M:%SZ}")
+    index = repo.index()
+    print(f"  releases: {', '.join(index['releases']) or 'none'} (latest: {index['latest']})")
+    if repo.stale:
+        print(f"  re-signed by the next change (an interrupted rotation): {', '.join(sorted(repo.stale))}")
+    return 0
+
+
+def _cmd_init(ns: argparse.Namespace) -> int:
+    path = ns.repository
+    if tuf.exists(path) or (path / tuf.METADATA_DIR).exists():
+        raise BadInputError(f"{path}: a repository exists already", hint="rotate its root instead: rotate-root")
+    roles = ns.root_key or [tuf.OWNER_ROLE]
+    now = tuf.utc_now()
+    root = tuf.new_root(
+        [_public(ns.keys_dir, r) for r in roles],
+        ns.threshold or 1,
+        _public(ns.keys_dir, tuf.TARGETS_KEY_ROLE),
+        _public(ns.keys_dir, tuf.SNAPSHOT_KEY_ROLE),
+        _public(ns.keys_dir, tuf.TIMESTAMP_KEY_ROLE),
+        now,
+    )
+    signed = tuf.sign_root(root, None, _signers(ns.keys_dir, ns.sign_with or roles))
+    (path / tuf.METADATA_DIR).mkdir(parents=True)
+    tuf.stage(tuf.initial(path, signed, now), tuf.Keys(), now, targets_changed=False).commit()
+    print(f"{path}: root v1 ({len(roles)} root key(s), threshold {root.roles['root'].threshold}); no release yet")
+    print(f"give customers {path / tuf.METADATA_DIR / '1.root.json'} with the project's keys")
+    return 0
+
+
+def _cmd_refresh(ns: argparse.Namespace) -> int:
+    repo = _load(ns)
+    if not repo.timestamp.signed.version:
+        raise BadInputError(f"{ns.repository}: no release yet, nothing to re-sign", hint="make release")
+    staged = tuf.refresh(repo, _online_keys(ns, repo), tuf.utc_now())
+    staged.commit()
+    print(f"{ns.repository}: {repo.describe()}; timestamp expires {repo.timestamp.signed.expires:%Y-%m-%dT%H:%M:%SZ}")
+    return 0
+
+
+def _retire(keys_dir: Path, role: str, version: int) -> None:
+    for path in (private_key_path(keys_dir, role), public_key_path(keys_dir, role)):
+        if path.exists():
+            os.replace(path, path.with_name(f"{role}.retired-{version}{path.suffix}"))
+
+
+def _cmd_rotate_key(ns: argparse.Namespace) -> int:
+    repo = _load(ns)
+    root = repo.root.signed
+    if ns.public:
+        public = load_public_key(ns.public)
+    elif (ns.keys_dir / DEV_MARKER).exists():
+        public = None
+    else:
+        raise BadInputError(
+            f"rotate-key {ns.role}: say which new key: --public FILE",
+            hint="production keys are made where they live (a token); development keys are generated here",
+        )
+    old_ids = set(root.roles[ROOT].keyids)
+    signers = _root_signers(ns, old_ids, old_ids)
+    if public is None:
+        _retire(ns.keys_dir, ns.role, root.version)
+        public = generate_key(ns.keys_dir, ns.role).public_key()
+    elif public_key_path(ns.keys_dir, ns.role).exists() and _public(ns.keys_dir, ns.role) != public:
+        _retire(ns.keys_dir, ns.role, root.version)
+    if not public_key_path(ns.keys_dir, ns.role).exists():
+        public_key_path(ns.keys_dir, ns.role).write_bytes(ns.public.read_bytes())
+    keys = _online_keys(ns, repo)
+    new = tuf.replace_key(root, ns.role, public)
+    staged = tuf.rotate_root(repo, new, tuf.Keys(root=signers, **_rest(keys)), tuf.utc_now())
+    staged.commit()
+    print(f"{ns.repository}: the {ns.role} key is now {tuf.tuf_key(public).keyid[:16]}; {repo.describe()}")
+    return 0
+
+
+def _rest(keys: tuf.Keys) -> dict[str, RoleKey | None]:
+    return {"targets": keys.targets, "snapshot": keys.snapshot, "timestamp": keys.timestamp}
+
+
+def _cmd_rotate_root(ns: argparse.Namespace) -> int:
+    repo = _load(ns)
+    root = repo.root.signed
+    role = root.roles[ROOT]
+    old_ids = set(role.keyids)
+    if ns.root_key:
+        publics = [_public(ns.keys_dir, r) for r in dict.fromkeys(ns.root_key)]
+    else:
+        publics = [_public(ns.keys_dir, r) for r in _roles_of(ns.keys_dir, old_ids)]
+        if len(publics) != len(old_ids):
+            raise BadInputError(
+                "rotate-root: not every current root key has its public half in keys/",
+                hint="name the new root keys: --root-key ROLE (each keys/ROLE.pub)",
+            )
+    new = tuf.new_root_keys(root, publics, ns.threshold or min(role.threshold, len(publics)))
+    new_ids = {tuf.tuf_key(p).keyid for p in publics}
+    signers = _root_signers(ns, old_ids, new_ids)
+    if tuf.OWNER_ROLE not in _roles_of(ns.keys_dir, new_ids):
+        raise BadInputError(
+            "rotate-root: keys/owner.pub is not among the new root keys",
+            hint="the owner key signs the layout and is a root key; rotate keys/owner.pub first, or keep it",
+        )
+    staged = tuf.rotate_root(repo, new, tuf.Keys(root=signers, **_rest(_online_keys(ns, repo))), tuf.utc_now())
+    staged.commit()
+    r = new.roles[ROOT]
+    print(
+        f"{ns.repository}: root v{new.version}: {len(r.keyids)} root key(s), threshold {r.threshold}; {repo.describe()}"
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    def inner(args: list[str]) -> int:
+        parser = argparse.ArgumentParser(prog=PROG, description="Maintain the TUF repository of the releases.")
+        root = repo_root()
+        parser.add_argument("--keys-dir", type=Path, default=root / "keys")
+        parser.add_argument("--repository", type=Path, default=tuf.repository_dir(root))
+        sub = parser.add_subparsers(dest="command", required=True)
+        sub.add_parser("status", help="versions, keys and expiries").set_defaults(fn=_cmd_status)
+        p = sub.add_parser("init", help="create the repository (root v1)")
+        p.add_argument("--root-key", action="append", metavar="ROLE")
+        p.add_argument("--threshold", type=int)
+        p.add_argument("--sign-with", action="append", metavar="ROLE")
+        p.set_defaults(fn=_cmd_init)
+        sub.add_parser("refresh", help="re-sign snapshot and timestamp (daily)").set_defaults(fn=_cmd_refresh)
+        p = sub.add_parser("rotate-key", help="a new key for the snapshot or timestamp role")
+        p.add_argument("role", choices=tuf.ONLINE_KEY_ROLES)
+        p.add_argument("--public", type=Path, help="the new public key (default: a new development key)")
+        p.add_argument("--sign-with", action="append", metavar="ROLE")
+        p.set_defaults(fn=_cmd_rotate_key)
+        p = sub.add_parser("rotate-root", help="a new root version (keys, threshold, or expiry)")
+        p.add_argument("--root-key", action="append", metavar="ROLE")
+        p.add_argument("--threshold", type=int)
+        p.add_argument("--sign-with", action="append", metavar="ROLE")
+        p.set_defaults(fn=_cmd_rotate_root)
+        ns = parser.parse_args(args)
+        ns.keys_dir = ns.keys_dir.absolute()
+        release_dir = ns.repository.absolute().parent
+        with build_lock(release_dir):
+            result: int = ns.fn(ns)
+        return result
+
+    return run(PROG, inner, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
