@@ -11,7 +11,7 @@ IGNORED = {".git", ".venv", "target", ".staging", ".previous", ".pytest_cache", 
 
 
 def copy_worktree(dest: Path, root: Path = ROOT) -> Path:
-    """Copy ``root``'s sources (no build outputs, keys, caches or releases) to ``dest``."""
+    """Copy ``root``'s sources (no build outputs, keys, caches, releases or TUF repository) to ``dest``."""
 
     def ignore(directory: str, names: list[str]) -> set[str]:
         skip = {n for n in names if n in IGNORED or n.startswith(".coverage")}
@@ -20,6 +20,8 @@ def copy_worktree(dest: Path, root: Path = ROOT) -> Path:
             skip |= {n for n in names if n not in (".gitignore", "README.md")}
         if d == root / "release" / "artifacts":
             skip |= {n for n in names if n != ".gitkeep"}
+        if d == root / "release":
+            skip |= {"repository", "audit.json", "audit.html", "rebuild-report"} & set(names)  # outputs of a release
         return skip
 
     shutil.copytree(root, dest, ignore=ignore, symlinks=True)

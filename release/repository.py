@@ -448,12 +448,12 @@ def stage(repo: Repository, keys: Keys, now: datetime, *, targets_changed: bool)
     """
     meta = repo.path / METADATA_DIR
     meta.mkdir(parents=True, exist_ok=True)
-    written = []
+    written: list[Path] = []
     root = repo.root.signed
-    roots = [
-        (meta / f"{md.signed.version}.root.json", md.to_bytes(_PRETTY))
-        for md in repo.roots[len(repo.roots) - repo.new_roots :]
-    ]
+    unwritten = repo.roots[len(repo.roots) - repo.new_roots :]
+    roots = [(meta / f"{md.signed.version}.root.json", md.to_bytes(_PRETTY)) for md in unwritten]
+    if not targets_changed and not repo.targets.signed.version:
+        return Staged(repo, roots, b"", written)  # no release yet: the root alone
     if targets_changed or Targets.type in repo.stale:
         _bump(repo.targets, now)
         _sign(repo.targets, [_require(keys.targets, root, Targets.type)])

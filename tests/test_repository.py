@@ -1,0 +1,446 @@
+"""The TUF repository a release lands in (release/repository.py, release/builder/repository.py).
+
+Proven here: each change advances the metadata versions and keeps earlier
+releases listed; nothing a change wrote is reachable until its timestamp is
+replaced (a crash leaves the previous repository whole, and the next change
+overwrites the leftovers); a repository edited on disk is refused, never
+re-signed; root rotations need the old root keys' threshold and the new's; the
+maintenance commands work as an operator runs them. The customers' clients
+against an attacker's mirror are tests/test_tuf_attacks.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given
+from hypothesis import strategies as st
+from tuf.api.metadata import Metadata
+
+from release import repository as tuf
+from release.errors import BadInputError, SigningError
+from release.keys import DEV_MARKER, generate_key, load_public_key, public_key_path
+from release.signers import RoleKey, load_role_key
+from release.signing import ensure_dev_keys
+from tests.conftest import Repo, release_env
+
+ROOT = Path(__file__).resolve().parent.parent
+NOW = tuf.utc_now()
+PRODUCTS = {
+    "core": ["ransomeye-core-{v}.tar.gz", "ransomeye-core-{v}.tar.gz.minisig"],
+    "dpi": ["ransomeye-dpi-{v}.tar.gz"],
+}
+SHARED = ["SHA256SUMS", "root.layout", "build.1234abcd.link"]
+
+
+def role_key(role: str) -> RoleKey:
+    return RoleKey.from_private(role, Ed25519PrivateKey.generate())
+
+
+def make_keys() -> tuf.Keys:
+    return tuf.Keys(
+        root=[role_key("owner")], targets=role_key("release"), snapshot=role_key("snapshot"),
+        timestamp=role_key("timestamp"),
+    )  # fmt: skip
+
+
+def fake_release(folder: Path, version: str, salt: str = "") -> dict[str, list[str]]:
+    """A release folder of small files named as a release's are; returns its products."""
+    folder.mkdir(parents=True)
+    products = {p: [n.format(v=version) for n in names] for p, names in PRODUCTS.items()}
+    for name in [n for names in products.values() for n in names] + SHARED:
+        (folder / name).write_text(f"{name} {version} {salt}\n")
+    return products
+
+
+def new_repository(path: Path, keys: tuf.Keys) -> tuf.Repository:
+    owner = keys.root[0]
+    assert keys.targets and keys.snapshot and keys.timestamp
+    root = tuf.new_root([owner.public], 1, keys.targets.public, keys.snapshot.public, keys.timestamp.public, NOW)
+    return tuf.initial(path, tuf.sign_root(root, None, keys.root), NOW)
+
+
+def released_repository(tmp_path: Path, keys: tuf.Keys, versions: tuple[str, ...] = ("1.0.0",)) -> Path:
+    path = tmp_path / "repository"
+    repo = new_repository(path, keys)
+    for v in versions:
+        products = fake_release(tmp_path / f"out-{v}", v)
+        tuf.add_release(repo, tmp_path / f"out-{v}", v, products, keys, NOW).commit()
+        repo = tuf.load(path, keys.root[0].public)
+    return path
+
+
+def versions(path: Path) -> dict[str, int]:
+    repo = tuf.load(path)
+    return {md.signed.type: md.signed.version for md in (repo.root, repo.targets, repo.snapshot, repo.timestamp)}
+
+
+def tree(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+# --- releases land, versions advance ------------------------------------------------
+
+
+def test_each_release_advances_every_version_and_keeps_the_earlier_ones(tmp_path: Path) -> None:
+    keys = make_keys()
+    path = released_repository(tmp_path, keys, ("1.0.0", "1.10.0", "1.9.2"))
+    assert versions(path) == {"root": 1, "targets": 3, "snapshot": 3, "timestamp": 3}
+    repo = tuf.load(path, keys.root[0].public)
+    index = repo.index()
+    assert sorted(index["releases"], key=tuf.version_key) == ["1.0.0", "1.9.2", "1.10.0"]
+    assert index["latest"] == "1.10.0", "the highest version, not the last released"
+    assert index["releases"]["1.9.2"]["products"]["dpi"] == ["ransomeye-dpi-1.9.2.tar.gz"]
+    assert index["releases"]["1.9.2"]["shared"] == sorted(SHARED)
+    for v in ("1.0.0", "1.9.2", "1.10.0"):
+        for name in [f"ransomeye-core-{v}.tar.gz", *SHARED]:
+            info = repo.targets.signed.targets[f"{v}/{name}"]
+            stored = path / "targets" / v / f"{info.hashes['sha256']}.{name}"
+            assert stored.read_text() == f"{name} {v} \n"
+    meta = sorted(p.name for p in (path / "metadata").iterdir())
+    assert meta == ["1.root.json", "1.snapshot.json", "1.targets.json", "2.snapshot.json", "2.targets.json",
+                    "3.snapshot.json", "3.targets.json", "timestamp.json"]  # fmt: skip
+
+
+def test_a_rerelease_of_a_version_replaces_its_files(tmp_path: Path) -> None:
+    keys = make_keys()
+    path = released_repository(tmp_path, keys)
+    repo = tuf.load(path, keys.root[0].public)
+    fake_release(tmp_path / "again", "1.0.0", salt="rebuilt")
+    (tmp_path / "again" / "SHA256SUMS").unlink()
+    products = {p: [n.format(v="1.0.0") for n in names] for p, names in PRODUCTS.items()}
+    tuf.add_release(repo, tmp_path / "again", "1.0.0", products, keys, NOW).commit()
+    repo = tuf.load(path, keys.root[0].public)
+    assert "1.0.0/SHA256SUMS" not in repo.targets.signed.targets, "a file the new release lacks is no target"
+    assert repo.index()["releases"]["1.0.0"]["shared"] == sorted(set(SHARED) - {"SHA256SUMS"})
+    assert versions(path)["targets"] == 2
+
+
+def test_the_first_release_of_a_development_checkout_creates_the_repository(tmp_path: Path) -> None:
+    keys_dir = tmp_path / "keys"
+    ensure_dev_keys(keys_dir)
+    release = load_role_key(keys_dir, "release")
+    repo, keys = tuf.prepare(tmp_path / "repository", keys_dir, release, NOW)
+    assert not (tmp_path / "repository").exists(), "nothing is written before the release verified"
+    products = fake_release(tmp_path / "out", "1.0.0")
+    tuf.add_release(repo, tmp_path / "out", "1.0.0", products, keys, NOW).commit()
+    assert versions(tmp_path / "repository") == {"root": 1, "targets": 1, "snapshot": 1, "timestamp": 1}
+    root = tuf.load(tmp_path / "repository").root.signed
+    assert root.consistent_snapshot
+    assert root.roles["timestamp"].keyids == [tuf.tuf_key(keys.timestamp.public).keyid]  # type: ignore[union-attr]
+    published = tuf.load(tmp_path / "repository")
+    expiry = {md.signed.type: md.signed.expires - NOW for md in (published.root, published.timestamp)}
+    assert expiry == {"root": timedelta(days=365), "timestamp": timedelta(days=1)}
+
+
+def test_a_production_checkout_never_creates_one(tmp_path: Path) -> None:
+    keys_dir = tmp_path / "keys"
+    ensure_dev_keys(keys_dir)
+    (keys_dir / DEV_MARKER).unlink()
+    with pytest.raises(BadInputError, match=r"no TUF repository to publish into") as e:
+        tuf.prepare(tmp_path / "repository", keys_dir, load_role_key(keys_dir, "release"), NOW)
+    assert "repository.py init" in (e.value.hint or "")
+    assert not (tmp_path / "repository").exists()
+
+
+def test_keys_the_root_does_not_name_are_refused_before_any_work(tmp_path: Path) -> None:
+    keys_dir = tmp_path / "keys"
+    ensure_dev_keys(keys_dir)
+    release = load_role_key(keys_dir, "release")
+    repo, keys = tuf.prepare(tmp_path / "repository", keys_dir, release, NOW)
+    tuf.add_release(repo, tmp_path / "o", "1.0.0", fake_release(tmp_path / "o", "1.0.0"), keys, NOW).commit()
+    for p in keys_dir.glob("timestamp.*"):
+        p.unlink()
+    generate_key(keys_dir, "timestamp")
+    with pytest.raises(SigningError, match=r"the timestamp key \(keyfile:timestamp.pem\) is not the timestamp key"):
+        tuf.prepare(tmp_path / "repository", keys_dir, release, NOW)
+    with pytest.raises(BadInputError, match=r"expired on"):
+        tuf.prepare(tmp_path / "repository", keys_dir, release, NOW + timedelta(days=366))
+
+
+# --- crash safety ---------------------------------------------------------------------
+
+
+def test_nothing_is_reachable_before_the_commit_and_the_next_change_overwrites_it(tmp_path: Path) -> None:
+    keys = make_keys()
+    path = released_repository(tmp_path, keys)
+    before = tree(path)
+    repo = tuf.load(path, keys.root[0].public)
+    staged = tuf.add_release(repo, tmp_path / "o2", "2.0.0", fake_release(tmp_path / "o2", "2.0.0"), keys, NOW)
+    assert staged.written, "the new versions are on disk"
+    assert (path / "metadata" / "timestamp.json").read_bytes() == before["metadata/timestamp.json"]
+    # A crash here: the repository is the previous one, whole, as a client sees it.
+    assert versions(path) == {"root": 1, "targets": 1, "snapshot": 1, "timestamp": 1}
+    assert all(tree(path)[name] == data for name, data in before.items())
+    assert list(tuf.load(path).index()["releases"]) == ["1.0.0"]
+    # The next run stages the same versions again, over the leftovers, and commits.
+    repo = tuf.load(path, keys.root[0].public)
+    tuf.add_release(repo, tmp_path / "o3", "2.1.0", fake_release(tmp_path / "o3", "2.1.0"), keys, NOW).commit()
+    assert versions(path) == {"root": 1, "targets": 2, "snapshot": 2, "timestamp": 2}
+    assert list(tuf.load(path).index()["releases"]) == ["1.0.0", "2.1.0"]
+
+
+def test_an_interrupted_root_rotation_is_repaired_by_the_next_refresh(tmp_path: Path) -> None:
+    keys = make_keys()
+    path = released_repository(tmp_path, keys)
+    repo = tuf.load(path)
+    new_timestamp = role_key("timestamp")
+    rotated = tuf.replace_key(repo.root.signed, "timestamp", new_timestamp.public)
+    rotation = tuf.Keys(root=keys.root, snapshot=keys.snapshot, timestamp=new_timestamp)
+    staged = tuf.rotate_root(repo, rotated, rotation, NOW)
+    for file, data in staged.roots:  # the crash lands between the new root and the timestamp
+        file.write_bytes(data)
+    repo = tuf.load(path)
+    assert repo.stale == {"timestamp"}, "the timestamp was signed under root v1's key"
+    tuf.refresh(repo, tuf.Keys(snapshot=keys.snapshot, timestamp=new_timestamp), NOW).commit()
+    repo = tuf.load(path)
+    assert repo.stale == set()
+    assert versions(path) == {"root": 2, "targets": 1, "snapshot": 2, "timestamp": 2}, "the lost versions, re-made"
+
+
+# --- a repository edited on disk is refused ----------------------------------------------
+
+
+def _resign(file: Path, key: RoleKey) -> None:
+    md = Metadata.from_file(str(file))
+    md.signatures.clear()
+    md.sign(tuf.RoleSigner(key))
+    file.write_bytes(md.to_bytes())
+
+
+TAMPERED = [
+    ("targets-edited", lambda p, k: _edit_json(p / "metadata" / "1.targets.json", ["signed", "version"], 1),
+     r"1.targets.json does not match what its parent role records"),
+    ("timestamp-signed-by-another-key", lambda p, k: _resign(p / "metadata" / "timestamp.json", role_key("timestamp")),
+     r"timestamp.json: .*signed by 0/1"),
+    ("timestamp-signed-by-the-snapshot-key", lambda p, k: _resign(p / "metadata" / "timestamp.json", k.snapshot),
+     r"timestamp.json: .*signed by 0/1"),
+    ("timestamp-symlink", lambda p, k: _symlink(p / "metadata" / "timestamp.json", Path("/dev/zero")),
+     r"timestamp.json: (Too many levels|.*symbolic)"),
+    ("timestamp-huge", lambda p, k: (p / "metadata" / "timestamp.json").write_bytes(b" " * (5 << 20)),
+     r"timestamp.json is larger than"),
+    ("timestamp-not-json", lambda p, k: (p / "metadata" / "timestamp.json").write_bytes(b"{"),
+     r"timestamp.json is not timestamp metadata"),
+    ("root-missing", lambda p, k: (p / "metadata" / "1.root.json").unlink(), r"1.root.json is missing"),
+    ("root-of-another-owner", lambda p, k: _replace_root(p), r"keys/owner.pub is not one of the root keys"),
+    ("root-version-lies", lambda p, k: shutil.copy(p / "metadata" / "1.root.json", p / "metadata" / "2.root.json"),
+     r"2.root.json holds version 1, not 2"),
+    ("snapshot-swapped", lambda p, k: (p / "metadata" / "1.snapshot.json").write_bytes(
+        (p / "metadata" / "1.targets.json").read_bytes()), r"1.snapshot.json does not match"),
+    ("index-edited", lambda p, k: _edit_index(p), r"releases.json does not match the targets metadata"),
+]  # fmt: skip
+
+
+def _edit_json(file: Path, keys: list[str], value: object) -> None:
+    d = json.loads(file.read_bytes())
+    node = d
+    for k in keys[:-1]:
+        node = node[k]
+    node[keys[-1]] = value
+    file.write_text(json.dumps(d))
+
+
+def _symlink(file: Path, to: Path) -> None:
+    file.unlink()
+    file.symlink_to(to)
+
+
+def _replace_root(path: Path) -> None:
+    other = make_keys()
+    new_repository(path.parent / "other", other)
+    staged = tuf.stage(new_repository(path.parent / "other", other), other, NOW, targets_changed=False)
+    (path / "metadata" / "1.root.json").write_bytes(staged.roots[0][1])
+
+
+def _edit_index(path: Path) -> None:
+    index = next((path / "targets").glob("*.releases.json"))
+    index.write_bytes(index.read_bytes().replace(b"1.0.0", b"6.6.6"))
+
+
+@pytest.mark.parametrize("name, tamper, message", TAMPERED, ids=[t[0] for t in TAMPERED])
+def test_a_repository_edited_on_disk_is_refused(tmp_path: Path, name: str, tamper: object, message: str) -> None:
+    keys = make_keys()
+    path = released_repository(tmp_path, keys)
+    tamper(path, keys)  # type: ignore[operator]
+    before = tree(path) if not (path / "metadata" / "timestamp.json").is_symlink() else None
+    with pytest.raises(BadInputError, match=r"not the repository this project published") as e:
+        repo = tuf.load(path, keys.root[0].public)
+        repo.index()
+    assert e.match(message)
+    if before is not None:
+        assert tree(path) == before, "a refused repository is left as it was"
+
+
+# --- rotations ---------------------------------------------------------------------------
+
+
+def test_a_new_root_needs_the_old_threshold_and_the_new(tmp_path: Path) -> None:
+    keys = make_keys()
+    path = released_repository(tmp_path, keys)
+    repo = tuf.load(path)
+    second = role_key("root-2")
+    two = tuf.new_root_keys(repo.root.signed, [keys.root[0].public, second.public], 2)
+    with pytest.raises(SigningError, match=r"root v2 needs 2 signature\(s\) of the new root keys and has 1"):
+        tuf.rotate_root(repo, two, tuf.Keys(root=keys.root, snapshot=keys.snapshot, timestamp=keys.timestamp), NOW)
+    repo = tuf.load(path)
+    signers = [keys.root[0], second]
+    rotation = tuf.Keys(root=signers, snapshot=keys.snapshot, timestamp=keys.timestamp)
+    tuf.rotate_root(
+        repo, tuf.new_root_keys(repo.root.signed, [keys.root[0].public, second.public], 2), rotation, NOW
+    ).commit()
+    repo = tuf.load(path)
+    assert repo.root.signed.roles["root"].threshold == 2
+    only_second = tuf.new_root_keys(repo.root.signed, [second.public], 1)
+    with pytest.raises(SigningError, match=r"root v3 needs 2 signature\(s\) of the previous root keys and has 1"):
+        tuf.rotate_root(
+            repo, only_second, tuf.Keys(root=[second], snapshot=keys.snapshot, timestamp=keys.timestamp), NOW
+        )
+    with pytest.raises(BadInputError, match=r"a root threshold of 3 with 2 root key"):
+        tuf.new_root_keys(repo.root.signed, [keys.root[0].public, second.public], 3)
+
+
+@given(st.lists(st.tuples(st.integers(0, 30), st.integers(0, 30), st.integers(0, 30)), min_size=1, max_size=8))
+def test_versions_order_as_numbers(parts: list[tuple[int, int, int]]) -> None:
+    names = [".".join(map(str, p)) for p in parts]
+    assert sorted(names, key=tuf.version_key) == [".".join(map(str, p)) for p in sorted(parts)]
+    for name in names:
+        assert tuf.version_key(f"{name}-rc1") < tuf.version_key(name)
+
+
+# --- the maintenance commands, as an operator runs them -------------------------------------
+
+
+def run_cli(keys_dir: Path, repository: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "release" / "builder" / "repository.py"), "--keys-dir", str(keys_dir),
+         "--repository", str(repository), *args],
+        env=release_env(), capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def dev_repository(tmp_path: Path) -> tuple[Path, Path]:
+    keys_dir = tmp_path / "keys"
+    ensure_dev_keys(keys_dir)
+    repo, keys = tuf.prepare(tmp_path / "release" / "repository", keys_dir, load_role_key(keys_dir, "release"), NOW)
+    tuf.add_release(repo, tmp_path / "o", "1.0.0", fake_release(tmp_path / "o", "1.0.0"), keys, NOW).commit()
+    return keys_dir, tmp_path / "release" / "repository"
+
+
+def test_the_daily_refresh_and_the_rotations_from_the_command_line(dev_repository: tuple[Path, Path]) -> None:
+    keys_dir, path = dev_repository
+    proc = run_cli(keys_dir, path, "refresh")
+    assert proc.returncode == 0, proc.stderr
+    assert "snapshot v2, timestamp v2" in proc.stdout
+    old = public_key_path(keys_dir, "timestamp").read_bytes()
+    proc = run_cli(keys_dir, path, "rotate-key", "timestamp")
+    assert proc.returncode == 0, proc.stderr
+    assert public_key_path(keys_dir, "timestamp").read_bytes() != old
+    assert (keys_dir / "timestamp.retired-1.pub").read_bytes() == old, "the old key is kept, renamed"
+    generate_key(keys_dir, "root-2")
+    proc = run_cli(keys_dir, path, "rotate-root", "--root-key", "owner", "--root-key", "root-2", "--threshold", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "root v3: 2 root key(s), threshold 2" in proc.stdout
+    proc = run_cli(keys_dir, path, "status")
+    assert proc.returncode == 0, proc.stderr
+    assert "root: threshold 2 of 2 (owner, root-2)" in proc.stdout
+    assert "releases: 1.0.0 (latest: 1.0.0)" in proc.stdout
+    assert versions(path) == {"root": 3, "targets": 1, "snapshot": 4, "timestamp": 4}
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["rotate-root", "--root-key", "release"], r"keys/owner.pub is not among the new root keys"),
+        (["rotate-root", "--threshold", "2"], r"a root threshold of 2 with 1 root key"),
+        (["rotate-root", "--root-key", "nobody"], r"nobody.pub"),
+        (["init"], r"a repository exists already"),
+        (["rotate-key", "timestamp", "--public", "/nonexistent.pub"], r"/nonexistent.pub"),
+    ],
+)
+def test_maintenance_mistakes_get_one_message_and_change_nothing(
+    dev_repository: tuple[Path, Path], args: list[str], message: str
+) -> None:
+    keys_dir, path = dev_repository
+    before, keys_before = tree(path), tree(keys_dir)
+    proc = run_cli(keys_dir, path, *args)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("repository: error:"), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) <= 2
+    assert re.search(message, proc.stderr), proc.stderr
+    assert tree(path) == before
+    assert tree(keys_dir) == keys_before
+
+
+def test_refresh_without_a_repository_names_the_fix(tmp_path: Path) -> None:
+    keys_dir = tmp_path / "keys"
+    ensure_dev_keys(keys_dir)
+    proc = run_cli(keys_dir, tmp_path / "release" / "repository", "refresh")
+    assert proc.returncode == 2
+    assert "no TUF repository" in proc.stderr and "repository.py init" in proc.stderr
+
+
+def test_the_owner_creates_a_production_repository_offline(tmp_path: Path) -> None:
+    keys_dir = tmp_path / "keys"
+    ensure_dev_keys(keys_dir)
+    generate_key(keys_dir, "root-2")
+    path = tmp_path / "release" / "repository"
+    proc = run_cli(keys_dir, path, "init", "--root-key", "owner", "--root-key", "root-2", "--threshold", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (path / "metadata").iterdir()) == ["1.root.json"]
+    repo, keys = tuf.prepare(path, keys_dir, load_role_key(keys_dir, "release"), NOW)
+    tuf.add_release(repo, tmp_path / "o", "1.0.0", fake_release(tmp_path / "o", "1.0.0"), keys, NOW).commit()
+    assert versions(path) == {"root": 1, "targets": 1, "snapshot": 1, "timestamp": 1}
+    assert tuf.load(path).root.signed.roles["root"].threshold == 2
+
+
+# --- the pipeline -------------------------------------------------------------------------
+
+
+def test_two_consecutive_releases_advance_the_repository(released: Repo, tmp_path: Path) -> None:
+    """``make release`` twice: the second run's repository has every version advanced, the same archives."""
+    copy = Repo(tmp_path / "ransomeye")
+    shutil.copytree(released.root, copy.root, symlinks=True)
+    path = copy.root / "release" / "repository"
+    first = tuf.load(path, load_public_key(copy.keys / "owner.pub"))
+    assert versions(path) == {"root": 1, "targets": 1, "snapshot": 1, "timestamp": 1}
+    proc = copy.build()
+    assert proc.returncode == 0, proc.stderr
+    assert "TUF repository release/repository/: root v1, targets v2, snapshot v2, timestamp v2" in proc.stdout
+    second = tuf.load(path, load_public_key(copy.keys / "owner.pub"))
+    archives = [t for t in second.targets.signed.targets if t.endswith((".tar.gz", ".zip"))]
+    assert len(archives) == 4
+    for t in archives:
+        assert second.targets.signed.targets[t] == first.targets.signed.targets[t], f"{t}: rebuilt bit for bit"
+    artifacts = sorted(p.name for p in copy.artifacts.iterdir() if p.name != ".gitkeep")
+    assert (
+        sorted(t.removeprefix("1.0.0/") for t in second.targets.signed.targets if t.startswith("1.0.0/")) == artifacts
+    )
+    index = second.index()
+    assert index["releases"]["1.0.0"]["products"]["core"] == sorted(
+        n for n in artifacts if n.startswith("ransomeye-core-1.0.0.")
+    )
+    assert set(index["releases"]["1.0.0"]["products"]) == {"core", "agent-linux", "agent-windows", "dpi"}
+
+
+def test_a_refused_repository_stops_the_release_before_any_work(released: Repo, tmp_path: Path) -> None:
+    copy = Repo(tmp_path / "ransomeye")
+    shutil.copytree(released.root, copy.root, symlinks=True)
+    ts = copy.root / "release" / "repository" / "metadata" / "timestamp.json"
+    ts.write_bytes(ts.read_bytes().replace(b'"version": 1', b'"version": 9'))
+    before = copy.artifact_state()
+    proc = copy.build()
+    assert proc.returncode == 2, proc.stderr
+    assert "not the repository this project published" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert copy.artifact_state() == before
+    assert not any((copy.root / "release" / ".staging").glob("*/out/*.tar.gz")), "refused before any build"
