@@ -1270,9 +1270,8 @@ def run_release(
                 published = True
                 if staged is not None:
                     staged.commit()
-                    print(
-                        f"TUF repository {staged.repository.path.relative_to(ws.root)}: {staged.repository.describe()}"
-                    )
+                    repository.publish_trusted_root(keys_dir, staged.repository)
+                    print(f"TUF repository release/{repository.REPOSITORY_DIRNAME}/: {staged.repository.describe()}")
         except KeyboardInterrupt:
             raise Interrupted(published) from None
         finally:

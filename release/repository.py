@@ -650,3 +650,16 @@ def product_files(ws: Workspace, names: Sequence[str]) -> dict[str, list[str]]:
         prefix = f"{bundle.stem(ws.version)}."
         products[bundle.id] = sorted(n for n in names if n.startswith(prefix))
     return products
+
+
+TRUSTED_ROOT_NAME = "root.json"
+
+
+def publish_trusted_root(keys_dir: Path, repo: Repository) -> Path | None:
+    """Write ``keys/root.json`` (the repository's first root, what customers trust) when it is not there yet."""
+    path = keys_dir / TRUSTED_ROOT_NAME
+    if path.exists() or path.is_symlink():
+        return None
+    with atomic_file(path) as f:
+        f.write(repo.roots[0].to_bytes(_PRETTY))
+    return path

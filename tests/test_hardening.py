@@ -24,6 +24,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from release import repository as tuf
+from release.keys import load_public_key
 from tests.conftest import Repo, release_env
 
 pytestmark = pytest.mark.slow
@@ -60,8 +62,14 @@ def _verifies(repo: Repo, tmp: Path) -> bool:
     return proc.returncode == 0
 
 
+def _published_timestamp(repo: Repo) -> int:
+    """The TUF repository's published timestamp version, after checking all of it (a broken one fails the test)."""
+    return tuf.load(tuf.repository_dir(repo.root), load_public_key(repo.keys / "owner.pub")).timestamp.signed.version
+
+
 def _outcome(repo: Repo, before: dict[str, bytes], tmp: Path) -> str:
     """'previous' or 'new' — and never anything else: a partial or unverifiable release fails the test."""
+    _published_timestamp(repo)
     state = repo.artifact_state()
     if state == before:
         return "previous"
@@ -77,7 +85,7 @@ def _kill_points(released: Repo) -> list[str]:
         n = _members(released.artifacts / archive)
         points += [f"write:{archive}:{i}" for i in sorted({1, n // 2, n - 1})]
     points += [f"sign:{a}" for a in ARCHIVES] + ["sign:SHA256SUMS", "checksums:written"]
-    points += ["publish:before-exchange", "publish:after-exchange"]
+    points += ["repository:staged", "publish:before-exchange", "publish:after-exchange"]
     return points
 
 
@@ -89,10 +97,13 @@ def test_kill_9_anywhere_loses_nothing(released: Repo, tmp_path: Path) -> None:
     before = released.artifact_state()
     assert _verifies(released, tmp_path)
     outcomes: dict[str, str] = {}
+    published = _published_timestamp(released)
     for point in _kill_points(released):
         proc = released.build(env={"RANSOMEYE_FAILPOINT": f"{point}@kill"})
         assert proc.returncode == -signal.SIGKILL, f"{point}: {proc.returncode} {proc.stderr[-500:]}"
         outcomes[point] = _outcome(released, before, tmp_path)
+        # Every fixed point comes before the TUF timestamp is replaced: the repository is the previous one.
+        assert _published_timestamp(released) == published, point
         before = released.artifact_state()
     # Every fixed point kills after the run's staging exists (staging:created comes after new_staging), so
     # the last killed run's staging is there now, whatever the random kills below do (one may even finish).
@@ -113,9 +124,11 @@ def test_kill_9_anywhere_loses_nothing(released: Repo, tmp_path: Path) -> None:
     print(f"\n{len(outcomes)} crash points: " + ", ".join(f"{k}={v}" for k, v in outcomes.items()))
     assert outcomes["publish:before-exchange"] == "previous"
     assert outcomes["publish:after-exchange"] == "new"
-    # The next run cleans what the killed ones left and publishes.
+    # The next run cleans what the killed ones left and publishes; the TUF repository advances past every crash.
+    published = _published_timestamp(released)  # (a random kill may have come after a whole run)
     proc = released.build()
     assert proc.returncode == 0, proc.stderr
+    assert _published_timestamp(released) == published + 1
     assert list((released.root / "release" / ".staging").iterdir()) == []
     assert _verifies(released, tmp_path)
 

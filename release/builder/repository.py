@@ -8,9 +8,10 @@ publishes its change with one rename of ``timestamp.json``)::
         # the owner, offline, once: root v1 (default root key: owner)
     repository.py refresh
         # the daily job: new snapshot and timestamp versions (keys/snapshot, keys/timestamp)
-    repository.py rotate-key {snapshot,timestamp} [--public FILE] [--sign-with ROLE]...
-        # a new key for an online role: a new root version names it (FILE, or a
-        # development key generated here; the old key files are kept as ROLE.retired-N.*)
+    repository.py rotate-key {targets,snapshot,timestamp} [--public FILE] [--sign-with ROLE]...
+        # a new key for a role: a new root version names it (FILE, or a development
+        # snapshot or timestamp key generated here; the old key files are kept as
+        # ROLE.retired-N.*); targets is the release key, replaced by hand first
     repository.py rotate-root [--root-key ROLE]... [--threshold N] [--sign-with ROLE]...
         # a new root version: new root keys or threshold, or the same ones with a new expiry;
         # signed by enough of the old root keys and of the new
@@ -127,9 +128,11 @@ def _cmd_init(ns: argparse.Namespace) -> int:
     )
     signed = tuf.sign_root(root, None, _signers(ns.keys_dir, ns.sign_with or roles))
     (path / tuf.METADATA_DIR).mkdir(parents=True)
-    tuf.stage(tuf.initial(path, signed, now), tuf.Keys(), now, targets_changed=False).commit()
+    repo = tuf.initial(path, signed, now)
+    tuf.stage(repo, tuf.Keys(), now, targets_changed=False).commit()
+    tuf.publish_trusted_root(ns.keys_dir, repo)
     print(f"{path}: root v1 ({len(roles)} root key(s), threshold {root.roles['root'].threshold}); no release yet")
-    print(f"give customers {path / tuf.METADATA_DIR / '1.root.json'} with the project's keys")
+    print(f"give customers {ns.keys_dir / tuf.TRUSTED_ROOT_NAME} (metadata/1.root.json) with the project's keys")
     return 0
 
 
@@ -149,30 +152,44 @@ def _retire(keys_dir: Path, role: str, version: int) -> None:
             os.replace(path, path.with_name(f"{role}.retired-{version}{path.suffix}"))
 
 
+KEY_ROLE = {TARGETS: tuf.TARGETS_KEY_ROLE, "snapshot": tuf.SNAPSHOT_KEY_ROLE, "timestamp": tuf.TIMESTAMP_KEY_ROLE}
+
+
 def _cmd_rotate_key(ns: argparse.Namespace) -> int:
     repo = _load(ns)
     root = repo.root.signed
+    key_role = KEY_ROLE[ns.role]
     if ns.public:
         public = load_public_key(ns.public)
-    elif (ns.keys_dir / DEV_MARKER).exists():
+    elif (ns.keys_dir / DEV_MARKER).exists() and ns.role != TARGETS:
         public = None
     else:
         raise BadInputError(
             f"rotate-key {ns.role}: say which new key: --public FILE",
-            hint="production keys are made where they live (a token); development keys are generated here",
+            hint="production keys are made where they live (a token); the release key (targets) is replaced by hand "
+            "first (keys/README.md); development snapshot and timestamp keys are generated here",
+        )
+    if ns.role == TARGETS and _public(ns.keys_dir, key_role) != public:
+        raise BadInputError(
+            f"rotate-key targets: keys/{key_role}.pub is not {ns.public}",
+            hint="install the new release key (its .pem or token, and .pub) first: it signs more than the targets",
         )
     old_ids = set(root.roles[ROOT].keyids)
     signers = _root_signers(ns, old_ids, old_ids)
-    if public is None:
-        _retire(ns.keys_dir, ns.role, root.version)
-        public = generate_key(ns.keys_dir, ns.role).public_key()
-    elif public_key_path(ns.keys_dir, ns.role).exists() and _public(ns.keys_dir, ns.role) != public:
-        _retire(ns.keys_dir, ns.role, root.version)
-    if not public_key_path(ns.keys_dir, ns.role).exists():
-        public_key_path(ns.keys_dir, ns.role).write_bytes(ns.public.read_bytes())
     keys = _online_keys(ns, repo)
-    new = tuf.replace_key(root, ns.role, public)
-    staged = tuf.rotate_root(repo, new, tuf.Keys(root=signers, **_rest(keys)), tuf.utc_now())
+    if public is None:
+        _retire(ns.keys_dir, key_role, root.version)
+        public = generate_key(ns.keys_dir, key_role).public_key()
+    elif _public(ns.keys_dir, key_role) != public:
+        _retire(ns.keys_dir, key_role, root.version)
+        public_key_path(ns.keys_dir, key_role).write_bytes(ns.public.read_bytes())
+    keys = tuf.Keys(
+        root=signers,
+        targets=load_role_key(ns.keys_dir, key_role) if ns.role == TARGETS else keys.targets,
+        snapshot=load_role_key(ns.keys_dir, tuf.SNAPSHOT_KEY_ROLE),
+        timestamp=load_role_key(ns.keys_dir, tuf.TIMESTAMP_KEY_ROLE),
+    )
+    staged = tuf.rotate_root(repo, tuf.replace_key(root, ns.role, public), keys, tuf.utc_now())
     staged.commit()
     print(f"{ns.repository}: the {ns.role} key is now {tuf.tuf_key(public).keyid[:16]}; {repo.describe()}")
     return 0
@@ -227,8 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--sign-with", action="append", metavar="ROLE")
         p.set_defaults(fn=_cmd_init)
         sub.add_parser("refresh", help="re-sign snapshot and timestamp (daily)").set_defaults(fn=_cmd_refresh)
-        p = sub.add_parser("rotate-key", help="a new key for the snapshot or timestamp role")
-        p.add_argument("role", choices=tuf.ONLINE_KEY_ROLES)
+        p = sub.add_parser("rotate-key", help="a new key for the targets, snapshot or timestamp role")
+        p.add_argument("role", choices=tuple(KEY_ROLE))
         p.add_argument("--public", type=Path, help="the new public key (default: a new development key)")
         p.add_argument("--sign-with", action="append", metavar="ROLE")
         p.set_defaults(fn=_cmd_rotate_key)
