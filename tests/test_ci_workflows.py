@@ -38,6 +38,7 @@ from release.signers import load_role_key
 from tests.conftest import ROOT, make_repo, release_env
 
 GITHUB = ROOT / ".github" / "workflows" / "release.yml"
+GITHUB_REPOSITORY = ROOT / ".github" / "workflows" / "repository.yml"  # the TUF repository's jobs
 GITLAB = ROOT / ".gitlab-ci.yml"
 BIN = Path(sys.executable).parent
 STEP = "release/builder/step.py"
@@ -159,11 +160,13 @@ def check_jsonschema(schema: str, path: Path) -> subprocess.CompletedProcess[str
 SCHEMAS = [
     ("vendor.github-workflows", GITHUB),
     ("custom.github-workflows-require-timeout", GITHUB),
+    ("vendor.github-workflows", GITHUB_REPOSITORY),
+    ("custom.github-workflows-require-timeout", GITHUB_REPOSITORY),
     ("vendor.gitlab-ci", GITLAB),
 ]
 
 
-@pytest.mark.parametrize(("schema", "path"), SCHEMAS, ids=[s for s, _ in SCHEMAS])
+@pytest.mark.parametrize(("schema", "path"), SCHEMAS, ids=[f"{s}-{p.stem}" for s, p in SCHEMAS])
 def test_workflow_files_validate_offline(schema: str, path: Path) -> None:
     proc = check_jsonschema(schema, path)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -104,3 +104,45 @@ def test_a_second_fetch_into_the_same_folder_is_refused_and_changes_nothing(
     after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and "st" not in p.parts}
     assert after == before
     assert not list(tmp_path.glob(".ransomeye-fetch.*"))
+
+
+def fetch(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(Path(VERIFY).parent / "python3"), str(ROOT / "release" / "fetch.py"), *args],
+                          cwd=cwd, capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+
+
+def test_list_and_the_user_mistakes(mirror: tuple[str, Path], tmp_path: Path) -> None:
+    url, keys = mirror
+    common = ["--root", str(keys / "root.json"), "--mirror", url, "--state", str(tmp_path / "st")]
+    proc = fetch(*common, "--list", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["1.0.0 (latest): agent-linux, agent-windows, core, dpi"]
+    mistakes = [
+        (
+            ["--product", "edge"],
+            r"has no product 'edge'\n  hint: products: agent-linux, agent-windows, core, dpi",
+        ),
+        (
+            ["--product", "core", "--version", "0.9.0"],
+            r"0.9.0 is not in the repository\n  hint: versions: 1.0.0",
+        ),
+        (["--product", "core", "--version", "../1"], r"--version '../1': not a version"),
+        (["--product", "core", "--out", str(tmp_path / "no" / "such")], r"no is not a folder"),
+        ([], r"say which product"),
+    ]
+    for args, message in mistakes:
+        proc = fetch(*common, *args, cwd=tmp_path)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert re.search(message, proc.stderr), (args, proc.stderr)
+        assert "Traceback" not in proc.stderr
+    proc = fetch("--root", str(tmp_path / "none.json"), "--mirror", url, "--product", "core", cwd=tmp_path)
+    assert proc.returncode == 2 and "none.json: No such file" in proc.stderr, proc.stderr
+    proc = fetch("--root", str(keys / "owner.pub"), "--mirror", url, "--product", "core", "--state",
+                 str(tmp_path / "s2"), cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 2 and "not a TUF root" in proc.stderr, proc.stderr
+    proc = fetch(*common[:2], "--mirror", "ftp://x/y", "--product", "core", cwd=tmp_path)
+    assert proc.returncode == 2 and "not a mirror URL" in proc.stderr, proc.stderr
+    proc = fetch(*common[:2], "--mirror", "http://127.0.0.1:9/x", "--product", "core", "--state",
+                 str(tmp_path / "s3"), cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 2 and "cannot download from the mirror" in proc.stderr, proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("s")) == []

@@ -444,3 +444,27 @@ def test_a_refused_repository_stops_the_release_before_any_work(released: Repo, 
     assert "Traceback" not in proc.stderr
     assert copy.artifact_state() == before
     assert not any((copy.root / "release" / ".staging").glob("*/out/*.tar.gz")), "refused before any build"
+
+
+def test_a_release_assembled_elsewhere_is_audited_then_added(released: Repo, tmp_path: Path) -> None:
+    """``repository.py add``: what the CI files' last job assembled lands as ``make release`` lands one."""
+    keys_dir = tmp_path / "keys"
+    shutil.copytree(released.keys, keys_dir)
+    (keys_dir / "root.json").unlink()
+    folder = tmp_path / "out"
+    shutil.copytree(released.artifacts, folder)
+    tampered = tmp_path / "tampered"
+    shutil.copytree(released.artifacts, tampered)
+    sums = tampered / "SHA256SUMS"
+    sums.write_bytes(sums.read_bytes().replace(b"  ransomeye-core", b"  ransomeye-dpi", 1))
+    path = tmp_path / "release" / "repository"
+    proc = run_cli(keys_dir, path, "add", str(tampered))
+    assert proc.returncode == 1, proc.stderr
+    assert "does not verify" in proc.stderr
+    assert not path.exists(), "a refused release creates nothing"
+    proc = run_cli(keys_dir, path, "add", str(folder))
+    assert proc.returncode == 0, proc.stderr
+    assert versions(path) == {"root": 1, "targets": 1, "snapshot": 1, "timestamp": 1}
+    assert (keys_dir / "root.json").read_bytes() == (path / "metadata" / "1.root.json").read_bytes()
+    index = tuf.load(path).index()
+    assert set(index["releases"]["1.0.0"]["products"]) == {"core", "agent-linux", "agent-windows", "dpi"}

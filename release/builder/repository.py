@@ -4,6 +4,8 @@ Commands (each holds the build lock, checks the whole repository first, and
 publishes its change with one rename of ``timestamp.json``)::
 
     repository.py status
+    repository.py add RELEASE_DIR
+        # a release assembled elsewhere (the CI files' last job), audited first
     repository.py init [--root-key ROLE]... [--threshold N]
         # the owner, offline, once: root v1 (default root key: owner)
     repository.py refresh
@@ -38,10 +40,11 @@ if __package__ in (None, ""):
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from release import repository as tuf
+from release.audit.checks import audit
 from release.cli import run
-from release.errors import BadInputError
+from release.errors import BadInputError, VerificationError
 from release.keys import DEV_MARKER, generate_key, load_public_key, private_key_path, public_key_path
-from release.products import repo_root
+from release.products import load_workspace, repo_root
 from release.signers import RoleKey, has_private_key, load_role_key
 from release.staging import build_lock
 
@@ -133,6 +136,28 @@ def _cmd_init(ns: argparse.Namespace) -> int:
     tuf.publish_trusted_root(ns.keys_dir, repo)
     print(f"{path}: root v1 ({len(roles)} root key(s), threshold {root.roles['root'].threshold}); no release yet")
     print(f"give customers {ns.keys_dir / tuf.TRUSTED_ROOT_NAME} (metadata/1.root.json) with the project's keys")
+    return 0
+
+
+def _cmd_add(ns: argparse.Namespace) -> int:
+    """A release assembled elsewhere (the CI files' last job): audited, then added as ``make release`` adds one."""
+    folder = ns.release.absolute()
+    if not folder.is_dir():
+        raise BadInputError(f"{folder}: not a release folder", hint="give the verified release folder (work/out)")
+    ws = load_workspace(repo_root())
+    names = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+    missing = [b.archive_name(ws.version) for b in ws.bundles if b.archive_name(ws.version) not in names]
+    if missing:
+        raise BadInputError(f"{folder}: not a whole release of {ws.version}: {', '.join(missing)} missing")
+    report = audit(folder, public_key_path(ns.keys_dir, tuf.OWNER_ROLE))
+    if not report.verified:
+        raise VerificationError(f"{folder} does not verify: {'; '.join(f.text() for f in report.findings[:3])}")
+    now = tuf.utc_now()
+    repo, keys = tuf.prepare(ns.repository, ns.keys_dir, load_role_key(ns.keys_dir, tuf.TARGETS_KEY_ROLE), now)
+    staged = tuf.add_release(repo, folder, ws.version, tuf.product_files(ws, names), keys, now)
+    staged.commit()
+    tuf.publish_trusted_root(ns.keys_dir, repo)
+    print(f"{ns.repository}: added {ws.version} ({len(names)} files); {repo.describe()}")
     return 0
 
 
@@ -243,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--threshold", type=int)
         p.add_argument("--sign-with", action="append", metavar="ROLE")
         p.set_defaults(fn=_cmd_init)
+        p = sub.add_parser("add", help="add a verified release folder assembled elsewhere (a CI job's)")
+        p.add_argument("release", type=Path)
+        p.set_defaults(fn=_cmd_add)
         sub.add_parser("refresh", help="re-sign snapshot and timestamp (daily)").set_defaults(fn=_cmd_refresh)
         p = sub.add_parser("rotate-key", help="a new key for the targets, snapshot or timestamp role")
         p.add_argument("role", choices=tuple(KEY_ROLE))
