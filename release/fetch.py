@@ -45,10 +45,12 @@ import json
 import os
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -64,7 +66,7 @@ import urllib3
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from tuf.api import exceptions
-from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
+from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig, Urllib3Fetcher
 
 from release.cli import run
 from release.errors import BadInputError, ToolchainError, VerificationError
@@ -75,6 +77,9 @@ INDEX_FORMAT = "ransomeye-releases/1"
 MAX_INDEX_BYTES = 16 << 20
 MAX_META_FILE_BYTES = 16 << 20  # the layout and the links: in-toto reads them whole
 MAX_FILE_BYTES = 4 << 30
+# The slowest mirror the fetch waits for: 64 KiB/s after the first 30 s of each file.
+MIN_RATE = 64 << 10
+GRACE_SECONDS = 30.0
 CHUNK = 1 << 20
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
 _VERSION = re.compile(r"[0-9][A-Za-z0-9.+-]{0,63}")
@@ -105,20 +110,51 @@ class FileFetcher(FetcherInterface):
                 yield chunk
 
 
+class Paced(FetcherInterface):
+    """Any fetcher, held to a minimum pace: a mirror that trickles is refused, not waited for for days.
+
+    ``inner``'s own timeout bounds the wait for each chunk; this bounds the
+    whole download: ``GRACE_SECONDS`` plus one second per ``MIN_RATE`` bytes.
+    """
+
+    def __init__(self, inner: FetcherInterface) -> None:
+        self.inner = inner
+
+    def _fetch(self, url: str) -> Iterator[bytes]:
+        start = time.monotonic()
+        received = 0
+        try:
+            for chunk in self.inner.fetch(url):
+                received += len(chunk)
+                if time.monotonic() - start > GRACE_SECONDS + received / MIN_RATE:
+                    raise exceptions.SlowRetrievalError(f"{url}: {received} bytes in {time.monotonic() - start:.0f} s")
+                yield chunk
+        except exceptions.SlowRetrievalError as e:
+            # urllib3 files a refused or unreachable connection under timeouts: that is no slow mirror.
+            reason = getattr(e.__cause__, "reason", None)
+            if received == 0 and isinstance(reason, urllib3.exceptions.ConnectTimeoutError):
+                raise exceptions.DownloadError(f"{url}: cannot connect ({reason})") from e
+            raise
+
+
 def default_state(root_bytes: bytes) -> Path:
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "ransomeye-fetch" / hashlib.sha256(root_bytes).hexdigest()[:16]
 
 
-def _mirror_urls(mirror: str) -> tuple[str, str, FetcherInterface | None]:
+def _mirror_urls(mirror: str) -> tuple[str, str, FetcherInterface]:
     url = parse.urlparse(mirror)
     if url.scheme not in ("file", "http", "https") or (url.scheme != "file" and not url.netloc):
         raise BadInputError(
             f"--mirror {mirror!r}: not a mirror URL", hint="give file:///path/to/repository or https://host/path"
         )
     base = mirror.rstrip("/")
-    fetcher = FileFetcher() if url.scheme == "file" else None
-    return f"{base}/metadata/", f"{base}/targets/", fetcher
+    if url.scheme == "file" and not Path(parse.unquote(url.path)).is_dir():
+        raise BadInputError(
+            f"--mirror {mirror}: no such folder", hint="give the folder that holds metadata/ and targets/"
+        )
+    inner = FileFetcher() if url.scheme == "file" else Urllib3Fetcher()
+    return f"{base}/metadata/", f"{base}/targets/", Paced(inner)
 
 
 def refused(what: str, error: Exception) -> VerificationError:
@@ -130,7 +166,7 @@ def _explain(e: Exception) -> VerificationError | BadInputError:
     if isinstance(e, exceptions.ExpiredMetadataError):
         return refused("the repository's metadata has expired: a frozen mirror, or one nobody re-signs", e)
     if isinstance(e, exceptions.BadVersionNumberError):
-        if str(e).startswith("Expected"):
+        if str(e).startswith(("Expected snapshot version", "Expected targets v")):
             return refused("a metadata version is not the one its parent role names: mix-and-match", e)
         return refused("a metadata version is older than one already trusted: rollback", e)
     if isinstance(e, exceptions.UnsignedMetadataError):
@@ -166,9 +202,11 @@ def _updater(ns: argparse.Namespace, target_dir: Path | None) -> tuple[Updater, 
             f"--root {ns.root}: {e.strerror}", hint="the repository's root.json comes with the project's keys"
         ) from e
     state = Path(ns.state) if ns.state else default_state(root_bytes)
-    state.mkdir(parents=True, exist_ok=True, mode=0o700)
     metadata_url, targets_url, fetcher = _mirror_urls(ns.mirror)
+    state.mkdir(parents=True, exist_ok=True, mode=0o700)
     cached = (state / "root.json").exists()
+    if cached:
+        _check_state(ns.root, root_bytes, state)
     try:
         updater = Updater(
             str(state),
@@ -184,6 +222,22 @@ def _updater(ns: argparse.Namespace, target_dir: Path | None) -> tuple[Updater, 
     with _tuf_errors():
         updater.refresh()
     return updater, state
+
+
+def _check_state(root: str, root_bytes: bytes, state: Path) -> None:
+    """The state folder must have started from this root (it then holds it in ``root_history/``)."""
+    try:
+        version = json.loads(root_bytes)["signed"]["version"]
+        seen = (state / "root_history" / f"{int(version)}.root.json").read_bytes()
+    except (ValueError, KeyError, TypeError) as e:
+        raise BadInputError(f"--root {root}: not a TUF root ({e})", hint="give the root.json of the keys") from e
+    except OSError:
+        seen = None
+    if seen != root_bytes:
+        raise BadInputError(
+            f"--state {state}: its trusted metadata comes from another root than {root}",
+            hint="give the state folder of this repository, or a new one (a new one forgets the versions seen)",
+        )
 
 
 def _download(updater: Updater, target: str, dest: Path, limit: int) -> None:
@@ -229,6 +283,24 @@ def _index_problem(index: Any) -> str | None:
         names = [n for x in lists for n in x]
         if not all(isinstance(n, str) and _NAME.fullmatch(n) for n in names) or len(set(names)) != len(names):
             return f"names a file of {version} that is not a plain, unique file name"
+        problem = _products_problem(entry, version)
+        if problem:
+            return problem
+    return None
+
+
+def _products_problem(entry: dict[str, Any], version: str) -> str | None:
+    """Each product's files are its own (``ransomeye-PRODUCT-VERSION.*``, its archive among them); none is shared."""
+    prefixes = {p: f"ransomeye-{p}-{version}." for p in entry["products"]}
+    for product, files in entry["products"].items():
+        if not {prefixes[product] + "tar.gz", prefixes[product] + "zip"} & set(files):
+            return f"lists no archive of {product} {version}"
+        stray = [f for f in files if not f.startswith(prefixes[product])]
+        if stray:
+            return f"lists {stray[0]!a} as a file of {product} {version}"
+    for name in entry["shared"]:
+        if any(name.startswith(pre) for pre in prefixes.values()):
+            return f"lists the product file {name!a} as shared"
     return None
 
 
@@ -245,14 +317,21 @@ def _check_links(folder: Path) -> None:
                 raise VerificationError(f"refused: {path.name} is not an in-toto link")
 
 
-def _layout_key(ns: argparse.Namespace, state: Path, work: Path) -> Path:
+def _layout_key(ns: argparse.Namespace, state: Path, work: Path, layout: Path) -> Path:
+    """The owner's key: ``--layout-key``, or the one root key of the trusted root that signed the layout."""
     if ns.layout_key:
         return Path(ns.layout_key).resolve()
     root = json.loads((state / "root.json").read_bytes())["signed"]
     keyids = root["roles"]["root"]["keyids"]
+    if len(keyids) > 1:
+        try:
+            signers = {s.get("keyid") for s in json.loads(layout.read_bytes())["signatures"]}
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise VerificationError(f"refused: root.layout is not a signed layout ({e})") from e
+        keyids = [k for k in keyids if k in signers]
     if len(keyids) != 1:
         raise BadInputError(
-            f"the repository's root has {len(keyids)} root keys: which one signed the layout?",
+            f"{len(keyids)} of the repository's root keys signed the layout: which one is the owner's?",
             hint="give the owner's key: --layout-key /path/to/ransomeye-keys/owner.pub",
         )
     key = root["keys"][keyids[0]]
@@ -324,7 +403,7 @@ def fetch(ns: argparse.Namespace) -> int:
             meta = name.lower().endswith((".link", ".layout"))
             _download(updater, f"{version}/{name}", folder / name, MAX_META_FILE_BYTES if meta else MAX_FILE_BYTES)
         _check_links(folder)
-        _verify(folder, _layout_key(ns, state, work))
+        _verify(folder, _layout_key(ns, state, work, folder / "root.layout"))
         os.rename(folder, _check_out(out))
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -359,15 +438,22 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the clean-up: no unverified file is left behind
+
+
 def main(argv: Sequence[str]) -> int:
     p = parser()
     ns = p.parse_args(argv)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _terminated)
     if ns.list:
         return list_releases(ns)
     if not ns.product:
         raise BadInputError("say which product: --product (or --list to see them)")
     if ns.version is not None and not _VERSION.fullmatch(ns.version):
         raise BadInputError(f"--version {ns.version!r}: not a version")
+    _in_toto_verify()  # before any download
     return fetch(ns)
 
 

@@ -90,6 +90,14 @@ def _write_private(path: Path, data: bytes) -> None:
         f.write(data)
 
 
+def write_private_key(path: Path, key: Ed25519PrivateKey) -> None:
+    """Write ``key`` unencrypted (a development key) to the new file ``path``, mode 0600."""
+    _write_private(
+        path,
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+    )
+
+
 def generate_key(keys_dir: Path, role: str, passphrase: bytes | None = None) -> Ed25519PrivateKey:
     """Create ``<role>.pem`` (0600) and ``<role>.pub`` in ``keys_dir``; never overwrites."""
     keys_dir.mkdir(parents=True, exist_ok=True)

@@ -39,6 +39,7 @@ refused, never re-signed.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -82,6 +83,9 @@ EXPIRY = {
     Snapshot.type: timedelta(days=7),
     Timestamp.type: timedelta(days=1),
 }
+# The targets metadata and the root are renewed (refresh, rotate-root) when they expire within this.
+RENEW_WITHIN = timedelta(days=30)
+ARCHIVE_SUFFIXES = (".tar.gz", ".zip")
 MAX_METADATA_BYTES = 5_000_000  # what python-tuf's client accepts for targets metadata
 MAX_ROOT_VERSIONS = 10_000
 # A target's file name: what a customer's folder may hold (the inspection refuses anything else later).
@@ -166,10 +170,11 @@ class Repository:
         return index
 
 
-def _corrupt(path: Path, what: str) -> BadInputError:
+def _corrupt(path: Path, what: str, hint: str | None = None) -> BadInputError:
     return BadInputError(
         f"{path}: not the repository this project published: {what}",
-        hint="restore release/repository/ from the last published copy (a mirror holds one); never re-sign it as is",
+        hint=hint
+        or "restore release/repository/ from the last published copy (a mirror holds one); never re-sign it as is",
     )
 
 
@@ -218,12 +223,20 @@ def exists(path: Path) -> bool:
     return (path / METADATA_DIR / "1.root.json").exists()
 
 
-def load(path: Path, owner: Ed25519PublicKey | None = None) -> Repository:
+def load(path: Path, owner: Ed25519PublicKey | None = None, *, interrupted_rotation: bool = False) -> Repository:
     """Read and check the whole published repository at ``path`` (see the module's doc).
 
     ``owner``: a key the current root must hold among its root keys (the
     project's ``keys/owner.pub``), so that a repository of someone else's is
     never extended with this project's keys.
+
+    ``interrupted_rotation``: accept what a root rotation interrupted between
+    its new root and its timestamp leaves — a timestamp (and snapshot and
+    targets) signed under the root just before the newest, which the next
+    change re-signs (*stale* roles). Only the operator who knows that a
+    rotation failed asks for it (``repository.py refresh
+    --after-interrupted-rotation``): whoever holds retired keys and can write
+    the repository could otherwise have their edit re-signed.
     """
     meta = path / METADATA_DIR
     roots: list[Metadata[Root]] = []
@@ -248,14 +261,15 @@ def load(path: Path, owner: Ed25519PublicKey | None = None) -> Repository:
         return repo
     ts_data = _read_bounded(meta / "timestamp.json", MAX_METADATA_BYTES, "the timestamp metadata")
     timestamp = _parse(ts_data, Timestamp.type, meta / "timestamp.json")
-    stale = set()
-    stale |= _check_by_chain(roots, Timestamp.type, timestamp, "timestamp.json", path)
+    stale = _check_by_chain(roots, Timestamp.type, timestamp, "timestamp.json", path, interrupted_rotation)
+    # Only a stale timestamp (the last file of a change) shows an interrupted rotation.
+    interrupted_rotation = bool(stale)
     snap_meta = timestamp.signed.snapshot_meta
     snap_file = meta / f"{snap_meta.version}.snapshot.json"
     snap_data = _read_bounded(snap_file, MAX_METADATA_BYTES, "the snapshot metadata")
     _check_meta(snap_meta, snap_data, snap_file.name, path)
     snapshot = _parse(snap_data, Snapshot.type, snap_file, snap_meta.version)
-    stale |= _check_by_chain(roots, Snapshot.type, snapshot, snap_file.name, path)
+    stale |= _check_by_chain(roots, Snapshot.type, snapshot, snap_file.name, path, interrupted_rotation)
     targets_meta = snapshot.signed.meta.get(f"{Targets.type}.json")
     if targets_meta is None:
         raise _corrupt(path, f"{snap_file.name} lists no targets metadata")
@@ -263,26 +277,66 @@ def load(path: Path, owner: Ed25519PublicKey | None = None) -> Repository:
     targets_data = _read_bounded(targets_file, MAX_METADATA_BYTES, "the targets metadata")
     _check_meta(targets_meta, targets_data, targets_file.name, path)
     targets = _parse(targets_data, Targets.type, targets_file, targets_meta.version)
-    stale |= _check_by_chain(roots, Targets.type, targets, targets_file.name, path)
+    stale |= _check_by_chain(roots, Targets.type, targets, targets_file.name, path, interrupted_rotation)
+    _check_leftovers(meta, snapshot.signed.version, targets.signed.version, path)
+    _check_target_files(path, targets.signed)
     return Repository(path, roots, targets, snapshot, timestamp, stale)
 
 
-def _check_by_chain(roots: Sequence[Metadata[Root]], role: str, md: Metadata[Any], where: str, path: Path) -> set[str]:
-    """Check ``md`` against the current root; a role signed under an earlier root is *stale* (re-signed next).
+def _check_leftovers(meta: Path, snapshot: int, targets: int, path: Path) -> None:
+    """Refuse versioned files more than one version past the published ones.
 
-    That is what a root rotation interrupted between its root and its
-    timestamp leaves; clients refuse such a role until it is re-signed.
+    A crashed change leaves at most the next version of each (overwritten by
+    the next change); more means that ``timestamp.json`` was put back to an
+    older one, and extending the repository from there would overwrite
+    metadata clients have already seen.
     """
+    for role, published in ((Snapshot.type, snapshot), (Targets.type, targets)):
+        for file in meta.glob(f"*.{role}.json"):
+            version = file.name.split(".", 1)[0]
+            if version.isdigit() and int(version) > published + 1:
+                raise _corrupt(
+                    path,
+                    f"{file.name} is newer than the published {role} v{published}: "
+                    "timestamp.json was put back to an older one",
+                )
+
+
+def _check_target_files(path: Path, targets: Targets) -> None:
+    """Every target's file is there, with its length (its hash is what clients check)."""
+    for info in targets.targets.values():
+        dirname, _, name = info.path.rpartition("/")
+        file = path / TARGETS_DIR / dirname / f"{info.hashes['sha256']}.{name}"
+        try:
+            size = os.lstat(file)
+        except OSError:
+            raise _corrupt(path, f"the target {info.path} has no file {file.relative_to(path)}") from None
+        if not stat.S_ISREG(size.st_mode) or size.st_size != info.length:
+            raise _corrupt(path, f"{file.relative_to(path)} is not the {info.length}-byte file its target names")
+
+
+def _check_by_chain(
+    roots: Sequence[Metadata[Root]], role: str, md: Metadata[Any], where: str, path: Path, interrupted: bool
+) -> set[str]:
+    """Check ``md`` against the current root; with ``interrupted``, signed under the root before is *stale*."""
     try:
         _check_signed(roots[-1].signed, role, md, where, path)
         return set()
-    except BadInputError:
-        for earlier in reversed(roots[:-1]):
+    except BadInputError as e:
+        if len(roots) > 1:
             try:
-                _check_signed(earlier.signed, role, md, where, path)
-                return {role}
+                _check_signed(roots[-2].signed, role, md, where, path)
             except BadInputError:
-                continue
+                raise e from None
+            if interrupted:
+                return {role}
+            raise _corrupt(
+                path,
+                f"{where} is signed under root v{roots[-2].signed.version}, not the newest root "
+                f"v{roots[-1].signed.version}",
+                "if a rotation just failed, finish it: repository.py refresh --after-interrupted-rotation; "
+                "otherwise restore release/repository/ from the last published copy",
+            ) from e
         raise
 
 
@@ -488,12 +542,26 @@ def check_version(version: str) -> str:
     return version
 
 
-def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
-    """Order versions as people do: 1.10.0 after 1.9.2; a pre-release (1.0.0-rc1) before its release."""
+def _parts(text: str) -> tuple[tuple[int, int, str], ...]:
+    """Numbers as numbers, words as words (numbers first), so that rc10 comes after rc9."""
+    pieces = [p for p in re.split(r"[.+-]|(?<=\d)(?=\D)|(?<=\D)(?=\d)", text) if p]
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in pieces)
+
+
+def version_key(version: str) -> tuple[tuple[tuple[int, int, str], ...], int, tuple[tuple[int, int, str], ...]]:
+    """Order versions as people do: 1.10.0 after 1.9.2; a pre-release (1.0.0-rc1) before its release.
+
+    Build metadata (``+...``) orders after the release it is of.
+    """
     main, _, pre = version.partition("-")
-    parts: list[tuple[int, int | str]] = [(0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"[.+]", main)]
-    parts.append((1, "~") if not pre else (0, pre))
-    return tuple(parts)
+    core, _, build = main.partition("+")
+    if pre and "+" in pre:
+        pre, _, build = pre.partition("+")
+    return (_parts(core), 0 if pre else 1, (*_parts(pre), (2, 0, ""), *_parts(build)))
+
+
+def is_prerelease(version: str) -> bool:
+    return "-" in version.partition("+")[0]
 
 
 def _copy_target(src: Path, dest_dir: Path, name: str) -> TargetFile:
@@ -532,6 +600,7 @@ def add_release(
         check_name(name, "a release file")
         if not (release_dir / name).is_file() or (release_dir / name).is_symlink():
             raise BadInputError(f"{release_dir / name}: a release file that is not a regular file")
+    _check_products(products, names, version)
     own = {n for files in products.values() for n in files}
     if not own <= set(names):
         raise BadInputError(f"{release_dir}: lacks the product files {', '.join(sorted(own - set(names)))}")
@@ -547,7 +616,9 @@ def add_release(
         "products": {p: sorted(files) for p, files in sorted(products.items())},
         "shared": sorted(set(names) - own),
     }
-    index["latest"] = max(index["releases"], key=version_key)
+    # The latest is the highest release; a pre-release only when there is nothing else.
+    finals = [v for v in index["releases"] if not is_prerelease(v)] or list(index["releases"])
+    index["latest"] = max(finals, key=version_key)
     index["releases"] = dict(sorted(index["releases"].items(), key=lambda kv: version_key(kv[0])))
     data = json.dumps(index, indent=1, sort_keys=True).encode() + b"\n"
     digest = hashlib.sha256(data).hexdigest()
@@ -558,9 +629,27 @@ def add_release(
     return stage(repo, keys, now, targets_changed=True)
 
 
-def refresh(repo: Repository, keys: Keys, now: datetime) -> Staged:
-    """The daily job: new snapshot and timestamp versions with fresh expiries (the targets unchanged)."""
-    return stage(repo, keys, now, targets_changed=False)
+def _check_products(products: Mapping[str, Sequence[str]], names: Sequence[str], version: str) -> None:
+    """Each product's files are named ``ransomeye-<product>-<version>.*`` and hold its archive; no shared file is."""
+    prefixes = {p: f"ransomeye-{p}-{version}." for p in products}
+    for product, files in products.items():
+        if not any(prefixes[product] + suffix.lstrip(".") in files for suffix in ARCHIVE_SUFFIXES):
+            raise BadInputError(f"the release {version} has no archive of the product {product}")
+        stray = [f for f in files if not f.startswith(prefixes[product])]
+        if stray:
+            raise BadInputError(f"{', '.join(stray)}: not files of the product {product} {version}")
+    for name in set(names) - {f for files in products.values() for f in files}:
+        if name.startswith("ransomeye-") and any(name.startswith(pre) for pre in prefixes.values()):
+            raise BadInputError(f"{name}: a product's file listed as shared")
+
+
+def refresh(repo: Repository, keys: Keys, now: datetime, *, renew_targets: bool = False) -> Staged:
+    """The daily job: new snapshot and timestamp versions with fresh expiries; the targets' too when asked."""
+    return stage(repo, keys, now, targets_changed=renew_targets)
+
+
+def expires_soon(md: Metadata[Any], now: datetime, within: timedelta = RENEW_WITHIN) -> bool:
+    return bool(md.signed.expires - now < within)
 
 
 def rotate_root(repo: Repository, root: Root, keys: Keys, now: datetime) -> Staged:
@@ -579,7 +668,7 @@ def rotate_root(repo: Repository, root: Root, keys: Keys, now: datetime) -> Stag
 
 def replace_key(root: Root, role: str, public: Ed25519PublicKey) -> Root:
     """A copy of ``root`` whose ``role`` (targets, snapshot or timestamp) has only the key ``public``."""
-    new = Root.from_dict(root.to_dict())
+    new = Root.from_dict(copy.deepcopy(root.to_dict()))  # from_dict reuses the key id lists: never share them
     for keyid in list(new.roles[role].keyids):
         new.revoke_key(keyid, role)
     new.add_key(tuf_key(public), role)
@@ -589,7 +678,7 @@ def replace_key(root: Root, role: str, public: Ed25519PublicKey) -> Root:
 def new_root_keys(root: Root, publics: Sequence[Ed25519PublicKey], threshold: int) -> Root:
     """A copy of ``root`` whose root role has exactly the keys ``publics`` and ``threshold``."""
     check_threshold(threshold, len(publics))
-    new = Root.from_dict(root.to_dict())
+    new = Root.from_dict(copy.deepcopy(root.to_dict()))
     for keyid in list(new.roles[Root.type].keyids):
         new.revoke_key(keyid, Root.type)
     for key in publics:
@@ -616,7 +705,7 @@ def prepare(path: Path, keys_dir: Path, release_key: RoleKey, now: datetime) -> 
     snapshot = load_role_key(keys_dir, SNAPSHOT_KEY_ROLE)
     timestamp = load_role_key(keys_dir, TIMESTAMP_KEY_ROLE)
     keys = Keys(targets=release_key, snapshot=snapshot, timestamp=timestamp)
-    if exists(path):
+    if (path / METADATA_DIR).exists() or path.is_symlink():
         repo = load(path, owner)
     elif (keys_dir / DEV_MARKER).exists() and has_private_key(keys_dir, OWNER_ROLE):
         owner_key = load_role_key(keys_dir, OWNER_ROLE)

@@ -146,9 +146,13 @@ def has_private_key(keys_dir: Path, role: str, env: Mapping[str, str] | None = N
 
 
 def load_role_key(
-    keys_dir: Path, role: str, secrets: SecretsHandler | None = None, env: Mapping[str, str] | None = None
+    keys_dir: Path,
+    role: str,
+    secrets: SecretsHandler | None = None,
+    env: Mapping[str, str] | None = None,
+    expect: Ed25519PublicKey | None = None,
 ) -> RoleKey:
-    """The ``role``'s signing key, from its URI, checked against ``keys/<role>.pub``.
+    """The ``role``'s signing key, from its URI, checked against ``keys/<role>.pub`` (or ``expect``: a new key).
 
     Raises :class:`SigningError` (or :class:`BadInputError` for a malformed URI)
     naming the key and how to fix it.
@@ -164,9 +168,15 @@ def load_role_key(
     if scheme == KEYFILE:
         private = _load_key_file(_keyfile_path(keys_dir, uri), role, secrets, os.environ if env is None else env)
         key = RoleKey.from_private(role, private, uri)
-        _check_public(keys_dir, key)
+        if expect is None:
+            _check_public(keys_dir, key)
+        elif key.public != expect:
+            raise SigningError(
+                f"the {role} key at {uri} is not the new key",
+                hint=f"point {uri_variable(role)} at the new private key (keyfile:PATH or hsm:KEYID?label=TOKEN)",
+            )
         return key
-    public = _role_public(keys_dir, role, uri)
+    public = expect or _role_public(keys_dir, role, uri)
     signer = Ed25519HSMSigner.from_priv_key_uri(uri, ssl_key(public), secrets)
     key = RoleKey(role, uri, public, signer)
     key.sign(b"ransomeye: does the token hold the published key?")  # before any work, not at the end

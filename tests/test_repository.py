@@ -198,7 +198,10 @@ def test_an_interrupted_root_rotation_is_repaired_by_the_next_refresh(tmp_path: 
     staged = tuf.rotate_root(repo, rotated, rotation, NOW)
     for file, data in staged.roots:  # the crash lands between the new root and the timestamp
         file.write_bytes(data)
-    repo = tuf.load(path)
+    with pytest.raises(BadInputError, match=r"timestamp.json is signed under root v1, not the newest root v2") as e:
+        tuf.load(path)
+    assert "refresh --after-interrupted-rotation" in (e.value.hint or ""), "only the operator says it was a crash"
+    repo = tuf.load(path, interrupted_rotation=True)
     assert repo.stale == {"timestamp"}, "the timestamp was signed under root v1's key"
     tuf.refresh(repo, tuf.Keys(snapshot=keys.snapshot, timestamp=new_timestamp), NOW).commit()
     repo = tuf.load(path)
@@ -312,7 +315,20 @@ def test_versions_order_as_numbers(parts: list[tuple[int, int, int]]) -> None:
     names = [".".join(map(str, p)) for p in parts]
     assert sorted(names, key=tuf.version_key) == [".".join(map(str, p)) for p in sorted(parts)]
     for name in names:
-        assert tuf.version_key(f"{name}-rc1") < tuf.version_key(name)
+        assert tuf.version_key(f"{name}-rc1") < tuf.version_key(name) < tuf.version_key(f"{name}+5")
+
+
+def test_versions_of_every_kind_compare() -> None:
+    ordered = ["1.0.0-rc1", "1.0.0-rc9", "1.0.0-rc10", "1.0.0", "1.0.0+5", "1.9.2", "1.10.0", "2.0-rc1", "2.0.1"]
+    assert sorted(reversed(ordered), key=tuf.version_key) == ordered
+
+
+def test_the_latest_is_the_highest_release_not_a_pre_release(tmp_path: Path) -> None:
+    keys = make_keys()
+    path = released_repository(tmp_path, keys, ("1.0.0", "1.1.0-rc1"))
+    assert tuf.load(path).index()["latest"] == "1.0.0"
+    only_rc = released_repository(tmp_path / "rc", keys, ("2.0.0-rc1",))
+    assert tuf.load(only_rc).index()["latest"] == "2.0.0-rc1", "a pre-release when there is nothing else"
 
 
 # --- the maintenance commands, as an operator runs them -------------------------------------
@@ -468,3 +484,138 @@ def test_a_release_assembled_elsewhere_is_audited_then_added(released: Repo, tmp
     assert (keys_dir / "root.json").read_bytes() == (path / "metadata" / "1.root.json").read_bytes()
     index = tuf.load(path).index()
     assert set(index["releases"]["1.0.0"]["products"]) == {"core", "agent-linux", "agent-windows", "dpi"}
+
+
+# --- what the adversarial review found ----------------------------------------------------
+
+
+def test_replacing_one_root_key_under_threshold_two_keeps_the_chain_valid(tmp_path: Path) -> None:
+    """The old root's keys are not changed by building the new one (python-tuf's from_dict shares lists)."""
+    keys = make_keys()
+    path = released_repository(tmp_path, keys)
+    owner, second, third = keys.root[0], role_key("root-2"), role_key("root-3")
+    online = {"snapshot": keys.snapshot, "timestamp": keys.timestamp}
+    repo = tuf.load(path)
+    before = list(repo.root.signed.roles["root"].keyids)
+    two = tuf.new_root_keys(repo.root.signed, [owner.public, second.public], 2)
+    assert repo.root.signed.roles["root"].keyids == before, "the old root is left as it was"
+    tuf.rotate_root(repo, two, tuf.Keys(root=[owner, second], **online), NOW).commit()
+    repo = tuf.load(path)
+    swapped = tuf.new_root_keys(repo.root.signed, [owner.public, third.public], 2)
+    with pytest.raises(SigningError, match=r"root v3 needs 2 signature\(s\) of the previous root keys and has 1"):
+        tuf.rotate_root(repo, swapped, tuf.Keys(root=[owner, third], **online), NOW)
+    repo = tuf.load(path)
+    swapped = tuf.new_root_keys(repo.root.signed, [owner.public, third.public], 2)
+    tuf.rotate_root(repo, swapped, tuf.Keys(root=[owner, second, third], **online), NOW).commit()
+    assert versions(path)["root"] == 3, "the chain verifies: v3 signed by two of v2's keys and two of its own"
+
+
+def test_a_new_targets_key_re_signs_the_targets_at_once(tmp_path: Path) -> None:
+    keys = make_keys()
+    path = released_repository(tmp_path, keys)
+    repo = tuf.load(path)
+    new_release = role_key("release")
+    rotated = tuf.replace_key(repo.root.signed, "targets", new_release.public)
+    rotation = tuf.Keys(root=keys.root, targets=new_release, snapshot=keys.snapshot, timestamp=keys.timestamp)
+    tuf.rotate_root(repo, rotated, rotation, NOW).commit()
+    assert versions(path) == {"root": 2, "targets": 2, "snapshot": 2, "timestamp": 2}
+    assert tuf.load(path).stale == set()
+
+
+def test_an_edit_signed_with_retired_keys_is_never_re_signed(tmp_path: Path) -> None:
+    keys = make_keys()
+    path = released_repository(tmp_path, keys)
+    repo = tuf.load(path)
+    new_timestamp = role_key("timestamp")
+    rotated = tuf.replace_key(repo.root.signed, "timestamp", new_timestamp.public)
+    tuf.rotate_root(
+        repo, rotated, tuf.Keys(root=keys.root, snapshot=keys.snapshot, timestamp=new_timestamp), NOW
+    ).commit()
+    # Whoever kept the retired timestamp key signs a timestamp with it, over the published one.
+    forged = tuf.load(path).timestamp
+    forged.signed.version += 5
+    forged.signatures.clear()
+    forged.sign(tuf.RoleSigner(keys.timestamp))  # type: ignore[arg-type]
+    (path / "metadata" / "timestamp.json").write_bytes(forged.to_bytes())
+    with pytest.raises(BadInputError, match=r"timestamp.json is signed under root v1, not the newest root v2"):
+        tuf.load(path, keys.root[0].public)
+
+
+def test_a_timestamp_put_back_to_an_older_one_is_refused(tmp_path: Path) -> None:
+    keys = make_keys()
+    path = released_repository(tmp_path, keys)
+    old = (path / "metadata" / "timestamp.json").read_bytes()
+    for _ in range(2):
+        tuf.refresh(tuf.load(path), keys, NOW).commit()
+    (path / "metadata" / "timestamp.json").write_bytes(old)
+    with pytest.raises(BadInputError, match=r"3.snapshot.json is newer than the published snapshot v1"):
+        tuf.load(path)
+
+
+def test_a_target_file_missing_or_cut_short_is_refused(tmp_path: Path) -> None:
+    keys = make_keys()
+    path = released_repository(tmp_path, keys)
+    archive = next((path / "targets" / "1.0.0").glob("*.ransomeye-core-1.0.0.tar.gz"))
+    archive.write_bytes(archive.read_bytes()[:-1])
+    with pytest.raises(BadInputError, match=r"is not the \d+-byte file its target names"):
+        tuf.load(path)
+    archive.unlink()
+    with pytest.raises(BadInputError, match=r"the target 1.0.0/ransomeye-core-1.0.0.tar.gz has no file"):
+        tuf.load(path)
+
+
+@pytest.mark.parametrize(
+    "products, message",
+    [
+        ({"core": ["ransomeye-dpi-1.0.0.tar.gz"]}, r"no archive of the product core"),
+        ({"core": ["ransomeye-core-1.0.0.tar.gz", "ransomeye-dpi-1.0.0.tar.gz"]}, r"not files of the product core"),
+        ({"core": ["ransomeye-core-1.0.0.tar.gz"]}, r"ransomeye-core-1.0.0.tar.gz.minisig: a product's file listed"),
+    ],
+)
+def test_a_release_whose_products_are_not_their_own_is_refused(
+    tmp_path: Path, products: dict[str, list[str]], message: str
+) -> None:
+    keys = make_keys()
+    repo = new_repository(tmp_path / "repository", keys)
+    fake_release(tmp_path / "out", "1.0.0")
+    with pytest.raises(BadInputError, match=message):
+        tuf.add_release(repo, tmp_path / "out", "1.0.0", products, keys, NOW)
+    assert not (tmp_path / "repository" / "metadata").exists()
+
+
+def test_the_refresh_renews_targets_that_expire_within_a_month(tmp_path: Path) -> None:
+    keys_dir = tmp_path / "keys"
+    ensure_dev_keys(keys_dir)
+    path = tmp_path / "release" / "repository"
+    then = NOW - timedelta(days=340)
+    repo, keys = tuf.prepare(path, keys_dir, load_role_key(keys_dir, "release"), then)
+    tuf.add_release(repo, tmp_path / "o", "1.0.0", fake_release(tmp_path / "o", "1.0.0"), keys, then).commit()
+    proc = run_cli(keys_dir, path, "refresh")
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: root v1 expires on" in proc.stderr
+    repo = tuf.load(path)
+    assert repo.targets.signed.version == 2 and repo.targets.signed.expires - NOW > timedelta(days=364)
+    for p in keys_dir.glob("release.pem"):
+        p.unlink()
+    tuf.refresh(repo, tuf.Keys(targets=keys.targets, snapshot=keys.snapshot, timestamp=keys.timestamp), then,
+                renew_targets=True).commit()  # fmt: skip
+    proc = run_cli(keys_dir, path, "refresh")
+    assert proc.returncode == 7, proc.stderr
+    assert "the release key that renews it is not here" in proc.stderr
+
+
+def test_a_failed_rotation_leaves_the_keys_as_they_were(dev_repository: tuple[Path, Path]) -> None:
+    keys_dir, path = dev_repository
+    before, keys_before = tree(path), tree(keys_dir)
+    proc = run_cli(keys_dir, path, "rotate-key", "timestamp", "--sign-with", "release")
+    assert proc.returncode == 7, proc.stderr
+    assert "needs 1 signature(s) of the previous root keys and has 0" in proc.stderr
+    assert tree(path) == before
+    assert tree(keys_dir) == keys_before
+    for _ in range(2):
+        proc = run_cli(keys_dir, path, "rotate-key", "timestamp")
+        assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in keys_dir.glob("timestamp.retired-*")) == [
+        "timestamp.retired-1.pem", "timestamp.retired-1.pub", "timestamp.retired-2.pem", "timestamp.retired-2.pub"
+    ]  # fmt: skip
+    assert run_cli(keys_dir, path, "refresh").returncode == 0

@@ -37,19 +37,29 @@ if __package__ in (None, ""):
 
     ensure_environment("tuf", "cryptography")
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from release import repository as tuf
+from release.archive import write_bytes_atomic
 from release.audit.checks import audit
 from release.cli import run
-from release.errors import BadInputError, VerificationError
-from release.keys import DEV_MARKER, generate_key, load_public_key, private_key_path, public_key_path
+from release.errors import BadInputError, SigningError, VerificationError
+from release.keys import (
+    DEV_MARKER,
+    load_public_key,
+    private_key_path,
+    public_key_path,
+    public_pem,
+    write_private_key,
+)
 from release.products import load_workspace, repo_root
 from release.signers import RoleKey, has_private_key, load_role_key
 from release.staging import build_lock
 
 PROG = "repository"
 ROOT, TARGETS = "root", "targets"
+# The TUF roles a key can be rotated for, and the project's key role that signs each.
+KEY_ROLE = {TARGETS: tuf.TARGETS_KEY_ROLE, "snapshot": tuf.SNAPSHOT_KEY_ROLE, "timestamp": tuf.TIMESTAMP_KEY_ROLE}
 
 
 def _public(keys_dir: Path, role: str) -> Ed25519PublicKey:
@@ -80,20 +90,19 @@ def _root_signers(ns: argparse.Namespace, old: set[str], new: set[str]) -> list[
     return _signers(ns.keys_dir, [r for r in roles if has_private_key(ns.keys_dir, r)])
 
 
-def _load(ns: argparse.Namespace) -> tuf.Repository:
+def _load(ns: argparse.Namespace, *, interrupted_rotation: bool = False) -> tuf.Repository:
     path = ns.repository
     if not tuf.exists(path):
         raise BadInputError(f"{path}: no TUF repository", hint="the owner creates it: repository.py init")
-    return tuf.load(path, _public(ns.keys_dir, tuf.OWNER_ROLE))
+    return tuf.load(path, _public(ns.keys_dir, tuf.OWNER_ROLE), interrupted_rotation=interrupted_rotation)
 
 
-def _online_keys(ns: argparse.Namespace, repo: tuf.Repository) -> tuf.Keys:
-    keys = tuf.Keys(
-        snapshot=load_role_key(ns.keys_dir, tuf.SNAPSHOT_KEY_ROLE),
-        timestamp=load_role_key(ns.keys_dir, tuf.TIMESTAMP_KEY_ROLE),
-    )
-    if TARGETS in repo.stale:
-        keys.targets = load_role_key(ns.keys_dir, tuf.TARGETS_KEY_ROLE)
+def _online_keys(ns: argparse.Namespace, repo: tuf.Repository, skip: str | None = None) -> tuf.Keys:
+    """The snapshot and timestamp keys (and the release key if the targets are stale), but the role ``skip``'s."""
+    keys = tuf.Keys()
+    for role in ("snapshot", "timestamp") + ((TARGETS,) if TARGETS in repo.stale else ()):
+        if role != skip:
+            setattr(keys, role, load_role_key(ns.keys_dir, KEY_ROLE[role]))
     return keys
 
 
@@ -123,7 +132,7 @@ def _cmd_init(ns: argparse.Namespace) -> int:
     now = tuf.utc_now()
     root = tuf.new_root(
         [_public(ns.keys_dir, r) for r in roles],
-        ns.threshold or 1,
+        1 if ns.threshold is None else ns.threshold,
         _public(ns.keys_dir, tuf.TARGETS_KEY_ROLE),
         _public(ns.keys_dir, tuf.SNAPSHOT_KEY_ROLE),
         _public(ns.keys_dir, tuf.TIMESTAMP_KEY_ROLE),
@@ -162,60 +171,82 @@ def _cmd_add(ns: argparse.Namespace) -> int:
 
 
 def _cmd_refresh(ns: argparse.Namespace) -> int:
-    repo = _load(ns)
+    repo = _load(ns, interrupted_rotation=ns.after_interrupted_rotation)
     if not repo.timestamp.signed.version:
         raise BadInputError(f"{ns.repository}: no release yet, nothing to re-sign", hint="make release")
-    staged = tuf.refresh(repo, _online_keys(ns, repo), tuf.utc_now())
+    now = tuf.utc_now()
+    keys = _online_keys(ns, repo)
+    renew = tuf.expires_soon(repo.targets, now)
+    if renew and keys.targets is None:
+        if not has_private_key(ns.keys_dir, tuf.TARGETS_KEY_ROLE):
+            raise SigningError(
+                f"the targets metadata expires on {repo.targets.signed.expires:%Y-%m-%d}, and the release key that "
+                "renews it is not here",
+                hint="run this refresh once with the release key (keys/release.pem or its token), or release",
+            )
+        keys.targets = load_role_key(ns.keys_dir, tuf.TARGETS_KEY_ROLE)
+    staged = tuf.refresh(repo, keys, now, renew_targets=renew)
     staged.commit()
+    if tuf.expires_soon(repo.root, now):
+        print(
+            f"{PROG}: warning: root v{repo.root.signed.version} expires on {repo.root.signed.expires:%Y-%m-%d}: "
+            "renew it with rotate-root",
+            file=sys.stderr,
+        )
     print(f"{ns.repository}: {repo.describe()}; timestamp expires {repo.timestamp.signed.expires:%Y-%m-%dT%H:%M:%SZ}")
     return 0
 
 
-def _retire(keys_dir: Path, role: str, version: int) -> None:
+def _retire(keys_dir: Path, role: str) -> str:
+    """Rename the role's key files to the first unused ``ROLE.retired-N``: a retired key is never overwritten."""
+    n = 1
+    while any(keys_dir.glob(f"{role}.retired-{n}.*")):
+        n += 1
     for path in (private_key_path(keys_dir, role), public_key_path(keys_dir, role)):
         if path.exists():
-            os.replace(path, path.with_name(f"{role}.retired-{version}{path.suffix}"))
-
-
-KEY_ROLE = {TARGETS: tuf.TARGETS_KEY_ROLE, "snapshot": tuf.SNAPSHOT_KEY_ROLE, "timestamp": tuf.TIMESTAMP_KEY_ROLE}
+            os.link(path, path.with_name(f"{role}.retired-{n}{path.suffix}"))  # fails rather than overwrite
+            path.unlink()
+    return f"{role}.retired-{n}"
 
 
 def _cmd_rotate_key(ns: argparse.Namespace) -> int:
+    """A new key for a role: signed and published first; ``keys/`` changes only once the new root is out."""
     repo = _load(ns)
     root = repo.root.signed
     key_role = KEY_ROLE[ns.role]
+    generated: Ed25519PrivateKey | None = None
     if ns.public:
         public = load_public_key(ns.public)
+        # The new private key: keys/ROLE.pem already replaced, or RANSOMEYE_<ROLE>_KEY_URI (a token, a file).
+        new_key = load_role_key(ns.keys_dir, key_role, expect=public)
     elif (ns.keys_dir / DEV_MARKER).exists() and ns.role != TARGETS:
-        public = None
+        generated = Ed25519PrivateKey.generate()
+        public = generated.public_key()
+        new_key = RoleKey.from_private(key_role, generated, "generated:")
     else:
         raise BadInputError(
             f"rotate-key {ns.role}: say which new key: --public FILE",
-            hint="production keys are made where they live (a token); the release key (targets) is replaced by hand "
-            "first (keys/README.md); development snapshot and timestamp keys are generated here",
+            hint="production keys are made where they live (a token); development snapshot and timestamp keys "
+            "are generated here",
         )
-    if ns.role == TARGETS and _public(ns.keys_dir, key_role) != public:
-        raise BadInputError(
-            f"rotate-key targets: keys/{key_role}.pub is not {ns.public}",
-            hint="install the new release key (its .pem or token, and .pub) first: it signs more than the targets",
-        )
+    if tuf.tuf_key(public).keyid in root.roles[ns.role].keyids:
+        raise BadInputError(f"rotate-key {ns.role}: root v{root.version} names that key already")
     old_ids = set(root.roles[ROOT].keyids)
-    signers = _root_signers(ns, old_ids, old_ids)
-    keys = _online_keys(ns, repo)
-    if public is None:
-        _retire(ns.keys_dir, key_role, root.version)
-        public = generate_key(ns.keys_dir, key_role).public_key()
-    elif _public(ns.keys_dir, key_role) != public:
-        _retire(ns.keys_dir, key_role, root.version)
-        public_key_path(ns.keys_dir, key_role).write_bytes(ns.public.read_bytes())
-    keys = tuf.Keys(
-        root=signers,
-        targets=load_role_key(ns.keys_dir, key_role) if ns.role == TARGETS else keys.targets,
-        snapshot=load_role_key(ns.keys_dir, tuf.SNAPSHOT_KEY_ROLE),
-        timestamp=load_role_key(ns.keys_dir, tuf.TIMESTAMP_KEY_ROLE),
-    )
+    online = _online_keys(ns, repo, skip=ns.role)
+    keys = tuf.Keys(root=_root_signers(ns, old_ids, old_ids), **_rest(online))
+    setattr(keys, ns.role, new_key)
     staged = tuf.rotate_root(repo, tuf.replace_key(root, ns.role, public), keys, tuf.utc_now())
+    if generated is not None:  # written beside the old key before the commit: a crash after it loses no key
+        pending = ns.keys_dir / f".{key_role}.pem.new"
+        pending.unlink(missing_ok=True)
+        write_private_key(pending, generated)
     staged.commit()
+    if _public(ns.keys_dir, key_role) != public:
+        retired = _retire(ns.keys_dir, key_role)
+        write_bytes_atomic(public_key_path(ns.keys_dir, key_role), public_pem(public), f"the {key_role} public key")
+        if generated is not None:
+            os.replace(ns.keys_dir / f".{key_role}.pem.new", private_key_path(ns.keys_dir, key_role))
+        print(f"keys: the old {key_role} key is now {retired}")
     print(f"{ns.repository}: the {ns.role} key is now {tuf.tuf_key(public).keyid[:16]}; {repo.describe()}")
     return 0
 
@@ -238,7 +269,8 @@ def _cmd_rotate_root(ns: argparse.Namespace) -> int:
                 "rotate-root: not every current root key has its public half in keys/",
                 hint="name the new root keys: --root-key ROLE (each keys/ROLE.pub)",
             )
-    new = tuf.new_root_keys(root, publics, ns.threshold or min(role.threshold, len(publics)))
+    threshold = min(role.threshold, len(publics)) if ns.threshold is None else ns.threshold
+    new = tuf.new_root_keys(root, publics, threshold)
     new_ids = {tuf.tuf_key(p).keyid for p in publics}
     signers = _root_signers(ns, old_ids, new_ids)
     if tuf.OWNER_ROLE not in _roles_of(ns.keys_dir, new_ids):
@@ -271,7 +303,15 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser("add", help="add a verified release folder assembled elsewhere (a CI job's)")
         p.add_argument("release", type=Path)
         p.set_defaults(fn=_cmd_add)
-        sub.add_parser("refresh", help="re-sign snapshot and timestamp (daily)").set_defaults(fn=_cmd_refresh)
+        p = sub.add_parser(
+            "refresh", help="re-sign snapshot and timestamp (daily); targets too within 30 days of expiry"
+        )
+        p.add_argument(
+            "--after-interrupted-rotation",
+            action="store_true",
+            help="re-sign what a failed rotate-key or rotate-root left signed under the previous root",
+        )
+        p.set_defaults(fn=_cmd_refresh)
         p = sub.add_parser("rotate-key", help="a new key for the targets, snapshot or timestamp role")
         p.add_argument("role", choices=tuple(KEY_ROLE))
         p.add_argument("--public", type=Path, help="the new public key (default: a new development key)")
@@ -284,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         p.set_defaults(fn=_cmd_rotate_root)
         ns = parser.parse_args(args)
         ns.keys_dir = ns.keys_dir.absolute()
-        release_dir = ns.repository.absolute().parent
+        release_dir = ns.repository.resolve().parent  # the lock the pipeline takes for this repository
         with build_lock(release_dir):
             result: int = ns.fn(ns)
         return result
