@@ -192,6 +192,15 @@ def atomic_file(path: Path) -> Iterator[IO[bytes]]:
         raise
 
 
+def fsync_dir(path: Path) -> None:
+    """Make the entries of the directory ``path`` (a rename into it) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_bytes_atomic(path: Path, data: bytes, what: str) -> ArtifactDigest:
     """Write small ``data`` (a document, not an archive) to ``path`` with :func:`atomic_file`; return its digest.
 

@@ -161,26 +161,29 @@ def refused(what: str, error: Exception) -> VerificationError:
     return VerificationError(f"refused: {what} ({type(error).__name__}: {error})")
 
 
+# What each refusal of the TUF client means, most specific first (the first class that matches).
+REFUSALS: tuple[tuple[type[Exception], str], ...] = (
+    (exceptions.ExpiredMetadataError, "the repository's metadata has expired: a frozen mirror, or one nobody re-signs"),
+    (exceptions.UnsignedMetadataError, "metadata lacks the signatures its role requires (a wrong key, or too few)"),
+    (exceptions.LengthOrHashMismatchError, "a file does not match its signed length and hash: substituted"),
+    (exceptions.DownloadLengthMismatchError, "the mirror sent more data than the signed metadata allows: endless data"),
+    (exceptions.SlowRetrievalError, "the mirror sends too slowly (a slow-retrieval attack, or a bad network)"),
+    (exceptions.RepositoryError, "the repository's metadata is invalid"),
+    (exceptions.DownloadHTTPError, "the mirror lacks a file the signed metadata names"),
+)
+# python-tuf says "Expected ..." for these two only; every other bad version is one older than trusted.
+MIX_AND_MATCH = ("Expected snapshot version", "Expected targets v")
+
+
 def _explain(e: Exception) -> VerificationError | BadInputError:
     """One message per attack the TUF client caught."""
-    if isinstance(e, exceptions.ExpiredMetadataError):
-        return refused("the repository's metadata has expired: a frozen mirror, or one nobody re-signs", e)
     if isinstance(e, exceptions.BadVersionNumberError):
-        if str(e).startswith(("Expected snapshot version", "Expected targets v")):
+        if str(e).startswith(MIX_AND_MATCH):
             return refused("a metadata version is not the one its parent role names: mix-and-match", e)
         return refused("a metadata version is older than one already trusted: rollback", e)
-    if isinstance(e, exceptions.UnsignedMetadataError):
-        return refused("metadata lacks the signatures its role requires (a wrong key, or too few)", e)
-    if isinstance(e, exceptions.LengthOrHashMismatchError):
-        return refused("a file does not match its signed length and hash: substituted", e)
-    if isinstance(e, exceptions.DownloadLengthMismatchError):
-        return refused("the mirror sent more data than the signed metadata allows: endless data", e)
-    if isinstance(e, exceptions.SlowRetrievalError):
-        return refused("the mirror sends too slowly (a slow-retrieval attack, or a bad network)", e)
-    if isinstance(e, exceptions.RepositoryError):
-        return refused("the repository's metadata is invalid", e)
-    if isinstance(e, exceptions.DownloadHTTPError):
-        return refused("the mirror lacks a file the signed metadata names", e)
+    for kind, meaning in REFUSALS:
+        if isinstance(e, kind):
+            return refused(meaning, e)
     if isinstance(e, exceptions.DownloadError | urllib3.exceptions.HTTPError):
         return BadInputError(f"cannot download from the mirror: {e}", hint="check --mirror and the network")
     raise e

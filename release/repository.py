@@ -59,7 +59,7 @@ from tuf.api.metadata import Metadata
 from tuf.api.serialization import DeserializationError
 from tuf.api.serialization.json import JSONSerializer
 
-from release.archive import CHUNK, atomic_file
+from release.archive import CHUNK, atomic_file, fsync_dir
 from release.errors import BadInputError, SigningError, SystemFailure
 from release.keys import DEV_MARKER, load_public_key, public_key_path
 from release.products import Workspace
@@ -466,17 +466,9 @@ class Staged:
             if self.timestamp_bytes:
                 with atomic_file(meta / "timestamp.json") as f:
                     f.write(self.timestamp_bytes)
-            _fsync_dir(meta)
+            fsync_dir(meta)
         except OSError as e:
             raise SystemFailure(f"cannot publish {meta / 'timestamp.json'}: {e.strerror}") from e
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_metadata(path: Path, md: Metadata[Any]) -> bytes:
@@ -526,7 +518,7 @@ def stage(repo: Repository, keys: Keys, now: datetime, *, targets_changed: bool)
     _bump(repo.timestamp, now)
     repo.timestamp.signed.snapshot_meta = _meta_of(repo.snapshot, snap_data)
     _sign(repo.timestamp, [_require(keys.timestamp, root, Timestamp.type)])
-    _fsync_dir(meta)
+    fsync_dir(meta)
     return Staged(repo, roots, repo.timestamp.to_bytes(_PRETTY), written)
 
 
@@ -625,7 +617,7 @@ def add_release(
     with atomic_file(repo.path / TARGETS_DIR / f"{digest}.{INDEX_TARGET}") as f:
         f.write(data)
     targets[INDEX_TARGET] = TargetFile(len(data), {"sha256": digest}, INDEX_TARGET)
-    _fsync_dir(vdir)
+    fsync_dir(vdir)
     return stage(repo, keys, now, targets_changed=True)
 
 

@@ -19,6 +19,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from release.archive import fsync_dir
 from release.errors import BuildBusyError, SystemFailure
 from release.faults import failpoint
 
@@ -94,14 +95,6 @@ def new_staging(release_dir: Path) -> Path:
     return path
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _exchange(a: Path, b: Path) -> bool:
     """Atomically swap two directories; False when the system cannot."""
     libc = ctypes.CDLL(None, use_errno=True)
@@ -129,7 +122,7 @@ def publish(new_dir: Path, artifacts_dir: Path) -> None:
         old = artifacts_dir / keep
         if old.is_file() and not (new_dir / keep).exists():
             shutil.copy2(old, new_dir / keep)
-    _fsync_dir(new_dir)
+    fsync_dir(new_dir)
     failpoint("publish:before-exchange")
     try:
         if not artifacts_dir.exists():
@@ -143,7 +136,7 @@ def publish(new_dir: Path, artifacts_dir: Path) -> None:
             os.rename(aside, new_dir)
     except OSError as e:
         raise SystemFailure(f"cannot publish into {artifacts_dir}: {e.strerror}") from e
-    _fsync_dir(artifacts_dir.parent)
+    fsync_dir(artifacts_dir.parent)
     failpoint("publish:after-exchange")
     if new_dir.exists():
         previous = artifacts_dir.parent / PREVIOUS_DIRNAME

@@ -25,6 +25,7 @@ from release.cli import exit_process, run
 from release.keys import DEV_MARKER
 from release.pipeline import UNSAFE_PREBUILT_DIR, human_size, run_release
 from release.products import Workspace, load_workspace, repo_root
+from release.repository import REPOSITORY_DIRNAME, TRUSTED_ROOT_NAME
 from release.sandbox import find_sandbox
 
 
@@ -38,6 +39,12 @@ def _summary(ws: Workspace, artifacts_dir: Path, keys_dir: Path) -> str:
     lines.append(
         f"Verify: cd {artifacts_dir} && in-toto-verify --layout {LAYOUT_NAME} --verification-keys {keys_dir}/owner.pub"
     )
+    repository = artifacts_dir.parent / REPOSITORY_DIRNAME
+    if (repository / "metadata" / "timestamp.json").exists() and (keys_dir / TRUSTED_ROOT_NAME).exists():
+        lines.append(
+            f"Fetch:  python3 release/fetch.py --root {keys_dir / TRUSTED_ROOT_NAME} "
+            f"--mirror file://{repository} --product core"
+        )
     if (keys_dir / DEV_MARKER).exists():
         bar = "!" * 72
         lines += [bar, "!! Signed with DEVELOPMENT keys: for testing only, never for customers.", bar]
