@@ -21,7 +21,8 @@ def copy_worktree(dest: Path, root: Path = ROOT) -> Path:
         if d == root / "release" / "artifacts":
             skip |= {n for n in names if n != ".gitkeep"}
         if d == root / "release":
-            skip |= {"repository", "audit.json", "audit.html", "rebuild-report"} & set(names)  # outputs of a release
+            outputs = {"repository", ".repository-published.json", "audit.json", "audit.html", "rebuild-report"}
+            skip |= outputs & set(names)  # a release's outputs
         return skip
 
     shutil.copytree(root, dest, ignore=ignore, symlinks=True)

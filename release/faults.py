@@ -11,6 +11,8 @@ crash or power loss would), ``interrupt`` (SIGINT, as Ctrl-C would) or
 * ``sign:<file>``: before the signature of a file is written;
 * ``checksums:written``: after ``SHA256SUMS`` is written, before it is signed;
 * ``repository:staged``: the TUF repository's new versions are written, its timestamp not yet;
+* ``repository:roots-written``: a rotation's new root is written, the timestamp not yet;
+* ``repository:rotated``: ``repository.py rotate-key`` published the new root, ``keys/`` not yet changed;
 * ``publish:before-exchange``, ``publish:after-exchange``: around the swap (the
   TUF repository's timestamp is replaced right after it).
 

@@ -143,13 +143,17 @@ def default_state(root_bytes: bytes) -> Path:
 
 
 def _mirror_urls(mirror: str) -> tuple[str, str, FetcherInterface]:
-    url = parse.urlparse(mirror)
+    try:
+        url = parse.urlparse(mirror)
+        url.port  # noqa: B018 - parsing the port is what refuses a malformed host
+    except ValueError as e:
+        raise BadInputError(f"--mirror {mirror!r}: not a mirror URL ({e})") from e
     if url.scheme not in ("file", "http", "https") or (url.scheme != "file" and not url.netloc):
         raise BadInputError(
             f"--mirror {mirror!r}: not a mirror URL", hint="give file:///path/to/repository or https://host/path"
         )
     base = mirror.rstrip("/")
-    if url.scheme == "file" and not Path(parse.unquote(url.path)).is_dir():
+    if url.scheme == "file" and not (url.path and (Path(parse.unquote(url.path)) / "metadata").is_dir()):
         raise BadInputError(
             f"--mirror {mirror}: no such folder", hint="give the folder that holds metadata/ and targets/"
         )
@@ -224,7 +228,23 @@ def _updater(ns: argparse.Namespace, target_dir: Path | None) -> tuple[Updater, 
         raise BadInputError(f"--root {ns.root}: not a TUF root ({e})", hint="give the root.json of the keys") from e
     with _tuf_errors():
         updater.refresh()
+    if cached:
+        _check_walked(ns.root, root_bytes, state)
     return updater, state
+
+
+def _check_walked(root: str, root_bytes: bytes, state: Path) -> None:
+    """A root given newer than the state had seen must be the one the client walked to, byte for byte."""
+    version = int(json.loads(root_bytes)["signed"]["version"])
+    try:
+        seen = (state / "root_history" / f"{version}.root.json").read_bytes()
+    except OSError:
+        seen = None
+    if seen != root_bytes:
+        raise BadInputError(
+            f"--state {state}: its trusted metadata comes from another root than {root}",
+            hint="give the state folder of this repository, or a new one (a new one forgets the versions seen)",
+        )
 
 
 def _check_state(root: str, root_bytes: bytes, state: Path) -> None:
@@ -235,7 +255,7 @@ def _check_state(root: str, root_bytes: bytes, state: Path) -> None:
     except (ValueError, KeyError, TypeError) as e:
         raise BadInputError(f"--root {root}: not a TUF root ({e})", hint="give the root.json of the keys") from e
     except OSError:
-        seen = None
+        return  # a root newer than the state has seen: checked once the client has walked to it (_check_walked)
     if seen != root_bytes:
         raise BadInputError(
             f"--state {state}: its trusted metadata comes from another root than {root}",
@@ -320,21 +340,27 @@ def _check_links(folder: Path) -> None:
                 raise VerificationError(f"refused: {path.name} is not an in-toto link")
 
 
-def _layout_key(ns: argparse.Namespace, state: Path, work: Path, layout: Path) -> Path:
-    """The owner's key: ``--layout-key``, or the one root key of the trusted root that signed the layout."""
+def _layout_key(ns: argparse.Namespace, state: Path, work: Path) -> Path:
+    """The owner's key that signed the layout.
+
+    ``--layout-key``; else ``owner.pub`` beside the ``--root`` file (the
+    project's keys come together); else the trusted root's key when it has one
+    root key (the owner's). A root of several keys never stands for the owner:
+    any one of them could have signed a layout.
+    """
     if ns.layout_key:
-        return Path(ns.layout_key).resolve()
+        path = Path(ns.layout_key).resolve()
+        if not path.is_file():
+            raise BadInputError(f"--layout-key {ns.layout_key}: no such file", hint="give the owner's owner.pub")
+        return path
+    beside = Path(ns.root).resolve().parent / "owner.pub"
+    if beside.is_file():
+        return beside
     root = json.loads((state / "root.json").read_bytes())["signed"]
     keyids = root["roles"]["root"]["keyids"]
-    if len(keyids) > 1:
-        try:
-            signers = {s.get("keyid") for s in json.loads(layout.read_bytes())["signatures"]}
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise VerificationError(f"refused: root.layout is not a signed layout ({e})") from e
-        keyids = [k for k in keyids if k in signers]
     if len(keyids) != 1:
         raise BadInputError(
-            f"{len(keyids)} of the repository's root keys signed the layout: which one is the owner's?",
+            f"the repository's root has {len(keyids)} root keys, and no owner.pub is beside {ns.root}",
             hint="give the owner's key: --layout-key /path/to/ransomeye-keys/owner.pub",
         )
     key = root["keys"][keyids[0]]
@@ -406,7 +432,7 @@ def fetch(ns: argparse.Namespace) -> int:
             meta = name.lower().endswith((".link", ".layout"))
             _download(updater, f"{version}/{name}", folder / name, MAX_META_FILE_BYTES if meta else MAX_FILE_BYTES)
         _check_links(folder)
-        _verify(folder, _layout_key(ns, state, work, folder / "root.layout"))
+        _verify(folder, _layout_key(ns, state, work))
         os.rename(folder, _check_out(out))
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -442,6 +468,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _terminated(signum: int, frame: object) -> None:
+    print(f"{PROG}: terminated ({signal.Signals(signum).name}); nothing was kept", file=sys.stderr)
     raise SystemExit(128 + signum)  # unwinds through the clean-up: no unverified file is left behind
 
 

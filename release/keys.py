@@ -90,12 +90,9 @@ def _write_private(path: Path, data: bytes) -> None:
         f.write(data)
 
 
-def write_private_key(path: Path, key: Ed25519PrivateKey) -> None:
-    """Write ``key`` unencrypted (a development key) to the new file ``path``, mode 0600."""
-    _write_private(
-        path,
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
-    )
+def pending_role(role: str) -> str:
+    """The file role of a new key of ``role`` that is not in use yet (``keys/.ROLE.new.pem``, ``.pub``)."""
+    return f".{role}.new"
 
 
 def generate_key(keys_dir: Path, role: str, passphrase: bytes | None = None) -> Ed25519PrivateKey:

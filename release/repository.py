@@ -61,6 +61,7 @@ from tuf.api.serialization.json import JSONSerializer
 
 from release.archive import CHUNK, atomic_file, fsync_dir
 from release.errors import BadInputError, SigningError, SystemFailure
+from release.faults import failpoint
 from release.keys import DEV_MARKER, load_public_key, public_key_path
 from release.products import Workspace
 from release.signers import RoleKey, has_private_key, load_role_key, ssl_key
@@ -231,8 +232,8 @@ def load(path: Path, owner: Ed25519PublicKey | None = None, *, interrupted_rotat
     never extended with this project's keys.
 
     ``interrupted_rotation``: accept what a root rotation interrupted between
-    its new root and its timestamp leaves — a timestamp (and snapshot and
-    targets) signed under the root just before the newest, which the next
+    its new root and its timestamp leaves — roles whose key the newest root
+    changed, still signed under the root just before it, which the next
     change re-signs (*stale* roles). Only the operator who knows that a
     rotation failed asks for it (``repository.py refresh
     --after-interrupted-rotation``): whoever holds retired keys and can write
@@ -262,8 +263,6 @@ def load(path: Path, owner: Ed25519PublicKey | None = None, *, interrupted_rotat
     ts_data = _read_bounded(meta / "timestamp.json", MAX_METADATA_BYTES, "the timestamp metadata")
     timestamp = _parse(ts_data, Timestamp.type, meta / "timestamp.json")
     stale = _check_by_chain(roots, Timestamp.type, timestamp, "timestamp.json", path, interrupted_rotation)
-    # Only a stale timestamp (the last file of a change) shows an interrupted rotation.
-    interrupted_rotation = bool(stale)
     snap_meta = timestamp.signed.snapshot_meta
     snap_file = meta / f"{snap_meta.version}.snapshot.json"
     snap_data = _read_bounded(snap_file, MAX_METADATA_BYTES, "the snapshot metadata")
@@ -280,7 +279,43 @@ def load(path: Path, owner: Ed25519PublicKey | None = None, *, interrupted_rotat
     stale |= _check_by_chain(roots, Targets.type, targets, targets_file.name, path, interrupted_rotation)
     _check_leftovers(meta, snapshot.signed.version, targets.signed.version, path)
     _check_target_files(path, targets.signed)
-    return Repository(path, roots, targets, snapshot, timestamp, stale)
+    repo = Repository(path, roots, targets, snapshot, timestamp, stale)
+    _check_not_behind(repo)
+    return repo
+
+
+def published_record(path: Path) -> Path:
+    """Where the newest versions this machine published are recorded: beside the repository, outside it."""
+    return path.parent / f".{path.name}-published.json"
+
+
+def record_published(repo: Repository) -> None:
+    versions = {md.signed.type: md.signed.version for md in (repo.root, repo.targets, repo.snapshot, repo.timestamp)}
+    with atomic_file(published_record(repo.path)) as f:
+        f.write(json.dumps(versions, sort_keys=True).encode() + b"\n")
+
+
+def _check_not_behind(repo: Repository) -> None:
+    """Refuse a repository older than what this machine published (restored from a copy that lags)."""
+    record = published_record(repo.path)
+    if not record.exists():
+        return
+    try:
+        published = json.loads(_read_bounded(record, 4096, "the record of what was published"))
+        behind = [
+            f"{md.signed.type} v{md.signed.version} < v{published[md.signed.type]}"
+            for md in (repo.root, repo.targets, repo.snapshot, repo.timestamp)
+            if md.signed.version < int(published[md.signed.type])
+        ]
+    except (ValueError, KeyError, TypeError) as e:
+        raise _corrupt(repo.path, f"{record.name} is not a record of published versions ({e})") from e
+    if behind:
+        raise _corrupt(
+            repo.path,
+            f"older than what was published from here ({', '.join(behind)})",
+            f"copy back the newest published repository (a mirror with timestamp v{published['timestamp']} or "
+            f"newer); if this older one must be served, remove {record} knowing that clients refuse it as a rollback",
+        )
 
 
 def _check_leftovers(meta: Path, snapshot: int, targets: int, path: Path) -> None:
@@ -463,10 +498,14 @@ class Staged:
             for path, data in self.roots:
                 with atomic_file(path) as f:
                     f.write(data)
+            if self.roots:
+                failpoint("repository:roots-written")
             if self.timestamp_bytes:
                 with atomic_file(meta / "timestamp.json") as f:
                     f.write(self.timestamp_bytes)
             fsync_dir(meta)
+            if self.timestamp_bytes:
+                record_published(self.repository)
         except OSError as e:
             raise SystemFailure(f"cannot publish {meta / 'timestamp.json'}: {e.strerror}") from e
 
@@ -529,7 +568,7 @@ def check_name(name: str, what: str) -> str:
 
 
 def check_version(version: str) -> str:
-    if not _VERSION.fullmatch(version):
+    if not _VERSION.fullmatch(version) or re.search(r"(^|\.)0\d", version.partition("-")[0].partition("+")[0]):
         raise BadInputError(f"{version!r}: not a release version (digits first, then letters, digits, . + -)")
     return version
 
@@ -540,16 +579,18 @@ def _parts(text: str) -> tuple[tuple[int, int, str], ...]:
     return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in pieces)
 
 
-def version_key(version: str) -> tuple[tuple[tuple[int, int, str], ...], int, tuple[tuple[int, int, str], ...]]:
+VersionKey = tuple[tuple[tuple[int, int, str], ...], int, tuple[tuple[int, int, str], ...], str]
+
+
+def version_key(version: str) -> VersionKey:
     """Order versions as people do: 1.10.0 after 1.9.2; a pre-release (1.0.0-rc1) before its release.
 
     Build metadata (``+...``) orders after the release it is of.
     """
-    main, _, pre = version.partition("-")
-    core, _, build = main.partition("+")
-    if pre and "+" in pre:
-        pre, _, build = pre.partition("+")
-    return (_parts(core), 0 if pre else 1, (*_parts(pre), (2, 0, ""), *_parts(build)))
+    main, _, build = version.partition("+")
+    core, _, pre = main.partition("-")
+    # The text itself last: two spellings that compare equal otherwise still have one order.
+    return (_parts(core), 0 if pre else 1, (*_parts(pre), (2, 0, ""), *_parts(build)), version)
 
 
 def is_prerelease(version: str) -> bool:
@@ -604,15 +645,16 @@ def add_release(
         info = _copy_target(release_dir / name, vdir, name)
         targets[info.path] = info
     index = repo.index()
-    index["releases"][version] = {
+    releases = dict(index["releases"])
+    releases[version] = {
         "products": {p: sorted(files) for p, files in sorted(products.items())},
         "shared": sorted(set(names) - own),
     }
     # The latest is the highest release; a pre-release only when there is nothing else.
-    finals = [v for v in index["releases"] if not is_prerelease(v)] or list(index["releases"])
-    index["latest"] = max(finals, key=version_key)
-    index["releases"] = dict(sorted(index["releases"].items(), key=lambda kv: version_key(kv[0])))
-    data = json.dumps(index, indent=1, sort_keys=True).encode() + b"\n"
+    finals = [v for v in releases if not is_prerelease(v)] or list(releases)
+    ordered = {v: releases[v] for v in sorted(releases, key=version_key)}  # the index lists them oldest first
+    index = {"format": INDEX_FORMAT, "latest": max(finals, key=version_key), "releases": ordered}
+    data = json.dumps(index, indent=1).encode() + b"\n"
     digest = hashlib.sha256(data).hexdigest()
     with atomic_file(repo.path / TARGETS_DIR / f"{digest}.{INDEX_TARGET}") as f:
         f.write(data)
@@ -656,6 +698,12 @@ def rotate_root(repo: Repository, root: Root, keys: Keys, now: datetime) -> Stag
     repo.new_roots += 1
     targets_changed = _public_of(root, Targets.type) != _public_of(previous, Targets.type)
     return stage(repo, keys, now, targets_changed=targets_changed)
+
+
+def role_public(root: Root, role: str) -> Ed25519PublicKey:
+    """The one Ed25519 key ``root`` names for ``role`` (targets, snapshot, timestamp)."""
+    (keyid,) = root.roles[role].keyids
+    return Ed25519PublicKey.from_public_bytes(bytes.fromhex(root.keys[keyid].keyval["public"]))
 
 
 def replace_key(root: Root, role: str, public: Ed25519PublicKey) -> Root:

@@ -183,6 +183,15 @@ def load_role_key(
     return key
 
 
+def key_file_public(path: Path) -> Ed25519PublicKey | None:
+    """The public half of the unencrypted Ed25519 key file ``path``; None when it is missing, encrypted or other."""
+    try:
+        private = serialization.load_pem_private_key(_read_key_file(path, "that"), password=None)
+    except (SigningError, ValueError, TypeError, UnsupportedAlgorithm):
+        return None
+    return private.public_key() if isinstance(private, Ed25519PrivateKey) else None
+
+
 def _keyfile_path(keys_dir: Path, uri: str) -> Path:
     path = Path(parse.unquote(parse.urlparse(uri).path))
     return path if path.is_absolute() else keys_dir / path

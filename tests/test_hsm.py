@@ -24,8 +24,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pkcs11.util.ec import encode_named_curve_parameters
 
+from release import repository as tuf
 from release.errors import BadInputError, SigningError
-from release.keys import DEV_MARKER, ROLES, generate_key
+from release.keys import DEV_MARKER, ROLES, TUF_ONLINE_ROLES, generate_key, load_public_key
 from release.signers import SOFTHSM_MODULE, load_role_key, pin_variable, uri_variable
 from tests.conftest import Repo, make_repo, release_env
 from tests.forge import verify
@@ -34,7 +35,8 @@ PIN = "2468-test-pin"
 LABEL = "ransomeye-test"
 ED25519_OID = "1.3.101.112"
 SIGNER = ["release", "builder", "signer.py"]
-KEY_IDS = {"owner": 1, "build": 2, "release": 3, "gates": 4, "package": 5}
+# Every role's key on the token, the TUF repository's online keys (snapshot, timestamp) included.
+KEY_IDS = {"owner": 1, "build": 2, "release": 3, "gates": 4, "package": 5, "snapshot": 6, "timestamp": 7}
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,7 @@ def _token_repo(root: Path, token: Token) -> Repo:
         if p.name not in (".gitignore", "README.md") and not p.is_dir() and not p.name.startswith("codesign"):
             p.unlink()
     (repo.keys / DEV_MARKER).write_text("development keys on a test token\n")
-    for role in ROLES:
+    for role in ROLES + TUF_ONLINE_ROLES:
         proc = _signer(repo, "import-public", "--role", role, env=token.env())
         assert proc.returncode == 0, proc.stderr
     return repo
@@ -122,7 +124,7 @@ def test_import_public_writes_the_token_keys(token_release: Repo) -> None:
     # No role's private key file anywhere (the code-signing key and its certificates are files still: codesign*).
     assert not [n for n in names if n.endswith(".pem") and not n.startswith("codesign")], "no private key file"
     assert "release.asc" in names and "release.gpg" in names  # the OpenPGP forms, self-signed on the token
-    for role in ROLES:
+    for role in ROLES + TUF_ONLINE_ROLES:
         assert (token_release.keys / f"{role}.pub").read_bytes().startswith(b"-----BEGIN PUBLIC KEY-----")
     assert "release.minisign.pub" in names
 
@@ -131,6 +133,11 @@ def test_a_release_signed_on_the_token_verifies_with_stock_tools(token_release: 
     download = shutil.copytree(token_release.artifacts, tmp_path / "download")
     proc = verify(download, token_release.keys / "owner.pub")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # The TUF repository's root (the owner), targets (release), snapshot and timestamp: signed on the token too.
+    published = tuf.load(tuf.repository_dir(token_release.root), load_public_key(token_release.keys / "owner.pub"))
+    assert published.timestamp.signed.version == 1
+    for role in ("snapshot", "timestamp"):
+        assert tuf.role_public(published.root.signed, role) == load_public_key(token_release.keys / f"{role}.pub")
     for archive in sorted(download.glob("*.tar.gz")) + sorted(download.glob("*.zip")):
         mini = subprocess.run(
             ["minisign", "-V", "-p", str(token_release.keys / "release.minisign.pub"), "-m", str(archive)],

@@ -96,7 +96,7 @@ def test_each_release_advances_every_version_and_keeps_the_earlier_ones(tmp_path
     assert versions(path) == {"root": 1, "targets": 3, "snapshot": 3, "timestamp": 3}
     repo = tuf.load(path, keys.root[0].public)
     index = repo.index()
-    assert sorted(index["releases"], key=tuf.version_key) == ["1.0.0", "1.9.2", "1.10.0"]
+    assert list(index["releases"]) == ["1.0.0", "1.9.2", "1.10.0"], "oldest first, as versions order"
     assert index["latest"] == "1.10.0", "the highest version, not the last released"
     assert index["releases"]["1.9.2"]["products"]["dpi"] == ["ransomeye-dpi-1.9.2.tar.gz"]
     assert index["releases"]["1.9.2"]["shared"] == sorted(SHARED)
@@ -319,8 +319,15 @@ def test_versions_order_as_numbers(parts: list[tuple[int, int, int]]) -> None:
 
 
 def test_versions_of_every_kind_compare() -> None:
-    ordered = ["1.0.0-rc1", "1.0.0-rc9", "1.0.0-rc10", "1.0.0", "1.0.0+5", "1.9.2", "1.10.0", "2.0-rc1", "2.0.1"]
+    ordered = ["1.0.0-rc1", "1.0.0-rc9", "1.0.0-rc10", "1.0.0", "1.0.0+5", "1.0.0+build.5-x", "1.9.2", "1.10.0",
+               "2.0-rc1", "2.0.1"]  # fmt: skip
     assert sorted(reversed(ordered), key=tuf.version_key) == ordered
+    assert not tuf.is_prerelease("1.0.0+build.5-x")
+    assert sorted(["1.0.0-rc.1", "1.0.0-rc1"], key=tuf.version_key) == sorted(["1.0.0-rc1", "1.0.0-rc.1"],
+                                                                             key=tuf.version_key)  # fmt: skip
+    for bad in ("01.2", "1.02.0", "../1", ""):
+        with pytest.raises(BadInputError, match="not a release version"):
+            tuf.check_version(bad)
 
 
 def test_the_latest_is_the_highest_release_not_a_pre_release(tmp_path: Path) -> None:
@@ -334,11 +341,13 @@ def test_the_latest_is_the_highest_release_not_a_pre_release(tmp_path: Path) -> 
 # --- the maintenance commands, as an operator runs them -------------------------------------
 
 
-def run_cli(keys_dir: Path, repository: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    keys_dir: Path, repository: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(ROOT / "release" / "builder" / "repository.py"), "--keys-dir", str(keys_dir),
          "--repository", str(repository), *args],
-        env=release_env(), capture_output=True, text=True, timeout=120, check=False,
+        env=release_env(env), capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
 
 
@@ -428,10 +437,13 @@ def test_two_consecutive_releases_advance_the_repository(released: Repo, tmp_pat
     shutil.copytree(released.root, copy.root, symlinks=True)
     path = copy.root / "release" / "repository"
     first = tuf.load(path, load_public_key(copy.keys / "owner.pub"))
-    assert versions(path) == {"root": 1, "targets": 1, "snapshot": 1, "timestamp": 1}
+    v = versions(path)  # (other tests release the session's release again: its versions are what they are)
     proc = copy.build()
     assert proc.returncode == 0, proc.stderr
-    assert "TUF repository release/repository/: root v1, targets v2, snapshot v2, timestamp v2" in proc.stdout
+    after = {role: n + (role != "root") for role, n in v.items()}
+    advanced = ", ".join(f"{role} v{n}" for role, n in after.items())
+    assert f"TUF repository release/repository/: {advanced}" in proc.stdout
+    assert versions(path) == after
     second = tuf.load(path, load_public_key(copy.keys / "owner.pub"))
     archives = [t for t in second.targets.signed.targets if t.endswith((".tar.gz", ".zip"))]
     assert len(archives) == 4
@@ -452,7 +464,9 @@ def test_a_refused_repository_stops_the_release_before_any_work(released: Repo, 
     copy = Repo(tmp_path / "ransomeye")
     shutil.copytree(released.root, copy.root, symlinks=True)
     ts = copy.root / "release" / "repository" / "metadata" / "timestamp.json"
-    ts.write_bytes(ts.read_bytes().replace(b'"version": 1', b'"version": 9'))
+    edited = json.loads(ts.read_bytes())
+    edited["signed"]["version"] += 5
+    ts.write_text(json.dumps(edited))
     before = copy.artifact_state()
     proc = copy.build()
     assert proc.returncode == 2, proc.stderr
@@ -611,7 +625,10 @@ def test_a_failed_rotation_leaves_the_keys_as_they_were(dev_repository: tuple[Pa
     assert proc.returncode == 7, proc.stderr
     assert "needs 1 signature(s) of the previous root keys and has 0" in proc.stderr
     assert tree(path) == before
-    assert tree(keys_dir) == keys_before
+    after = tree(keys_dir)
+    pending = {k: v for k, v in after.items() if k.startswith(".timestamp.new.")}
+    assert sorted(pending) == [".timestamp.new.pem", ".timestamp.new.pub"], "the new key waits, unused"
+    assert {k: v for k, v in after.items() if k not in pending} == keys_before, "the role's files are untouched"
     for _ in range(2):
         proc = run_cli(keys_dir, path, "rotate-key", "timestamp")
         assert proc.returncode == 0, proc.stderr
@@ -619,3 +636,84 @@ def test_a_failed_rotation_leaves_the_keys_as_they_were(dev_repository: tuple[Pa
         "timestamp.retired-1.pem", "timestamp.retired-1.pub", "timestamp.retired-2.pem", "timestamp.retired-2.pub"
     ]  # fmt: skip
     assert run_cli(keys_dir, path, "refresh").returncode == 0
+
+
+# --- the second review: recovering from every interrupted step --------------------------------
+
+FAIL = "RANSOMEYE_FAILPOINT"
+
+
+@pytest.mark.parametrize("role", ["snapshot", "timestamp"])
+def test_a_rotation_interrupted_before_its_timestamp_is_finished_by_the_flagged_refresh(
+    dev_repository: tuple[Path, Path], role: str
+) -> None:
+    keys_dir, path = dev_repository
+    proc = run_cli(keys_dir, path, "rotate-key", role, env={FAIL: "repository:roots-written"})
+    assert proc.returncode == 9, proc.stderr
+    assert (path / "metadata" / "2.root.json").exists() and (keys_dir / f".{role}.new.pem").exists()
+    proc = run_cli(keys_dir, path, "refresh")
+    assert proc.returncode == 2 and "refresh --after-interrupted-rotation" in proc.stderr, proc.stderr
+    proc = run_cli(keys_dir, path, "status")
+    assert proc.returncode == 0 and f"(an interrupted rotation): {role}" in proc.stdout, proc.stdout + proc.stderr
+    proc = run_cli(keys_dir, path, "refresh", "--after-interrupted-rotation")
+    assert proc.returncode == 0, proc.stderr
+    assert f"keys: the old {role} key is now {role}.retired-1" in proc.stdout
+    assert not list(keys_dir.glob(f".{role}.new.*")), "the new key took its place in keys/"
+    repo = tuf.load(path)
+    assert repo.stale == set()
+    assert load_role_key(keys_dir, role).public == tuf.role_public(repo.root.signed, role)
+    assert run_cli(keys_dir, path, "refresh").returncode == 0
+
+
+def test_a_rotation_interrupted_after_its_commit_is_finished_by_running_it_again(
+    dev_repository: tuple[Path, Path],
+) -> None:
+    keys_dir, path = dev_repository
+    proc = run_cli(keys_dir, path, "rotate-key", "timestamp", env={FAIL: "repository:rotated"})
+    assert proc.returncode == 9, proc.stderr
+    assert tuf.load(path).root.signed.version == 2
+    assert run_cli(keys_dir, path, "refresh").returncode == 7, "keys/ still holds the old key"
+    proc = run_cli(keys_dir, path, "rotate-key", "timestamp")
+    assert proc.returncode == 0, proc.stderr
+    assert tuf.load(path).root.signed.version == 2, "no second rotation: the published one is finished"
+    assert run_cli(keys_dir, path, "refresh").returncode == 0
+
+
+def test_a_new_key_put_in_place_by_hand_is_kept(dev_repository: tuple[Path, Path], tmp_path: Path) -> None:
+    keys_dir, path = dev_repository
+    generate_key(tmp_path / "new", "timestamp")
+    (keys_dir / "timestamp.pem").unlink()
+    shutil.copy(tmp_path / "new" / "timestamp.pem", keys_dir / "timestamp.pem")
+    proc = run_cli(keys_dir, path, "rotate-key", "timestamp", "--public", str(tmp_path / "new" / "timestamp.pub"))
+    assert proc.returncode == 0, proc.stderr
+    assert (keys_dir / "timestamp.pem").read_bytes() == (tmp_path / "new" / "timestamp.pem").read_bytes()
+    assert (keys_dir / "timestamp.pub").read_bytes() == (tmp_path / "new" / "timestamp.pub").read_bytes()
+    assert not (keys_dir / "timestamp.retired-1.pem").exists(), "only the old public half is retired"
+    assert run_cli(keys_dir, path, "refresh").returncode == 0
+
+
+def test_a_new_key_on_its_own_uri(dev_repository: tuple[Path, Path], tmp_path: Path) -> None:
+    keys_dir, path = dev_repository
+    generate_key(tmp_path / "token", "snapshot")
+    env = {"RANSOMEYE_SNAPSHOT_KEY_URI": f"keyfile:{tmp_path / 'token' / 'snapshot.pem'}"}
+    proc = run_cli(keys_dir, path, "rotate-key", "snapshot", "--public", str(tmp_path / "token" / "snapshot.pub"),
+                   env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert (keys_dir / "snapshot.pub").read_bytes() == (tmp_path / "token" / "snapshot.pub").read_bytes()
+    assert run_cli(keys_dir, path, "refresh", env=env).returncode == 0
+    assert run_cli(keys_dir, path, "refresh").returncode == 7, "the old key file no longer matches"
+
+
+def test_a_repository_restored_from_a_lagging_copy_is_refused(
+    dev_repository: tuple[Path, Path], tmp_path: Path
+) -> None:
+    keys_dir, path = dev_repository
+    lagging = tmp_path / "lagging"
+    shutil.copytree(path, lagging)
+    assert run_cli(keys_dir, path, "refresh").returncode == 0
+    shutil.rmtree(path)
+    shutil.copytree(lagging, path)
+    proc = run_cli(keys_dir, path, "refresh")
+    assert proc.returncode == 2, proc.stderr
+    assert "older than what was published from here (snapshot v1 < v2, timestamp v1 < v2)" in proc.stderr
+    assert "a mirror with timestamp v2 or newer" in proc.stderr

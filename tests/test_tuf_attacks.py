@@ -92,10 +92,20 @@ class Honest:
 
 @pytest.fixture(scope="module")
 def honest(released: Repo, tmp_path_factory: pytest.TempPathFactory) -> Honest:
+    """A new repository holding the session's release, at version 1 of every role.
+
+    Made here, not copied: other tests re-release ``released`` and so advance its repository.
+    """
     base = tmp_path_factory.mktemp("honest")
-    shutil.copytree(tuf.repository_dir(released.root), base / "repository")
-    shutil.copytree(released.keys, base / "keys")
-    return Honest(base / "repository", base / "keys")
+    keys = shutil.copytree(released.keys, base / "keys")
+    (keys / tuf.TRUSTED_ROOT_NAME).unlink(missing_ok=True)
+    now = tuf.utc_now()
+    repo, signers = tuf.prepare(base / "repository", keys, load_role_key(keys, "release"), now)
+    names = sorted(p.name for p in released.artifacts.iterdir() if not p.name.startswith("."))
+    products = tuf.product_files(released.ws, names)
+    tuf.add_release(repo, released.artifacts, released.ws.version, products, signers, now).commit()
+    tuf.publish_trusted_root(keys, repo)
+    return Honest(base / "repository", keys)
 
 
 @pytest.fixture(scope="module")

@@ -37,23 +37,26 @@ if __package__ in (None, ""):
 
     ensure_environment("tuf", "cryptography")
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from tuf.api.metadata import Root
 
 from release import repository as tuf
 from release.archive import write_bytes_atomic
 from release.audit.checks import audit
 from release.cli import run
 from release.errors import BadInputError, SigningError, VerificationError
+from release.faults import failpoint
 from release.keys import (
     DEV_MARKER,
+    generate_key,
     load_public_key,
+    pending_role,
     private_key_path,
     public_key_path,
     public_pem,
-    write_private_key,
 )
 from release.products import load_workspace, repo_root
-from release.signers import RoleKey, has_private_key, load_role_key
+from release.signers import RoleKey, has_private_key, key_file_public, load_role_key
 from release.staging import build_lock
 
 PROG = "repository"
@@ -97,17 +100,33 @@ def _load(ns: argparse.Namespace, *, interrupted_rotation: bool = False) -> tuf.
     return tuf.load(path, _public(ns.keys_dir, tuf.OWNER_ROLE), interrupted_rotation=interrupted_rotation)
 
 
-def _online_keys(ns: argparse.Namespace, repo: tuf.Repository, skip: str | None = None) -> tuf.Keys:
-    """The snapshot and timestamp keys (and the release key if the targets are stale), but the role ``skip``'s."""
+def _online_keys(ns: argparse.Namespace, repo: tuf.Repository, skip: frozenset[str] = frozenset()) -> tuf.Keys:
+    """The snapshot and timestamp keys (and the release key if the targets are stale), but those of ``skip``.
+
+    A stale role (an interrupted rotation) signs with the key the newest root names (:func:`_named_key`).
+    """
     keys = tuf.Keys()
     for role in ("snapshot", "timestamp") + ((TARGETS,) if TARGETS in repo.stale else ()):
-        if role != skip:
+        if role in skip:
+            continue
+        if role in repo.stale:
+            setattr(keys, role, _named_key(ns, repo.root.signed, role))
+        else:
             setattr(keys, role, load_role_key(ns.keys_dir, KEY_ROLE[role]))
     return keys
 
 
+def _named_key(ns: argparse.Namespace, root: Root, role: str) -> RoleKey:
+    """The key ``root`` names for ``role``: the pending development key, or the role's URI checked against it."""
+    public = tuf.role_public(root, role)
+    pending = pending_role(KEY_ROLE[role])
+    if public_key_path(ns.keys_dir, pending).exists() and _public(ns.keys_dir, pending) == public:
+        return load_role_key(ns.keys_dir, pending)
+    return load_role_key(ns.keys_dir, KEY_ROLE[role], expect=public)
+
+
 def _cmd_status(ns: argparse.Namespace) -> int:
-    repo = _load(ns)
+    repo = _load(ns, interrupted_rotation=True)  # it only reads: show an interrupted rotation rather than refuse
     print(f"{ns.repository}: {repo.describe()}")
     root = repo.root.signed
     for role in tuf.TOP_ROLES:
@@ -187,6 +206,10 @@ def _cmd_refresh(ns: argparse.Namespace) -> int:
         keys.targets = load_role_key(ns.keys_dir, tuf.TARGETS_KEY_ROLE)
     staged = tuf.refresh(repo, keys, now, renew_targets=renew)
     staged.commit()
+    for role in sorted(repo.stale):  # the interrupted rotation is finished: keys/ follows its root
+        note = _install(ns, role, tuf.role_public(repo.root.signed, role))
+        if note:
+            print(f"keys: {note}")
     if tuf.expires_soon(repo.root, now):
         print(
             f"{PROG}: warning: root v{repo.root.signed.version} expires on {repo.root.signed.expires:%Y-%m-%d}: "
@@ -197,57 +220,75 @@ def _cmd_refresh(ns: argparse.Namespace) -> int:
     return 0
 
 
-def _retire(keys_dir: Path, role: str) -> str:
+def _retire(keys_dir: Path, role: str, keep_private: bool = False) -> str:
     """Rename the role's key files to the first unused ``ROLE.retired-N``: a retired key is never overwritten."""
     n = 1
     while any(keys_dir.glob(f"{role}.retired-{n}.*")):
         n += 1
-    for path in (private_key_path(keys_dir, role), public_key_path(keys_dir, role)):
+    files = [public_key_path(keys_dir, role)] + ([] if keep_private else [private_key_path(keys_dir, role)])
+    for path in files:
         if path.exists():
             os.link(path, path.with_name(f"{role}.retired-{n}{path.suffix}"))  # fails rather than overwrite
             path.unlink()
     return f"{role}.retired-{n}"
 
 
-def _cmd_rotate_key(ns: argparse.Namespace) -> int:
-    """A new key for a role: signed and published first; ``keys/`` changes only once the new root is out."""
-    repo = _load(ns)
-    root = repo.root.signed
+def _new_key(ns: argparse.Namespace) -> tuple[Ed25519PublicKey, RoleKey]:
+    """The new key of the role ``ns.role`` and a signer with it (never the role's current key files)."""
     key_role = KEY_ROLE[ns.role]
-    generated: Ed25519PrivateKey | None = None
     if ns.public:
         public = load_public_key(ns.public)
-        # The new private key: keys/ROLE.pem already replaced, or RANSOMEYE_<ROLE>_KEY_URI (a token, a file).
-        new_key = load_role_key(ns.keys_dir, key_role, expect=public)
-    elif (ns.keys_dir / DEV_MARKER).exists() and ns.role != TARGETS:
-        generated = Ed25519PrivateKey.generate()
-        public = generated.public_key()
-        new_key = RoleKey.from_private(key_role, generated, "generated:")
-    else:
-        raise BadInputError(
-            f"rotate-key {ns.role}: say which new key: --public FILE",
-            hint="production keys are made where they live (a token); development snapshot and timestamp keys "
-            "are generated here",
-        )
-    if tuf.tuf_key(public).keyid in root.roles[ns.role].keyids:
-        raise BadInputError(f"rotate-key {ns.role}: root v{root.version} names that key already")
-    old_ids = set(root.roles[ROOT].keyids)
-    online = _online_keys(ns, repo, skip=ns.role)
-    keys = tuf.Keys(root=_root_signers(ns, old_ids, old_ids), **_rest(online))
-    setattr(keys, ns.role, new_key)
-    staged = tuf.rotate_root(repo, tuf.replace_key(root, ns.role, public), keys, tuf.utc_now())
-    if generated is not None:  # written beside the old key before the commit: a crash after it loses no key
-        pending = ns.keys_dir / f".{key_role}.pem.new"
-        pending.unlink(missing_ok=True)
-        write_private_key(pending, generated)
-    staged.commit()
-    if _public(ns.keys_dir, key_role) != public:
-        retired = _retire(ns.keys_dir, key_role)
+        # Its private key: keys/ROLE.pem already replaced, or RANSOMEYE_<ROLE>_KEY_URI (a token, another file).
+        return public, load_role_key(ns.keys_dir, key_role, expect=public)
+    if (ns.keys_dir / DEV_MARKER).exists() and ns.role != TARGETS:
+        pending = pending_role(key_role)
+        if not private_key_path(ns.keys_dir, pending).exists():  # else a failed run's, not yet published
+            generate_key(ns.keys_dir, pending)
+        return _public(ns.keys_dir, pending), load_role_key(ns.keys_dir, pending)
+    raise BadInputError(
+        f"rotate-key {ns.role}: say which new key: --public FILE",
+        hint="production keys are made where they live (a token, an offline machine); development snapshot and "
+        "timestamp keys are generated here",
+    )
+
+
+def _install(ns: argparse.Namespace, role: str, public: Ed25519PublicKey) -> str | None:
+    """Make ``keys/`` follow the published root: ``ROLE.pub`` is ``public``, the old key retired (never lost)."""
+    key_role = KEY_ROLE[role]
+    pending = pending_role(key_role)
+    note = None
+    if not public_key_path(ns.keys_dir, key_role).exists() or _public(ns.keys_dir, key_role) != public:
+        replaced = key_file_public(private_key_path(ns.keys_dir, key_role)) == public  # by hand, already
+        retired = _retire(ns.keys_dir, key_role, keep_private=replaced)
         write_bytes_atomic(public_key_path(ns.keys_dir, key_role), public_pem(public), f"the {key_role} public key")
-        if generated is not None:
-            os.replace(ns.keys_dir / f".{key_role}.pem.new", private_key_path(ns.keys_dir, key_role))
-        print(f"keys: the old {key_role} key is now {retired}")
-    print(f"{ns.repository}: the {ns.role} key is now {tuf.tuf_key(public).keyid[:16]}; {repo.describe()}")
+        note = f"the old {key_role} key is now {retired}"
+    if private_key_path(ns.keys_dir, pending).exists() and _public(ns.keys_dir, pending) == public:
+        if not private_key_path(ns.keys_dir, key_role).exists():
+            os.replace(private_key_path(ns.keys_dir, pending), private_key_path(ns.keys_dir, key_role))
+        public_key_path(ns.keys_dir, pending).unlink()
+        private_key_path(ns.keys_dir, pending).unlink(missing_ok=True)
+    return note
+
+
+def _cmd_rotate_key(ns: argparse.Namespace) -> int:
+    """A new key for a role: signed and published first; ``keys/`` changes only once the new root is out.
+
+    Run again after a failure, it goes on from where it stopped: a key the
+    published root names already is only installed in ``keys/``.
+    """
+    repo = _load(ns)
+    root = repo.root.signed
+    public, new_key = _new_key(ns)
+    if tuf.tuf_key(public).keyid not in root.roles[ns.role].keyids:
+        old_ids = set(root.roles[ROOT].keyids)
+        keys = tuf.Keys(root=_root_signers(ns, old_ids, old_ids), **_rest(_online_keys(ns, repo, frozenset({ns.role}))))
+        setattr(keys, ns.role, new_key)
+        tuf.rotate_root(repo, tuf.replace_key(root, ns.role, public), keys, tuf.utc_now()).commit()
+        failpoint("repository:rotated")
+    note = _install(ns, ns.role, public)
+    if note:
+        print(f"keys: {note}")
+    print(f"{ns.repository}: the {ns.role} key is {tuf.tuf_key(public).keyid[:16]}; {repo.describe()}")
     return 0
 
 

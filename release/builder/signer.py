@@ -27,7 +27,7 @@ from release import minisign
 from release.archive import hash_file, write_bytes_atomic
 from release.cli import run
 from release.errors import BadInputError
-from release.keys import ROLES, load_public_key, public_key_path, public_pem
+from release.keys import ROLES, TUF_ONLINE_ROLES, load_public_key, public_key_path, public_pem
 from release.products import load_workspace, repo_root
 from release.signers import (
     HSM,
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--keys-dir", type=Path, default=default_keys)
         p.set_defaults(fn=_cmd_export)
         p = sub.add_parser("import-public", help="write keys/ROLE.pub from the role's key URI (a PKCS#11 token)")
-        p.add_argument("--role", choices=ROLES, required=True)
+        p.add_argument("--role", choices=ROLES + TUF_ONLINE_ROLES, required=True)
         p.add_argument("--keys-dir", type=Path, default=default_keys)
         p.set_defaults(fn=_cmd_import_public)
         ns = parser.parse_args(args)
