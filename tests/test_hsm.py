@@ -185,7 +185,7 @@ def test_import_public_refuses_to_replace_another_key(tmp_path: Path, token: Tok
     ("change", "code", "message"),
     [
         ({pin_variable("release"): "0000"}, 7, "PIN"),
-        ({uri_variable("release"): f"hsm:7?label={LABEL}"}, 7, "with that id"),
+        ({uri_variable("release"): f"hsm:99?label={LABEL}"}, 7, "with that id"),
         ({uri_variable("release"): "hsm:two"}, 2, "not a key on a token"),
         ({"PYKCS11LIB": ""}, 7, "set PYKCS11LIB"),
     ],
