@@ -717,3 +717,24 @@ def test_a_repository_restored_from_a_lagging_copy_is_refused(
     assert proc.returncode == 2, proc.stderr
     assert "older than what was published from here (snapshot v1 < v2, timestamp v1 < v2)" in proc.stderr
     assert "a mirror with timestamp v2 or newer" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "mirror, message",
+    [
+        ("http://[::1", r"--mirror 'http://\[::1': not a mirror URL"),
+        ("file:///nonexistent/repository", r"--mirror file:///nonexistent/repository: no such folder"),
+        ("file://", r"--mirror file://: no such folder"),
+    ],
+)
+def test_a_mirror_that_is_no_mirror_is_bad_input(tmp_path: Path, mirror: str, message: str) -> None:
+    (tmp_path / "root.json").write_text("{}")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "release" / "fetch.py"), "--root", str(tmp_path / "root.json"), "--mirror",
+         mirror, "--product", "core", "--state", str(tmp_path / "state")],
+        cwd=tmp_path, env=release_env(), capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert re.search(message, proc.stderr), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["root.json"], "nothing was written"
