@@ -75,6 +75,7 @@ PROG = "fetch"
 INDEX_TARGET = "releases.json"
 INDEX_FORMAT = "ransomeye-releases/1"
 MAX_INDEX_BYTES = 16 << 20
+MAX_ROOT_BYTES = 512000  # what python-tuf's client accepts for a root
 MAX_META_FILE_BYTES = 16 << 20  # the layout and the links: in-toto reads them whole
 MAX_FILE_BYTES = 4 << 30
 # The slowest mirror the fetch waits for: 64 KiB/s after the first 30 s of each file.
@@ -201,24 +202,34 @@ def _tuf_errors() -> Iterator[None]:
         raise _explain(e) from e
 
 
-def _updater(ns: argparse.Namespace, target_dir: Path | None) -> tuple[Updater, Path]:
+def _read_root(root: str) -> bytes:
+    """The trusted root file: a regular file of at most ``MAX_ROOT_BYTES`` (never a device or a FIFO)."""
     try:
-        root_bytes = Path(ns.root).read_bytes()[: 1 << 20]
+        fd = os.open(root, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
         raise BadInputError(
-            f"--root {ns.root}: {e.strerror}", hint="the repository's root.json comes with the project's keys"
+            f"--root {root}: {e.strerror}", hint="the repository's root.json comes with the project's keys"
         ) from e
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(MAX_ROOT_BYTES + 1) if stat.S_ISREG(os.fstat(fd).st_mode) else None
+    if data is None or len(data) > MAX_ROOT_BYTES:
+        raise BadInputError(f"--root {root}: not a root.json (a regular file of at most {MAX_ROOT_BYTES} bytes)")
+    return data
+
+
+def _updater(ns: argparse.Namespace) -> tuple[Updater, Path]:
+    root_bytes = _read_root(ns.root)
     state = Path(ns.state) if ns.state else default_state(root_bytes)
     metadata_url, targets_url, fetcher = _mirror_urls(ns.mirror)
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
     cached = (state / "root.json").exists()
     if cached:
-        _check_state(ns.root, root_bytes, state)
+        _check_state(ns.root, root_bytes, state, walked=False)
     try:
         updater = Updater(
             str(state),
             metadata_url,
-            str(target_dir) if target_dir else None,
+            None,
             targets_url,
             fetcher,
             UpdaterConfig(),
@@ -229,33 +240,26 @@ def _updater(ns: argparse.Namespace, target_dir: Path | None) -> tuple[Updater, 
     with _tuf_errors():
         updater.refresh()
     if cached:
-        _check_walked(ns.root, root_bytes, state)
+        _check_state(ns.root, root_bytes, state, walked=True)
     return updater, state
 
 
-def _check_walked(root: str, root_bytes: bytes, state: Path) -> None:
-    """A root given newer than the state had seen must be the one the client walked to, byte for byte."""
-    version = int(json.loads(root_bytes)["signed"]["version"])
-    try:
-        seen = (state / "root_history" / f"{version}.root.json").read_bytes()
-    except OSError:
-        seen = None
-    if seen != root_bytes:
-        raise BadInputError(
-            f"--state {state}: its trusted metadata comes from another root than {root}",
-            hint="give the state folder of this repository, or a new one (a new one forgets the versions seen)",
-        )
+def _check_state(root: str, root_bytes: bytes, state: Path, *, walked: bool) -> None:
+    """The state folder must hold this root, byte for byte, in ``root_history/``.
 
-
-def _check_state(root: str, root_bytes: bytes, state: Path) -> None:
-    """The state folder must have started from this root (it then holds it in ``root_history/``)."""
+    Before the update (``walked`` false) a root newer than any the state has
+    seen is let through: the client walks to it, and then it must be there.
+    """
     try:
-        version = json.loads(root_bytes)["signed"]["version"]
-        seen = (state / "root_history" / f"{int(version)}.root.json").read_bytes()
+        version = int(json.loads(root_bytes)["signed"]["version"])
     except (ValueError, KeyError, TypeError) as e:
         raise BadInputError(f"--root {root}: not a TUF root ({e})", hint="give the root.json of the keys") from e
+    try:
+        seen: bytes | None = (state / "root_history" / f"{version}.root.json").read_bytes()
     except OSError:
-        return  # a root newer than the state has seen: checked once the client has walked to it (_check_walked)
+        if not walked:
+            return
+        seen = None
     if seen != root_bytes:
         raise BadInputError(
             f"--state {state}: its trusted metadata comes from another root than {root}",
@@ -412,7 +416,7 @@ def fetch(ns: argparse.Namespace) -> int:
     parent = _check_out(Path(ns.out).absolute()).parent if ns.out else Path.cwd()
     work = Path(tempfile.mkdtemp(prefix=".ransomeye-fetch.", dir=parent))
     try:
-        updater, state = _updater(ns, None)
+        updater, state = _updater(ns)
         index = read_index(updater, work)
         version = ns.version or index["latest"]
         if version not in index["releases"]:
@@ -446,7 +450,7 @@ def fetch(ns: argparse.Namespace) -> int:
 
 def list_releases(ns: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="ransomeye-fetch-") as tmp:
-        updater, _ = _updater(ns, None)
+        updater, _ = _updater(ns)
         index = read_index(updater, Path(tmp))
     for version, entry in index["releases"].items():
         latest = " (latest)" if version == index["latest"] else ""

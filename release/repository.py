@@ -45,7 +45,7 @@ import json
 import os
 import re
 import stat
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -76,7 +76,6 @@ OWNER_ROLE = "owner"
 TARGETS_KEY_ROLE = "release"
 SNAPSHOT_KEY_ROLE = "snapshot"
 TIMESTAMP_KEY_ROLE = "timestamp"
-ONLINE_KEY_ROLES = (SNAPSHOT_KEY_ROLE, TIMESTAMP_KEY_ROLE)
 TOP_ROLES = (Root.type, Targets.type, Snapshot.type, Timestamp.type)
 EXPIRY = {
     Root.type: timedelta(days=365),
@@ -93,7 +92,6 @@ MAX_ROOT_VERSIONS = 10_000
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
 _VERSION = re.compile(r"[0-9][A-Za-z0-9.+-]{0,63}")
 _PRETTY = JSONSerializer(compact=False)
-FILE_MODE = 0o644
 
 
 def repository_dir(root: Path) -> Path:
@@ -121,10 +119,6 @@ class RoleSigner(Signer):
 
     def sign(self, payload: bytes) -> Signature:
         return Signature(self._public.keyid, self.key.sign(payload).hex())
-
-
-def tuf_key(public: Ed25519PublicKey) -> Key:
-    return ssl_key(public)
 
 
 @dataclass
@@ -193,19 +187,6 @@ def _read_bounded(path: Path, limit: int, what: str) -> bytes:
     return data
 
 
-def _read_metadata(path: Path, role: str, version: int | None) -> Metadata[Any]:
-    data = _read_bounded(path, MAX_METADATA_BYTES, f"the {role} metadata")
-    try:
-        md = Metadata.from_bytes(data)
-    except DeserializationError as e:
-        raise _corrupt(path.parent.parent, f"{path.name} is not {role} metadata ({e})") from e
-    if md.signed.type != role:
-        raise _corrupt(path.parent.parent, f"{path.name} holds {md.signed.type} metadata, not {role}")
-    if version is not None and md.signed.version != version:
-        raise _corrupt(path.parent.parent, f"{path.name} holds version {md.signed.version}, not {version}")
-    return md
-
-
 def _check_signed(delegator: Root, role: str, md: Metadata[Any], where: str, path: Path) -> None:
     try:
         delegator.verify_delegate(role, md.signed_bytes, md.signatures)
@@ -245,7 +226,7 @@ def load(path: Path, owner: Ed25519PublicKey | None = None, *, interrupted_rotat
         file = meta / f"{n}.root.json"
         if not file.exists() and not file.is_symlink():
             break
-        md = _read_metadata(file, Root.type, n)
+        md = _parse(_read_bounded(file, MAX_METADATA_BYTES, "the root metadata"), Root.type, file, n)
         trusted = roots[-1].signed if roots else md.signed
         _check_signed(trusted, Root.type, md, f"{file.name} (by root v{trusted.version})", path)
         _check_signed(md.signed, Root.type, md, f"{file.name} (by its own root keys)", path)
@@ -253,7 +234,7 @@ def load(path: Path, owner: Ed25519PublicKey | None = None, *, interrupted_rotat
     if not roots:
         raise _corrupt(path, "metadata/1.root.json is missing")
     root = roots[-1].signed
-    if owner is not None and tuf_key(owner).keyid not in root.roles[Root.type].keyids:
+    if owner is not None and ssl_key(owner).keyid not in root.roles[Root.type].keyids:
         raise _corrupt(path, f"keys/owner.pub is not one of the root keys of root v{root.version}")
     if not (meta / "timestamp.json").exists() and not (meta / "timestamp.json").is_symlink():
         # The owner created it (``repository.py init``) and no release was added yet.
@@ -380,8 +361,10 @@ def _parse(data: bytes, role: str, file: Path, version: int | None = None) -> Me
         md = Metadata.from_bytes(data)
     except DeserializationError as e:
         raise _corrupt(file.parent.parent, f"{file.name} is not {role} metadata ({e})") from e
-    if md.signed.type != role or (version is not None and md.signed.version != version):
-        raise _corrupt(file.parent.parent, f"{file.name} is not {role} metadata version {version}")
+    if md.signed.type != role:
+        raise _corrupt(file.parent.parent, f"{file.name} holds {md.signed.type} metadata, not {role}")
+    if version is not None and md.signed.version != version:
+        raise _corrupt(file.parent.parent, f"{file.name} holds version {md.signed.version}, not {version}")
     return md
 
 
@@ -408,11 +391,11 @@ def new_root(
     check_threshold(threshold, len(root_keys))
     root = Root(version=version, expires=now + EXPIRY[Root.type], consistent_snapshot=True)
     for key in root_keys:
-        root.add_key(tuf_key(key), Root.type)
+        root.add_key(ssl_key(key), Root.type)
     root.roles[Root.type].threshold = threshold
-    root.add_key(tuf_key(targets), Targets.type)
-    root.add_key(tuf_key(snapshot), Snapshot.type)
-    root.add_key(tuf_key(timestamp), Timestamp.type)
+    root.add_key(ssl_key(targets), Targets.type)
+    root.add_key(ssl_key(snapshot), Snapshot.type)
+    root.add_key(ssl_key(timestamp), Timestamp.type)
     return root
 
 
@@ -433,7 +416,7 @@ def _sign(md: Metadata[Any], keys: Sequence[RoleKey]) -> None:
 def sign_root(root: Root, previous: Root | None, keys: Sequence[RoleKey]) -> Metadata[Root]:
     """``root`` signed with ``keys``: refused unless they meet both the previous root's threshold and its own."""
     md = Metadata(root)
-    ids = {tuf_key(k.public).keyid for k in keys}
+    ids = {ssl_key(k.public).keyid for k in keys}
     for what, trusted in (("the previous", previous), ("the new", root)):
         if trusted is None:
             continue
@@ -444,7 +427,7 @@ def sign_root(root: Root, previous: Root | None, keys: Sequence[RoleKey]) -> Met
                 f"root v{root.version} needs {role.threshold} signature(s) of {what} root keys and has {len(have)}",
                 hint="give every root key that must sign (--sign-with ROLE, each ROLE's key in keys/ or on its token)",
             )
-    _sign(md, [k for k in keys if tuf_key(k.public).keyid in set(root.roles[Root.type].keyids) | _ids(previous)])
+    _sign(md, [k for k in keys if ssl_key(k.public).keyid in set(root.roles[Root.type].keyids) | _ids(previous)])
     return md
 
 
@@ -459,7 +442,7 @@ def _public_of(root: Root, role: str) -> set[str]:
 def _require(key: RoleKey | None, root: Root, role: str) -> RoleKey:
     if key is None:
         raise SigningError(f"no key was given to sign the {role} role")
-    if tuf_key(key.public).keyid not in _public_of(root, role):
+    if ssl_key(key.public).keyid not in _public_of(root, role):
         raise SigningError(
             f"the {key.role} key ({key.uri}) is not the {role} key of root v{root.version}",
             hint=f"rotate the {role} key (release/builder/repository.py rotate-key {role}), or use the key root names",
@@ -484,7 +467,6 @@ class Staged:
     repository: Repository
     roots: list[tuple[Path, bytes]]
     timestamp_bytes: bytes
-    written: list[Path]
 
     def commit(self) -> None:
         """Publish the new state: any new root version, then ``timestamp.json``, each in one atomic rename.
@@ -533,17 +515,15 @@ def stage(repo: Repository, keys: Keys, now: datetime, *, targets_changed: bool)
     """
     meta = repo.path / METADATA_DIR
     meta.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
     root = repo.root.signed
     unwritten = repo.roots[len(repo.roots) - repo.new_roots :]
     roots = [(meta / f"{md.signed.version}.root.json", md.to_bytes(_PRETTY)) for md in unwritten]
     if not targets_changed and not repo.targets.signed.version:
-        return Staged(repo, roots, b"", written)  # no release yet: the root alone
+        return Staged(repo, roots, b"")  # no release yet: the root alone
     if targets_changed or Targets.type in repo.stale:
         _bump(repo.targets, now)
         _sign(repo.targets, [_require(keys.targets, root, Targets.type)])
         targets_data = _write_metadata(meta / f"{repo.targets.signed.version}.targets.json", repo.targets)
-        written.append(meta / f"{repo.targets.signed.version}.targets.json")
     else:
         targets_data = _read_bounded(
             meta / f"{repo.targets.signed.version}.targets.json", MAX_METADATA_BYTES, "the targets metadata"
@@ -553,12 +533,11 @@ def stage(repo: Repository, keys: Keys, now: datetime, *, targets_changed: bool)
     _sign(repo.snapshot, [_require(keys.snapshot, root, Snapshot.type)])
     snap_file = meta / f"{repo.snapshot.signed.version}.snapshot.json"
     snap_data = _write_metadata(snap_file, repo.snapshot)
-    written.append(snap_file)
     _bump(repo.timestamp, now)
     repo.timestamp.signed.snapshot_meta = _meta_of(repo.snapshot, snap_data)
     _sign(repo.timestamp, [_require(keys.timestamp, root, Timestamp.type)])
     fsync_dir(meta)
-    return Staged(repo, roots, repo.timestamp.to_bytes(_PRETTY), written)
+    return Staged(repo, roots, repo.timestamp.to_bytes(_PRETTY))
 
 
 def check_name(name: str, what: str) -> str:
@@ -711,7 +690,7 @@ def replace_key(root: Root, role: str, public: Ed25519PublicKey) -> Root:
     new = Root.from_dict(copy.deepcopy(root.to_dict()))  # from_dict reuses the key id lists: never share them
     for keyid in list(new.roles[role].keyids):
         new.revoke_key(keyid, role)
-    new.add_key(tuf_key(public), role)
+    new.add_key(ssl_key(public), role)
     return new
 
 
@@ -722,16 +701,9 @@ def new_root_keys(root: Root, publics: Sequence[Ed25519PublicKey], threshold: in
     for keyid in list(new.roles[Root.type].keyids):
         new.revoke_key(keyid, Root.type)
     for key in publics:
-        new.add_key(tuf_key(key), Root.type)
+        new.add_key(ssl_key(key), Root.type)
     new.roles[Root.type].threshold = threshold
     return new
-
-
-def iter_release_files(index: Mapping[str, Any], version: str, product: str) -> Iterator[str]:
-    """The file names of ``product`` of ``version`` and the shared ones, as the index lists them."""
-    entry = index["releases"][version]
-    yield from entry["products"][product]
-    yield from entry["shared"]
 
 
 def prepare(path: Path, keys_dir: Path, release_key: RoleKey, now: datetime) -> tuple[Repository, Keys]:

@@ -8,6 +8,7 @@ repository, with keys generated for the test session.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -27,6 +28,15 @@ EPOCH = 1_700_000_000
 # The second builder's checkout and cargo target directory, one for the session (each release resets it to its
 # commit), so that its cargo reuses what it built for the previous repository copy.
 BUILDERS_DIR = Path(tempfile.gettempdir()) / f"ransomeye-test-builders-{os.getpid()}"
+
+
+def readme_block(marker: str) -> str:
+    """The one ``sh`` block the README prints under ``<!-- MARKER ...-->``, exactly as printed."""
+    found = re.findall(
+        rf"<!-- {re.escape(marker)}[^>]*-->\n```sh\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL
+    )
+    assert len(found) == 1, f"README.md has not one block marked {marker!r}"
+    return str(found[0])
 
 
 def release_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

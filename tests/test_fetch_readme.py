@@ -23,19 +23,12 @@ from pathlib import Path
 import pytest
 
 from release import repository as tuf
-from tests.conftest import ROOT, Repo
+from tests.conftest import ROOT, Repo, readme_block
 from tests.forge import VERIFY
 
 SOURCE_PLACEHOLDER = "/path/to/ransomeye-source"
 KEYS_PLACEHOLDER = "/path/to/ransomeye-keys"
 MIRROR_PLACEHOLDER = "https://downloads.example/ransomeye"
-
-
-def readme_block() -> str:
-    text = (ROOT / "README.md").read_text()
-    found = re.findall(r"<!-- fetch: [^>]*-->\n```sh\n(.*?)```", text, re.DOTALL)
-    assert len(found) == 1, "the README has one fetch block"
-    return str(found[0])
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -64,7 +57,7 @@ def mirror(released: Repo, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 def run_block(folder: Path, url: str, keys: Path, product: str) -> subprocess.CompletedProcess[str]:
-    script = readme_block().replace(SOURCE_PLACEHOLDER, str(ROOT)).replace(KEYS_PLACEHOLDER, str(keys))
+    script = readme_block("fetch:").replace(SOURCE_PLACEHOLDER, str(ROOT)).replace(KEYS_PLACEHOLDER, str(keys))
     script = script.replace(MIRROR_PLACEHOLDER, url).replace("--product core", f"--product {product}")
     env = {**os.environ, "PATH": f"{Path(VERIFY).parent}:{os.environ['PATH']}", "XDG_STATE_HOME": str(folder / "st")}
     return subprocess.run(["sh", "-c", script], cwd=folder, env=env, capture_output=True, text=True, timeout=300,

@@ -26,7 +26,6 @@ import gzip
 import hashlib
 import io
 import os
-import re
 import shutil
 import socket
 import stat
@@ -44,7 +43,7 @@ import pytest
 from release import inspection
 from release.archive import hash_file
 from release.signing import sign_digest
-from tests.conftest import EPOCH, ROOT, Repo
+from tests.conftest import EPOCH, Repo, readme_block
 from tests.forge import (
     AGENT_WINDOWS,
     CORE,
@@ -67,11 +66,9 @@ OWNER_PLACEHOLDER = "/path/to/ransomeye-owner.pub"
 
 def readme_procedure() -> str:
     """The customer's verification, exactly as the README prints it."""
-    text = (ROOT / "README.md").read_text()
-    found = re.search(r"<!-- customer-verification:[^>]*-->\n```sh\n(.*?)```", text, re.DOTALL)
-    assert found, "README.md has no customer-verification block"
-    assert OWNER_PLACEHOLDER in found.group(1)
-    return found.group(1)
+    block = readme_block("customer-verification:")
+    assert OWNER_PLACEHOLDER in block
+    return block
 
 
 @dataclasses.dataclass(frozen=True)

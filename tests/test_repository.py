@@ -12,6 +12,7 @@ against an attacker's mirror are tests/test_tuf_attacks.py.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -28,7 +29,7 @@ from tuf.api.metadata import Metadata
 from release import repository as tuf
 from release.errors import BadInputError, SigningError
 from release.keys import DEV_MARKER, generate_key, load_public_key, public_key_path
-from release.signers import RoleKey, load_role_key
+from release.signers import RoleKey, load_role_key, ssl_key
 from release.signing import ensure_dev_keys
 from tests.conftest import Repo, release_env
 
@@ -76,6 +77,14 @@ def released_repository(tmp_path: Path, keys: tuf.Keys, versions: tuple[str, ...
         tuf.add_release(repo, tmp_path / f"out-{v}", v, products, keys, NOW).commit()
         repo = tuf.load(path, keys.root[0].public)
     return path
+
+
+def rotate(path: Path, keys: tuf.Keys, role: str, new: RoleKey) -> tuf.Staged:
+    """The repository at ``path`` rotated to the ``new`` key of ``role`` (staged; the caller commits, or not)."""
+    repo = tuf.load(path)
+    rotation = tuf.Keys(root=keys.root, targets=keys.targets, snapshot=keys.snapshot, timestamp=keys.timestamp)
+    setattr(rotation, role, new)
+    return tuf.rotate_root(repo, tuf.replace_key(repo.root.signed, role, new.public), rotation, NOW)
 
 
 def versions(path: Path) -> dict[str, int]:
@@ -135,7 +144,7 @@ def test_the_first_release_of_a_development_checkout_creates_the_repository(tmp_
     assert versions(tmp_path / "repository") == {"root": 1, "targets": 1, "snapshot": 1, "timestamp": 1}
     root = tuf.load(tmp_path / "repository").root.signed
     assert root.consistent_snapshot
-    assert root.roles["timestamp"].keyids == [tuf.tuf_key(keys.timestamp.public).keyid]  # type: ignore[union-attr]
+    assert root.roles["timestamp"].keyids == [ssl_key(keys.timestamp.public).keyid]  # type: ignore[union-attr]
     published = tuf.load(tmp_path / "repository")
     expiry = {md.signed.type: md.signed.expires - NOW for md in (published.root, published.timestamp)}
     assert expiry == {"root": timedelta(days=365), "timestamp": timedelta(days=1)}
@@ -174,8 +183,9 @@ def test_nothing_is_reachable_before_the_commit_and_the_next_change_overwrites_i
     path = released_repository(tmp_path, keys)
     before = tree(path)
     repo = tuf.load(path, keys.root[0].public)
-    staged = tuf.add_release(repo, tmp_path / "o2", "2.0.0", fake_release(tmp_path / "o2", "2.0.0"), keys, NOW)
-    assert staged.written, "the new versions are on disk"
+    tuf.add_release(repo, tmp_path / "o2", "2.0.0", fake_release(tmp_path / "o2", "2.0.0"), keys, NOW)
+    staged_files = {"metadata/2.targets.json", "metadata/2.snapshot.json"}
+    assert staged_files <= set(tree(path)), "the new versions are on disk"
     assert (path / "metadata" / "timestamp.json").read_bytes() == before["metadata/timestamp.json"]
     # A crash here: the repository is the previous one, whole, as a client sees it.
     assert versions(path) == {"root": 1, "targets": 1, "snapshot": 1, "timestamp": 1}
@@ -191,11 +201,8 @@ def test_nothing_is_reachable_before_the_commit_and_the_next_change_overwrites_i
 def test_an_interrupted_root_rotation_is_repaired_by_the_next_refresh(tmp_path: Path) -> None:
     keys = make_keys()
     path = released_repository(tmp_path, keys)
-    repo = tuf.load(path)
     new_timestamp = role_key("timestamp")
-    rotated = tuf.replace_key(repo.root.signed, "timestamp", new_timestamp.public)
-    rotation = tuf.Keys(root=keys.root, snapshot=keys.snapshot, timestamp=new_timestamp)
-    staged = tuf.rotate_root(repo, rotated, rotation, NOW)
+    staged = rotate(path, keys, "timestamp", new_timestamp)
     for file, data in staged.roots:  # the crash lands between the new root and the timestamp
         file.write_bytes(data)
     with pytest.raises(BadInputError, match=r"timestamp.json is signed under root v1, not the newest root v2") as e:
@@ -527,11 +534,7 @@ def test_replacing_one_root_key_under_threshold_two_keeps_the_chain_valid(tmp_pa
 def test_a_new_targets_key_re_signs_the_targets_at_once(tmp_path: Path) -> None:
     keys = make_keys()
     path = released_repository(tmp_path, keys)
-    repo = tuf.load(path)
-    new_release = role_key("release")
-    rotated = tuf.replace_key(repo.root.signed, "targets", new_release.public)
-    rotation = tuf.Keys(root=keys.root, targets=new_release, snapshot=keys.snapshot, timestamp=keys.timestamp)
-    tuf.rotate_root(repo, rotated, rotation, NOW).commit()
+    rotate(path, keys, "targets", role_key("release")).commit()
     assert versions(path) == {"root": 2, "targets": 2, "snapshot": 2, "timestamp": 2}
     assert tuf.load(path).stale == set()
 
@@ -539,12 +542,7 @@ def test_a_new_targets_key_re_signs_the_targets_at_once(tmp_path: Path) -> None:
 def test_an_edit_signed_with_retired_keys_is_never_re_signed(tmp_path: Path) -> None:
     keys = make_keys()
     path = released_repository(tmp_path, keys)
-    repo = tuf.load(path)
-    new_timestamp = role_key("timestamp")
-    rotated = tuf.replace_key(repo.root.signed, "timestamp", new_timestamp.public)
-    tuf.rotate_root(
-        repo, rotated, tuf.Keys(root=keys.root, snapshot=keys.snapshot, timestamp=new_timestamp), NOW
-    ).commit()
+    rotate(path, keys, "timestamp", role_key("timestamp")).commit()
     # Whoever kept the retired timestamp key signs a timestamp with it, over the published one.
     forged = tuf.load(path).timestamp
     forged.signed.version += 5
@@ -738,3 +736,22 @@ def test_a_mirror_that_is_no_mirror_is_bad_input(tmp_path: Path, mirror: str, me
     assert re.search(message, proc.stderr), proc.stderr
     assert "Traceback" not in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["root.json"], "nothing was written"
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo", "huge"])
+def test_a_root_file_that_is_no_root_is_bad_input_and_never_hangs(tmp_path: Path, kind: str) -> None:
+    root = tmp_path / "root.json"
+    if kind == "device":
+        root = Path("/dev/zero")
+    elif kind == "fifo":
+        os.mkfifo(root)
+    else:
+        root.write_bytes(b" " * 600_000)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "release" / "fetch.py"), "--root", str(root), "--mirror",
+         "http://127.0.0.1:9/repository", "--product", "core", "--state", str(tmp_path / "state")],
+        cwd=tmp_path, env=release_env(), capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "not a root.json (a regular file of at most 512000 bytes)" in proc.stderr
+    assert not (tmp_path / "state").exists(), "nothing was written"

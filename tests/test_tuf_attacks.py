@@ -58,7 +58,7 @@ from tuf.api.serialization.json import JSONSerializer
 from release import repository as tuf
 from release.keys import generate_key, load_public_key, public_key_path
 from release.repository import RoleSigner
-from release.signers import RoleKey, load_role_key
+from release.signers import RoleKey, load_role_key, ssl_key
 from tests.conftest import ROOT, Repo
 from tests.forge import CORE, VERIFY, VERSION
 from tests.tuf_mirror import ENDLESS_BYTES, MirrorServer, running
@@ -366,7 +366,7 @@ def index_bytes(index: dict[str, Any]) -> bytes:
 
 
 def release_keyid8(scene: Scene) -> str:
-    return tuf.tuf_key(scene.key(tuf.TARGETS_KEY_ROLE).public).keyid[:8]
+    return ssl_key(scene.key(tuf.TARGETS_KEY_ROLE).public).keyid[:8]
 
 
 # --- the honest repository's evolution (what the clients saw before the attack) -----------------------
@@ -501,7 +501,7 @@ def signature_byte_flipped(scene: Scene) -> None:
 def root_by_one_of_two_keys(scene: Scene) -> None:
     """Root v3 drops the second root key (threshold 1), signed by the owner key alone."""
     md = cast(Metadata[Root], read_md(scene.meta("2.root.json")))
-    second = tuf.tuf_key(load_public_key(public_key_path(scene.keys, ROOT2))).keyid
+    second = ssl_key(load_public_key(public_key_path(scene.keys, ROOT2))).keyid
     md.signed.version = 3
     md.signed.revoke_key(second, Root.type)
     md.signed.roles[Root.type].threshold = 1
@@ -780,7 +780,7 @@ def test_the_planted_layout_is_what_stock_in_toto_verify_would_run(released: Rep
     shutil.copytree(released.artifacts, folder)
     release_key = load_role_key(released.keys, tuf.TARGETS_KEY_ROLE)
     ran = tmp_path / "the-inspection-ran"
-    (folder / f"sign.{tuf.tuf_key(release_key.public).keyid[:8]}.link").write_bytes(sublayout(release_key, ran))
+    (folder / f"sign.{ssl_key(release_key.public).keyid[:8]}.link").write_bytes(sublayout(release_key, ran))
     subprocess.run(
         [VERIFY, "--layout", "root.layout", "--verification-keys", str(released.keys / "owner.pub")],
         cwd=folder, capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False,
@@ -797,7 +797,8 @@ def expected_files(honest: Honest, product: str) -> dict[str, bytes]:
     index = repo.index()
     assert sorted(index["releases"][VERSION]["products"]) == sorted(PRODUCTS)
     files = {}
-    for name in tuf.iter_release_files(index, VERSION, product):
+    entry = index["releases"][VERSION]
+    for name in [*entry["products"][product], *entry["shared"]]:
         info = repo.targets.signed.targets[f"{VERSION}/{name}"]
         files[name] = (honest.repository / "targets" / VERSION / f"{info.hashes['sha256']}.{name}").read_bytes()
     return files

@@ -56,7 +56,7 @@ from release.keys import (
     public_pem,
 )
 from release.products import load_workspace, repo_root
-from release.signers import RoleKey, has_private_key, key_file_public, load_role_key
+from release.signers import RoleKey, has_private_key, key_file_public, load_role_key, ssl_key
 from release.staging import build_lock
 
 PROG = "repository"
@@ -77,7 +77,7 @@ def _roles_of(keys_dir: Path, keyids: set[str]) -> list[str]:
             key = load_public_key(pub)
         except BadInputError:
             continue
-        if tuf.tuf_key(key).keyid in keyids:
+        if ssl_key(key).keyid in keyids:
             found.append(pub.stem)
     return found
 
@@ -279,7 +279,7 @@ def _cmd_rotate_key(ns: argparse.Namespace) -> int:
     repo = _load(ns)
     root = repo.root.signed
     public, new_key = _new_key(ns)
-    if tuf.tuf_key(public).keyid not in root.roles[ns.role].keyids:
+    if ssl_key(public).keyid not in root.roles[ns.role].keyids:
         old_ids = set(root.roles[ROOT].keyids)
         keys = tuf.Keys(root=_root_signers(ns, old_ids, old_ids), **_rest(_online_keys(ns, repo, frozenset({ns.role}))))
         setattr(keys, ns.role, new_key)
@@ -288,7 +288,7 @@ def _cmd_rotate_key(ns: argparse.Namespace) -> int:
     note = _install(ns, ns.role, public)
     if note:
         print(f"keys: {note}")
-    print(f"{ns.repository}: the {ns.role} key is {tuf.tuf_key(public).keyid[:16]}; {repo.describe()}")
+    print(f"{ns.repository}: the {ns.role} key is {ssl_key(public).keyid[:16]}; {repo.describe()}")
     return 0
 
 
@@ -312,7 +312,7 @@ def _cmd_rotate_root(ns: argparse.Namespace) -> int:
             )
     threshold = min(role.threshold, len(publics)) if ns.threshold is None else ns.threshold
     new = tuf.new_root_keys(root, publics, threshold)
-    new_ids = {tuf.tuf_key(p).keyid for p in publics}
+    new_ids = {ssl_key(p).keyid for p in publics}
     signers = _root_signers(ns, old_ids, new_ids)
     if tuf.OWNER_ROLE not in _roles_of(ns.keys_dir, new_ids):
         raise BadInputError(

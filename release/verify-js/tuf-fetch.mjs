@@ -22,6 +22,7 @@ import { parseArgs } from 'node:util';
 import modelErrors from '@tufjs/models/dist/error.js';
 import tufLib from 'tuf-js';
 import tufErrors from 'tuf-js/dist/error.js';
+import { Failure, cannotRun, refused } from './failure.mjs';
 
 const PROG = 'tuf-fetch';
 const USAGE =
@@ -37,15 +38,6 @@ for (const errors of [tufErrors, modelErrors]) {
     }
   }
 }
-
-class Failure extends Error {
-  constructor(message, code) {
-    super(message);
-    this.exitCode = code;
-  }
-}
-const refused = (message) => new Failure(message, 1);
-const cannotRun = (message) => new Failure(message, 2);
 
 const oneLine = (text) => String(text).replace(/\s*\n\s*/g, ' ').trim();
 

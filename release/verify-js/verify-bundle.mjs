@@ -17,6 +17,7 @@ import { parseArgs } from 'node:util';
 
 import bundleLib from '@sigstore/bundle';
 import verifyLib from '@sigstore/verify';
+import { Failure, cannotRun, refused } from './failure.mjs';
 
 const PROG = 'verify-bundle';
 const MEDIA_TYPE = 'application/vnd.dev.sigstore.bundle.v0.3+json';
@@ -24,15 +25,6 @@ const PAYLOAD_TYPE = 'application/vnd.in-toto+json';
 const STATEMENT_TYPE = 'https://in-toto.io/Statement/v1';
 const MAX_BUNDLE_BYTES = 16 * 1024 * 1024;
 const MAX_KEY_BYTES = 64 * 1024;
-
-class Failure extends Error {
-  constructor(message, code) {
-    super(message);
-    this.exitCode = code;
-  }
-}
-const refused = (message) => new Failure(message, 1);
-const cannotRun = (message) => new Failure(message, 2);
 
 function readBounded(path, limit, what) {
   let size;
