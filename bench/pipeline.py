@@ -252,3 +252,70 @@ def profile_verify(published: Path, owner_pub: Path, scratch: Path) -> dict[str,
     report["wall_s"] = m.wall_s
     shutil.rmtree(folder)
     return report
+
+
+# --- the customer's fetch ---------------------------------------------------------------------------
+
+FETCH = Path("release") / "fetch.py"
+FETCH_BASELINE = BENCH / "fetch_baseline.sh"
+FETCH_PRODUCT = "core"
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """A TUF repository holding the benchmark's release, and the keys folder whose ``root.json`` customers trust."""
+
+    repository: Path
+    keys: Path
+    version: str
+    archive: str  # the fetched product's archive
+
+    @property
+    def targets(self) -> Path:
+        return self.repository / "targets" / self.version
+
+
+def make_mirror(repo: Path, published: Path, dest: Path) -> Mirror:
+    """Publish the release in ``published`` into a new TUF repository at ``dest`` (untimed), as a release does."""
+    from release import repository as tuf
+    from release.products import load_workspace
+    from release.signers import load_role_key
+
+    if dest.exists():
+        shutil.rmtree(dest)
+    keys = shutil.copytree(repo / "keys", dest / "keys")
+    (keys / tuf.TRUSTED_ROOT_NAME).unlink(missing_ok=True)
+    now = tuf.utc_now()
+    repository, signers = tuf.prepare(dest / "repository", keys, load_role_key(keys, "release"), now)
+    ws = load_workspace(repo)
+    names = sorted(p.name for p in published.iterdir() if p.is_file() and not p.name.startswith("."))
+    tuf.add_release(repository, published, ws.version, tuf.product_files(ws, names), signers, now).commit()
+    tuf.publish_trusted_root(keys, repository)
+    bundle = next(b for b in ws.bundles if b.id == FETCH_PRODUCT)
+    return Mirror(dest / "repository", keys, ws.version, bundle.archive_name(ws.version))
+
+
+@dataclass(frozen=True)
+class FetchRun:
+    fetch: Measured
+    stock: Measured
+
+
+def run_fetch(repo: Path, mirror: Mirror, scratch: Path, quiet_wait: float = 0.0) -> FetchRun:
+    """Time the customer's fetch of one product (a new client each time), and its stock-tool equivalent."""
+    for d in ("fetched", "fetch-state", "fetched-stock"):
+        shutil.rmtree(scratch / d, ignore_errors=True)
+    cmd = [sys.executable, str(repo / FETCH), "--root", str(mirror.keys / "root.json"),
+           "--mirror", mirror.repository.as_uri(), "--product", FETCH_PRODUCT,
+           "--out", str(scratch / "fetched"), "--state", str(scratch / "fetch-state")]  # fmt: skip
+    settle(quiet_wait)
+    fetch = run_measured(cmd, cwd=scratch, env=verifier_env())
+    if fetch.returncode != 0:
+        raise BenchError(f"the fetch failed (exit {fetch.returncode}):\n{fetch.stderr}")
+    stock_cmd = ["bash", str(FETCH_BASELINE), str(mirror.targets), str(scratch / "fetched-stock"),
+                 str(mirror.keys / "release.minisign.pub"), mirror.archive]  # fmt: skip
+    settle(quiet_wait)
+    stock = run_measured(stock_cmd, cwd=scratch)
+    if stock.returncode != 0:
+        raise BenchError(f"the stock fetch failed (exit {stock.returncode}):\n{stock.stderr}")
+    return FetchRun(fetch, stock)

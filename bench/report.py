@@ -15,7 +15,9 @@ MiB = 1 << 20
 RATIO_TARGET = 1.0
 PEAK_RSS_TARGET_MIB = 150.0
 FLAT_RSS_TOLERANCE_MIB = 10.0
-VERIFY_FACTOR_TARGET = 3.0
+VERIFY_FACTOR_TARGET = 2.0
+PIPELINE_FIXED_TARGET_S = 1.5
+VERIFY_FIXED_TARGET_S = 0.5
 BUSY_CORES = 0.25  # other load (cores, median) above which the report warns that times are noisy
 
 # The series whose cost per MiB the slope table reports: (key in "median", label).
@@ -25,6 +27,8 @@ SERIES = (
     ("baseline_s", "baseline (stock tools)"),
     ("in_toto_verify_s", "in-toto-verify"),
     ("sha256sum_s", "sha256sum"),
+    ("fetch_s", "customer fetch"),
+    ("fetch_stock_s", "stock fetch"),
 )
 
 
@@ -64,39 +68,57 @@ def _verdict(met: bool) -> str:
     return "met" if met else "NOT MET"
 
 
-def targets(sizes: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The issue's targets, each with its verdict and the figures it was judged on."""
+def _ratio_margin(r: float, target: float) -> str:
+    return f"{abs(1 - r / target) * 100:.0f}% {'under' if r <= target else 'over'}"
+
+
+def targets(sizes: Sequence[dict[str, Any]], fitted: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The issue's targets, each with its verdict and the figures it was judged on (``met`` None: shown only)."""
     out: list[dict[str, Any]] = []
     for s in sizes:
-        r = s["ratios"]["pipeline_minus_verify"]
-        out.append(
-            {
-                "target": f"pipeline minus verify / baseline <= {RATIO_TARGET} at 4 x {s['size_mib']} MiB",
-                "value": r,
-                "met": r <= RATIO_TARGET,
-                "margin": f"{abs(1 - r / RATIO_TARGET) * 100:.0f}% {'under' if r <= RATIO_TARGET else 'over'}",
-            }
-        )
         r = s["ratios"]["pipeline"]
         out.append(
             {
-                "target": f"(shown, not judged) whole pipeline / baseline at 4 x {s['size_mib']} MiB",
+                "target": f"whole pipeline (verify included) / baseline <= {RATIO_TARGET} at 4 x {s['size_mib']} MiB",
                 "value": r,
-                "met": None,
-                "margin": f"{abs(1 - r / RATIO_TARGET) * 100:.0f}% {'under' if r <= RATIO_TARGET else 'over'}",
+                "met": r <= RATIO_TARGET,
+                "margin": _ratio_margin(r, RATIO_TARGET),
             }
         )
+        r = s["ratios"]["pipeline_minus_verify"]
+        out.append(
+            {
+                "target": f"(shown) pipeline minus its verify step / baseline at 4 x {s['size_mib']} MiB",
+                "value": r,
+                "met": None,
+                "margin": _ratio_margin(r, RATIO_TARGET),
+            }
+        )
+    for key, label, limit in (("pipeline_s", "whole pipeline", PIPELINE_FIXED_TARGET_S),
+                              ("in_toto_verify_s", "in-toto-verify", VERIFY_FIXED_TARGET_S)):  # fmt: skip
+        line = (fitted or {}).get(key)
+        if line is not None:
+            fixed = line["fixed_s"]
+            out.append(
+                {
+                    "target": f"fixed cost (the slope fit's intercept) of the {label} <= {limit} s",
+                    "value": fixed,
+                    "met": fixed <= limit,
+                    "margin": f"{abs(limit - fixed):.2f} s {'under' if fixed <= limit else 'over'}",
+                }
+            )
     largest = max(sizes, key=lambda s: s["size_mib"])
     smallest = min(sizes, key=lambda s: s["size_mib"])
-    peak = largest["memory"]["pipeline_peak_mib"]
+    peak = max(s["memory"]["pipeline_peak_mib"] for s in sizes)
     out.append(
         {
-            "target": f"pipeline peak memory <= {PEAK_RSS_TARGET_MIB:.0f} MiB at 4 x {largest['size_mib']} MiB",
+            "target": f"pipeline peak memory (whole process tree) <= {PEAK_RSS_TARGET_MIB:.0f} MiB at every size",
             "value": peak,
             "met": peak <= PEAK_RSS_TARGET_MIB,
             "margin": f"{abs(PEAK_RSS_TARGET_MIB - peak):.0f} MiB {'under' if peak <= PEAK_RSS_TARGET_MIB else 'over'}",
         }
     )
+    peak = largest["memory"]["pipeline_peak_mib"]
     if largest is not smallest:
         growth = peak - smallest["memory"]["pipeline_peak_mib"]
         out.append(
@@ -135,9 +157,20 @@ def targets(sizes: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "target": f"in-toto-verify <= {VERIFY_FACTOR_TARGET:.0f} x sha256sum at 4 x {s['size_mib']} MiB",
                 "value": r,
                 "met": r <= VERIFY_FACTOR_TARGET,
-                "margin": f"{r / VERIFY_FACTOR_TARGET:.1f} x the allowed time",
+                "margin": f"{r / VERIFY_FACTOR_TARGET:.2f} x the allowed time",
             }
         )
+    for s in sizes:
+        r = s["ratios"].get("fetch")
+        if r is not None:
+            out.append(
+                {
+                    "target": f"(shown) customer fetch / its stock equivalent at 4 x {s['size_mib']} MiB",
+                    "value": r,
+                    "met": None,
+                    "margin": "TUF metadata, every file of the product, in-toto-verify; stock: cp, minisign, sha256sum",
+                }
+            )
     return out
 
 
@@ -173,6 +206,16 @@ def render(report: dict[str, Any]) -> str:
             f"{mem['pipeline_peak_mib']:>5.0f}MiB{mem['pipeline_process_mib']:>7.0f}{mem['largest_child_mib']:>7.0f} │"
             f"{m['in_toto_verify_s']:>9.2f}s{m['sha256sum_s']:>9.3f}s{r['verify']:>7.1f}x"
         )
+    if all("fetch_s" in s["median"] for s in sizes):
+        lines += ["", "Customer fetch of one product (core) from a TUF mirror on disk, against the stock equivalent",
+                  "(cp of the archive, SHA256SUMS and their minisign signatures; minisign -V twice; sha256sum -c):",
+                  f"{'size':<13}{'fetch':>9}{'stock':>9}{'ratio':>8}{'RSS':>9}"]  # fmt: skip
+        for s in sizes:
+            m = s["median"]
+            lines.append(
+                f"{'4 x ' + str(s['size_mib']) + ' MiB':<13}{m['fetch_s']:>8.2f}s{m['fetch_stock_s']:>8.2f}s"
+                f"{s['ratios']['fetch']:>7.1f}x{s['memory']['fetch_process_mib']:>6.0f}MiB"
+            )
     lines += [
         "",
         "CPU seconds (whole process trees, all cores; barely affected by other load): on 2 idle cores the",

@@ -33,19 +33,22 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(ROOT))
     from release.bootstrap import ensure_environment
 
-    ensure_environment("in_toto", "cryptography")
+    ensure_environment("in_toto", "cryptography", "matplotlib")
 
 from bench import report as rep  # noqa: E402 - after the bootstrap above
 from bench.audit import audit_reads, strace_available  # noqa: E402 - after the bootstrap above
 from bench.pipeline import (  # noqa: E402 - after the bootstrap above
     BenchError,
     PipelineRun,
+    make_mirror,
     profile_verify,
     release_files,
     run_baseline,
+    run_fetch,
     run_pipeline,
 )
 from bench.pipeline import run_verify as run_verify_once  # noqa: E402 - after the bootstrap above
+from bench.plot import plot  # noqa: E402 - after the bootstrap above
 from bench.synth import make_binaries, make_trees  # noqa: E402 - after the bootstrap above
 from bench.worktree import copy_worktree  # noqa: E402 - after the bootstrap above
 from release.pipeline import UNSAFE_PREBUILT_DIR  # noqa: E402 - after the bootstrap above
@@ -140,10 +143,13 @@ def bench_size(
     published = repo / UNSAFE_PREBUILT_DIR  # a prebuilt run never publishes into the release folder
     owner_pub = repo / "keys" / "owner.pub"
     per_run: list[dict[str, Any]] = []
+    mirror = None
     for n in range(1, runs + 1):
         pipe = run_pipeline(repo, d / "bins", d, quiet_wait)
         base = run_baseline(d / "trees", d / "baseline-out", specs, seckey, quiet_wait)
         ver = run_verify_once(published, owner_pub, d, quiet_wait)
+        mirror = mirror or make_mirror(repo, published, d / "mirror")  # the same bytes every run: made once
+        fetched = run_fetch(repo, mirror, d, quiet_wait)
         per_run.append(
             {
                 "pipeline": _pipeline_dict(pipe),
@@ -154,6 +160,9 @@ def bench_size(
                 "in_toto_verify_exit": ver.in_toto.returncode,
                 "in_toto_verify_maxrss_mib": round(ver.in_toto.maxrss_kib / 1024, 1),
                 "sha256sum_s": round(ver.sha256sum.wall_s, 4),
+                "fetch_s": round(fetched.fetch.wall_s, 3),
+                "fetch_stock_s": round(fetched.stock.wall_s, 3),
+                "fetch_maxrss_mib": round(fetched.fetch.maxrss_kib / 1024, 1),
                 "foreign_cores": {
                     "pipeline": round(pipe.measured.foreign_cores, 2),
                     "baseline": round(base.foreign_cores, 2),
@@ -165,7 +174,8 @@ def bench_size(
         print(
             f"  run {n}/{runs}: pipeline {pipe.wall_s:.2f}s (minus verify {pipe.minus_verify_s:.2f}s),"
             f" baseline {base.wall_s:.2f}s, in-toto-verify {ver.in_toto.wall_s:.2f}s"
-            f" (exit {ver.in_toto.returncode}), sha256sum {ver.sha256sum.wall_s:.3f}s;"
+            f" (exit {ver.in_toto.returncode}), sha256sum {ver.sha256sum.wall_s:.3f}s,"
+            f" fetch {fetched.fetch.wall_s:.2f}s (stock {fetched.stock.wall_s:.2f}s);"
             f" other load {pipe.measured.foreign_cores:.2f}/{base.foreign_cores:.2f}"
             f"/{ver.in_toto.foreign_cores:.2f} cores",
             file=log,
@@ -183,6 +193,8 @@ def bench_size(
         "baseline_s": rep.median([r["baseline_s"] for r in per_run]),
         "in_toto_verify_s": rep.median([r["in_toto_verify_s"] for r in per_run]),
         "sha256sum_s": rep.median([r["sha256sum_s"] for r in per_run]),
+        "fetch_s": rep.median([r["fetch_s"] for r in per_run]),
+        "fetch_stock_s": rep.median([r["fetch_stock_s"] for r in per_run]),
         "pipeline_cpu_s": rep.median([r["pipeline"]["cpu_s"] for r in per_run]),
         "pipeline_minus_verify_cpu_s": rep.median([r["pipeline"]["cpu_minus_verify_s"] for r in per_run]),
         "baseline_cpu_s": rep.median([r["baseline_cpu_s"] for r in per_run]),
@@ -213,12 +225,14 @@ def bench_size(
             "pipeline": round(med["pipeline_s"] / med["baseline_s"], 3),
             "pipeline_minus_verify": round(med["pipeline_minus_verify_s"] / med["baseline_s"], 3),
             "verify": round(med["in_toto_verify_s"] / med["sha256sum_s"], 2),
+            "fetch": round(med["fetch_s"] / med["fetch_stock_s"], 2),
         },
         "memory": {
             "pipeline_peak_mib": max(r["pipeline"]["peak_tree_rss_mib"] for r in per_run),
             "pipeline_process_mib": max(r["pipeline"]["process_hwm_mib"] for r in per_run),
             "largest_child_mib": max(r["pipeline"]["largest_child_mib"] for r in per_run),
             "baseline_largest_process_mib": max(r["baseline_maxrss_mib"] for r in per_run),
+            "fetch_process_mib": max(r["fetch_maxrss_mib"] for r in per_run),
         },
         "io_audit": audit,
         "release_verifies": all(r["in_toto_verify_exit"] == 0 for r in per_run),
@@ -270,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--runs", type=int, default=3, help="runs per size; the median is reported (default: 3)")
     parser.add_argument("--json", type=Path, help="where to write the JSON report (default: a temporary file)")
+    parser.add_argument("--plot", type=Path, metavar="PNG", help="also plot seconds against size into this PNG file")
     parser.add_argument(
         "--source", default="worktree", metavar="worktree|head|DIR",
         help="benchmark this working tree as it is (default), its committed HEAD, or another checkout DIR",
@@ -322,10 +337,12 @@ def main(argv: list[str] | None = None) -> int:
         "sizes": sizes,
     }
     report["slopes"] = rep.slopes(sizes)
-    report["targets"] = rep.targets(sizes)
+    report["targets"] = rep.targets(sizes, report["slopes"])
     write_json(json_path, report)
     print(rep.render(report))
     print(f"\nJSON report: {json_path}")
+    if ns.plot is not None:
+        print(f"Plot: {plot(report, ns.plot)}")
     return 0
 
 

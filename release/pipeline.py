@@ -41,7 +41,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
@@ -913,63 +913,72 @@ def load_done(r: Context, step: str) -> Done:
     return Done("", attest.WrittenLink(path, data), result)
 
 
-def _run_parallel(
-    r: Context, first: int, total: int, stage: Sequence[StepSpec], reads: Mapping[str, Earlier]
-) -> dict[str, Done]:
-    """Run independent steps on every core; print their lines in order when all are done."""
-    workers = min(len(stage), os.cpu_count() or 1)
-    outcomes: list[tuple[Done, float] | BaseException] = []
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="step") as pool:
-
-        def timed(spec: StepSpec) -> tuple[Done, float]:
-            started = time.monotonic()
-            return _run_step(r, spec, reads[spec.name]), time.monotonic() - started
-
-        futures = [pool.submit(timed, spec) for spec in stage]
-        for future in futures:
-            try:
-                outcomes.append(future.result())
-            except Exception as e:  # reported below, in step order
-                outcomes.append(e)
-    for i, (spec, outcome) in enumerate(zip(stage, outcomes, strict=True), first):
-        if isinstance(outcome, BaseException):
-            print(f"[{i}/{total}] {spec.name:<22}FAILED", flush=True)
-        else:
-            print(f"[{i}/{total}] {spec.name:<22}ok {outcome[1]:6.1f}s  {outcome[0].summary}", flush=True)
-    for outcome in outcomes:
-        if isinstance(outcome, BaseException):
-            raise outcome
-    return {
-        spec.name: outcome[0]
-        for spec, outcome in zip(stage, outcomes, strict=True)
-        if not isinstance(outcome, BaseException)
-    }
+def _step_workers() -> int:
+    """How many steps run at once: one per core (a step is one busy process; more would only add memory)."""
+    return max(1, os.cpu_count() or 1)
 
 
 def run_steps(
     r: Context, specs: Sequence[StepSpec], total: int | None = None, finished: Callable[[str], None] | None = None
 ) -> dict[str, Done]:
-    """Run ``specs`` stage by stage (see :func:`stages`); return every finished step, in declared order.
+    """Run ``specs``, each as soon as every step it runs after is done; return every finished step, in declared order.
 
-    ``total`` is the number of steps the progress lines count (default: ``specs`` and the verify step);
-    ``finished`` is told the name of each step as it finishes (its link written).
+    At most one step per core runs at a time; of the steps ready to run, the
+    one declared first starts first. Each prints its line ``[k/total] name ok
+    <seconds> <summary>`` (the k-th to finish): a step running alone prints
+    its name as it starts, the others their whole line as they finish.
+    ``total`` is the number of steps the
+    progress lines count (default: ``specs`` and the verify step);
+    ``finished`` is told the name of each step as it finishes (its link
+    written), in the order they finish. When a step fails, no other starts;
+    the running ones finish, and the failure of the first failed step in
+    declared order is raised. :func:`stages` is the same order, level by
+    level.
     """
-    done: dict[str, Done] = {}
+    stages(specs)  # refuses a step declared before what it reads
     total = total or len(specs) + 1
-    i = 1
-    for stage in stages(specs):
-        reads = {spec.name: _earlier(spec, specs, done) for spec in stage}
-        if len(stage) > 1:
-            done.update(_run_parallel(r, i, total, stage, reads))
-        else:
-            (spec,) = stage
-            with _progress(i, total, spec.name) as report:
-                done[spec.name] = _run_step(r, spec, reads[spec.name])
-                report(done[spec.name].summary)
-        for spec in stage:
-            if finished is not None:
-                finished(spec.name)
-        i += len(stage)
+    done: dict[str, Done] = {}
+    failed: dict[str, BaseException] = {}
+    pending = list(specs)
+    running: dict[Future[tuple[Done, float]], StepSpec] = {}
+    printed = 0
+
+    def timed(spec: StepSpec, earlier: Earlier) -> tuple[Done, float]:
+        started = time.monotonic()
+        return _run_step(r, spec, earlier), time.monotonic() - started
+
+    with ThreadPoolExecutor(max_workers=_step_workers(), thread_name_prefix="step") as pool:
+        while pending or running:
+            started = 0
+            while not failed and len(running) < _step_workers():
+                ready = next((s for s in pending if all(a in done for a in s.after)), None)
+                if ready is None:
+                    break
+                pending.remove(ready)
+                running[pool.submit(timed, ready, _earlier(ready, specs, done))] = ready
+                started += 1
+            if not running:
+                break  # a step failed: nothing more starts
+            alone = len(running) == 1 and started == 1
+            if alone:  # the line is this step's until it ends
+                print(f"[{printed + 1}/{total}] {next(iter(running.values())).name:<22}", end="", flush=True)
+            finished_now, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in sorted(finished_now, key=lambda f: specs.index(running[f])):
+                spec = running.pop(future)
+                printed += 1
+                label = "" if alone else f"[{printed}/{total}] {spec.name:<22}"
+                try:
+                    outcome, seconds = future.result()
+                except Exception as e:  # raised below, once the running steps have finished
+                    failed[spec.name] = e
+                    print(f"{label}FAILED", flush=True)
+                    continue
+                done[spec.name] = outcome
+                print(f"{label}ok {seconds:6.1f}s  {outcome.summary}", flush=True)
+                if finished is not None:
+                    finished(spec.name)
+    if failed:
+        raise next(failed[s.name] for s in specs if s.name in failed)
     return {spec.name: done[spec.name] for spec in specs}
 
 

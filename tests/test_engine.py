@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import threading
+import time
 from pathlib import Path
 from types import MappingProxyType
 
@@ -124,3 +126,92 @@ def test_a_product_behind_a_symlinked_folder_is_refused(tmp_path: Path) -> None:
     with pytest.raises(VerificationError, match="not a file in its output folder"):
         pipeline._take_products(r, output, record)
     assert (elsewhere / "x86_64-unknown-linux-gnu" / "f").read_bytes() == b"data"
+
+
+# --- the engine's schedule: each step as soon as what it reads is done, one per core ---------------
+
+
+class _Clock:
+    """Stands in for each step's work (its sandbox and link): records when steps start and end, and how many overlap."""
+
+    def __init__(self, seconds: dict[str, float], fail: frozenset[str] = frozenset()) -> None:
+        self.seconds, self.fail = seconds, fail
+        self.events: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
+        self.running = self.most = 0
+
+    def __call__(self, r: Context, spec: StepSpec, earlier: object) -> Done:
+        with self.lock:
+            self.events.append(("start", spec.name))
+            self.running += 1
+            self.most = max(self.most, self.running)
+        time.sleep(self.seconds.get(spec.name, 0.01))
+        with self.lock:
+            self.running -= 1
+            self.events.append(("end", spec.name))
+        if spec.name in self.fail:
+            raise VerificationError(f"{spec.name} failed")
+        return Done(f"{spec.name} done", attest.WrittenLink(Path(spec.name), {}), Gated(_digest(spec.name)))
+
+
+def _plan() -> list[StepSpec]:
+    def never(*_: object) -> pipeline.Outcome[Gated]:
+        raise AssertionError("the clock runs the steps")
+
+    return [
+        StepSpec("a", never),
+        StepSpec("slow", never, after=("a",)),
+        StepSpec("quick", never, after=("a",)),
+        StepSpec("after-quick", never, after=("quick",)),
+        StepSpec("last", never, after=("slow", "after-quick")),
+    ]
+
+
+def _run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, clock: _Clock, workers: int) -> dict[str, Done]:
+    monkeypatch.setattr(pipeline, "_run_step", clock)
+    monkeypatch.setattr(pipeline, "_step_workers", lambda: workers)
+    r = Context(load_workspace(ROOT), tmp_path, tmp_path, 0, MappingProxyType({}), MappingProxyType({}))
+    return pipeline.run_steps(r, _plan())
+
+
+def test_a_step_starts_when_what_it_reads_is_done_not_its_whole_level(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clock = _Clock({"slow": 0.6})
+    done = _run(monkeypatch, tmp_path, clock, workers=2)
+    assert list(done) == ["a", "slow", "quick", "after-quick", "last"], "results in declared order"
+    ev = clock.events
+    assert ev.index(("start", "after-quick")) < ev.index(("end", "slow")), "it did not wait for its level's peer"
+    assert ev.index(("start", "last")) > max(ev.index(("end", "slow")), ev.index(("end", "after-quick")))
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == [f"[{k}/6]" for k in range(1, 6)], "numbered as they finish"
+    assert [line.split()[1] for line in lines] == ["a", "quick", "after-quick", "slow", "last"]
+    assert all(" ok " in line for line in lines)
+
+
+def test_no_more_steps_run_at_once_than_there_are_cores(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    clock = _Clock({"slow": 0.2, "quick": 0.2, "after-quick": 0.2})
+    _run(monkeypatch, tmp_path, clock, workers=1)
+    assert clock.most == 1
+    clock = _Clock({"slow": 0.3, "quick": 0.1})
+    _run(monkeypatch, tmp_path, clock, workers=2)
+    assert clock.most == 2
+
+
+def test_after_a_failure_nothing_starts_and_the_running_steps_finish(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clock = _Clock({"slow": 0.5, "quick": 0.05}, fail=frozenset({"quick"}))
+    with pytest.raises(VerificationError, match="quick failed"):
+        _run(monkeypatch, tmp_path, clock, workers=2)
+    started = [name for kind, name in clock.events if kind == "start"]
+    assert started == ["a", "slow", "quick"], "nothing starts after the failure"
+    assert ("end", "slow") in clock.events, "the running step finished before the failure was raised"
+    out = capsys.readouterr().out
+    assert "quick                 FAILED" in out and "slow                  ok" in out
+
+
+def test_of_two_failures_the_first_declared_is_raised(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    clock = _Clock({"slow": 0.3, "quick": 0.05}, fail=frozenset({"slow", "quick"}))
+    with pytest.raises(VerificationError, match="slow failed"):
+        _run(monkeypatch, tmp_path, clock, workers=2)
