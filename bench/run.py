@@ -50,6 +50,7 @@ from bench.pipeline import (  # noqa: E402 - after the bootstrap above
 from bench.pipeline import run_verify as run_verify_once  # noqa: E402 - after the bootstrap above
 from bench.plot import plot  # noqa: E402 - after the bootstrap above
 from bench.synth import make_binaries, make_trees  # noqa: E402 - after the bootstrap above
+from bench.threshold2 import bench_threshold2  # noqa: E402 - after the bootstrap above
 from bench.worktree import copy_worktree  # noqa: E402 - after the bootstrap above
 from release.pipeline import UNSAFE_PREBUILT_DIR  # noqa: E402 - after the bootstrap above
 from release.products import Workspace, load_workspace  # noqa: E402 - after the bootstrap above
@@ -298,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
         "--quiet-wait", type=float, default=60.0, metavar="SECONDS",
         help="before each timed run, wait up to this long for other processes to leave the CPUs idle (default: 60)",
     )  # fmt: skip
+    parser.add_argument(
+        "--no-threshold-2", dest="threshold2", action="store_false",
+        help="skip the threshold-2 release (two builders, real cargo builds) and its stock equivalent",
+    )  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="do not delete the temporary work directory")
     ns = parser.parse_args(argv)
     if ns.runs < 1:
@@ -321,6 +326,10 @@ def main(argv: list[str] | None = None) -> int:
                 bench_size(s, ns.runs, repo, ws, seckey, work, log, audit and s == ns.sizes[0], ns.quiet_wait)
                 for s in ns.sizes
             ]
+            # Last: it commits the repository copy (the second builder clones the commit).
+            threshold2 = (
+                bench_threshold2(repo, work / "threshold-2", seckey, log, ns.quiet_wait) if ns.threshold2 else None
+            )
     except (BenchError, subprocess.CalledProcessError, OSError) as e:
         detail = e.stderr if isinstance(e, subprocess.CalledProcessError) else ""
         print(f"bench: error: {e}\n{detail or ''}".rstrip(), file=sys.stderr)
@@ -335,9 +344,10 @@ def main(argv: list[str] | None = None) -> int:
             "source_detail": source,
         },
         "sizes": sizes,
+        "threshold_2": threshold2.to_dict() if threshold2 is not None else None,
     }
     report["slopes"] = rep.slopes(sizes)
-    report["targets"] = rep.targets(sizes, report["slopes"])
+    report["targets"] = rep.targets(sizes, report["slopes"], report["threshold_2"])
     write_json(json_path, report)
     print(rep.render(report))
     print(f"\nJSON report: {json_path}")

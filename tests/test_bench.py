@@ -50,6 +50,9 @@ def test_smoke_run_writes_every_field_and_the_release_verifies(tmp_path: Path) -
             "0",
             "--json",
             str(out),
+            "--plot",
+            str(tmp_path / "bench.png"),
+            "--no-threshold-2",
         ],
         cwd=ROOT,
         capture_output=True,
@@ -66,7 +69,10 @@ def test_smoke_run_writes_every_field_and_the_release_verifies(tmp_path: Path) -
     assert size["release_verifies"] is True
     for key in ("pipeline_s", "pipeline_minus_verify_s", "baseline_s", "in_toto_verify_s", "sha256sum_s"):
         assert size["median"][key] > 0
-    assert set(size["ratios"]) == {"pipeline", "pipeline_minus_verify", "verify"}
+    assert set(size["ratios"]) == {"pipeline", "pipeline_minus_verify", "verify", "fetch"}
+    assert size["median"]["fetch_s"] > 0 and size["median"]["fetch_stock_s"] > 0
+    assert (tmp_path / "bench.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert data["threshold_2"] is None
     assert size["memory"]["pipeline_peak_mib"] > 0
     assert size["median_run"]["steps"]["verify"] >= 0
     assert {s["name"] for s in size["median_run"]["stages"]} >= {"startup", "package", "verify", "publish+exit"}
@@ -77,3 +83,36 @@ def test_smoke_run_writes_every_field_and_the_release_verifies(tmp_path: Path) -
         assert size["io_audit"]["binary_read_passes"] >= 1.0
     assert set(data["slopes"]) >= {"points", "pipeline_s", "baseline_s"}
     assert any(t["met"] is not None for t in data["targets"])
+
+
+def test_targets_judge_the_whole_pipeline_verify_and_fixed_costs() -> None:
+    size = {
+        "size_mib": 16,
+        "ratios": {"pipeline": 0.9, "pipeline_minus_verify": 0.7, "verify": 2.5, "fetch": 3.0},
+        "memory": {"pipeline_peak_mib": 120.0},
+    }
+    fitted = {"pipeline_s": {"fixed_s": 1.6}, "in_toto_verify_s": {"fixed_s": 0.4}}
+    judged = {t["target"]: t["met"] for t in report.targets([size], fitted, {"ratio": 4.0, "release_s": 4.0,
+                                                                               "stock_s": 1.0})}  # fmt: skip
+    assert judged["whole pipeline (verify included) / baseline <= 1.0 at 4 x 16 MiB"] is True
+    assert judged["in-toto-verify <= 2 x sha256sum at 4 x 16 MiB"] is False
+    assert judged["fixed cost (the slope fit's intercept) of the whole pipeline <= 1.5 s"] is False
+    assert judged["fixed cost (the slope fit's intercept) of the in-toto-verify <= 0.5 s"] is True
+    assert judged["pipeline peak memory (whole process tree) <= 150 MiB at every size"] is True
+    shown = [t for t in judged if t.startswith("(shown)")]
+    assert len(shown) == 3 and all(judged[t] is None for t in shown), "minus-verify, fetch, threshold-2: shown only"
+
+
+def test_the_stock_threshold_2_equivalent_builds_twice_compares_signs_and_packs(tmp_path: Path) -> None:
+    from bench.threshold2 import stock_script
+
+    ws = load_workspace(ROOT)
+    script = stock_script(ROOT, tmp_path, tmp_path / "baseline.key").read_text()
+    builds = [line for line in script.splitlines() if " build --release --offline --locked " in line]
+    assert len(builds) == 2 * len(ws.targets()), "each builder builds each target, into its own target directory"
+    assert {str(tmp_path / "stock-1"), str(tmp_path / "stock-2")} <= {w for line in builds for w in line.split()}
+    binaries = [f for b in ws.bundles for f in b.binary_files()]
+    assert script.count("\ncmp -- ") == len(binaries)
+    windows = [f for b in ws.bundles if "windows" in b.target for f in b.binary_files()]
+    assert script.count("osslsigncode sign ") == len(windows)
+    assert script.rstrip().splitlines()[-1].endswith(" ".join(f"{b.format}:{b.stem(ws.version)}" for b in ws.bundles))
