@@ -6,7 +6,10 @@ import dataclasses
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ from cyclonedx.validation.json import JsonStrictValidator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from release import sbom
 from release.archive import ArtifactDigest
 from release.errors import BadInputError
 from release.products import Bundle, load_workspace
@@ -349,3 +353,52 @@ def test_names() -> None:
     assert sbom_name(BUNDLE, VERSION) == "app-server-1.0.0" + SUFFIX == "app-server-1.0.0.cdx.json"
     assert rustc_version(TOOLCHAIN) == "1.95.0"
     assert rustc_version("rustc 1.63.0") == "1.63.0"
+
+
+# --- the validator, compiled once, early -------------------------------------------
+
+
+def test_warm_validator_starts_one_compile_whatever_the_callers() -> None:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        threads = list(pool.map(lambda _: sbom.warm_validator(), range(16)))
+        assert all(t is threads[0] for t in threads), "every call returns the one warm-up thread"
+        assert threads[0].daemon, "a warm-up never keeps a process alive"
+        validators = list(pool.map(lambda _: sbom._validator(SchemaVersion.V1_6), range(16)))
+    threads[0].join(timeout=300)
+    assert not threads[0].is_alive()
+    assert all(v is validators[0] for v in validators), "compiled once, shared by every thread"
+    assert sbom.warm_validator() is threads[0], "called again, it starts nothing"
+    assert validate_sbom("{}") != []
+
+
+# Run in a fresh interpreter: jsonschema must not have been imported yet (this module imports it).
+_FRESH_VALIDATOR = """
+import sys, threading
+from release import sbom
+from release.sbom import SPEC_VERSION, validate_sbom
+threads = [threading.Thread(target=sbom.warm_validator) for _ in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+sbom.warm_validator().join()
+assert "rfc3987_syntax" not in sys.modules, "the IRI grammar is not compiled to build the validator"
+doc = '{"bomFormat":"CycloneDX","specVersion":"1.6","version":1,"metadata":{"component":' \
+      '{"type":"library","name":"x","externalReferences":[{"type":"website","url":"%s"}]}}}'
+assert validate_sbom(doc % "https://example.org/ok") == []
+assert validate_sbom(doc % "not an iri") != [], "the validator's own bounded IRI test still runs"
+import jsonschema
+checker = jsonschema.FormatChecker()
+answers = {v: (checker.conforms(v, "iri"), checker.conforms(v, "iri-reference"))
+           for v in ("https://example.org/\u00e9t\u00e9", "http://a b", "//x/y", "no scheme", "a:b")}
+real = sys.modules["rfc3987_syntax"]
+assert getattr(real, "__file__", None), "jsonschema's own IRI checker loaded the real grammar when it was used"
+expected = {v: (real.is_valid_syntax("iri", v), real.is_valid_syntax("iri_reference", v)) for v in answers}
+assert answers == expected, (answers, expected)
+print("ok")
+"""
+
+
+def test_the_validator_is_built_without_the_iri_grammar_which_stays_whole_for_others() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", _FRESH_VALIDATOR], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
