@@ -27,6 +27,7 @@ import sys
 import tarfile
 import zipfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -41,7 +42,17 @@ from securesystemslib.signer import CryptoSigner
 from release import attest, inspection, provenance, sbom
 from release.archive import ArtifactDigest, WrittenArchive, collect_tree, hash_file, write_tar_gz
 from release.attest import GATES_REPORT, StepRecord
-from release.audit import AuditReport, audit, render_html, render_text, run_in_toto_verify, write_html, write_json
+from release.audit import (
+    AuditReport,
+    audit,
+    evidence,
+    render_html,
+    render_text,
+    run_in_toto_verify,
+    write_html,
+    write_json,
+)
+from release.audit import checks as audit_checks
 from release.audit.audit import main as audit_main
 from release.cargo import HOST_TARGET, find_toolchain
 from release.checksums import SUMS_NAME, write_hash_list
@@ -388,6 +399,62 @@ def test_run_in_toto_verify_alone(complete: Case, tmp_path: Path) -> None:
     (complete.folder / "README.txt").write_text("hi\n")
     result = run_in_toto_verify(complete.folder, complete.owner_pub)
     assert not result.ok and "README.txt" in result.reason
+
+
+def _counting_hash_stream(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Count, per file name, the streamed hashing passes the audit's folder makes."""
+    counts: dict[str, int] = {}
+    real = evidence.hash_stream
+
+    def counting(path: Path, f: Any) -> ArtifactDigest:
+        counts[path.name] = counts.get(path.name, 0) + 1
+        return real(path, f)
+
+    monkeypatch.setattr(evidence, "hash_stream", counting)
+    return counts
+
+
+def test_each_file_is_hashed_once_whoever_asks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    counts = _counting_hash_stream(monkeypatch)
+    data = {f"f{i}": os.urandom(i * 300_000 + 1) for i in range(6)}
+    for name, content in data.items():
+        (tmp_path / name).write_bytes(content)
+    (tmp_path / "sub").mkdir()
+    folder = evidence.Folder.scan(tmp_path)
+    with ThreadPoolExecutor(max_workers=2) as hashing, ThreadPoolExecutor(max_workers=8) as askers:
+        folder.prefetch([*data, "absent", "sub"], hashing)
+        folder.prefetch(data, hashing)  # asked again: nothing more is read
+        results = list(askers.map(folder.digest, [*data, *data, *data, "absent", "sub"]))
+    assert counts == dict.fromkeys(data, 1)
+    for name, content in data.items():
+        digest = folder.digest(name)
+        assert digest is not None and digest.size == len(content)
+        assert digest.sha256 == hashlib.sha256(content).hexdigest()
+        assert digest.blake2b == hashlib.blake2b(content, digest_size=64).digest()
+        assert all(r is digest for r in results if r is not None and r.name == name), "one result, shared"
+    assert results[-2:] == [None, None]
+    assert counts == dict.fromkeys(data, 1)
+    late = evidence.Folder.scan(tmp_path)
+    with pytest.raises(RuntimeError):
+        late.prefetch(["f1"], hashing)  # shut down: hashed in place, never left for a waiter to wait on forever
+    assert late.digest("f1") is not None and counts["f1"] == 2
+
+
+def test_the_audit_reads_each_file_once_to_hash_it(complete: Case, monkeypatch: pytest.MonkeyPatch) -> None:
+    counts = _counting_hash_stream(monkeypatch)
+    report = complete.audit()
+    assert report.verified, "\n".join(f.text() for f in report.findings)
+    assert set(ARCHIVES) <= set(counts), "the archives were hashed (SHA-256 and BLAKE2b-512 in one pass)"
+    assert max(counts.values()) == 1, {n: c for n, c in counts.items() if c > 1}
+
+
+def test_prepare_is_idempotent_and_starts_the_validator_in_the_background() -> None:
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert list(pool.map(lambda _: audit_checks.prepare(), range(8))) == [None] * 8
+    warm = sbom.warm_validator()
+    assert warm.daemon
+    warm.join(timeout=300)
+    assert not warm.is_alive() and sbom.SPEC_VERSION in sbom._VALIDATORS
 
 
 # --- SBOM and provenance tampering: caught even when the links agree ---------------------

@@ -9,9 +9,11 @@ which commit, by which steps and keys, with which gate results, containing
 which components, and a verdict with every failure named. ``write_json`` and
 ``write_html`` write it for machines and for people. The command is
 ``python3 release/audit/audit.py RELEASE_DIR --owner-key owner.pub``.
+``prepare()`` starts the audit's fixed-cost work (compiling the SBOM schema
+validator) in the background, for a process that will audit later.
 """
 
-from release.audit.checks import audit
+from release.audit.checks import audit, prepare
 from release.audit.intoto import run_in_toto_verify
 from release.audit.model import AuditReport, Check, Finding, InTotoResult
 from release.audit.render import render_html, render_text, write_html, write_json
@@ -22,6 +24,7 @@ __all__ = [
     "Finding",
     "InTotoResult",
     "audit",
+    "prepare",
     "render_html",
     "render_text",
     "run_in_toto_verify",

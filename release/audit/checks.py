@@ -33,6 +33,14 @@ authorises for ``build``, or for ``provenance`` when it has that step). Then:
 
 The SBOMs, the gates report and the provenance are required: a missing one is
 a failure. The verdict is "verified" only when every check passed.
+
+Speed: ``in-toto-verify`` runs in a subprocess while the checks run; every
+file is hashed once (SHA-256 and BLAKE2b-512 in one streamed pass, on one
+thread per core, started as the audit starts) and the checks share those
+digests; the OpenPGP signatures and the archives are checked one file per
+thread. :func:`prepare` starts the fixed-cost work early (the CycloneDX
+validator); a process that will audit calls it while it waits on something
+else.
 """
 
 from __future__ import annotations
@@ -98,6 +106,7 @@ GATES_SCHEMA = "ransomeye.gates/v1"
 PACKAGE_PREFIX = "package-"
 ALLOWED_EXTRAS = frozenset({".gitkeep"})
 MAX_LISTED = 8
+MAX_HASHED_BYTES = inspection.MAX_ARCHIVE_BYTES  # files hashed before a check asks: in-toto-verify hashes them all too
 
 TITLES = {
     "layout": "Root layout signed by the owner",
@@ -467,24 +476,37 @@ def check_formats(a: _Audit) -> Check:
     raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     checked = 0
     issuers: dict[bytes, str] = {}  # gpgv finds a signature's key by the fingerprint it names: one key, one name
-    for name in [*sorted(a.archives), SUMS_NAME]:
+
+    def verify(name: str) -> tuple[bytes | None, int, VerificationError | None]:
+        """The OpenPGP issuer, how many signatures verified, the failure: of ``name``'s signatures."""
         digest = a.folder.digest(name)
         if digest is None:
-            continue  # a missing file is named by the check that needs it
+            return None, 0, None  # a missing file is named by the check that needs it
+        issuer, done = None, 0
         try:
             asc = name + openpgp.SUFFIX
             _, issuer = openpgp.verify_detached_by(
                 raw, a.folder.text(asc, MAX_SIGNATURE_BYTES) or "", a.folder.files[name], asc
             )
-            issuers.setdefault(issuer, asc)
-            checked += 1
+            done += 1
             if name != SUMS_NAME:
                 bundle = name + sigstore_bundle.SUFFIX
                 data = a.folder.read(bundle, sigstore_bundle.MAX_BUNDLE_BYTES) or b""
                 sigstore_bundle.verify_bundle(public, data, name, digest.sha256)
-                checked += 1
+                done += 1
         except VerificationError as e:
-            f.add(name, e.message)
+            return issuer, done, e
+        return issuer, done, None
+
+    # Each file's SHA-512 (OpenPGP) in a thread of its own, the results taken in the files' order.
+    names = [*sorted(a.archives), SUMS_NAME]
+    with ThreadPoolExecutor(max_workers=_workers(len(names))) as pool:
+        for name, (issuer, done, error) in zip(names, pool.map(verify, names), strict=True):
+            if issuer is not None:
+                issuers.setdefault(issuer, name + openpgp.SUFFIX)
+            checked += done
+            if error is not None:
+                f.add(name, error.message)
     if len(issuers) > 1:
         f.add(", ".join(sorted(issuers.values())), "name different OpenPGP keys: one keyring verifies one only")
     try:
@@ -576,7 +598,7 @@ def check_archives(a: _Audit) -> Check:
         name, bundle, link = job
         return name, read_archive(a.folder.files[name], name, bundle, link, banned[bundle.id])
 
-    with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
+    with ThreadPoolExecutor(max_workers=_workers(len(jobs))) as pool:
         for name, contents in pool.map(read, jobs):
             a.contents[name] = contents
             for problem in contents.problems:
@@ -1075,6 +1097,24 @@ def run_checks(a: _Audit, specs: Sequence[CheckSpec] = CHECKS) -> list[Check]:
     return results
 
 
+def _workers(jobs: int) -> int:
+    """Threads for ``jobs`` independent pieces of work that release the GIL (hashing, inflating): one per core."""
+    return max(1, min(jobs, os.cpu_count() or 1))
+
+
+def prepare() -> None:
+    """Start, in the background, the audit's fixed-cost work that needs no release: for a process about to audit.
+
+    Today that is compiling the CycloneDX schema validator the ``sboms``
+    check uses (:func:`release.sbom.warm_validator`, a daemon thread; the
+    most expensive fixed cost of an audit). Returns at once; idempotent and
+    thread-safe, cheap to call again; :func:`audit` calls it first thing, so
+    calling it earlier (while the process waits on subprocesses) only moves
+    the work off the audit's wall time. Nothing is read or written.
+    """
+    sbom.warm_validator()
+
+
 def _in_toto_check(result: InTotoResult) -> Check:
     f = _Findings("in-toto")
     if not result.ok:
@@ -1100,9 +1140,13 @@ def audit(release_dir: Path, owner_pub: Path) -> AuditReport:
         folder = Folder.scan(release_dir)
     except OSError as e:
         raise BadInputError(f"{release_dir}: cannot list the release folder: {e.strerror or e}") from e
+    prepare()
     a = _Audit(folder=folder, owner=owner, owner_keyid=attest.keyid_of(owner))
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    # Every file the checks may hash (none larger than a release file), largest first, hashed while they start.
+    wanted = sorted((n for n in folder.files if folder.sizes[n] <= MAX_HASHED_BYTES), key=lambda n: -folder.sizes[n])
+    with ThreadPoolExecutor(max_workers=1) as pool, ThreadPoolExecutor(max_workers=_workers(len(wanted))) as hashing:
         verifying = pool.submit(run_in_toto_verify, release_dir, owner_pub)
+        folder.prefetch(wanted, hashing)
         checks = run_checks(a)
         try:
             in_toto = verifying.result()

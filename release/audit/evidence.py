@@ -11,8 +11,10 @@ import contextlib
 import json
 import os
 import stat
+import threading
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,7 +82,11 @@ class Folder:
 
     Entries are judged by ``lstat``; a file is opened only as a regular file,
     never following a symlink, never blocking on a FIFO, and read whole only
-    up to a limit.
+    up to a limit. Each file is hashed in one streamed pass (SHA-256 and
+    BLAKE2b-512, every digest the checks compare), at most once per folder,
+    whichever thread asks first: :meth:`prefetch` starts those passes on an
+    executor (hashlib releases the GIL), :meth:`digest` waits for the one it
+    needs.
     """
 
     path: Path
@@ -88,7 +94,8 @@ class Folder:
     sizes: dict[str, int]
     others: list[str]
     overflow: bool = False
-    _digests: dict[str, ArtifactDigest | None] = field(default_factory=dict)
+    _digests: dict[str, Future[ArtifactDigest | None]] = field(default_factory=dict, repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @classmethod
     def scan(cls, path: Path) -> Folder:
@@ -115,14 +122,49 @@ class Folder:
 
     def digest(self, name: str) -> ArtifactDigest | None:
         """The digest of the file ``name`` (streamed), or None when it is absent or unreadable."""
-        if name not in self._digests:
-            self._digests[name] = None
+        future, mine = self._claim(name)
+        if mine:
+            self._hash_into(name, future)
+        return future.result()
+
+    def prefetch(self, names: Iterable[str], executor: Executor) -> None:
+        """Start hashing the files ``names`` (those in the folder, not yet hashed or being hashed) on ``executor``.
+
+        Results are the same as :meth:`digest`'s, whichever thread computes
+        them; each file is still read once. The executor must outlive the
+        checks that wait on these digests.
+        """
+        for name in names:
+            if name in self.files:
+                future, mine = self._claim(name)
+                if mine:
+                    try:
+                        executor.submit(self._hash_into, name, future)
+                    except RuntimeError:  # the executor is shut down: hashed here, for whoever waits, then said
+                        self._hash_into(name, future)
+                        raise
+
+    def _claim(self, name: str) -> tuple[Future[ArtifactDigest | None], bool]:
+        """The future of ``name``'s digest, and whether the caller is the one to compute it."""
+        with self._lock:
+            future = self._digests.get(name)
+            if future is not None:
+                return future, False
+            future = self._digests[name] = Future()
+            return future, True
+
+    def _hash_into(self, name: str, future: Future[ArtifactDigest | None]) -> None:
+        result: ArtifactDigest | None = None
+        try:
             if name in self.files:
                 with contextlib.suppress(OSError, inspection.Refused):
                     fd, _ = inspection.open_regular(str(self.files[name]))
                     with os.fdopen(fd, "rb") as f:
-                        self._digests[name] = hash_stream(self.files[name], f)
-        return self._digests[name]
+                        result = hash_stream(self.files[name], f)
+        except BaseException as e:  # never leave a waiter waiting: it gets the error instead
+            future.set_exception(e)
+            raise
+        future.set_result(result)
 
     def read(self, name: str, limit: int = MAX_DOCUMENT_BYTES) -> bytes | None:
         """The bytes of the file ``name``, or None when there is none; :class:`VerificationError` when unreadable."""
