@@ -568,7 +568,9 @@ def warm_validator(schema: SchemaVersion = SPEC_VERSION) -> threading.Thread:
     early and the audit's SBOM check then finds the validator ready
     (:func:`validate_sbom` waits on the same lock, never compiles twice). A
     failure in the thread is not raised there: the first validation compiles
-    again and raises it.
+    again and raises it. The project starts processes with ``subprocess``
+    only; a bare ``fork`` while the thread holds the lock would leave the
+    child waiting on it.
     """
     global _WARMING
     with _WARMING_LOCK:
