@@ -27,7 +27,10 @@ nothing else, and it touches nothing before checking it against them:
    (name, type, mode, size, SHA-256), and each file must equal what the step
    read (a build product or a gated source file). Every read is bounded by
    those declarations and by hard caps; links, special files, set-uid bits,
-   sparse or hidden members, unsafe or colliding names are refused.
+   sparse or hidden members, unsafe or colliding names are refused. The
+   archives are checked at once, a worker thread per core: the reasons come
+   in the configuration's order whatever the threads do, and an archive whose
+   worker fails or dies stays refused.
 4. Content, not names: no member of a bundle may equal a file of a path the
    bundle must never contain (e.g. ``edge/``) or a binary it must never
    contain, and executables (ELF, PE, Mach-O, ``#!`` scripts) are allowed only
@@ -58,7 +61,10 @@ import sys
 import threading
 import unicodedata
 import zlib
-from typing import Any
+
+TYPE_CHECKING = False  # typing is not imported at run time: the program is started for each verification
+if TYPE_CHECKING:
+    from typing import Any
 
 SCHEMA = "ransomeye.inspection/v1"
 VERSION_PLACEHOLDER = "@V@"  # in the configuration's product names: the release's version
@@ -79,7 +85,9 @@ MARKER_SYMBOLS = (
     (".pyc", "\u2024pyc"),
     ("~", "\u223c"),
 )
-CHUNK = 1 << 20
+CHUNK = 1 << 20  # the most bytes one step of a reader inflates, copies or holds apart from a kept archive
+READ_BYTES = 256 << 10  # compressed bytes handed to zlib at a time: they inflate to at most CHUNK bytes per call
+KEEP_BYTES = 4 << 20  # an archive up to this size is parsed from the very bytes hashed (see read_checked)
 MAX_FOLDER_ENTRIES = 10000
 MAX_LINK_BYTES = 16 << 20
 MAX_SUMS_BYTES = 4 << 20
@@ -214,6 +222,69 @@ def sha256_fd(fd: int, limit: int) -> str:
         h.update(chunk)
 
 
+class Scratch:
+    """One worker's buffer, reused from archive to archive (touching fresh memory is what costs)."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+
+    def view(self, n: int) -> memoryview:
+        """``n`` bytes of the buffer, whatever they hold; a larger buffer replaces it if needed (never resized)."""
+        if len(self.buffer) < n:
+            self.buffer = bytearray(n)
+        return memoryview(self.buffer)[:n]
+
+
+class Source:
+    """The bytes of an archive whose SHA-256 was checked: kept in memory, or read again through its descriptor.
+
+    Nothing is ever read past ``size``, the bytes that were hashed.
+    """
+
+    def __init__(self, fd: int, size: int, kept: memoryview | None = None) -> None:
+        self.fd = fd
+        self.size = size
+        self.kept = kept
+
+    def at(self, offset: int, n: int) -> bytes | memoryview:
+        """Up to ``n`` bytes from ``offset`` (fewer only at the end); a view of the kept bytes, not a copy."""
+        if offset < 0 or n < 0:
+            raise ValueError("a read before the start of the archive")
+        n = max(0, min(n, self.size - offset))
+        if self.kept is not None:
+            return self.kept[offset : offset + n]
+        return pread(self.fd, n, offset)
+
+
+def read_checked(fd: int, size: int, digest: str, scratch: Scratch) -> Source | None:
+    """Hash what ``fd`` holds from its start, ``size`` bytes; if their SHA-256 is ``digest``, the source to parse.
+
+    Returns None when the hash differs; refuses a file that holds more than
+    ``size`` bytes. An archive of up to ``KEEP_BYTES`` is read once, into
+    ``scratch``, and parsed from there: the bytes parsed are the bytes hashed.
+    A larger one is hashed through a window and read again, through the same
+    descriptor and never past ``size``, for parsing (from the page cache).
+    """
+    keep = size <= KEEP_BYTES
+    view = scratch.view(size if keep else min(size, CHUNK))
+    h = hashlib.sha256()
+    got = 0
+    with open(fd, "rb", buffering=0, closefd=False) as f:
+        f.seek(0)
+        while got < size:
+            window = view[got : got + CHUNK] if keep else view[: min(CHUNK, size - got)]
+            n = f.readinto(window)
+            if not n:
+                break  # shorter than it was: the hash tells
+            h.update(window[:n])
+            got += n
+        if f.read(1):
+            raise Refused("grew past its %d declared bytes while being read" % size)
+    if h.hexdigest() != digest:
+        return None
+    return Source(fd, got, view[:got] if keep else None)
+
+
 # --- links ---------------------------------------------------------------------------------------
 
 
@@ -326,7 +397,7 @@ class Expectation:
 
 
 def _read_member_data(read: Any, size: int, where: str) -> tuple[str, bytes]:
-    """Hash exactly ``size`` bytes from ``read(n)``; return the SHA-256 and the first bytes."""
+    """Hash exactly ``size`` bytes from ``read(n)``; return the SHA-256 and the first bytes (a copy)."""
     h = hashlib.sha256()
     head = b""
     left = size
@@ -342,7 +413,7 @@ def _read_member_data(read: Any, size: int, where: str) -> tuple[str, bytes]:
 
 
 class Inflater:
-    """The decompressed bytes of the one gzip member ``fd`` holds, produced a bounded chunk at a time.
+    """The decompressed bytes of the one gzip member ``source`` holds, produced a bounded chunk at a time.
 
     The gzip wrapper is read here, not by zlib: only the fixed header the
     packagers write is accepted (no name, comment, extra field or time, which
@@ -350,10 +421,11 @@ class Inflater:
     what was inflated.
     """
 
-    def __init__(self, fd: int, archive: str) -> None:
-        self.fd = fd
+    def __init__(self, source: Source, archive: str) -> None:
+        self.source = source
         self.archive = archive
-        header = os.read(fd, 10)
+        header = bytes(source.at(0, 10))
+        self.offset = len(header)
         if len(header) != 10 or header[:8] != GZIP_HEADER or header[8] not in (0, 2, 4):
             raise Refused(
                 "%s: not the plain gzip header the packagers write (a name, comment, extra or time)" % archive
@@ -361,15 +433,16 @@ class Inflater:
         self.z = zlib.decompressobj(-15)
         self.crc = 0
         self.size = 0
-        self.pending = b""
-        self.buffer = b""
+        self.pending = b""  # type: bytes | memoryview
+        self.buffer = memoryview(b"")  # what was inflated last, handed out as views (no copy)
         self.pos = 0
         self.eof = False
 
     def _fill(self) -> bool:
         while not self.eof:
             if not self.pending:
-                self.pending = os.read(self.fd, CHUNK)
+                self.pending = self.source.at(self.offset, READ_BYTES)
+                self.offset += len(self.pending)
                 if not self.pending:
                     raise Refused("%s: the gzip stream is cut short" % self.archive)
             data = self.z.decompress(self.pending, CHUNK)
@@ -380,24 +453,21 @@ class Inflater:
                 self.eof = True
                 self._trailer(self.z.unused_data)
             if data:
-                self.buffer, self.pos = data, 0
+                self.buffer, self.pos = memoryview(data), 0
                 return True
         return False
 
     def _trailer(self, rest: bytes) -> None:
         """The 8-byte trailer, then the end of the file."""
-        while len(rest) < 9:
-            more = os.read(self.fd, 9 - len(rest))
-            if not more:
-                break
-            rest += more
+        if len(rest) < 9:
+            rest += self.source.at(self.offset, 9 - len(rest))
         if len(rest) != 8:
             raise Refused("%s: holds data after its gzip stream, or its trailer is cut short" % self.archive)
         if struct.unpack("<II", rest) != (self.crc, self.size & 0xFFFFFFFF):
             raise Refused("%s: its gzip trailer does not match what it inflates to" % self.archive)
 
-    def read(self, n: int) -> bytes:
-        """Up to ``n`` bytes; empty only at the end of the stream."""
+    def read(self, n: int) -> bytes | memoryview:
+        """Up to ``n`` bytes, a view valid until the next call; empty only at the end of the stream."""
         if self.pos >= len(self.buffer) and not self._fill():
             return b""
         data = self.buffer[self.pos : self.pos + n]
@@ -500,15 +570,15 @@ def _tar_kind(typeflag: bytes) -> str:
     return "of tar type %s" % shown(typeflag.decode("latin-1"))
 
 
-def read_tar_gz(fd: int, archive: str, expect: Expectation) -> list[Member]:
-    """Read a tar.gz from ``fd`` (at its start): plain ustar headers exactly as the packagers write them.
+def read_tar_gz(source: Source, archive: str, expect: Expectation) -> list[Member]:
+    """Read the tar.gz ``source`` holds: plain ustar headers exactly as the packagers write them.
 
     Each header must be byte for byte the canonical one of its name, mode,
     size and time (owners 0, no link target, owner names or device numbers,
     one spelling per number), so no field can carry hidden data; no pax,
     GNU or old-format header; regular files and directories only.
     """
-    z = Inflater(fd, archive)
+    z = Inflater(source, archive)
     members = []
     mtimes = set()  # type: set[int]
     while True:
@@ -564,7 +634,7 @@ def read_tar_gz(fd: int, archive: str, expect: Expectation) -> list[Member]:
         if not data:
             break
         rest += len(data)
-        if data.count(0) != len(data) or rest > TAR_TAIL_BYTES:
+        if rest > TAR_TAIL_BYTES or bytes(data).count(0) != len(data):
             raise Refused("%s: holds data after its end-of-archive marker" % archive)
     return members
 
@@ -574,14 +644,14 @@ _CDIR = struct.Struct("<4sBBHHHHHIIIHHHHHII")
 _LOCAL = struct.Struct("<4sHHHHHIIIHH")
 
 
-def read_zip(fd: int, archive: str, size: int, expect: Expectation) -> list[Member]:
-    """Read a zip from ``fd``: its entries back to back from offset 0, then the central directory, nothing else.
+def read_zip(source: Source, archive: str, expect: Expectation) -> list[Member]:
+    """Read the zip ``source`` holds: its entries back to back from offset 0, then the central directory, nothing else.
 
     Every local header must repeat its central directory entry; stored or
     deflated data only, no encryption, no zip64, no comment, no extra field.
     Entries cannot overlap or hide bytes between them.
     """
-    cdir, n_total, cd_offset = _zip_directory(fd, archive, size, expect)
+    cdir, n_total, cd_offset = _zip_directory(source, archive, expect)
     stamps = dict()  # type: dict[str, tuple[int, int]]
     pos = 0
     offset = 0
@@ -596,17 +666,17 @@ def read_zip(fd: int, archive: str, size: int, expect: Expectation) -> list[Memb
             )
         got = entry.member
         want = expect.header(got)
-        data_at = _zip_local_header(fd, offset, entry, archive)
+        data_at = _zip_local_header(source, offset, entry, archive)
         end = data_at + entry.csize
         if end > cd_offset:
             raise Refused("%s: entry %s runs into the central directory" % (archive, name))
         got.sha256, got.head, crc_read = _zip_data(
-            fd, data_at, entry.csize, got.size, entry.method, "%s: entry %s" % (archive, name)
+            source, data_at, entry.csize, got.size, entry.method, "%s: entry %s" % (archive, name)
         )
         if crc_read != entry.crc:
             raise Refused("%s: entry %s fails its CRC" % (archive, name))
         if entry.flags & 0x08:
-            descriptor = pread(fd, 16, end)
+            descriptor = bytes(source.at(end, 16))
             if descriptor != struct.pack("<4sIII", b"PK\x07\x08", entry.crc, entry.csize, got.size):
                 raise Refused(
                     "%s: the data descriptor of %s differs from its central directory entry" % (archive, name)
@@ -622,11 +692,12 @@ def read_zip(fd: int, archive: str, size: int, expect: Expectation) -> list[Memb
     return members
 
 
-def _zip_directory(fd: int, archive: str, size: int, expect: Expectation) -> tuple[bytes, int, int]:
+def _zip_directory(source: Source, archive: str, expect: Expectation) -> tuple[bytes, int, int]:
     """The central directory (its bytes, its entry count, its offset), once the end record says it is plain."""
+    size = source.size
     if size < _EOCD.size:
         raise Refused("%s: too short to be a zip" % archive)
-    eocd = pread(fd, _EOCD.size, size - _EOCD.size)
+    eocd = bytes(source.at(size - _EOCD.size, _EOCD.size))
     sig, disk, cd_disk, n_disk, n_total, cd_size, cd_offset, comment = _EOCD.unpack(eocd)
     if sig != b"PK\x05\x06" or disk or cd_disk or n_disk != n_total or comment:
         raise Refused(
@@ -638,7 +709,7 @@ def _zip_directory(fd: int, archive: str, size: int, expect: Expectation) -> tup
         raise Refused("%s: holds %d entries, the packaging link declares %d" % (archive, n_total, len(expect.declared)))
     if cd_size > min(n_total * (_CDIR.size + MAX_NAME_BYTES), MAX_CENTRAL_DIRECTORY_BYTES):
         raise Refused("%s: an oversized central directory" % archive)
-    return pread(fd, cd_size, cd_offset), n_total, cd_offset
+    return bytes(source.at(cd_offset, cd_size)), n_total, cd_offset
 
 
 class _ZipEntry:
@@ -688,11 +759,11 @@ def _zip_entry(cdir: bytes, pos: int, archive: str, stamps: Any) -> _ZipEntry:
     return _ZipEntry(member, raw_name, (flags, method, time, date, crc, csize), local, next_pos)
 
 
-def _zip_local_header(fd: int, offset: int, entry: _ZipEntry, archive: str) -> int:
+def _zip_local_header(source: Source, offset: int, entry: _ZipEntry, archive: str) -> int:
     """Check that the local header at ``offset`` repeats ``entry``; return where its data starts."""
     name = shown(entry.member.name)
     n_name = len(entry.raw_name)
-    header = pread(fd, _LOCAL.size + n_name, offset)
+    header = bytes(source.at(offset, _LOCAL.size + n_name))
     if len(header) != _LOCAL.size + n_name:
         raise Refused("%s: entry %s is cut short" % (archive, name))
     lsig, lver, lflags, lmethod, ltime, ldate, lcrc, lcsize, lusize, ln_name, ln_extra = _LOCAL.unpack_from(header)
@@ -706,7 +777,7 @@ def _zip_local_header(fd: int, offset: int, entry: _ZipEntry, archive: str) -> i
     return offset + _LOCAL.size + n_name
 
 
-def _zip_data(fd: int, at: int, csize: int, usize: int, method: int, where: str) -> tuple[str, bytes, int]:
+def _zip_data(source: Source, at: int, csize: int, usize: int, method: int, where: str) -> tuple[str, bytes, int]:
     """Hash the ``usize`` bytes an entry's ``csize`` stored bytes inflate to (never more); return sha, head, crc."""
     if method == 0 and csize != usize:
         raise Refused("%s: stored with different sizes" % where)
@@ -716,10 +787,10 @@ def _zip_data(fd: int, at: int, csize: int, usize: int, method: int, where: str)
     crc = 0
     out_total = 0
     left = csize
-    pending = b""
+    pending = b""  # type: bytes | memoryview
     while True:
         if not pending and left:
-            pending = pread(fd, min(left, CHUNK), at)
+            pending = source.at(at, min(left, READ_BYTES))
             if not pending:
                 raise Refused("%s: cut short" % where)
             at += len(pending)
@@ -745,13 +816,13 @@ def _zip_data(fd: int, at: int, csize: int, usize: int, method: int, where: str)
     return h.hexdigest(), head, crc
 
 
-def read_archive(fd: int, archive: str, fmt: str, size: int, expect: Expectation) -> list[Member]:
-    """The members of archive ``archive`` (format ``fmt``, ``size`` bytes) open at ``fd``."""
+def read_archive(source: Source, archive: str, fmt: str, expect: Expectation) -> list[Member]:
+    """The members of archive ``archive`` (format ``fmt``) that ``source`` holds."""
     try:
         if fmt == "tar.gz":
-            return read_tar_gz(fd, archive, expect)
+            return read_tar_gz(source, archive, expect)
         if fmt == "zip":
-            return read_zip(fd, archive, size, expect)
+            return read_zip(source, archive, expect)
     except (zlib.error, struct.error, ValueError, OverflowError) as e:  # malformed data the readers did not name
         raise Refused("%s: cannot be read as %s (%s)" % (archive, fmt, shown(str(e)))) from None
     raise Refused("%s: unknown archive format %s" % (archive, shown(fmt)))
@@ -820,6 +891,14 @@ class Config:
 # --- the inspection -------------------------------------------------------------------------------
 
 
+def cores() -> int:
+    """The cores this process may run on (its affinity where the system tells it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 class Inspection:
     """One run over the current directory; ``failures`` collects every reason it does not verify."""
 
@@ -847,23 +926,52 @@ class Inspection:
         forbidden = forbidden_content(
             config.bundles, self.links.get(config.gates_step), [self.links.get(s) for s in config.binary_steps]
         )
-        # One thread per archive: hashing and inflating release the GIL, so the archives are read on every core.
-        # A thread that dies leaves its archive refused: fail closed.
-        results = ["%s: not checked" % b.step for b in config.bundles]  # type: list[str | None]
+        self.failures.extend(r for r in self.check_bundles(forbidden) if r is not None)
+        return self.failures
 
-        def check(i: int) -> None:
-            try:
-                results[i] = self.check_bundle(config.bundles[i], forbidden)
-            except Exception as e:  # a fault of the inspection itself
-                results[i] = "%s: not checked (%s: %s)" % (config.bundles[i].step, type(e).__name__, shown(str(e)))
+    def check_bundles(self, forbidden: Any) -> list[str | None]:
+        """Each bundle's reason to fail (None: it passes), in the configuration's order, whatever thread checked it.
 
-        threads = [threading.Thread(target=check, args=(i,)) for i in range(len(config.bundles))]
+        A worker per core (at most one per bundle) takes the largest archive
+        left: hashing and inflating release the GIL, so the archives are read
+        on every core. A bundle starts out refused ("not checked"), so one
+        that a dying worker leaves, or that no worker reaches, stays refused:
+        fail closed.
+        """
+        bundles = self.config.bundles
+        results = ["%s: not checked" % b.step for b in bundles]  # type: list[str | None]
+        todo = sorted(range(len(bundles)), key=lambda i: (self.archive_size(bundles[i]), -i))
+        lock = threading.Lock()
+
+        def work() -> None:
+            scratch = Scratch()  # one buffer per worker, reused for each archive it reads
+            while True:
+                with lock:
+                    if not todo:
+                        return
+                    i = todo.pop()
+                try:
+                    results[i] = self.check_bundle(bundles[i], forbidden, scratch)
+                except Exception as e:  # a fault of the inspection itself
+                    results[i] = "%s: not checked (%s: %s)" % (bundles[i].step, type(e).__name__, shown(str(e)))
+
+        threads = [threading.Thread(target=work) for _ in range(max(1, min(cores(), len(bundles))))]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        self.failures.extend(r for r in results if r is not None)
-        return self.failures
+        return results
+
+    def archive_size(self, bundle: Bundle) -> int:
+        """The size of ``bundle``'s archive in the folder (0 if it has none): what it costs to check."""
+        link = self.links.get(bundle.step)
+        if link is None:
+            return 0
+        try:
+            st = self.regular.get(archive_of(link, bundle))
+        except Refused:
+            return 0
+        return st.st_size if st is not None else 0
 
     def scan_folder(self) -> None:
         """Remove what an earlier run left; list every other entry by lstat (nothing is followed or opened)."""
@@ -1066,9 +1174,11 @@ class Inspection:
         for b in self.config.bundles:
             link = self.links.get(b.step)
             if link is not None:
-                with contextlib.suppress(Refused):
+                try:
                     name = archive_of(link, b)
-                    out[name] = link.products[name]
+                except Refused:
+                    continue
+                out[name] = link.products[name]
         return out
 
     def read_product(self, name: str, step: str, limit: int) -> bytes | None:
@@ -1138,7 +1248,7 @@ class Inspection:
             if subjects != want:
                 self.fail("%s: its statement is not about %s with its recorded hash" % (name, archive))
 
-    def check_bundle(self, bundle: Bundle, forbidden: Any) -> str | None:
+    def check_bundle(self, bundle: Bundle, forbidden: Any, scratch: Scratch | None = None) -> str | None:
         """Check one bundle's archive; return the reason it fails, or None."""
         link = self.links.get(bundle.step)
         if link is None or bundle.step in self.absent:
@@ -1149,7 +1259,7 @@ class Inspection:
             archive = archive_of(link, bundle)
             if archive not in self.regular:
                 raise Refused("%s: missing (the product of %s)" % (archive, bundle.step))
-            check_archive(archive, archive, bundle, link, forbidden[bundle.id])
+            check_archive(archive, archive, bundle, link, forbidden[bundle.id], scratch)
         except Refused as e:
             return str(e)
         except (OSError, ValueError, zlib.error, struct.error, RecursionError, MemoryError) as e:
@@ -1214,13 +1324,17 @@ def archive_of(link: Link, bundle: Bundle) -> str:
     return str(names[0])
 
 
-def check_archive(path: str, archive: str, bundle: Bundle, link: Link, banned: Any) -> list[Member]:
+def check_archive(
+    path: str, archive: str, bundle: Bundle, link: Link, banned: Any, scratch: Scratch | None = None
+) -> list[Member]:
     """Check the archive at ``path`` against its packaging ``link``; return its members, or raise :class:`Refused`.
 
     Check before touch: the file is opened once (a regular file, not
     followed), its size and SHA-256 must be what the link recorded before one
-    byte is parsed, then its members are read through the same descriptor,
-    each against the link's declaration, and judged by :func:`judge_content`.
+    byte is parsed, then its members are read from the bytes kept in
+    ``scratch`` (or, for a large one, through the same descriptor, never past
+    the bytes hashed; see :func:`read_checked`), each against the link's
+    declaration, and judged by :func:`judge_content`.
     """
     stem = archive[: -len(bundle.format) - 1]
     declared = declared_members(link, bundle, stem)
@@ -1229,10 +1343,10 @@ def check_archive(path: str, archive: str, bundle: Bundle, link: Link, banned: A
         size = link.environment.get("archive-size")
         if not isinstance(size, int) or st.st_size != size or size > MAX_ARCHIVE_BYTES:
             raise Refused("%s: %d bytes, not the %s the %s step wrote" % (archive, st.st_size, size, bundle.step))
-        if sha256_fd(fd, size) != link.products[archive]:
+        source = read_checked(fd, size, link.products[archive], scratch or Scratch())
+        if source is None:
             raise Refused("%s: is not the archive the %s step wrote (not unpacked)" % (archive, bundle.step))
-        os.lseek(fd, 0, os.SEEK_SET)
-        members = read_archive(fd, archive, bundle.format, size, Expectation(archive, declared))
+        members = read_archive(source, archive, bundle.format, Expectation(archive, declared))
     finally:
         os.close(fd)
     judge_content(bundle, stem, members, banned, archive)

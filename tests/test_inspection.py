@@ -13,19 +13,22 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import sys
 import tarfile
 import tempfile
+import threading
 import zipfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from release import attest, inspection
 from release.archive import Entry, write_tar_gz, write_zip
 from release.pipeline import functionaries
-from tests.conftest import EPOCH
+from tests.conftest import EPOCH, Repo
 
 SOURCE = Path(inspection.__file__).read_text(encoding="utf-8")
 
@@ -96,13 +99,15 @@ def _archive(fmt: str, tmp: Path) -> bytes:
     return out.read_bytes()
 
 
-def _read(data: bytes, fmt: str, tmp: Path) -> list[str]:
+def _read(data: bytes, fmt: str, tmp: Path, kept: bool = True) -> list[str]:
+    """The members ``read_archive`` finds in ``data``: from memory as a kept archive, or read through a descriptor."""
     path = tmp / f"fuzzed.{fmt}"
     path.write_bytes(data)
     fd = os.open(path, os.O_RDONLY)
     try:
+        source = inspection.Source(fd, len(data), memoryview(data) if kept else None)
         expect = inspection.Expectation(path.name, None)
-        return [m.name for m in inspection.read_archive(fd, path.name, fmt, len(data), expect)]
+        return [m.name for m in inspection.read_archive(source, path.name, fmt, expect)]
     finally:
         os.close(fd)
 
@@ -123,19 +128,19 @@ def test_archive_readers_accept_or_refuse_any_mutation(tmp_path: Path, fmt: str,
         else:
             mutated[at:at] = data.draw(st.binary(min_size=1, max_size=64))
     with contextlib.suppress(inspection.Refused):
-        _read(bytes(mutated), fmt, tmp_path)
+        _read(bytes(mutated), fmt, tmp_path, kept=data.draw(st.booleans()))
 
 
 @settings(max_examples=200, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.sampled_from(["tar.gz", "zip"]), st.binary(max_size=4096))
-def test_archive_readers_accept_or_refuse_any_bytes(tmp_path: Path, fmt: str, raw: bytes) -> None:
+@given(st.sampled_from(["tar.gz", "zip"]), st.binary(max_size=4096), st.booleans())
+def test_archive_readers_accept_or_refuse_any_bytes(tmp_path: Path, fmt: str, raw: bytes, kept: bool) -> None:
     with contextlib.suppress(inspection.Refused):
-        _read(raw, fmt, tmp_path)
+        _read(raw, fmt, tmp_path, kept)
 
 
 def test_readers_return_every_member_of_an_honest_archive(tmp_path: Path) -> None:
-    for fmt in ("tar.gz", "zip"):
-        names = _read(_archive(fmt, tmp_path), fmt, tmp_path)
+    for fmt, kept in (("tar.gz", True), ("tar.gz", False), ("zip", True), ("zip", False)):
+        names = _read(_archive(fmt, tmp_path), fmt, tmp_path, kept)
         assert names == ["ransomeye-x-1.0.0", "ransomeye-x-1.0.0/bin", "ransomeye-x-1.0.0/bin/readme.txt",
                          "ransomeye-x-1.0.0/bin/tool"]  # fmt: skip
 
@@ -187,3 +192,108 @@ def test_main_always_exits_zero_and_names_the_reason(tmp_path: Path) -> None:
             p.unlink()
         left = _run_main(tmp_path, argv)
         assert len(left) == 1 and left[0].startswith(inspection.MARKER), left
+
+
+# --- the archives are checked concurrently: the same findings, whatever the threads do -------------------------
+
+
+def _folder(released: Repo, tmp_path: Path) -> tuple[Path, str]:
+    """A copy of the session's release folder and the configuration its layout passes the inspection."""
+    folder = tmp_path / "download"
+    shutil.copytree(released.artifacts, folder)
+    (folder / ".gitkeep").unlink(missing_ok=True)
+    layout = json.loads((folder / "root.layout").read_text())
+    return folder, str(layout["signed"]["inspect"][0]["run"][5])
+
+
+def _archives(folder: Path, config: str) -> list[tuple[str, str]]:
+    """Each bundle's packaging step and archive in the folder, in the configuration's order."""
+    out = []
+    for bundle in inspection.Config(config).bundles:
+        (archive,) = folder.glob(f"{bundle.name}-*.{bundle.format}")
+        out.append((bundle.step, archive.name))
+    return out
+
+
+def _failures(folder: Path, config: str, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The inspection's reasons, run in-process in ``folder`` (bounded: a hang fails the test)."""
+    monkeypatch.chdir(folder)
+    found: list[list[str]] = []
+    runner = threading.Thread(target=lambda: found.append(inspection.Inspection(inspection.Config(config)).run()))
+    runner.start()
+    runner.join(120)
+    assert not runner.is_alive(), "the inspection hangs"
+    assert len(found) == 1, "the inspection raised"
+    return found[0]
+
+
+def _spoil(path: Path) -> None:
+    """Flip one byte in the middle of ``path``: same size, another hash."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.slow
+def test_an_honest_release_passes_kept_or_read_again_on_any_number_of_workers(
+    released: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder, config = _folder(released, tmp_path)
+    for keep, workers in ((inspection.KEEP_BYTES, 2), (0, 2), (1 << 40, 1), (0, 1), (1 << 40, 8)):
+        monkeypatch.setattr(inspection, "KEEP_BYTES", keep)
+        monkeypatch.setattr(inspection, "cores", lambda workers=workers: workers)
+        assert _failures(folder, config, monkeypatch) == []
+    assert inspection.main([config]) == 0
+    assert not [p for p in folder.iterdir() if p.name.startswith(inspection.MARKER)]
+
+
+@pytest.mark.slow
+def test_two_bad_archives_give_both_reasons_in_order_whatever_the_threads(
+    released: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder, config = _folder(released, tmp_path)
+    archives = _archives(folder, config)
+    bad = [archives[0], archives[-1]]
+    for _, name in bad:
+        _spoil(folder / name)
+    want = [f"{name}: is not the archive the {step} step wrote (not unpacked)" for step, name in bad]
+    for keep in (inspection.KEEP_BYTES, 0):
+        monkeypatch.setattr(inspection, "KEEP_BYTES", keep)
+        for workers in (1, 2, 3, 8, 2, 2):
+            monkeypatch.setattr(inspection, "cores", lambda workers=workers: workers)
+            assert _failures(folder, config, monkeypatch) == want
+    assert inspection.main([config]) == 0
+    markers = sorted(p.name for p in folder.iterdir() if p.name.startswith(inspection.MARKER))
+    assert markers == sorted(inspection.marker_name(r) for r in want)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the worker killed on purpose
+def test_a_fault_in_a_worker_is_a_refusal_never_an_acceptance_nor_a_hang(
+    released: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception in one archive's check names that archive; a worker that dies leaves its archive refused."""
+    folder, config = _folder(released, tmp_path)
+    archives = _archives(folder, config)
+    real = inspection.check_archive
+
+    def faulty(path: str, *args: object, **kwargs: object) -> object:
+        if path == archives[1][1]:
+            raise RuntimeError("a fault")
+        if path == archives[2][1]:
+            raise SystemExit(0)  # ends the worker's thread silently
+        return real(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(inspection, "check_archive", faulty)
+    for workers in (1, 2, 4):
+        monkeypatch.setattr(inspection, "cores", lambda workers=workers: workers)
+        failures = _failures(folder, config, monkeypatch)
+        assert f"{archives[1][0]}: not checked (RuntimeError: a fault)" in failures, failures
+        assert f"{archives[2][0]}: not checked" in failures, failures
+        if workers > 1:  # the other workers go on with the other archives, which pass
+            assert len(failures) == 2, failures
+        else:  # the only worker died: nothing after it is checked, so all of that is refused too
+            assert len(failures) >= 2 and all(": not checked" in f for f in failures), failures
+    monkeypatch.setattr(inspection, "cores", lambda: 2)
+    assert inspection.main([config]) == 0
+    assert [p for p in folder.iterdir() if p.name.startswith(inspection.MARKER)]
