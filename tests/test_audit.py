@@ -40,7 +40,7 @@ from in_toto.models.metadata import Metablock
 from securesystemslib.signer import CryptoSigner
 
 from release import attest, inspection, provenance, sbom
-from release.archive import ArtifactDigest, WrittenArchive, collect_tree, hash_file, write_tar_gz
+from release.archive import ArtifactDigest, WrittenArchive, collect_tree, hash_file, hash_stream, write_tar_gz
 from release.attest import GATES_REPORT, StepRecord
 from release.audit import (
     AuditReport,
@@ -404,7 +404,7 @@ def test_run_in_toto_verify_alone(complete: Case, tmp_path: Path) -> None:
 def _counting_hash_stream(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     """Count, per file name, the streamed hashing passes the audit's folder makes."""
     counts: dict[str, int] = {}
-    real = evidence.hash_stream
+    real = hash_stream
 
     def counting(path: Path, f: Any) -> ArtifactDigest:
         counts[path.name] = counts.get(path.name, 0) + 1
@@ -784,7 +784,8 @@ def test_data_hidden_after_the_end_of_a_tar_is_found(tmp_path: Path) -> None:
         fd = os.open(path, os.O_RDONLY)
         try:
             expect = inspection.Expectation(path.name, None)
-            return [m.name for m in inspection.read_archive(fd, path.name, "tar.gz", path.stat().st_size, expect)]
+            source = inspection.Source(fd, path.stat().st_size)
+            return [m.name for m in inspection.read_archive(source, path.name, "tar.gz", expect)]
         finally:
             os.close(fd)
 
