@@ -7,6 +7,14 @@ into stages), samples the process tree in ``/proc`` every few milliseconds
 descendants together so that shared pages count once, CPU time), and reaps
 it with ``wait4`` to get the exact peak RSS of the largest process in the
 tree. Linux only.
+
+CPU time spent inside a bubblewrap sandbox never reaches ``wait4``: its
+processes live in their own PID namespace, whose reaper does not pass their
+usage on (a sandboxed second of CPU shows as 0.0 to the caller). So the
+sampler also keeps, for every process under a ``bwrap``, the largest CPU
+time of its own it saw, and the tree's CPU adds them up; a sandboxed
+process's last sampling interval (at most 50 ms) is missed, and so is a
+process that lives less than one.
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ class Sample:
     rss_kib: int  # the process itself
     tree_rss_kib: int  # the process and every descendant alive at that instant (PSS: shared pages once)
     cpu_s: float  # the process's own CPU time (all its threads) so far
-    children_cpu_s: float  # CPU time of the children it has reaped so far
+    children_cpu_s: float  # CPU time of the children it has reaped so far, and of sandboxed processes (sampled)
 
 
 @dataclass(frozen=True)
@@ -52,9 +60,10 @@ class Measured:
     stderr: str
     samples: tuple[Sample, ...]
     maxrss_kib: int  # wait4: the largest peak RSS of any single process in the tree
-    cpu_s: float  # wait4: CPU time of the whole tree (the process and every child it reaped)
+    cpu_s: float  # wait4: CPU time of the whole tree (the process and every child it reaped), plus sandboxed_cpu_s
     machine_busy_s: float  # CPU time the whole machine spent outside idle, iowait and steal meanwhile
     steal_s: float  # CPU time the hypervisor took away meanwhile
+    sandboxed_cpu_s: float = 0.0  # sampled: CPU time of the processes under a bwrap, which wait4 does not see
 
     @property
     def stdout(self) -> str:
@@ -132,6 +141,46 @@ def _stat(pid: int) -> tuple[int, float, float] | None:
     return int(fields[1]), (utime + stime) / _TICK, (cutime + cstime) / _TICK
 
 
+def _comm(pid: int) -> str:
+    return (_read(f"/proc/{pid}/comm") or "").strip()
+
+
+class SandboxedCpu:
+    """The CPU time of every process under a ``bwrap`` in a tree, as sampled (largest value seen per process)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple[int, float], float] = {}  # (pid, start time) -> CPU seconds
+
+    def sample(self, root: int, pids: Sequence[int]) -> None:
+        parent: dict[int, int] = {}
+        cpu: dict[int, tuple[float, float]] = {}
+        for pid in pids:
+            text = _read(f"/proc/{pid}/stat")
+            if text is None:
+                continue
+            fields = text[text.rindex(")") + 2 :].split()
+            parent[pid] = int(fields[1])
+            utime, stime = int(fields[11]), int(fields[12])  # its own: a reaped child was sampled itself
+            cpu[pid] = (float(fields[19]), (utime + stime) / _TICK)
+        for pid, (started, seconds) in cpu.items():
+            if self._sandboxed(pid, root, parent) and _comm(pid) != "bwrap":
+                key = (pid, started)
+                self.seen[key] = max(self.seen.get(key, 0.0), seconds)
+
+    @staticmethod
+    def _sandboxed(pid: int, root: int, parent: Mapping[int, int]) -> bool:
+        up = parent.get(pid)
+        while up is not None and up != root:
+            if _comm(up) == "bwrap":
+                return True
+            up = parent.get(up)
+        return False
+
+    @property
+    def total_s(self) -> float:
+        return sum(self.seen.values())
+
+
 def descendants(root: int) -> list[int]:
     """Every live descendant of ``root`` (``/proc/<pid>/task/<tid>/children``, recursively)."""
     out: list[int] = []
@@ -173,6 +222,7 @@ def run_measured(
     lines: list[Line] = []
     err: list[bytes] = []
     samples: list[Sample] = []
+    sandboxed = SandboxedCpu()
     done = threading.Event()
 
     def read_stdout() -> None:
@@ -187,8 +237,10 @@ def run_measured(
             st = _stat(proc.pid)
             if st is not None:
                 rss = _rss_kib(proc.pid)
-                tree = _pss_kib(proc.pid) + sum(_pss_kib(p) for p in descendants(proc.pid))
-                samples.append(Sample(time.monotonic() - started, rss, tree, st[1], st[2]))
+                below = descendants(proc.pid)
+                tree = _pss_kib(proc.pid) + sum(_pss_kib(p) for p in below)
+                sandboxed.sample(proc.pid, below)
+                samples.append(Sample(time.monotonic() - started, rss, tree, st[1], st[2] + sandboxed.total_s))
             done.wait(interval)
 
     threads = [threading.Thread(target=f, daemon=True) for f in (read_stdout, read_stderr, sample)]
@@ -217,7 +269,8 @@ def run_measured(
         stderr=b"".join(err).decode(errors="replace"),
         samples=tuple(samples),
         maxrss_kib=usage.ru_maxrss,
-        cpu_s=usage.ru_utime + usage.ru_stime,
+        cpu_s=usage.ru_utime + usage.ru_stime + sandboxed.total_s,
         machine_busy_s=busy1 - busy0,
         steal_s=steal1 - steal0,
+        sandboxed_cpu_s=sandboxed.total_s,
     )

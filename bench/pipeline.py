@@ -102,7 +102,7 @@ def stages(m: Measured, probe: dict[str, Any]) -> list[Stage]:
     steps (their lines arrive together when all are done), ``verify`` (layout
     written, then the customer's verification), and ``publish+exit``.
     """
-    final = Sample(m.wall_s, 0, 0, float(probe["self_cpu_s"]), float(probe["children_cpu_s"]))
+    final = Sample(m.wall_s, 0, 0, float(probe["self_cpu_s"]), float(probe["children_cpu_s"]) + m.sandboxed_cpu_s)
     marks: list[tuple[str, float]] = []
     for line in m.lines:
         if _HEADER.match(line.text):

@@ -116,3 +116,23 @@ def test_the_stock_threshold_2_equivalent_builds_twice_compares_signs_and_packs(
     windows = [f for b in ws.bundles if "windows" in b.target for f in b.binary_files()]
     assert script.count("osslsigncode sign ") == len(windows)
     assert script.rstrip().splitlines()[-1].endswith(" ".join(f"{b.format}:{b.stem(ws.version)}" for b in ws.bundles))
+
+
+def test_cpu_spent_inside_a_sandbox_is_counted(tmp_path: Path) -> None:
+    """bubblewrap's PID namespace hides its processes' CPU time from wait4; the sampler adds it back."""
+    from bench.measure import run_measured
+
+    busy = [
+        sys.executable,
+        "-I",
+        "-c",
+        "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.6: pass",
+    ]
+    box = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--ro-bind", "/", "/",
+           "--proc", "/proc", "--dev", "/dev", "--", *busy]  # fmt: skip
+    m = run_measured(box, cwd=tmp_path)
+    assert m.returncode == 0, m.stderr
+    assert m.sandboxed_cpu_s >= 0.5, "the sandboxed loop's CPU time was seen"
+    assert 0.5 <= m.cpu_s < 1.2, "and counted once"
+    plain = run_measured(busy, cwd=tmp_path)
+    assert plain.sandboxed_cpu_s == 0.0 and plain.cpu_s >= 0.55, "wait4 counts an unsandboxed child itself"
