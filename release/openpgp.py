@@ -24,6 +24,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -112,8 +113,37 @@ def transferable_public_key(key: RoleKey, user_id: str, created: int) -> bytes:
     return _packet(_TAG_PUBLIC_KEY, body) + _packet(_TAG_USER_ID, uid) + _packet(_TAG_SIGNATURE, signature)
 
 
+@dataclass(frozen=True)
+class DocumentHash:
+    """The SHA-512 state after a file's bytes, what a binary-document signature goes on to hash its trailer into."""
+
+    path: Path
+    state: Any  # a hashlib SHA-512 object; copied, never updated, by the signature
+
+    @classmethod
+    def of(cls, path: Path, expect_sha256: str | None = None) -> DocumentHash:
+        """Stream ``path`` once; with ``expect_sha256``, refuse bytes that are not those (:class:`BadInputError`).
+
+        Pure hashing (hashlib releases the GIL): files can be hashed on every
+        core before one key signs them in turn.
+        """
+        h = hashlib.sha512()
+        seen = hashlib.sha256()
+        for chunk in _file_chunks(path):
+            h.update(chunk)
+            seen.update(chunk)
+        if expect_sha256 is not None and seen.hexdigest() != expect_sha256:
+            raise BadInputError(f"{path}: changed since it was hashed; not signed")
+        return cls(path, h)
+
+
 def detached_signature(
-    key: RoleKey, path: Path, signed_at: int, key_created: int, expect_sha256: str | None = None
+    key: RoleKey,
+    path: Path,
+    signed_at: int,
+    key_created: int,
+    expect_sha256: str | None = None,
+    document: DocumentHash | None = None,
 ) -> str:
     """The armored detached binary-document signature of the file ``path``, made at ``signed_at``.
 
@@ -122,8 +152,11 @@ def detached_signature(
     ``signed_at`` is before ``key_created`` or the key cannot sign, and
     :class:`BadInputError` if ``path`` is not a readable regular file, or
     (with ``expect_sha256``) not the bytes of that SHA-256: the signature is
-    made only once the bytes it covers are known to be those.
+    made only once the bytes it covers are known to be those. ``document``,
+    the file already hashed (:meth:`DocumentHash.of`), saves the read.
     """
+    if document is not None and document.path != path:
+        raise ValueError(f"{document.path} was hashed, not {path}")
     _check_time(signed_at, "the signature time")
     _check_time(key_created, "the key creation time")
     if signed_at < key_created:
@@ -134,13 +167,7 @@ def detached_signature(
         )
     fpr = fingerprint(raw_public(key.public), key_created)
     hashed = _hashed_part(_BINARY_DOCUMENT, signed_at, fpr, False)
-    h = hashlib.sha512()
-    seen = hashlib.sha256()
-    for chunk in _file_chunks(path):
-        h.update(chunk)
-        seen.update(chunk)
-    if expect_sha256 is not None and seen.hexdigest() != expect_sha256:
-        raise BadInputError(f"{path}: changed since it was hashed; not signed")
+    h = (document or DocumentHash.of(path, expect_sha256)).state.copy()
     h.update(hashed)
     h.update(b"\x04\xff" + struct.pack(">I", len(hashed)))
     digest = h.digest()

@@ -85,6 +85,7 @@ from release.signing import (
     sign_all,
     sign_digest,
     sign_openpgp,
+    sign_openpgp_all,
     write_signify_sums,
     write_sigstore_bundle,
 )
@@ -500,10 +501,9 @@ def step_sign(r: Context, earlier: Earlier) -> Outcome[Signed]:
     payloads = sorted([*(p.archive for p in packaged), *(p.sbom for p in packaged), report], key=lambda d: d.name)
     signatures = sign_all(key, payloads, r.ws.version, r.epoch)
     predicate = provenance_predicate(envelope)
+    signatures += sign_openpgp_all(key, [p.archive for p in packaged], r.epoch, r.pgp_created)
     for p in packaged:
-        a = p.archive
-        signatures.append(sign_openpgp(key, a, r.epoch, r.pgp_created))
-        signatures.append(write_sigstore_bundle(key, a, provenance.PREDICATE_TYPE, predicate))
+        signatures.append(write_sigstore_bundle(key, p.archive, provenance.PREDICATE_TYPE, predicate))
     signatures.sort(key=lambda d: d.name)
     record = StepRecord(
         name=attest.STEP_SIGN,

@@ -11,7 +11,9 @@ The public key is published as ``keys/release.pub`` (PEM) and
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -82,10 +84,26 @@ def publish_release_keys(keys_dir: Path, key: RoleKey) -> int:
     return created
 
 
-def sign_openpgp(key: RoleKey, digest: ArtifactDigest, epoch: int, created: int) -> ArtifactDigest:
+def sign_openpgp(
+    key: RoleKey, digest: ArtifactDigest, epoch: int, created: int, document: openpgp.DocumentHash | None = None
+) -> ArtifactDigest:
     """Write ``<file>.asc``, an armored OpenPGP detached signature of ``digest``'s file; return its digest."""
-    text = openpgp.detached_signature(key, digest.path, epoch, created, digest.sha256)
+    text = openpgp.detached_signature(key, digest.path, epoch, created, digest.sha256, document)
     return write_bytes_atomic(digest.path.with_name(digest.name + PGP_SUFFIX), text.encode(), "the OpenPGP signature")
+
+
+def sign_openpgp_all(key: RoleKey, digests: Sequence[ArtifactDigest], epoch: int, created: int) -> list[ArtifactDigest]:
+    """:func:`sign_openpgp` for each of ``digests``: the files hashed on every core, then signed one by one.
+
+    OpenPGP hashes the whole file with SHA-512 (no digest the packagers kept
+    serves), so this is the release's one re-read; hashing runs in threads
+    (hashlib releases the GIL), signing in the caller's (a key on a token
+    signs one thing at a time).
+    """
+    workers = max(1, min(len(digests), os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="openpgp") as pool:
+        documents = list(pool.map(lambda d: openpgp.DocumentHash.of(d.path, d.sha256), digests))
+    return [sign_openpgp(key, d, epoch, created, doc) for d, doc in zip(digests, documents, strict=True)]
 
 
 def write_sigstore_bundle(

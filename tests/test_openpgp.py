@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -14,8 +15,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from release import openpgp
+from release.archive import hash_file
 from release.errors import BadInputError, SigningError
 from release.signers import RoleKey
+from release.signing import sign_openpgp_all
 
 GPGV = shutil.which("gpgv")
 SQV = shutil.which("sqv")
@@ -293,3 +296,48 @@ def test_read_public_key_refuses_hostile_keys(case: str) -> None:
     with pytest.raises(BadInputError, match=match) as e:
         openpgp.read_public_key(text, "keys/release.asc")
     assert "keys/release.asc" in e.value.message
+
+
+# --- hashed on every core, signed one by one -----------------------------------------------------
+
+
+def test_a_signature_over_a_prehashed_document_is_the_streamed_one(tmp_path: Path) -> None:
+    _, art, sig = _signed(tmp_path)
+    document = openpgp.DocumentHash.of(art, hashlib.sha256(BIG).hexdigest())
+    again = openpgp.detached_signature(_key(), art, SIGNED_AT, openpgp.DEV_KEY_CREATED, document=document)
+    assert again == sig.read_text(), "the same bytes: Ed25519 is deterministic and the digest is the same"
+    twice = openpgp.detached_signature(_key(), art, SIGNED_AT, openpgp.DEV_KEY_CREATED, document=document)
+    assert twice == again, "the kept state is copied, never advanced"
+
+
+def test_a_prehashed_document_is_refused_for_other_bytes_or_another_file(tmp_path: Path) -> None:
+    art = tmp_path / "a.tar.gz"
+    art.write_bytes(BIG)
+    with pytest.raises(BadInputError, match="changed since it was hashed; not signed"):
+        openpgp.DocumentHash.of(art, hashlib.sha256(b"other bytes").hexdigest())
+    other = tmp_path / "b.tar.gz"
+    other.write_bytes(BIG)
+    document = openpgp.DocumentHash.of(art)
+    with pytest.raises(ValueError, match="was hashed, not"):
+        openpgp.detached_signature(_key(), other, SIGNED_AT, openpgp.DEV_KEY_CREATED, document=document)
+
+
+@pytest.mark.parametrize("verify", TOOLS)
+def test_files_signed_together_each_verify_with_the_stock_tools(tmp_path: Path, verify: Verifier) -> None:
+    key = _key()
+    asc = openpgp.write_public_key(tmp_path, key, openpgp.DEV_KEY_CREATED)
+    digests = []
+    for n in range(5):
+        art = tmp_path / f"ransomeye-{n}-1.0.0.tar.gz"
+        art.write_bytes(BIG + bytes([n]) * n)
+        digests.append(hash_file(art))
+    signed = sign_openpgp_all(key, digests, SIGNED_AT, openpgp.DEV_KEY_CREATED)
+    assert [s.name for s in signed] == [d.name + ".asc" for d in digests], "one each, in order"
+    for d, s in zip(digests, signed, strict=True):
+        assert s.path.read_text() == openpgp.detached_signature(key, d.path, SIGNED_AT, openpgp.DEV_KEY_CREATED)
+        proc = verify(tmp_path, asc, s.path, d.path)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    # A file changed after it was hashed for the link is signed by nobody.
+    digests[2].path.write_bytes(b"swapped")
+    with pytest.raises(BadInputError, match="changed since it was hashed"):
+        sign_openpgp_all(key, digests, SIGNED_AT, openpgp.DEV_KEY_CREATED)
