@@ -119,6 +119,7 @@ class DocumentHash:
 
     path: Path
     state: Any  # a hashlib SHA-512 object; copied, never updated, by the signature
+    sha256: str  # the same bytes' SHA-256, which a signature expecting other bytes refuses
 
     @classmethod
     def of(cls, path: Path, expect_sha256: str | None = None) -> DocumentHash:
@@ -134,7 +135,7 @@ class DocumentHash:
             seen.update(chunk)
         if expect_sha256 is not None and seen.hexdigest() != expect_sha256:
             raise BadInputError(f"{path}: changed since it was hashed; not signed")
-        return cls(path, h)
+        return cls(path, h, seen.hexdigest())
 
 
 def detached_signature(
@@ -157,6 +158,8 @@ def detached_signature(
     """
     if document is not None and document.path != path:
         raise ValueError(f"{document.path} was hashed, not {path}")
+    if document is not None and expect_sha256 is not None and document.sha256 != expect_sha256:
+        raise BadInputError(f"{path}: changed since it was hashed; not signed")
     _check_time(signed_at, "the signature time")
     _check_time(key_created, "the key creation time")
     if signed_at < key_created:

@@ -915,8 +915,11 @@ def load_done(r: Context, step: str) -> Done:
 
 
 def _step_workers() -> int:
-    """How many steps run at once: one per core (a step is one busy process; more would only add memory)."""
-    return max(1, os.cpu_count() or 1)
+    """How many steps run at once: one per core this process may use (a step is one busy process)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 def run_steps(
@@ -926,18 +929,21 @@ def run_steps(
 
     At most one step per core runs at a time; of the steps ready to run, the
     one declared first starts first. Each prints its line ``[k/total] name ok
-    <seconds> <summary>`` (the k-th to finish): a step running alone prints
-    its name as it starts, the others their whole line as they finish.
-    ``total`` is the number of steps the
-    progress lines count (default: ``specs`` and the verify step);
-    ``finished`` is told the name of each step as it finishes (its link
-    written), in the order they finish. When a step fails, no other starts;
-    the running ones finish, and the failure of the first failed step in
+    <seconds> <summary>`` (the k-th to finish). A step that is the only one
+    to run runs in this thread and prints its name as it starts, so an
+    interrupt (Ctrl-C) stops it and its process at once; steps that run
+    together run in worker threads and print their whole line as they
+    finish. ``total`` is the number of steps the progress lines count
+    (default: ``specs`` and the verify step); ``finished`` is told the name
+    of each step as it finishes (its link written), in the order they
+    finish, until a step fails. When a step fails, no other starts; the
+    running ones finish, and the failure of the first failed step in
     declared order is raised. :func:`stages` is the same order, level by
     level.
     """
     stages(specs)  # refuses a step declared before what it reads
     total = total or len(specs) + 1
+    workers = _step_workers()
     done: dict[str, Done] = {}
     failed: dict[str, BaseException] = {}
     pending = list(specs)
@@ -948,36 +954,44 @@ def run_steps(
         started = time.monotonic()
         return _run_step(r, spec, earlier), time.monotonic() - started
 
-    with ThreadPoolExecutor(max_workers=_step_workers(), thread_name_prefix="step") as pool:
+    def finish(spec: StepSpec, outcome: Done) -> None:
+        done[spec.name] = outcome
+        if finished is not None and not failed:
+            try:
+                finished(spec.name)
+            except Exception as e:  # the step's own failure, raised in its turn
+                failed[spec.name] = e
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="step") as pool:
         while pending or running:
-            started = 0
-            while not failed and len(running) < _step_workers():
-                ready = next((s for s in pending if all(a in done for a in s.after)), None)
-                if ready is None:
-                    break
-                pending.remove(ready)
-                running[pool.submit(timed, ready, _earlier(ready, specs, done))] = ready
-                started += 1
+            ready = [s for s in pending if all(a in done for a in s.after)] if not failed else []
+            if not running and len(ready) == 1:  # alone: here, as a plain call
+                (spec,) = ready
+                pending.remove(spec)
+                with _progress(printed + 1, total, spec.name) as report:
+                    outcome = _run_step(r, spec, _earlier(spec, specs, done))
+                    report(outcome.summary)
+                printed += 1
+                finish(spec, outcome)
+                continue
+            for spec in ready[: workers - len(running)]:
+                pending.remove(spec)
+                running[pool.submit(timed, spec, _earlier(spec, specs, done))] = spec
             if not running:
                 break  # a step failed: nothing more starts
-            alone = len(running) == 1 and started == 1
-            if alone:  # the line is this step's until it ends
-                print(f"[{printed + 1}/{total}] {next(iter(running.values())).name:<22}", end="", flush=True)
             finished_now, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in sorted(finished_now, key=lambda f: specs.index(running[f])):
                 spec = running.pop(future)
                 printed += 1
-                label = "" if alone else f"[{printed}/{total}] {spec.name:<22}"
+                label = f"[{printed}/{total}] {spec.name:<22}"
                 try:
                     outcome, seconds = future.result()
                 except Exception as e:  # raised below, once the running steps have finished
                     failed[spec.name] = e
                     print(f"{label}FAILED", flush=True)
                     continue
-                done[spec.name] = outcome
                 print(f"{label}ok {seconds:6.1f}s  {outcome.summary}", flush=True)
-                if finished is not None:
-                    finished(spec.name)
+                finish(spec, outcome)
     if failed:
         raise next(failed[s.name] for s in specs if s.name in failed)
     return {spec.name: done[spec.name] for spec in specs}

@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import threading
 import zipfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -438,6 +439,32 @@ def test_each_file_is_hashed_once_whoever_asks(tmp_path: Path, monkeypatch: pyte
     with pytest.raises(RuntimeError):
         late.prefetch(["f1"], hashing)  # shut down: hashed in place, never left for a waiter to wait on forever
     assert late.digest("f1") is not None and counts["f1"] == 2
+
+
+def test_hashing_no_check_asked_for_is_abandoned_not_awaited(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder of stray files: once the checks are done, the queued hashes are cancelled, not run to the end."""
+    counts = _counting_hash_stream(monkeypatch)
+    gate = threading.Event()
+    counting = evidence.hash_stream  # type: ignore[attr-defined]  # the counting stand-in set above
+
+    def slow(path: Path, f: Any) -> ArtifactDigest:
+        gate.wait(10)
+        return counting(path, f)
+
+    names = [f"stray{i}" for i in range(6)]
+    for name in names:
+        (tmp_path / name).write_bytes(name.encode())
+    folder = evidence.Folder.scan(tmp_path)
+    hashing = ThreadPoolExecutor(max_workers=1)
+    monkeypatch.setattr(evidence, "hash_stream", slow)
+    folder.prefetch(names, hashing)
+    gate.set()  # the one running hash ends; the five queued are cancelled
+    hashing.shutdown(wait=True, cancel_futures=True)
+    folder.abandon_prefetch()
+    monkeypatch.setattr(evidence, "hash_stream", counting)
+    assert sum(counts.values()) == 1, counts
+    digest = folder.digest("stray5")  # asked later: hashed then, never a cancelled result
+    assert digest is not None and digest.sha256 == hashlib.sha256(b"stray5").hexdigest()
 
 
 def test_the_audit_reads_each_file_once_to_hash_it(complete: Case, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
+import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -215,3 +218,42 @@ def test_of_two_failures_the_first_declared_is_raised(monkeypatch: pytest.Monkey
     clock = _Clock({"slow": 0.3, "quick": 0.05}, fail=frozenset({"slow", "quick"}))
     with pytest.raises(VerificationError, match="slow failed"):
         _run(monkeypatch, tmp_path, clock, workers=2)
+
+
+def test_an_interrupt_stops_a_lone_step_and_its_process_at_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C during a step that runs alone (the build) ends it and the process it waits for, not after it."""
+    pidfile = tmp_path / "pid"
+
+    def step(r: Context, spec: StepSpec, earlier: object) -> Done:
+        if spec.name == "slow":
+            subprocess.run(["sh", "-c", f'echo $$ > "{pidfile}"; exec sleep 30'], check=True)
+        return Done(spec.name, attest.WrittenLink(Path(spec.name), {}), Gated(_digest(spec.name)))
+
+    def plan() -> list[StepSpec]:
+        def never(*_: object) -> pipeline.Outcome[Gated]:
+            raise AssertionError("the stand-in runs the steps")
+
+        return [StepSpec("a", never), StepSpec("slow", never, after=("a",)), StepSpec("c", never, after=("slow",))]
+
+    def interrupt_once_started() -> None:
+        deadline = time.monotonic() + 10
+        while not pidfile.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(pipeline, "_run_step", step)
+    r = Context(load_workspace(ROOT), tmp_path, tmp_path, 0, MappingProxyType({}), MappingProxyType({}))
+    threading.Thread(target=interrupt_once_started, daemon=True).start()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run_steps(r, plan())
+    assert time.monotonic() - started < 8, "the step did not run to its end"
+    stat = Path(f"/proc/{int(pidfile.read_text())}/stat")
+    deadline = time.monotonic() + 5
+    while stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z", "its process was killed"
+    out = capsys.readouterr().out
+    assert "[2/4] slow" in out and "FAILED after" in out and "[3/4]" not in out

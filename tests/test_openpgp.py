@@ -320,6 +320,9 @@ def test_a_prehashed_document_is_refused_for_other_bytes_or_another_file(tmp_pat
     document = openpgp.DocumentHash.of(art)
     with pytest.raises(ValueError, match="was hashed, not"):
         openpgp.detached_signature(_key(), other, SIGNED_AT, openpgp.DEV_KEY_CREATED, document=document)
+    wrong = hashlib.sha256(b"other bytes").hexdigest()
+    with pytest.raises(BadInputError, match="changed since it was hashed; not signed"):
+        openpgp.detached_signature(_key(), art, SIGNED_AT, openpgp.DEV_KEY_CREATED, wrong, document=document)
 
 
 @pytest.mark.parametrize("verify", TOOLS)

@@ -1144,14 +1144,20 @@ def audit(release_dir: Path, owner_pub: Path) -> AuditReport:
     a = _Audit(folder=folder, owner=owner, owner_keyid=attest.keyid_of(owner))
     # Every file the checks may hash (none larger than a release file), largest first, hashed while they start.
     wanted = sorted((n for n in folder.files if folder.sizes[n] <= MAX_HASHED_BYTES), key=lambda n: -folder.sizes[n])
-    with ThreadPoolExecutor(max_workers=1) as pool, ThreadPoolExecutor(max_workers=_workers(len(wanted))) as hashing:
-        verifying = pool.submit(run_in_toto_verify, release_dir, owner_pub)
-        folder.prefetch(wanted, hashing)
-        checks = run_checks(a)
-        try:
-            in_toto = verifying.result()
-        except ToolchainError as e:
-            raise BadInputError(e.message, hint=e.hint) from e
+    hashing = ThreadPoolExecutor(max_workers=_workers(len(wanted)))
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            verifying = pool.submit(run_in_toto_verify, release_dir, owner_pub)
+            folder.prefetch(wanted, hashing)
+            checks = run_checks(a)
+            try:
+                in_toto = verifying.result()
+            except ToolchainError as e:
+                raise BadInputError(e.message, hint=e.hint) from e
+    finally:
+        # The checks are done: a file no check asked for (a stray large one) is not hashed to the end for nothing.
+        hashing.shutdown(wait=True, cancel_futures=True)
+        folder.abandon_prefetch()
     checks.insert(1, _in_toto_check(in_toto))
     verified_provenance = a.provenance_info is not None and a.provenance_info.verified
     return AuditReport(

@@ -144,6 +144,16 @@ class Folder:
                         self._hash_into(name, future)
                         raise
 
+    def abandon_prefetch(self) -> None:
+        """Cancel the digests whose hashing never started (their executor was shut down with ``cancel_futures``).
+
+        Whoever asks for one afterwards hashes the file itself.
+        """
+        with self._lock:
+            for name, future in list(self._digests.items()):
+                if future.cancel():
+                    del self._digests[name]
+
     def _claim(self, name: str) -> tuple[Future[ArtifactDigest | None], bool]:
         """The future of ``name``'s digest, and whether the caller is the one to compute it."""
         with self._lock:
