@@ -27,10 +27,10 @@ from bench.measure import Measured, run_measured
 from bench.pipeline import BASELINE, EPOCH, BenchError, pipeline_env, settle
 from release import attest
 from release.cargo import HOST_TARGET, build_env, find_toolchain
+from release.pipeline import BUILDERS_DIR_VARIABLE
 from release.products import load_workspace
 
 STOCK_SCRIPT = "threshold2_baseline.sh"
-BUILDERS_DIR_VARIABLE = "RANSOMEYE_BUILDERS_DIR"
 
 
 def commit_copy(repo: Path) -> None:

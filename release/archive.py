@@ -41,6 +41,18 @@ from release.errors import BadInputError, PackagingError, SystemFailure
 from release.faults import failpoint
 
 CHUNK = 1 << 20
+
+
+def workers(jobs: int | None = None) -> int:
+    """Threads for ``jobs`` pieces of work that keep a core busy (hashing, compressing, a step's process): one per
+    core this process may use (its CPU affinity, not the host's count), and no more than there are jobs."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, jobs if jobs is not None else cores))
+
+
 MAX_FILE_BYTES = 1 << 30  # one input file; larger (or huge sparse) files are refused
 GZIP_LEVEL = 6
 ZIP_LEVEL = 6

@@ -53,7 +53,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from in_toto.models.metadata import Metablock
 
 from release import attest, authenticode, provenance, repository, signify
-from release.archive import ArtifactDigest, hash_file, link_hashed, sha256_file
+from release.archive import ArtifactDigest, hash_file, link_hashed, sha256_file, workers
 from release.attest import GATES_REPORT, LAYOUT_NAME, StepRecord
 from release.audit.checks import audit
 from release.audit.checks import prepare as prepare_audit
@@ -285,7 +285,7 @@ def step_build(r: Context, earlier: Earlier) -> Outcome[Built]:
     placed, inputs = _compile(r, metadata, materials)
     # Hashing the binaries is most of this step when cargo has nothing to do: one thread per core
     # (hashlib releases the GIL), SHA-256 only (binaries are recorded, never signed).
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="hash") as pool:
+    with ThreadPoolExecutor(max_workers=workers(len(placed)), thread_name_prefix="hash") as pool:
         hashes = list(pool.map(lambda job: link_hashed(job[1], job[2]), placed))
     products = {f"bin/{target}/{dst.name}": h for (target, _, dst), h in zip(placed, hashes, strict=True)}
     if r.prebuilt is not None:
@@ -916,10 +916,7 @@ def load_done(r: Context, step: str) -> Done:
 
 def _step_workers() -> int:
     """How many steps run at once: one per core this process may use (a step is one busy process)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+    return workers()
 
 
 def run_steps(

@@ -11,7 +11,6 @@ The public key is published as ``keys/release.pub`` (PEM) and
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from release import authenticode, minisign, openpgp, signify, sigstore_bundle
-from release.archive import ArtifactDigest, write_bytes_atomic
+from release.archive import ArtifactDigest, workers, write_bytes_atomic
 from release.errors import BadInputError, VerificationError
 from release.faults import failpoint
 from release.keys import (
@@ -100,8 +99,7 @@ def sign_openpgp_all(key: RoleKey, digests: Sequence[ArtifactDigest], epoch: int
     (hashlib releases the GIL), signing in the caller's (a key on a token
     signs one thing at a time).
     """
-    workers = max(1, min(len(digests), os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="openpgp") as pool:
+    with ThreadPoolExecutor(max_workers=workers(len(digests)), thread_name_prefix="openpgp") as pool:
         documents = list(pool.map(lambda d: openpgp.DocumentHash.of(d.path, d.sha256), digests))
     return [sign_openpgp(key, d, epoch, created, doc) for d, doc in zip(digests, documents, strict=True)]
 

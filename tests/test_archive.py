@@ -201,3 +201,12 @@ def test_failed_write_leaves_no_file(tmp_path: Path) -> None:
     with pytest.raises(PackagingError):
         write_tar_gz(entries, tmp_path / "out.tar.gz", EPOCH)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def test_workers_are_the_cores_this_process_may_use_and_no_more_than_the_jobs() -> None:
+    from release.archive import workers
+
+    cores = len(os.sched_getaffinity(0))
+    assert workers() == cores
+    assert workers(10_000) == cores, "the affinity, not the host's CPU count, bounds the threads"
+    assert workers(1) == 1 and workers(0) == 1, "at least one thread, even for no job"

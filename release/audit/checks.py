@@ -46,7 +46,6 @@ else.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -59,6 +58,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from release import attest, inspection, minisign, openpgp, provenance, sbom, signify, sigstore_bundle
+from release.archive import workers
 from release.audit.evidence import (
     MAX_ENTRIES,
     MAX_SIGNATURE_BYTES,
@@ -500,7 +500,7 @@ def check_formats(a: _Audit) -> Check:
 
     # Each file's SHA-512 (OpenPGP) in a thread of its own, the results taken in the files' order.
     names = [*sorted(a.archives), SUMS_NAME]
-    with ThreadPoolExecutor(max_workers=_workers(len(names))) as pool:
+    with ThreadPoolExecutor(max_workers=workers(len(names))) as pool:
         for name, (issuer, done, error) in zip(names, pool.map(verify, names), strict=True):
             if issuer is not None:
                 issuers.setdefault(issuer, name + openpgp.SUFFIX)
@@ -598,7 +598,7 @@ def check_archives(a: _Audit) -> Check:
         name, bundle, link = job
         return name, read_archive(a.folder.files[name], name, bundle, link, banned[bundle.id])
 
-    with ThreadPoolExecutor(max_workers=_workers(len(jobs))) as pool:
+    with ThreadPoolExecutor(max_workers=workers(len(jobs))) as pool:
         for name, contents in pool.map(read, jobs):
             a.contents[name] = contents
             for problem in contents.problems:
@@ -1097,11 +1097,6 @@ def run_checks(a: _Audit, specs: Sequence[CheckSpec] = CHECKS) -> list[Check]:
     return results
 
 
-def _workers(jobs: int) -> int:
-    """Threads for ``jobs`` independent pieces of work that release the GIL (hashing, inflating): one per core."""
-    return max(1, min(jobs, os.cpu_count() or 1))
-
-
 def prepare() -> None:
     """Start, in the background, the audit's fixed-cost work that needs no release: for a process about to audit.
 
@@ -1144,7 +1139,7 @@ def audit(release_dir: Path, owner_pub: Path) -> AuditReport:
     a = _Audit(folder=folder, owner=owner, owner_keyid=attest.keyid_of(owner))
     # Every file the checks may hash (none larger than a release file), largest first, hashed while they start.
     wanted = sorted((n for n in folder.files if folder.sizes[n] <= MAX_HASHED_BYTES), key=lambda n: -folder.sizes[n])
-    hashing = ThreadPoolExecutor(max_workers=_workers(len(wanted)))
+    hashing = ThreadPoolExecutor(max_workers=workers(len(wanted)))
     try:
         with ThreadPoolExecutor(max_workers=1) as pool:
             verifying = pool.submit(run_in_toto_verify, release_dir, owner_pub)
