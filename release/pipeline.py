@@ -77,7 +77,14 @@ from release.faults import failpoint
 from release.keys import DEV_MARKER, builder_dirs, load_public_key, public_key_path
 from release.products import Bundle, Workspace, load_workspace
 from release.provenance import build_statement, provenance_name, sign_envelope, write_envelope
-from release.sandbox import UNSANDBOXED, Sandbox, coverage_paths, toolchain_env, toolchain_paths
+from release.sandbox import (
+    UNSANDBOXED,
+    Sandbox,
+    compile_packages,
+    coverage_paths,
+    toolchain_env,
+    toolchain_paths,
+)
 from release.sbom import CargoMetadata, bundle_sbom, cargo_metadata, sbom_name, write_sbom
 from release.signers import RoleKey, has_private_key, load_role_key
 from release.signing import (
@@ -1046,6 +1053,7 @@ def run_apart(
     codesigner = authenticode.load_codesigner(keys_dir) if attest.STEP_CODESIGN in names else None
     r = Context(ws, work, target_dir, epoch, MappingProxyType(keys), MappingProxyType(toolchains), None, sandbox,
                 (keys_dir, ws.root / "keys"), pgp_created=pgp_created, codesigner=codesigner)  # fmt: skip
+    compile_packages(root)  # for every sandboxed step's process
     r.out.mkdir(parents=True, exist_ok=True)
     done: dict[str, Done] = {}
     for i, spec in enumerate(chosen, 1):
@@ -1226,6 +1234,7 @@ def run_release(
         try:
             failpoint("staging:created")
             clean_stale(release_dir, keep=staging)
+            compile_packages(ws.root)  # for the gates and every sandboxed step's process
             # Preflight: everything that can be checked before work starts.
             epoch = source_date_epoch(ws.root)
             publics = functionaries(keys_dir, 1 if single_builder or prebuilt is not None else None)

@@ -13,6 +13,7 @@ was unsandboxed, and the audit shows it.
 
 from __future__ import annotations
 
+import compileall
 import os
 import shutil
 import subprocess
@@ -23,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from release.errors import ToolchainError
+
+# The project's Python packages a step's process imports (compiled before the steps run).
+PACKAGES = ("release", "governance")
 
 TOOL = "bwrap"
 INSTALL_HINT = (
@@ -146,6 +150,32 @@ def coverage_paths() -> list[Path]:
     """Under the test suite's coverage measurement only: the folder the measured process writes its data to."""
     data = os.environ.get("COVERAGE_FILE")
     return [Path(data).resolve().parent] if data and os.environ.get("COVERAGE_PROCESS_CONFIG") else []
+
+
+def compile_packages(root: Path) -> None:
+    """Compile the project's own Python (``PACKAGES``) into its ``__pycache__`` folders; what is current is kept.
+
+    Every step runs as a new Python process (the gates, each sandboxed build
+    and packaging step), and a sandbox sees the source read-only: without this
+    each of them would compile every module it imports again, about 0.1 s of
+    the few tenths a step takes when its inputs are small. Written even under
+    ``PYTHONDONTWRITEBYTECODE``: these are build caches like cargo's
+    ``target``, git-ignored and never part of the hashed source
+    (:data:`release.source.CACHE_DIRS`). A folder that cannot be written (a
+    read-only checkout) or a module that does not compile is left as it is;
+    its import says what is wrong.
+    """
+    for package in PACKAGES:
+        for folder in _package_folders(root / package):
+            compileall.compile_dir(folder, maxlevels=0, quiet=2)
+
+
+def _package_folders(top: Path) -> list[Path]:
+    """``top`` and its sub-packages (folders with an ``__init__.py``), not other folders (node_modules, data)."""
+    if not (top / "__init__.py").is_file():
+        return []
+    subs = sorted(p for p in top.iterdir() if p.is_dir() and not p.is_symlink())
+    return [top, *(f for sub in subs for f in _package_folders(sub))]
 
 
 def find_sandbox(unsandboxed: bool = False) -> Sandbox:

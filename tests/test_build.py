@@ -91,6 +91,12 @@ def test_four_distinct_signed_archives(released: Repo) -> None:
     assert published - links == expected, "nothing else is published"
 
 
+def test_the_steps_processes_found_their_bytecode_compiled(released: Repo) -> None:
+    """The sandboxed steps import from a read-only checkout: the pipeline compiled what they import beforehand."""
+    assert list((released.root / "release" / "builder" / "__pycache__").glob("step.*.pyc"))
+    assert list((released.root / "governance" / "gates" / "__pycache__").glob("*.pyc"))
+
+
 def test_archive_names_match_the_mission(released: Repo) -> None:
     v = released.ws.version
     assert sorted(p.name for p in _archives(released).values()) == sorted(

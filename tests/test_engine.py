@@ -19,6 +19,7 @@ from release.archive import ArtifactDigest
 from release.errors import VerificationError
 from release.pipeline import Context, Done, Gated, Packaged, StepSpec, result_of, stages, steps
 from release.products import load_workspace
+from release.sandbox import compile_packages
 from tests.conftest import ROOT, make_repo
 from tests.test_fifth_bundle import FIFTH, declare
 
@@ -257,3 +258,51 @@ def test_an_interrupt_stops_a_lone_step_and_its_process_at_once(
     assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z", "its process was killed"
     out = capsys.readouterr().out
     assert "[2/4] slow" in out and "FAILED after" in out and "[3/4]" not in out
+
+
+def _project(tmp_path: Path) -> Path:
+    """A small project tree: a package with a sub-package, a folder of scripts that is no package, a bad module."""
+    root = tmp_path / "project"
+    for folder in ("release/builder", "release/verify-js/node_modules/x", "governance/gates"):
+        (root / folder).mkdir(parents=True)
+    for init in ("release", "release/builder", "governance", "governance/gates"):
+        (root / init / "__init__.py").write_text("")
+    (root / "release" / "a.py").write_text("A = 1\n")
+    (root / "release" / "builder" / "step.py").write_text("B = 2\n")
+    (root / "release" / "verify-js" / "node_modules" / "x" / "gyp.py").write_text("C = 3\n")
+    (root / "governance" / "gates" / "broken.py").write_text("def (:\n")
+    (root / "governance" / "gates" / "check.py").write_text("D = 4\n")
+    return root
+
+
+def _compiled(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix().split(".cpython")[0] for p in root.rglob("*.pyc")}
+
+
+def test_the_steps_python_is_compiled_once_before_they_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every module of the project's packages gets its bytecode, even under PYTHONDONTWRITEBYTECODE; nothing else."""
+    root = _project(tmp_path)
+    monkeypatch.setattr("sys.dont_write_bytecode", True)
+    compile_packages(root)  # the module that does not compile is left to its import to report
+    assert _compiled(root) == {
+        "release/__pycache__/__init__",
+        "release/__pycache__/a",
+        "release/builder/__pycache__/__init__",
+        "release/builder/__pycache__/step",
+        "governance/__pycache__/__init__",
+        "governance/gates/__pycache__/__init__",
+        "governance/gates/__pycache__/check",
+    }
+    pyc = next((root / "release" / "__pycache__").glob("a.*.pyc"))
+    before = pyc.stat().st_mtime_ns
+    compile_packages(root)
+    assert pyc.stat().st_mtime_ns == before  # current bytecode is kept
+
+
+def test_a_cache_folder_that_cannot_be_written_is_left_as_it_is(tmp_path: Path) -> None:
+    """A ``__pycache__`` that is not a folder (or cannot be written) is no error: the import compiles as before."""
+    root = _project(tmp_path)
+    (root / "release" / "__pycache__").write_text("not a folder")
+    compile_packages(root)
+    assert (root / "release" / "__pycache__").read_text() == "not a folder"
+    assert "release/builder/__pycache__/step" in _compiled(root)
