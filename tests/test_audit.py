@@ -475,6 +475,69 @@ def test_the_audit_reads_each_file_once_to_hash_it(complete: Case, monkeypatch: 
     assert max(counts.values()) == 1, {n: c for n, c in counts.items() if c > 1}
 
 
+def _counting_archive_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Count the archives the audit unpacks itself (each name, once per read)."""
+    read: list[str] = []
+    real = evidence.read_archive
+
+    def counting(path: Path, archive: str, *args: Any) -> Any:
+        read.append(archive)
+        return real(path, archive, *args)
+
+    monkeypatch.setattr(audit_checks, "read_archive", counting)
+    return read
+
+
+def _archive_check(report: AuditReport) -> str:
+    return next(c.summary for c in report.checks if c.name == "archives")
+
+
+def test_a_verified_release_s_archives_are_unpacked_once_by_the_inspection(
+    complete: Case, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """in-toto-verify ran this project's inspection, which read every archive: the audit does not unpack them again,
+    and what it reports of them is what it reports when it reads them itself."""
+    read = _counting_archive_reads(monkeypatch)
+    report = complete.audit()
+    assert report.verified, "\n".join(f.text() for f in report.findings)
+    assert read == []
+    assert f"({len(ARCHIVES)} by the layout's inspection in in-toto-verify, read once)" in _archive_check(report)
+    monkeypatch.setattr(evidence, "_program", lambda: "another inspection program")  # an older release's, say
+    again = complete.audit()
+    assert sorted(read) == sorted(ARCHIVES), "another program's verdict is not taken: each archive is read here"
+    assert again.verified and "by the layout's inspection" not in _archive_check(again)
+    assert again.archives == report.archives and again.sources == report.sources
+
+
+def test_a_release_in_toto_verify_refuses_has_its_archives_read_by_the_audit(
+    complete: Case, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read = _counting_archive_reads(monkeypatch)
+    (complete.folder / "README.txt").write_text("not part of the release\n")
+    report = complete.audit()
+    assert not report.in_toto.ok and not report.verified
+    assert sorted(read) == sorted(ARCHIVES)
+    assert "by the layout's inspection" not in _archive_check(report)
+
+
+def test_declared_contents_only_when_every_link_of_the_step_declares_the_same(complete: Case) -> None:
+    """The inspection reads one link of a step; two builders' links that declare different members are never
+    taken for the archive's contents (the audit unpacks it instead)."""
+    layout = evidence.layout_view(Metablock.load(str(complete.folder / attest.LAYOUT_NAME)).signed)
+    assert layout.config is not None and layout.ours
+    bundle = next(b for b in layout.config.bundles if b.step == "package-core")
+    path = sorted(complete.folder.glob("package-core.*.link"))[0]  # one builder's
+    signed = json.loads(path.read_text())["signed"]
+    link = inspection.Link(path.name, signed)
+    contents = evidence.declared_contents(CORE, bundle, [link, link])
+    assert contents is not None and contents.readable and contents.members
+    members = signed["environment"]["archive-members"]
+    fewer = inspection.Link(path.name, {**signed, "environment": {**signed["environment"],
+                                                                  "archive-members": members[:-1]}})  # fmt: skip
+    assert evidence.declared_contents(CORE, bundle, [link, fewer]) is None
+    assert evidence.declared_contents(CORE, bundle, []) is None
+
+
 def test_prepare_is_idempotent_and_starts_the_validator_in_the_background() -> None:
     with ThreadPoolExecutor(max_workers=4) as pool:
         assert list(pool.map(lambda _: audit_checks.prepare(), range(8))) == [None] * 8

@@ -8,12 +8,13 @@ outside it except the owner's public key.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import stat
 import threading
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -228,6 +229,7 @@ class LayoutView:
     expires: str
     readme: str
     config: inspection.Config | None = None  # the inspection program's configuration, when it runs ours
+    ours: bool = False  # the inspection runs this project's inspection program, text for text
 
     def step(self, name: str) -> LayoutStep | None:
         for s in self.steps:
@@ -276,7 +278,25 @@ def layout_view(layout: Any) -> LayoutView:
         expires=str(layout.expires),
         readme=str(layout.readme or ""),
         config=_inspection_config(layout),
+        ours=_runs_our_program(layout),
     )
+
+
+def _runs_our_program(layout: Any) -> bool:
+    """Whether the layout's one inspection runs this project's inspection program as it is here, text for text.
+
+    Then a passing ``in-toto-verify`` means the program read every archive
+    against its packaging link exactly as :func:`read_archive` does (an
+    earlier release's program, or another one, may differ: its verdict is not
+    taken for this audit's).
+    """
+    runs = [list(i.run or []) for i in layout.inspect or []]
+    return len(runs) == 1 and len(runs[0]) == 6 and runs[0][4] == _program()
+
+
+@functools.cache
+def _program() -> str:
+    return Path(inspection.__file__).read_text(encoding="utf-8")
 
 
 def _inspection_config(layout: Any) -> inspection.Config | None:
@@ -381,6 +401,29 @@ class ArchiveContents:
     @property
     def hashes(self) -> dict[str, str]:
         return {m.path: m.sha256 for m in self.members}
+
+
+def declared_contents(
+    archive: str, bundle: inspection.Bundle, links: Sequence[inspection.Link]
+) -> ArchiveContents | None:
+    """What the packaging ``links`` declare the archive holds, when they all declare the same; else None.
+
+    Only for an archive the stock ``in-toto-verify`` already had this
+    project's inspection program read (:func:`read_archive`'s check, in the
+    verifier, on these bytes): its members are then exactly the declared ones.
+    The inspection reads one link of each step; taken only when every link
+    of the step declares the same members and size, whichever it read.
+    """
+    declared = [(link.environment.get("archive-size"), link.environment.get("archive-members")) for link in links]
+    if not declared or any(d != declared[0] for d in declared[1:]):
+        return None
+    stem = archive[: -len(bundle.format) - 1]
+    try:
+        members = inspection.declared_members(links[0], bundle, stem)
+    except (inspection.Refused, ValueError, TypeError) as e:
+        return ArchiveContents((), (str(e),), readable=False)
+    files = tuple(MemberInfo(m.name, m.size, m.sha256) for m in members if m.kind == "file")
+    return ArchiveContents(tuple(sorted(files, key=lambda m: m.path)), ())
 
 
 def read_archive(
