@@ -40,6 +40,22 @@ class Toolchain:
     def describe(self) -> str:
         return f"{self.version} ({self.rustc})"
 
+    def to_dict(self) -> dict[str, str | None]:
+        """The toolchain as JSON, to hand to a step's process (:meth:`from_dict` reads it back)."""
+        return {"target": self.target, "cargo": str(self.cargo), "rustc": str(self.rustc), "version": self.version,
+                "linker": self.linker}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: object) -> Toolchain:
+        """A toolchain :meth:`to_dict` wrote; :class:`ToolchainError` for anything else."""
+        fields = ("target", "cargo", "rustc", "version")
+        if not (isinstance(data, dict) and all(isinstance(data.get(k), str) for k in fields)):
+            raise ToolchainError(f"not a toolchain description: {str(data)[:200]!r}")
+        linker = data.get("linker")
+        if linker is not None and not isinstance(linker, str):
+            raise ToolchainError(f"not a toolchain description: {str(data)[:200]!r}")
+        return cls(data["target"], Path(data["cargo"]), Path(data["rustc"]), data["version"], linker)
+
 
 def _search_dirs() -> list[Path]:
     override = os.environ.get("RANSOMEYE_TOOLCHAIN_PATH")

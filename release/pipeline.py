@@ -85,7 +85,14 @@ from release.sandbox import (
     toolchain_env,
     toolchain_paths,
 )
-from release.sbom import CargoMetadata, bundle_sbom, cargo_metadata, sbom_name, write_sbom
+from release.sbom import (
+    CargoMetadata,
+    bundle_sbom,
+    parse_cargo_metadata,
+    run_cargo_metadata,
+    sbom_name,
+    write_sbom,
+)
 from release.signers import RoleKey, has_private_key, load_role_key
 from release.signing import (
     publish_release_keys,
@@ -125,6 +132,8 @@ class Context:
     bin_dir: Path | None = None
     pgp_created: int = 0  # the creation time of the release key's OpenPGP form (keys/release.asc)
     codesigner: CodeSigner | None = None  # the Authenticode key and certificate (the codesign step only)
+    # What ``cargo metadata`` printed for the source: run once by the run's first process, handed to the steps'.
+    cargo_metadata: Mapping[str, Any] | None = None
 
     @property
     def out(self) -> Path:
@@ -153,6 +162,13 @@ class Context:
     @property
     def log(self) -> Path:
         return (self.out_dir.parent if self.out_dir else self.staging) / "cargo.log"
+
+    def metadata(self) -> CargoMetadata:
+        """The source's crates (``cargo metadata``, parsed; run here only when no earlier process handed it on)."""
+        raw = self.cargo_metadata
+        if raw is None:
+            raw = run_cargo_metadata(self.ws.root, self.toolchains[HOST_TARGET].cargo)
+        return parse_cargo_metadata(raw, self.ws.root)
 
 
 # --- what each step hands on: frozen, typed -----------------------------------------------------
@@ -288,7 +304,7 @@ def step_build(r: Context, earlier: Earlier) -> Outcome[Built]:
     # after the gates ran fails the layout's rule (the build's materials must match the gates').
     materials = hash_sources(r.ws)
     materials[GATES_REPORT] = result_of(earlier, attest.STEP_GATES, Gated).report.sha256
-    metadata = cargo_metadata(r.ws.root, r.toolchains[HOST_TARGET].cargo)
+    metadata = r.metadata()
     placed, inputs = _compile(r, metadata, materials)
     # Hashing the binaries is most of this step when cargo has nothing to do: one thread per core
     # (hashlib releases the GIL), SHA-256 only (binaries are recorded, never signed).
@@ -675,7 +691,7 @@ def _sandboxed(r: Context, spec: StepSpec) -> Outcome[Any]:
         r.target_dir.mkdir(parents=True, exist_ok=True)
     command = sandbox_command(r, spec.name, output)
     try:
-        proc = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
+        proc = subprocess.run(command, input=handed_on(r), capture_output=True, text=True, check=False)
     except OSError as e:
         raise ToolchainError(f"the {spec.name} step could not start: {e}") from e
     killed = _killed_by(proc.returncode, output)
@@ -689,6 +705,18 @@ def _sandboxed(r: Context, spec: StepSpec) -> Outcome[Any]:
     record = dataclasses.replace(record, environment={**record.environment, "sandbox": r.sandbox.describe()})
     result = result_from(r, spec.name, record.products, record.materials, record.environment, hashed)
     return Outcome(summary, record, result)
+
+
+def handed_on(r: Context) -> str:
+    """What a sandboxed step reads on its standard input: the toolchains and the cargo metadata this run found.
+
+    Found once, by the process that runs the steps, instead of again by
+    each step's (``rustc`` and ``cargo metadata`` in every sandbox); read
+    back by :func:`run_inner`. The step trusts its caller, as it trusts its
+    command line.
+    """
+    toolchains = {t: tc.to_dict() for t, tc in r.toolchains.items()}
+    return json.dumps({"toolchains": toolchains, "cargo-metadata": r.cargo_metadata})
 
 
 def _killed_by(code: int, output: Path) -> int:
@@ -878,7 +906,7 @@ def result_from(
     if step == attest.STEP_GATES:
         return Gated(digest(GATES_REPORT, products))
     if step == attest.STEP_BUILD:
-        metadata = cargo_metadata(r.ws.root, r.toolchains[HOST_TARGET].cargo)
+        metadata = r.metadata()
         recorded = environment.get("binary-inputs") or {}
         inputs = {str(b): tuple((str(src), materials[src]) for src in srcs) for b, srcs in recorded.items()}
         return Built(dataclasses.replace(metadata, inputs=MappingProxyType(inputs)))
@@ -1022,10 +1050,14 @@ def step_spec(ws: Workspace, name: str) -> tuple[StepSpec, tuple[StepSpec, ...]]
     raise BadInputError(f"no step {name!r}", hint=f"the steps are {', '.join(s.name for s in specs)}")
 
 
-def _toolchains(ws: Workspace, names: Sequence[str], prebuilt: Path | None) -> dict[str, Toolchain]:
+def _find_toolchains(ws: Workspace, targets: Sequence[str]) -> tuple[dict[str, Toolchain], dict[str, Any]]:
+    """A toolchain for each of ``targets`` (the host's first), and what ``cargo metadata`` says of the source."""
+    toolchains = {t: find_toolchain(ws, t) for t in dict.fromkeys((HOST_TARGET, *targets))}
+    return toolchains, run_cargo_metadata(ws.root, toolchains[HOST_TARGET].cargo)
+
+
+def _toolchains(ws: Workspace, names: Sequence[str]) -> dict[str, Toolchain]:
     """The toolchains steps ``names`` use: the build's every target; a packager's its bundle's (for its SBOM)."""
-    if prebuilt is not None:
-        return {HOST_TARGET: find_toolchain(ws, HOST_TARGET)}
     wanted = {HOST_TARGET} | {b.target for b in ws.bundles if b.step in names or attest.STEP_BUILD in names}
     return {t: find_toolchain(ws, t) for t in dict.fromkeys((HOST_TARGET, *ws.targets())) if t in wanted}
 
@@ -1045,14 +1077,18 @@ def run_apart(
     chosen = [step_spec(ws, n)[0] for n in names]
     specs = steps(ws)
     keys = {role: load_role_key(keys_dir, role) for role in sorted({attest.step_role(s.name) for s in chosen})}
-    toolchains = _toolchains(ws, names, None)
+    toolchains = _toolchains(ws, names)
+    # The builder steps' crates, read once for all of them (handed to each sandboxed step).
+    sandboxed = set(names) & set(builder_steps(ws))
+    metadata = run_cargo_metadata(ws.root, toolchains[HOST_TARGET].cargo) if sandboxed else None
     epoch = source_date_epoch(ws.root)
     # Hidden from a sandboxed step: this job's keys, and the checkout's keys/ (it may hold other roles' keys).
     release_key = keys.get(attest.RELEASE_ROLE)
     pgp_created = publish_release_keys(keys_dir, release_key) if release_key else 0
     codesigner = authenticode.load_codesigner(keys_dir) if attest.STEP_CODESIGN in names else None
     r = Context(ws, work, target_dir, epoch, MappingProxyType(keys), MappingProxyType(toolchains), None, sandbox,
-                (keys_dir, ws.root / "keys"), pgp_created=pgp_created, codesigner=codesigner)  # fmt: skip
+                (keys_dir, ws.root / "keys"), pgp_created=pgp_created, codesigner=codesigner,
+                cargo_metadata=metadata)  # fmt: skip
     compile_packages(root)  # for every sandboxed step's process
     r.out.mkdir(parents=True, exist_ok=True)
     done: dict[str, Done] = {}
@@ -1064,13 +1100,27 @@ def run_apart(
     return done
 
 
-def run_inner(root: Path, name: str, work: Path, output: Path, target_dir: Path, prebuilt: Path | None) -> None:
-    """Inside the sandbox: run one builder step, reading ``work``, writing only ``output`` (and its record)."""
+def run_inner(
+    root: Path, name: str, work: Path, output: Path, target_dir: Path, prebuilt: Path | None, handed: str
+) -> None:
+    """Inside the sandbox: run one builder step, reading ``work``, writing only ``output`` (and its record).
+
+    ``handed`` is what the caller found for the run (:func:`handed_on`).
+    """
     ws = load_workspace(root)
     spec, specs = step_spec(ws, name)
-    toolchains = _toolchains(ws, [name], prebuilt)
+    try:
+        given = json.loads(handed)
+        toolchains = {str(t): Toolchain.from_dict(d) for t, d in given["toolchains"].items()}
+        metadata = given["cargo-metadata"]
+    except (ValueError, KeyError, TypeError, AttributeError, ToolchainError) as e:
+        why = e.message if isinstance(e, ToolchainError) else f"{type(e).__name__}: {e}"
+        raise SystemFailure(f"the {name} step was not handed its toolchains and cargo metadata ({why})") from e
+    if metadata is not None and not isinstance(metadata, dict):
+        raise SystemFailure(f"the {name} step was not handed its toolchains and cargo metadata "
+                            f"(its cargo metadata is a {type(metadata).__name__}, not a JSON object)")  # fmt: skip
     base = Context(ws, work, target_dir, source_date_epoch(ws.root), MappingProxyType({}),
-                   MappingProxyType(toolchains), prebuilt)  # fmt: skip
+                   MappingProxyType(toolchains), prebuilt, cargo_metadata=metadata)  # fmt: skip
     earlier = MappingProxyType({n: load_done(base, n) for n in _wanted(spec, specs)})
     r = dataclasses.replace(base, out_dir=output / "out", bin_dir=output / "bin" if name == attest.STEP_BUILD else None)
     r.out.mkdir(parents=True, exist_ok=True)
@@ -1080,7 +1130,7 @@ def run_inner(root: Path, name: str, work: Path, output: Path, target_dir: Path,
 def verify_apart(root: Path, work: Path, owner_pub: Path) -> str:
     """The last job: verify the assembled release in ``work/out`` as the pipeline verifies before publishing."""
     ws = load_workspace(root)
-    toolchains = _toolchains(ws, [], None)
+    toolchains = _toolchains(ws, [])
     r = Context(ws, work, work / "target", source_date_epoch(ws.root), MappingProxyType({}),
                 MappingProxyType(toolchains))  # fmt: skip
     done = {spec.name: load_done(r, spec.name) for spec in steps(ws)}
@@ -1107,7 +1157,7 @@ def verify_staged(r: Context, done: Mapping[str, Done], owner_pub: Path, layout_
     ``SHA256SUMS``) on the staged folder, which it does not modify.
     """
     check_sums_against_links(r, done)
-    report = audit(r.out, owner_pub)
+    report = audit(r.out, owner_pub, scratch_parent=r.staging)  # on the folder's file system: hard links
     if not report.verified:
         failures = "; ".join(f.text() for f in report.findings[:3])
         more = f" (and {len(report.findings) - 3} more)" if len(report.findings) > 3 else ""
@@ -1236,6 +1286,12 @@ def run_release(
             clean_stale(release_dir, keep=staging)
             compile_packages(ws.root)  # for the gates and every sandboxed step's process
             # Preflight: everything that can be checked before work starts.
+            targets = (HOST_TARGET,) if prebuilt is not None else ws.targets()  # prebuilt: cargo metadata only
+            # The toolchains are looked for (rustc, cargo metadata: subprocesses) while the keys load and the
+            # repository is checked; a failure is still raised in the same order as if each ran in turn.
+            finding = ThreadPoolExecutor(max_workers=1, thread_name_prefix="toolchains")
+            found = finding.submit(_find_toolchains, ws, targets)
+            finding.shutdown(wait=False)
             epoch = source_date_epoch(ws.root)
             publics = functionaries(keys_dir, 1 if single_builder or prebuilt is not None else None)
             keys = {role: load_role_key(keys_dir, role) for role in attest.FUNCTIONARY_ROLES}
@@ -1256,12 +1312,11 @@ def run_release(
             if codesigner is not None:
                 authenticode.check_ready(codesigner, epoch)
             layout, layout_origin = resolve_layout(ws, keys_dir, publics, prebuilt=prebuilt is not None)
-            targets = (HOST_TARGET,) if prebuilt is not None else ws.targets()  # prebuilt: cargo metadata only
-            toolchains = {t: find_toolchain(ws, t) for t in targets}
+            toolchains, metadata = found.result()
             box = sandbox or UNSANDBOXED
             r = Context(ws, staging, target_dir, epoch, MappingProxyType(keys), MappingProxyType(toolchains), prebuilt,
                         box, (keys_dir, *others, ws.root / "keys"), pgp_created=pgp_created,
-                        codesigner=codesigner)  # fmt: skip
+                        codesigner=codesigner, cargo_metadata=metadata)  # fmt: skip
             r.out.mkdir()
             print(
                 f"RansomEye {ws.version}: release build of {commit or 'a tree without git'} "

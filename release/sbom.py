@@ -306,6 +306,11 @@ def cargo_metadata(root: Path, cargo: Path) -> CargoMetadata:
     ``Cargo.lock``). Raises :class:`ToolchainError` when cargo cannot run or
     fails, :class:`BadInputError` when its output is not what cargo writes.
     """
+    return parse_cargo_metadata(run_cargo_metadata(root, cargo), root)
+
+
+def run_cargo_metadata(root: Path, cargo: Path) -> dict[str, Any]:
+    """What ``cargo metadata`` prints for ``root`` (a JSON object), unparsed: see :func:`cargo_metadata`."""
     cmd = [str(cargo), "metadata", "--offline", "--locked", "--format-version", "1"]
     cmd += ["--manifest-path", str(root / "Cargo.toml")]
     try:
@@ -321,7 +326,7 @@ def cargo_metadata(root: Path, cargo: Path) -> CargoMetadata:
         raise BadInputError(f"cargo metadata did not print JSON: {e}") from e
     if not isinstance(data, dict):
         raise BadInputError("cargo metadata did not print a JSON object")
-    return parse_cargo_metadata(data, root)
+    return data
 
 
 # --- building the SBOM ------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -16,7 +17,8 @@ import pytest
 
 from release import attest, pipeline
 from release.archive import ArtifactDigest
-from release.errors import VerificationError
+from release.cargo import Toolchain
+from release.errors import ReleaseError, VerificationError
 from release.pipeline import Context, Done, Gated, Packaged, StepSpec, result_of, stages, steps
 from release.products import load_workspace
 from release.sandbox import compile_packages
@@ -306,3 +308,34 @@ def test_a_cache_folder_that_cannot_be_written_is_left_as_it_is(tmp_path: Path) 
     compile_packages(root)
     assert (root / "release" / "__pycache__").read_text() == "not a folder"
     assert "release/builder/__pycache__/step" in _compiled(root)
+
+
+def test_a_toolchain_is_handed_to_a_step_as_it_was_found() -> None:
+    tc = Toolchain("x86_64-pc-windows-gnu", Path("/usr/bin/cargo"), Path("/usr/bin/rustc"), "rustc 1.63.0", "gcc")
+    assert Toolchain.from_dict(json.loads(json.dumps(tc.to_dict()))) == tc
+    host = dataclasses.replace(tc, target="x86_64-unknown-linux-gnu", linker=None)
+    assert Toolchain.from_dict(host.to_dict()) == host
+
+
+@pytest.mark.parametrize(
+    "handed",
+    [
+        "",
+        "[]",
+        '{"toolchains": {}}',
+        '{"cargo-metadata": null}',
+        '{"toolchains": {"x": {"target": "x"}}, "cargo-metadata": null}',
+        '{"toolchains": {"x": {"target": "x", "cargo": "c", "rustc": "r", "version": 1}}, "cargo-metadata": null}',
+        '{"toolchains": {"x": {"target": "x", "cargo": "c", "rustc": "r", "version": "v", "linker": 7}}, '
+        '"cargo-metadata": null}',
+        '{"toolchains": {}, "cargo-metadata": []}',
+        '{"toolchains": [], "cargo-metadata": null}',
+    ],
+)
+def test_a_step_not_handed_its_toolchains_and_metadata_stops_and_says_so(tmp_path: Path, handed: str) -> None:
+    output = tmp_path / "output"
+    output.mkdir()
+    with pytest.raises(ReleaseError, match="was not handed its toolchains and cargo metadata") as caught:
+        pipeline.run_inner(ROOT, "package-core", tmp_path, output, tmp_path / "target", None, handed)
+    assert caught.value.message.startswith("the package-core step was not handed")
+    assert list(output.iterdir()) == []

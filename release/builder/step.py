@@ -56,7 +56,9 @@ def _inner(ns: argparse.Namespace, root: Path) -> int:
     """The sandboxed half: run the step, and leave the error (if any) where the caller reads it."""
     output = ns.output.resolve()
     try:
-        run_inner(root, ns.step, ns.work.resolve(), output, ns.target_dir.resolve(), ns.unsafe_prebuilt_binaries)
+        handed = sys.stdin.read()  # what the caller found for the run: toolchains, cargo metadata
+        run_inner(root, ns.step, ns.work.resolve(), output, ns.target_dir.resolve(), ns.unsafe_prebuilt_binaries,
+                  handed)  # fmt: skip
     except ReleaseError as e:
         write_inner_error(output, e)
         raise
