@@ -134,6 +134,7 @@ class Context:
     codesigner: CodeSigner | None = None  # the Authenticode key and certificate (the codesign step only)
     # What ``cargo metadata`` printed for the source: run once by the run's first process, handed to the steps'.
     cargo_metadata: Mapping[str, Any] | None = None
+    gates: GatesRun | None = None  # the gates, started before the rest of the run was ready (run_release)
 
     @property
     def out(self) -> Path:
@@ -250,16 +251,54 @@ def results_of(earlier: Earlier, kind: type[R]) -> list[R]:
     return [d.result for d in earlier.values() if isinstance(d.result, kind)]
 
 
+class GatesRun:
+    """The gate script running on the source, hashed just before it started; :meth:`finish` waits for it.
+
+    The gates read only the source and write only their report, so a run
+    starts them first, while it loads its keys and checks its repository
+    (:func:`run_release`); :meth:`stop` ends them if the run stops first.
+    """
+
+    def __init__(self, ws: Workspace, report: Path) -> None:
+        self.script = ws.root / GATES_SCRIPT
+        self.materials = hash_sources(ws)
+        cmd = [sys.executable, str(self.script), "--root", str(ws.root), "--report", str(report)]
+        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+        try:
+            self.proc: subprocess.Popen[str] | None = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+            )
+            self.failed: OSError | None = None
+        except OSError as e:
+            self.proc, self.failed = None, e
+
+    def finish(self) -> subprocess.CompletedProcess[str]:
+        """The gates' exit status and output; :class:`GateFailure` if they could not run or took 600 s."""
+        if self.proc is None:
+            raise GateFailure(GATES_BANNER, hint=f"{self.script} could not run: {self.failed}")
+        try:
+            out, err = self.proc.communicate(timeout=600)
+        except subprocess.TimeoutExpired as e:
+            self.stop()
+            raise GateFailure(GATES_BANNER, hint=f"{self.script} could not run: {e}") from e
+        except BaseException:
+            self.stop()  # interrupted: the gates end with the run
+            raise
+        return subprocess.CompletedProcess(self.proc.args, self.proc.returncode, out, err)
+
+    def stop(self) -> None:
+        """End the gates if they still run (a run that stops before its gates step)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+
 def step_gates(r: Context, earlier: Earlier) -> Outcome[Gated]:
-    """Run the gate script on the hashed source; raise :class:`GateFailure` if it fails."""
-    materials = hash_sources(r.ws)
-    script = r.ws.root / GATES_SCRIPT
-    cmd = [sys.executable, str(script), "--root", str(r.ws.root), "--report", str(r.gates_report)]
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False, env=env)
-    except (OSError, subprocess.SubprocessError) as e:
-        raise GateFailure(GATES_BANNER, hint=f"{script} could not run: {e}") from e
+    """Run the gate script on the hashed source (or take the run that started it); raise :class:`GateFailure`
+    if it fails."""
+    run = r.gates or GatesRun(r.ws, r.gates_report)
+    materials, script = run.materials, run.script
+    proc = run.finish()
     if proc.returncode != 0:
         details = (proc.stdout + proc.stderr).strip() or f"{script} exited {proc.returncode}"
         raise GateFailure(GATES_BANNER, hint=f"{script} exited {proc.returncode}:\n{details}")
@@ -1281,10 +1320,13 @@ def run_release(
         staging = new_staging(release_dir)
         published = False
         builders: list[OtherBuilder] = []
+        gates: GatesRun | None = None
         try:
             failpoint("staging:created")
             clean_stale(release_dir, keep=staging)
             compile_packages(ws.root)  # for the gates and every sandboxed step's process
+            (staging / "out").mkdir()
+            gates = GatesRun(ws, staging / "out" / GATES_REPORT)  # they read the source only: started first
             # Preflight: everything that can be checked before work starts.
             targets = (HOST_TARGET,) if prebuilt is not None else ws.targets()  # prebuilt: cargo metadata only
             # The toolchains are looked for (rustc, cargo metadata: subprocesses) while the keys load and the
@@ -1316,8 +1358,7 @@ def run_release(
             box = sandbox or UNSANDBOXED
             r = Context(ws, staging, target_dir, epoch, MappingProxyType(keys), MappingProxyType(toolchains), prebuilt,
                         box, (keys_dir, *others, ws.root / "keys"), pgp_created=pgp_created,
-                        codesigner=codesigner, cargo_metadata=metadata)  # fmt: skip
-            r.out.mkdir()
+                        codesigner=codesigner, cargo_metadata=metadata, gates=gates)  # fmt: skip
             print(
                 f"RansomEye {ws.version}: release build of {commit or 'a tree without git'} "
                 f"(SOURCE_DATE_EPOCH={epoch}); {publics.threshold} builder(s), "
@@ -1361,6 +1402,8 @@ def run_release(
         except KeyboardInterrupt:
             raise Interrupted(published) from None
         finally:
+            if gates is not None:
+                gates.stop()
             for builder in builders:
                 builder.stop()
             shutil.rmtree(staging, ignore_errors=True)
