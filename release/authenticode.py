@@ -14,6 +14,10 @@ time taken from ``SOURCE_DATE_EPOCH`` and no timestamp server, so signing the
 same file twice gives the same bytes. A rebuilder, who has no signing key,
 reproduces a signed file by attaching the published signature to the file they
 rebuilt (:func:`extract_signature`, :func:`attach_signature`).
+
+A signed file's hash without its signature (:func:`signed_digests`) is
+computed in-process, in the same read as its own hash: the bytes
+``osslsigncode remove-signature`` would write, without running it.
 """
 
 from __future__ import annotations
