@@ -14,12 +14,17 @@ time taken from ``SOURCE_DATE_EPOCH`` and no timestamp server, so signing the
 same file twice gives the same bytes. A rebuilder, who has no signing key,
 reproduces a signed file by attaching the published signature to the file they
 rebuilt (:func:`extract_signature`, :func:`attach_signature`).
+
+A signed file's hash without its signature (:func:`signed_digests`) is
+computed in-process, in the same read as its own hash: the bytes
+``osslsigncode remove-signature`` would write, without running it.
 """
 
 from __future__ import annotations
 
 import datetime
 import hashlib
+import io
 import os
 import shutil
 import stat
@@ -566,15 +571,12 @@ def strip_signature(signed: Path, out: Path) -> None:
 def unsigned_sha256(signed: Path) -> str:
     """The SHA-256 of the PE file ``signed`` without its Authenticode signature: the binary that was signed.
 
-    ``osslsigncode remove-signature`` gives back the unsigned file byte for
-    byte, so this equals the build's hash exactly when the signer added a
-    signature to that binary and changed nothing else.
+    Byte for byte the SHA-256 of what ``osslsigncode remove-signature`` writes,
+    computed in-process by :func:`signed_digests` (its refusals included), so
+    this equals the build's hash exactly when the signer added a signature to
+    that binary and changed nothing else.
     """
-    with tempfile.TemporaryDirectory(prefix="unsigned-") as tmp:
-        out = Path(tmp) / signed.name
-        strip_signature(signed, out)
-        with out.open("rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()
+    return signed_digests(signed).unsigned_sha256
 
 
 def attach_signature(unsigned: Path, signature: Path, out: Path, ca: Path, at: int | None = None) -> None:
@@ -615,3 +617,261 @@ def is_pe(path: Path) -> bool:
         return False
     e_lfanew = int.from_bytes(head[0x3C:0x40], "little")
     return e_lfanew + 4 <= len(head) and head[e_lfanew : e_lfanew + 4] == b"PE\0\0"
+
+
+# --- a signed file's unsigned form, in-process ----------------------------------------------
+#
+# What ``osslsigncode remove-signature`` writes for a signed PE file (checked against it in
+# tests/test_authenticode.py): the file cut where its certificate table starts, the table's
+# data directory entry zeroed, and the optional header's CheckSum recomputed over the result.
+# The CheckSum is the sum of the file's little-endian 16-bit words (the field itself as 0) with
+# every carry folded back into 16 bits, plus the file's length.
+
+READ_CHUNK = 1 << 20  # bytes read, hashed and summed at a time
+_SUM_PIECE = 1 << 15  # bytes made into one integer to sum (even): one this size stays in the CPU's cache
+MAX_HEADERS = 1 << 16  # the DOS, PE and optional headers and the section table lie in these first bytes
+MAX_CERT_TABLE = 1 << 20  # a certificate table holds one signature of a few kilobytes; a larger one is refused
+MAX_PE_SIZE = (1 << 32) - 1  # a PE file's offsets and sizes are 32-bit
+_PE32, _PE32_PLUS = 0x10B, 0x20B
+_WIN_CERT_PKCS_SIGNED_DATA = (0x0200, 0x0002)  # WIN_CERTIFICATE wRevision 2.0, wCertificateType PKCS#7
+
+
+@dataclass(frozen=True)
+class SignedDigests:
+    """What one read of a signed PE file gives (see :func:`signed_digests`)."""
+
+    sha256: str  # the file as it is
+    unsigned_sha256: str  # the file without its signature, as ``osslsigncode remove-signature`` writes it
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where the fields that signing sets lie in a signed PE file (file offsets)."""
+
+    checksum_at: int  # the optional header's CheckSum (4 bytes)
+    entry_at: int  # the certificate table's data directory entry (8 bytes: its offset and size)
+    table_at: int  # the certificate table, which ends the file
+    table_size: int
+    stored_checksum: int
+
+
+class _Refused(Exception):
+    """Why a file is not a PE file with an Authenticode signature to remove (its text names the fault)."""
+
+
+def signed_digests(signed: Path) -> SignedDigests:
+    """The SHA-256 of the signed PE file ``signed`` and of its unsigned form, from one read of the file.
+
+    The unsigned form is what ``osslsigncode remove-signature`` writes, byte
+    for byte: the file cut at its certificate table, with the table's
+    directory entry zeroed and the PE CheckSum recomputed. It is hashed as the
+    file streams by (``READ_CHUNK`` bytes at a time; no temporary file, no
+    tool run). Its CheckSum, which comes early in the file, is first taken
+    from the signed file's own (which osslsigncode wrote right) and checked
+    once the pass is over; when it was wrong, the file is read a second time
+    with the right one, and must not have changed in between.
+
+    Refused before any hashing: anything but a regular file; a file that is
+    not PE32 or PE32+ (truncated headers, ``e_lfanew`` outside the first
+    ``PE_PROBE`` bytes, headers past the first ``MAX_HEADERS`` bytes, no
+    certificate table entry); a file with no signature; a certificate table
+    that is empty, misaligned, larger than ``MAX_CERT_TABLE``, overlapping the
+    headers or a section's data, not exactly at the end of the file, or not a
+    run of WIN_CERTIFICATE entries holding a PKCS#7 signature; a file of
+    4 GiB or more. Memory stays within a few ``READ_CHUNK``s whatever the file.
+    Reads only.
+
+    Raises :class:`BadInputError` naming the file and the fault, also when
+    the file changes while it is read.
+    """
+    try:
+        fd = os.open(signed, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO put there never blocks the read
+    except OSError as e:
+        raise BadInputError(f"{signed}: cannot be read ({e.strerror})") from e
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise BadInputError(f"{signed}: not a regular file")
+    with open(fd, "rb", buffering=0) as f:
+        size = st.st_size
+        try:
+            layout = _layout(os.pread(fd, min(size, MAX_HEADERS), 0), size)
+            table = os.pread(fd, layout.table_size, layout.table_at)
+            if len(table) != layout.table_size:
+                raise _Refused("it changed while being read")
+            _check_table(table)
+            guess = _predicted_checksum(layout, size, table)
+            buffer = bytearray(min(READ_CHUNK, size))
+            whole, unsigned, checksum = _one_pass(f, buffer, layout, size, guess)
+            if checksum != guess:  # its stored CheckSum was wrong: hash the unsigned form again with the right one
+                again, unsigned, check = _one_pass(f, buffer, layout, size, checksum)
+                if (again, check) != (whole, checksum):
+                    raise _Refused("it changed while being read")
+        except _Refused as e:
+            raise BadInputError(
+                f"{signed}: not an Authenticode-signed PE file: {e}",
+                hint="only a PE file as osslsigncode signed it (the codesign step), unchanged, is accepted",
+            ) from e
+    return SignedDigests(whole, unsigned)
+
+
+def _u16(data: bytes, at: int) -> int:
+    return int.from_bytes(data[at : at + 2], "little")
+
+
+def _u32(data: bytes, at: int) -> int:
+    return int.from_bytes(data[at : at + 4], "little")
+
+
+def _layout(head: bytes, size: int) -> _Layout:
+    """Parse the headers of a signed PE file of ``size`` bytes from ``head``, its first ``MAX_HEADERS`` bytes or all.
+
+    Raises :class:`_Refused` (see :func:`signed_digests`); reads nothing outside ``head``.
+    """
+
+    def need(end: int, what: str) -> None:
+        if end > len(head):
+            raise _Refused(f"truncated {what}" if len(head) == size else f"{what} past the first {MAX_HEADERS} bytes")
+
+    if size > MAX_PE_SIZE:
+        raise _Refused(f"{size} bytes, more than a PE file can hold")
+    need(0x40, "DOS header")
+    if head[:2] != b"MZ":
+        raise _Refused("no DOS header (MZ)")
+    pe = _u32(head, 0x3C)
+    if not 0x40 <= pe <= PE_PROBE - 4:
+        raise _Refused(f"e_lfanew {pe:#x} is out of range (0x40 to {PE_PROBE - 4:#x})")
+    need(pe + 4, "PE header")
+    if head[pe : pe + 4] != b"PE\0\0":
+        raise _Refused(f"no PE signature at e_lfanew {pe:#x}")
+    opt = pe + 24  # the optional header, after the signature and the 20-byte COFF header
+    need(opt + 2, "COFF header")
+    sections, opt_size, magic = _u16(head, pe + 6), _u16(head, pe + 20), _u16(head, opt)
+    if magic not in (_PE32, _PE32_PLUS):
+        raise _Refused(f"optional header magic {magic:#06x} is neither PE32 ({_PE32:#x}) nor PE32+ ({_PE32_PLUS:#x})")
+    directories = opt + (96 if magic == _PE32 else 112)
+    entry_at = directories + 4 * 8  # data directory 4: the certificate table
+    if opt + opt_size < entry_at + 8:
+        raise _Refused(f"an optional header of {opt_size} bytes holds no certificate table entry")
+    headers_end = opt + opt_size + 40 * sections
+    need(headers_end, "headers")
+    if _u32(head, directories - 4) < 5:  # NumberOfRvaAndSizes
+        raise _Refused(f"NumberOfRvaAndSizes is {_u32(head, directories - 4)}: no certificate table entry")
+    table_at, table_size = _u32(head, entry_at), _u32(head, entry_at + 4)
+    where = f"the certificate table (offset {table_at}, {table_size} bytes)"
+    if table_at == 0 and table_size == 0:
+        raise _Refused("no signature (its certificate table entry is empty)")
+    if table_at == 0 or table_size == 0:
+        raise _Refused(f"{where} is empty or nowhere")
+    if table_at + table_size > size:
+        raise _Refused(f"{where} runs past the end of the file ({size} bytes)")
+    if table_at + table_size < size:
+        raise _Refused(f"{where} does not end the file: {size - table_at - table_size} bytes follow it")
+    if table_at % 8:
+        raise _Refused(f"{where} is not 8-byte aligned")
+    if table_size > MAX_CERT_TABLE:
+        raise _Refused(f"{where} is larger than {MAX_CERT_TABLE} bytes")
+    headers = max(headers_end, _u32(head, opt + 60))  # and SizeOfHeaders
+    if table_at < headers:
+        raise _Refused(f"{where} overlaps the headers (the first {headers} bytes)")
+    for i in range(sections):
+        raw_size, raw_at = _u32(head, opt + opt_size + 40 * i + 16), _u32(head, opt + opt_size + 40 * i + 20)
+        if raw_size and raw_at + raw_size > table_at:
+            raise _Refused(f"{where} overlaps the data of section {i + 1} (offset {raw_at}, {raw_size} bytes)")
+    return _Layout(opt + 64, entry_at, table_at, table_size, _u32(head, opt + 64))
+
+
+def _check_table(table: bytes) -> None:
+    """Refuse a certificate table that is not a run of 8-byte aligned WIN_CERTIFICATE entries with a PKCS#7 one.
+
+    Each entry advances at least 8 bytes: at most ``MAX_CERT_TABLE / 8`` steps.
+    """
+    at, signature = 0, False
+    while at < len(table):
+        length = _u32(table, at)
+        if length < 8 or length > len(table) - at:
+            raise _Refused(f"its certificate table has an entry of {length} bytes at {at}, which does not fit")
+        signature = signature or (_u16(table, at + 4), _u16(table, at + 6)) == _WIN_CERT_PKCS_SIGNED_DATA
+        at += -(-length // 8) * 8
+    if at != len(table):
+        raise _Refused("its certificate table's last entry is not padded to 8 bytes")
+    if not signature:
+        raise _Refused("its certificate table holds no PKCS#7 signature")
+
+
+def _sum16(data: bytes | bytearray | memoryview, at: int) -> int:
+    """The sum, modulo 0xFFFF, of the little-endian 16-bit words that ``data``, at file offset ``at``, adds to a file.
+
+    As 2**16 = 1 (mod 0xFFFF), whole words sum like the number they spell in
+    little-endian order, and so do pieces of even length: the numbers of the
+    pieces are added (at C speed) and reduced once. A byte at an odd offset
+    counts 2**8 times its value, so pieces of a file at any offsets add up to
+    the file's sum (a file of even length: the CheckSum ignores a last odd byte).
+    """
+    with memoryview(data) as view:
+        total = sum(int.from_bytes(view[i : i + _SUM_PIECE], "little") for i in range(0, len(view), _SUM_PIECE))
+    return total % 0xFFFF * (0x100 if at % 2 else 1) % 0xFFFF
+
+
+def _checksum(words: int, length: int) -> int:
+    """The PE CheckSum of a file of even ``length`` whose words (the field as 0) sum to ``words`` modulo 0xFFFF.
+
+    Folding carries back into 16 bits gives 0xFFFF, never 0, for a nonzero
+    multiple of 0xFFFF (a file starting with ``MZ`` never sums to 0).
+    """
+    return ((words % 0xFFFF or 0xFFFF) + length) & 0xFFFFFFFF
+
+
+def _predicted_checksum(layout: _Layout, size: int, table: bytes) -> int:
+    """The CheckSum the unsigned form has if the signed file's stored CheckSum is right (osslsigncode writes it so).
+
+    The signed file's word sum, less its certificate table's and that table's
+    directory entry's. Only a guess, written before the words are summed:
+    :func:`signed_digests` checks it against the sum.
+    """
+    entry = layout.table_at.to_bytes(4, "little") + layout.table_size.to_bytes(4, "little")
+    signed = layout.stored_checksum - size  # the folded word sum of the signed file, if the field is right
+    words = signed - _sum16(entry, layout.entry_at) - _sum16(table, layout.table_at)
+    return _checksum(words, layout.table_at)
+
+
+def _read_full(f: io.FileIO, view: memoryview) -> int:
+    got = 0
+    while got < len(view):
+        n = f.readinto(view[got:])
+        if not n:
+            break
+        got += n
+    return got
+
+
+def _one_pass(f: io.FileIO, buffer: bytearray, layout: _Layout, size: int, checksum: int) -> tuple[str, str, int]:
+    """Read the file once: its SHA-256, the SHA-256 of its unsigned form with ``checksum`` as its CheckSum, and the
+    CheckSum that form really has.
+
+    Raises :class:`_Refused` when the file is not ``size`` bytes any more.
+    """
+    whole, unsigned = hashlib.sha256(), hashlib.sha256()
+    view, end, words, offset = memoryview(buffer), layout.table_at, 0, 0
+    f.seek(0)
+    while offset < size:
+        want = min(len(view), size - offset)
+        if _read_full(f, view[:want]) != want:
+            raise _Refused("it changed while being read")
+        chunk = view[:want]
+        whole.update(chunk)
+        part = chunk[: max(0, end - offset)]
+        if offset == 0:  # the headers: the CheckSum and the certificate table's entry are in the first chunk
+            head = bytearray(part)
+            head[layout.checksum_at : layout.checksum_at + 4] = bytes(4)
+            head[layout.entry_at : layout.entry_at + 8] = bytes(8)
+            words += _sum16(head, 0)
+            head[layout.checksum_at : layout.checksum_at + 4] = checksum.to_bytes(4, "little")
+            unsigned.update(head)
+        elif part:
+            words += _sum16(part, offset)
+            unsigned.update(part)
+        offset += want
+    if f.read(1):
+        raise _Refused("it changed while being read")
+    return whole.hexdigest(), unsigned.hexdigest(), _checksum(words, end)

@@ -452,13 +452,14 @@ def step_codesign(r: Context, earlier: Earlier) -> Outcome[Codesigned]:
         dst.parent.mkdir(parents=True, exist_ok=True)
         authenticode.sign_pe(r.codesigner, src, dst, r.epoch)
         authenticode.verify_pe(dst, r.codesigner.ca, at=r.epoch)
-        if authenticode.unsigned_sha256(dst) != recorded:  # what every builder's packager will check
+        digests = authenticode.signed_digests(dst)  # one read: the signed binary's hash and its unsigned form's
+        if digests.unsigned_sha256 != recorded:  # what every builder's packager will check
             raise SigningError(
                 f"{name}: removing its signature does not give the built binary back, so no builder would pack it",
                 hint="a PE file whose checksum field is 0 or whose size is not a multiple of 8 changes when signed: "
                 "link it with a checksum and aligned (the Rust toolchains' defaults do)",
             )
-        materials[name], products[name] = recorded, sha256_file(dst)
+        materials[name], products[name] = recorded, digests.sha256
     record = StepRecord(
         name=attest.STEP_CODESIGN,
         command=list(attest.CODESIGN_COMMAND),
@@ -475,10 +476,12 @@ SIGNED_BINARIES = "signed-binaries"  # a packager's link: each signed binary's h
 def _check_signed_binaries(r: Context, bundle: Bundle, earlier: Earlier) -> dict[str, str]:
     """A packager of code-signed binaries checks each is this builder's own build plus a signature, nothing else.
 
-    The signature is removed (``osslsigncode remove-signature`` gives the
-    unsigned bytes back exactly) and the result must be the binary this
-    builder's build step recorded: the signer can add a signature, never
-    swap a binary. Returns each binary's unsigned SHA-256, for the link.
+    Each is read once (:func:`authenticode.signed_digests`, in-process: no
+    tool parses it): its SHA-256 must be what the codesign step recorded, and
+    without its signature (the bytes ``osslsigncode remove-signature`` gives
+    back) it must be the binary this builder's build step recorded: the
+    signer can add a signature, never swap a binary. Returns each binary's
+    unsigned SHA-256, for the link.
     """
     if attest.binaries_from(bundle) != attest.STEP_CODESIGN:
         return {}
@@ -488,12 +491,18 @@ def _check_signed_binaries(r: Context, bundle: Bundle, earlier: Earlier) -> dict
     for f in bundle.binary_files():
         name = f"bin/{bundle.target}/{f}"
         path = r.signed_root / bundle.target / f  # handed on from the codesign step: checked before any use
-        if path.is_symlink() or not path.is_file() or sha256_file(path) != signed.get(name):
-            raise VerificationError(f"{name}: the signed binary is not what the codesign step recorded")
+        not_recorded = f"{name}: the signed binary is not what the codesign step recorded"
+        if path.is_symlink() or not path.is_file():
+            raise VerificationError(not_recorded)
         try:
-            unsigned[name] = authenticode.unsigned_sha256(r.signed_root / bundle.target / f)
-        except BadInputError as e:
+            digests = authenticode.signed_digests(path)
+        except BadInputError as e:  # the codesign step's mismatch is named first, as when it was checked first
+            if sha256_file(path) != signed.get(name):
+                raise VerificationError(not_recorded) from e
             raise VerificationError(f"{name}: not an Authenticode-signed binary ({e.message})") from e
+        if digests.sha256 != signed.get(name):
+            raise VerificationError(not_recorded)
+        unsigned[name] = digests.unsigned_sha256
         if unsigned[name] != built.get(name, {}).get("sha256"):
             raise VerificationError(
                 f"{name}: the signed binary, its signature removed, is not the binary this builder built",

@@ -9,11 +9,17 @@ file of a copy of those keys.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
+import random
+import re
 import shutil
+import struct
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import pytest
 from cryptography import x509
@@ -21,7 +27,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes, PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from release import authenticode
 from release.authenticode import (
     CA_CERT,
     CA_KEY,
@@ -30,6 +39,8 @@ from release.authenticode import (
     LEAF_CERT,
     LEAF_KEY,
     LEAF_NAME,
+    MAX_CERT_TABLE,
+    READ_CHUNK,
     CodeSigner,
     attach_signature,
     ensure_dev_codesign,
@@ -37,11 +48,15 @@ from release.authenticode import (
     is_pe,
     load_codesigner,
     sign_pe,
+    signed_digests,
     strip_signature,
+    unsigned_sha256,
     verify_pe,
 )
+from release.cargo import find_toolchain
 from release.errors import BadInputError, SigningError, ToolchainError, VerificationError
 from release.keys import DEV_MARKER
+from release.products import load_workspace
 
 EPOCH = 1_700_000_000  # Tue Nov 14 22:13:20 2023 UTC
 MINGW = shutil.which("x86_64-w64-mingw32-gcc")
@@ -306,6 +321,253 @@ def test_an_unsigned_file_has_no_signature_to_extract(pe: Path, tmp_path: Path) 
     with pytest.raises(BadInputError, match="no signature"):
         extract_signature(pe, tmp_path / "sig.p7")
     assert not (tmp_path / "sig.p7").exists()
+
+
+# --- the unsigned form, in-process (signed_digests) ------------------------------------
+
+
+def _slow_checksum(data: bytes, field: int) -> int:
+    """The PE CheckSum as osslsigncode computes it (the oracle): the file's words, its CheckSum ``field`` read as
+    zeros, summed one by one with each carry folded back in, plus the length (a last odd byte left out)."""
+    data = data[:field] + bytes(4) + data[field + 4 :] if field >= 0 else data
+    total = 0
+    for i in range(0, len(data) - 1, 2):
+        total += data[i] | data[i + 1] << 8
+        total = (total & 0xFFFF) + (total >> 16)
+    return total + len(data) - len(data) % 2
+
+
+def _pe_image(plus: bool, body: bytes, *, tail: bytes = b"", e_lfanew: int = 0x80, checksum: bool = True) -> bytes:
+    """A PE32+ (``plus``) or PE32 file, unsigned: one ``.text`` section holding ``body``, then ``tail`` (an overlay).
+
+    Not a program to run; a file laid out as a linker lays one out, which
+    ``osslsigncode`` signs, verifies and strips. Its CheckSum is right unless
+    ``checksum`` is false (then 0, as some linkers leave it).
+    """
+    opt_size, align, headers_size = (240 if plus else 224), 0x200, 0x400
+    raw = body + b"\0" * (-len(body) % align)
+    image = 0x1000 + -(-len(raw) // 0x1000) * 0x1000
+    coff = struct.pack("<HHIIIHH", 0x8664 if plus else 0x14C, 1, 0, 0, 0, opt_size, 0x22 if plus else 0x102)
+    common = (0x1000, align, 6, 0, 0, 0, 6, 0, 0, image, headers_size, 0, 3, 0x8160)
+    if plus:
+        opt = struct.pack("<HBBIIIIIQ", 0x20B, 14, 0, len(raw), 0, 0, 0x1000, 0x1000, 0x140000000)
+        opt += struct.pack("<IIHHHHHHIIIIHH", *common) + struct.pack("<QQQQII", 1 << 20, 4096, 1 << 20, 4096, 0, 16)
+    else:
+        opt = struct.pack("<HBBIIIIIII", 0x10B, 14, 0, len(raw), 0, 0, 0x1000, 0x1000, 0, 0x400000)
+        opt += struct.pack("<IIHHHHHHIIIIHH", *common) + struct.pack("<IIIIII", 1 << 20, 4096, 1 << 20, 4096, 0, 16)
+    opt += bytes(16 * 8)  # the data directories, all empty
+    assert len(opt) == opt_size
+    section = struct.pack("<8sIIIIIIHHI", b".text", len(body), 0x1000, len(raw), headers_size, 0, 0, 0, 0, 0x60000020)
+    dos = bytearray(e_lfanew)
+    dos[:2], dos[0x3C:0x40] = b"MZ", e_lfanew.to_bytes(4, "little")
+    head = bytes(dos) + b"PE\0\0" + coff + opt + section
+    data = bytearray(head + bytes(headers_size - len(head)) + raw + tail)
+    if checksum:
+        data[e_lfanew + 88 : e_lfanew + 92] = _slow_checksum(bytes(data), e_lfanew + 88).to_bytes(4, "little")
+    return bytes(data)
+
+
+def _summing_to_ffff(plus: bool) -> bytes:
+    """A PE file whose words (its CheckSum as 0) sum to a multiple of 0xFFFF: folded, 0xFFFF and not 0."""
+    body = bytearray(bytes(range(256)) * 8 + b"\0\0")  # the last word, at an even offset, is set below
+    draft = _pe_image(plus, bytes(body), checksum=False)
+    words = sum(int.from_bytes(draft[i : i + 2], "little") for i in range(0, len(draft), 2))
+    body[-2:] = (-words % 0xFFFF).to_bytes(2, "little")
+    data = _pe_image(plus, bytes(body))
+    assert _slow_checksum(data, 0x80 + 88) - len(data) == 0xFFFF
+    return data
+
+
+def _rust_pe(folder: Path) -> Path:
+    """A hello-world built by the Rust toolchain the release uses for Windows (stripped, as the release profile)."""
+    try:
+        tc = find_toolchain(load_workspace(Path(__file__).resolve().parents[1]), WINDOWS_TARGET)
+    except ToolchainError as e:
+        pytest.skip(f"needs a Rust toolchain for {WINDOWS_TARGET}: {e.message}")
+    (folder / "hello.rs").write_text('fn main() { println!("hello"); }\n')
+    exe = folder / "hello-rust.exe"
+    subprocess.run(
+        [str(tc.rustc), "--edition", "2021", "-O", "-C", "strip=symbols", "--target", WINDOWS_TARGET,
+         "-C", f"linker={tc.linker}", "-C", "link-arg=-Wl,--no-insert-timestamp",
+         "-o", str(exe), str(folder / "hello.rs")],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    return exe
+
+
+WINDOWS_TARGET = "x86_64-pc-windows-gnu"
+UNSIGNED: dict[str, Callable[[pytest.FixtureRequest, Path], bytes]] = {
+    # case: the unsigned file (given the test's fixtures and a folder to build in)
+    "mingw-w64 PE32+": lambda request, _: request.getfixturevalue("pe").read_bytes(),
+    "Rust PE32+": lambda _, tmp: _rust_pe(tmp).read_bytes(),
+    "PE32": lambda _, __: _pe_image(False, b"\xc3" * 3000),
+    "PE32+": lambda _, __: _pe_image(True, b"\xc3" * 3000),
+    "e_lfanew odd": lambda _, __: _pe_image(True, b"\xc3" * 3000, e_lfanew=0x81),
+    "longer than a read": lambda _, __: _pe_image(True, random.Random(1).randbytes(READ_CHUNK + 12345)),
+    "size not a multiple of 8": lambda _, __: _pe_image(False, b"\xc3" * 3000, tail=b"odd"),
+    "CheckSum 0": lambda _, __: _pe_image(True, b"\xc3" * 3000, checksum=False),
+    "words sum to 0xFFFF": lambda _, __: _summing_to_ffff(True),
+    "PE32 words sum to 0xFFFF": lambda _, __: _summing_to_ffff(False),
+}
+
+
+@pytest.mark.parametrize("wrong_checksum", [False, True], ids=["as signed", "stored CheckSum wrong"])
+@pytest.mark.parametrize("case", list(UNSIGNED))
+def test_unsigned_hash_is_osslsigncode_remove_signature(
+    case: str,
+    wrong_checksum: bool,
+    request: pytest.FixtureRequest,
+    signer: CodeSigner,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The property that matters: the in-process hash is the SHA-256 of what the stock tool writes, in one read."""
+    unsigned = tmp_path / "unsigned.exe"
+    unsigned.write_bytes(UNSIGNED[case](request, tmp_path))
+    signed = tmp_path / "signed.exe"
+    sign_pe(signer, unsigned, signed, EPOCH)
+    if wrong_checksum:  # osslsigncode strips it all the same, writing the right CheckSum
+        data = bytearray(signed.read_bytes())
+        e = int.from_bytes(data[0x3C:0x40], "little")
+        data[e + 88 : e + 92] = bytes(a ^ b for a, b in zip(data[e + 88 : e + 92], b"\x01\x02\0\0", strict=True))
+        signed.write_bytes(bytes(data))
+    stripped = tmp_path / "stripped.exe"
+    strip_signature(signed, stripped)
+    passes: list[int] = []
+    one_pass = authenticode._one_pass
+
+    def counted(*args: Any) -> tuple[str, str, int]:
+        passes.append(1)
+        return one_pass(*args)
+
+    monkeypatch.setattr(authenticode, "_one_pass", counted)
+    digests = signed_digests(signed)
+    assert digests.unsigned_sha256 == hashlib.sha256(stripped.read_bytes()).hexdigest()
+    assert digests.sha256 == hashlib.sha256(signed.read_bytes()).hexdigest()
+    assert len(passes) == (2 if wrong_checksum else 1), "one read, a second only when the CheckSum was wrong"
+    assert unsigned_sha256(signed) == digests.unsigned_sha256
+    if len(unsigned.read_bytes()) % 8 == 0 and case != "CheckSum 0":
+        assert stripped.read_bytes() == unsigned.read_bytes(), "signing then stripping gives the file back"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=3000).map(lambda b: b"MZ" + b[: len(b) // 2 * 2]), st.data())
+def test_checksum_summed_in_pieces_is_the_word_by_word_one(data: bytes, draw: st.DataObject) -> None:
+    """``_sum16`` over pieces cut anywhere, then folded, equals osslsigncode's word-by-word sum with carries folded."""
+    cuts = sorted(draw.draw(st.lists(st.integers(0, len(data)), max_size=5)))
+    with mock.patch.object(authenticode, "_SUM_PIECE", draw.draw(st.integers(1, 600)) * 2):
+        words = sum(authenticode._sum16(data[a:b], a) for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True))
+    assert authenticode._checksum(words, len(data)) == _slow_checksum(data, -8)
+
+
+def test_checksum_folds_a_multiple_of_ffff_to_ffff() -> None:
+    data = b"\xff\xff" * 1000 + b"MZ" + (0xFFFF - 0x5A4D).to_bytes(2, "little")
+    assert _slow_checksum(data, -8) == 0xFFFF + len(data)
+    assert authenticode._checksum(authenticode._sum16(data, 0), len(data)) == 0xFFFF + len(data)
+
+
+E_LFANEW = 0x80  # in _pe_image's files
+ENTRY = E_LFANEW + 24 + 112 + 4 * 8  # PE32+: the certificate table's data directory entry
+
+
+def _set(data: bytes, at: int, value: int, width: int = 4) -> bytes:
+    out = bytearray(data)
+    out[at : at + width] = value.to_bytes(width, "little")
+    return bytes(out)
+
+
+def _table(data: bytes) -> tuple[int, int]:
+    offset, size = struct.unpack_from("<II", data, ENTRY)
+    return offset, size
+
+
+def _misaligned(s: bytes) -> bytes:
+    at, _ = _table(s)
+    return _set(s[:at] + b"JUNK" + s[at:], ENTRY, at + 4)
+
+
+def _table_at(at: int) -> Callable[[bytes, bytes], bytes]:
+    def move(s: bytes, _: bytes) -> bytes:
+        return _set(_set(s, ENTRY, at), ENTRY + 4, len(s) - at)
+
+    return move
+
+
+def _huge_table(_: bytes, u: bytes) -> bytes:
+    length = MAX_CERT_TABLE + 8
+    return _set(_set(u + struct.pack("<IHH", length, 0x200, 2) + bytes(length - 8), ENTRY, len(u)), ENTRY + 4, length)
+
+
+def _unpadded(s: bytes, _: bytes) -> bytes:
+    at, size = _table(s)
+    return _set(_set(s[:-4], ENTRY + 4, size - 4), at, size - 4 - 3)
+
+
+HOSTILE: dict[str, tuple[str, Callable[[bytes, bytes], bytes]]] = {
+    # case: (what the refusal says, how the signed file s, or its unsigned original u, becomes the hostile file)
+    "empty file": ("truncated DOS header", lambda s, u: b""),
+    "a text file": ("truncated DOS header", lambda s, u: b"hello\n"),
+    "no MZ": ("no DOS header (MZ)", lambda s, u: b"ZM" + s[2:]),
+    "truncated headers": ("truncated headers", lambda s, u: s[:0x100]),
+    "e_lfanew past the end": ("truncated PE header", lambda s, u: _set(s[:0x200], 0x3C, 0x400)),
+    "e_lfanew far away": ("e_lfanew 0x40000000 is out of range", lambda s, u: _set(s, 0x3C, 1 << 30)),
+    "e_lfanew into the DOS header": ("e_lfanew 0x20 is out of range", lambda s, u: _set(s, 0x3C, 0x20)),
+    "no PE signature": ("no PE signature at e_lfanew 0x80", lambda s, u: _set(s, E_LFANEW, 0x45504F4E)),
+    "a ROM image": ("neither PE32", lambda s, u: _set(s, E_LFANEW + 24, 0x107, 2)),
+    "optional header too small": ("holds no certificate table entry", lambda s, u: _set(s, E_LFANEW + 20, 96, 2)),
+    "four data directories": ("NumberOfRvaAndSizes is 4", lambda s, u: _set(s, E_LFANEW + 24 + 108, 4)),
+    "no signature": ("no signature", lambda s, u: u),
+    "table of size 0": ("is empty or nowhere", lambda s, u: _set(s, ENTRY + 4, 0)),
+    "table at offset 0": ("is empty or nowhere", lambda s, u: _set(s, ENTRY, 0)),
+    "table past the end": ("runs past the end of the file", lambda s, u: _set(s, ENTRY + 4, _table(s)[1] + 8)),
+    "table of 4 GiB": ("runs past the end of the file", lambda s, u: _set(s, ENTRY + 4, 0xFFFFFFF8)),
+    "data after the table": ("does not end the file: 8 bytes follow it", lambda s, u: s + bytes(8)),
+    "table in the middle": ("does not end the file", lambda s, u: _set(s, ENTRY, 0x400)),
+    "table over the headers": ("overlaps the headers (the first 1024 bytes)", _table_at(0x200)),
+    "table over a section": ("overlaps the data of section 1", _table_at(0x600)),
+    "table misaligned": ("is not 8-byte aligned", lambda s, u: _misaligned(s)),
+    "table over 1 MiB": (f"is larger than {MAX_CERT_TABLE} bytes", _huge_table),
+    "entry of 7 bytes": ("an entry of 7 bytes at 0", lambda s, u: _set(s, _table(s)[0], 7)),
+    "entry longer than the table": ("which does not fit", lambda s, u: _set(s, _table(s)[0], _table(s)[1] + 8)),
+    "entry not PKCS#7": ("holds no PKCS#7 signature", lambda s, u: _set(s, _table(s)[0] + 6, 1, 2)),
+    "last entry unpadded": ("not padded to 8 bytes", _unpadded),
+}
+
+
+@pytest.fixture(scope="session")
+def signed_image(signer: CodeSigner, tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes]:
+    """A signed PE32+ file made by _pe_image, and the unsigned file it was made from."""
+    folder = tmp_path_factory.mktemp("image")
+    unsigned = _pe_image(True, b"\xc3" * 3000)
+    (folder / "unsigned.exe").write_bytes(unsigned)
+    sign_pe(signer, folder / "unsigned.exe", folder / "signed.exe", EPOCH)
+    return (folder / "signed.exe").read_bytes(), unsigned
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_hostile_pe_files_are_refused(case: str, signed_image: tuple[bytes, bytes], tmp_path: Path) -> None:
+    phrase, make = HOSTILE[case]
+    hostile = tmp_path / "hostile.exe"
+    hostile.write_bytes(make(*signed_image))
+    with pytest.raises(BadInputError) as err:
+        signed_digests(hostile)
+    assert f"{hostile}: not an Authenticode-signed PE file: " in err.value.message
+    assert phrase in err.value.message, err.value.message
+    assert err.value.hint
+    assert [p.name for p in tmp_path.iterdir()] == ["hostile.exe"], "nothing written"
+
+
+def test_what_is_no_readable_regular_file_is_refused_unread(signed_image: tuple[bytes, bytes], tmp_path: Path) -> None:
+    huge = tmp_path / "huge.exe"  # sparse: refused before a byte past the headers is read
+    huge.write_bytes(signed_image[0])
+    os.truncate(huge, 5 << 30)
+    fifo = tmp_path / "fifo.exe"  # opening it must not wait for a writer
+    os.mkfifo(fifo)
+    cases = {huge: "more than a PE file can hold", fifo: "not a regular file", tmp_path: "not a regular file"}
+    cases[tmp_path / "missing.exe"] = "cannot be read (No such file or directory)"
+    for path, phrase in cases.items():
+        with pytest.raises(BadInputError, match=re.escape(phrase)):
+            signed_digests(path)
 
 
 # --- is_pe ---------------------------------------------------------------------------
