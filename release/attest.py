@@ -23,12 +23,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from in_toto.models.layout import Inspection, Layout, Step
-from in_toto.models.link import FILENAME_FORMAT, Link
-from in_toto.models.metadata import Metablock
 from securesystemslib.signer import SSlibKey
 
 from release import inspection, provenance, sbom
@@ -41,6 +38,10 @@ from release.products import Bundle, Workspace
 from release.signers import RoleKey
 from release.signify import SUMS_NAME as SIGNIFY_SUMS
 from release.sigstore_bundle import SUFFIX as SIGSTORE_SUFFIX
+
+if TYPE_CHECKING:  # in-toto's models are imported where links and layouts are made: a sandboxed step makes neither
+    from in_toto.models.layout import Inspection, Layout, Step
+    from in_toto.models.metadata import Metablock
 
 LAYOUT_NAME = "root.layout"
 GATES_REPORT = "gates-report.json"
@@ -155,6 +156,8 @@ def keyid_of(public: Ed25519PublicKey) -> str:
 
 
 def link_filename(step: str, public: Ed25519PublicKey) -> str:
+    from in_toto.models.link import FILENAME_FORMAT
+
     return str(FILENAME_FORMAT.format(step_name=step, keyid=keyid_of(public)))
 
 
@@ -173,6 +176,9 @@ class WrittenLink:
 
 def write_link(record: StepRecord, key: RoleKey, out_dir: Path) -> WrittenLink:
     """Sign ``record`` with ``key`` and write its link into ``out_dir``."""
+    from in_toto.models.link import Link
+    from in_toto.models.metadata import Metablock
+
     link = Link(
         name=record.name,
         materials=_artifacts(record.materials),
@@ -347,6 +353,8 @@ def build_layout(
     compile the source (``--unsafe-prebuilt-binaries``, for benchmarks); its
     readme says so. A customer layout never does.
     """
+    from in_toto.models.layout import Layout
+
     if not keys.builders:
         raise ValueError("a layout needs at least one builder")
     build_ids = [keyid_of(b.build) for b in keys.builders]
@@ -387,7 +395,7 @@ def build_layout(
 def _gates_step(ws: Workspace, gates_id: str) -> Step:
     """The gates read exactly the declared sources and write their report."""
     source_allow = [["ALLOW", s if (ws.root / s).is_file() else f"{s}/*"] for s in ws.sources]
-    return Step(
+    return _new_step(
         name=STEP_GATES,
         pubkeys=[gates_id],
         expected_command=["python3", "governance/gates/check_gates.py", "--report", GATES_REPORT],
@@ -399,7 +407,7 @@ def _gates_step(ws: Workspace, gates_id: str) -> Step:
 def _build_step(ws: Workspace, build_ids: list[str]) -> Step:
     """The build reads what the gates passed and writes every declared binary, nothing else."""
     binaries = sorted({f"bin/{b.target}/{f}" for b in ws.bundles for f in b.binary_files()})
-    return Step(
+    return _new_step(
         name=STEP_BUILD,
         pubkeys=build_ids,
         threshold=len(build_ids),
@@ -418,7 +426,7 @@ def _build_step(ws: Workspace, build_ids: list[str]) -> Step:
 def _codesign_step(ws: Workspace, release_id: str) -> Step:
     """The signer Authenticode-signs each Windows binary the builders agreed on: each one read, each one changed."""
     binaries = codesigned_binaries(ws)
-    return Step(
+    return _new_step(
         name=STEP_CODESIGN,
         pubkeys=[release_id],
         expected_command=list(CODESIGN_COMMAND),
@@ -439,7 +447,7 @@ def binaries_from(b: Bundle) -> str:
 def _packaging_step(ws: Workspace, b: Bundle, package_ids: list[str]) -> Step:
     """A bundle's packager reads its binaries and assets (never what it forbids) and writes its archive and SBOM."""
     bins = [f"bin/{b.target}/{f}" for f in b.binary_files()]
-    return Step(
+    return _new_step(
         name=b.step,
         pubkeys=package_ids,
         threshold=len(package_ids),
@@ -456,7 +464,7 @@ def _packaging_step(ws: Workspace, b: Bundle, package_ids: list[str]) -> Step:
 
 
 def _provenance_step(ws: Workspace, build_id: str) -> Step:
-    return Step(
+    return _new_step(
         name=STEP_PROVENANCE,
         pubkeys=[build_id],
         expected_command=["slsa-provenance"],
@@ -469,7 +477,7 @@ def _provenance_step(ws: Workspace, build_id: str) -> Step:
 
 
 def _sign_step(ws: Workspace, release_id: str) -> Step:
-    return Step(
+    return _new_step(
         name=STEP_SIGN,
         pubkeys=[release_id],
         expected_command=list(SIGN_COMMAND),
@@ -483,7 +491,7 @@ def _sign_step(ws: Workspace, release_id: str) -> Step:
 
 
 def _checksums_step(ws: Workspace, release_id: str) -> Step:
-    return Step(
+    return _new_step(
         name=STEP_CHECKSUMS,
         pubkeys=[release_id],
         expected_command=["sha256sums"],
@@ -494,6 +502,12 @@ def _checksums_step(ws: Workspace, release_id: str) -> Step:
             ["DISALLOW", "*"],
         ],
     )
+
+
+def _new_step(**fields: Any) -> Step:
+    from in_toto.models.layout import Step
+
+    return Step(**fields)
 
 
 def _release_inspection(ws: Workspace, steps: list[Step], allow_prebuilt: bool) -> Inspection:
@@ -507,6 +521,8 @@ def _release_inspection(ws: Workspace, steps: list[Step], allow_prebuilt: bool) 
     after the command; the program writes nothing unless it refuses the
     release, and then one marker file per reason, which DISALLOW * names.
     """
+    from in_toto.models.layout import Inspection
+
     delivered = [
         ["REQUIRE", SUMS_NAME],
         ["REQUIRE", SUMS_NAME + SIG_SUFFIX],
@@ -528,6 +544,8 @@ def _release_inspection(ws: Workspace, steps: list[Step], allow_prebuilt: bool) 
 
 def sign_layout(layout: Layout, owner: RoleKey) -> Metablock:
     """Wrap ``layout`` and sign it with the owner key."""
+    from in_toto.models.metadata import Metablock
+
     metablock = Metablock(signed=layout)
     metablock.create_signature(owner.signer)
     return metablock
@@ -550,6 +568,9 @@ def load_layout(path: Path, owner_public: Ed25519PublicKey) -> Metablock:
     Raises :class:`VerificationError` for a bad signature or an expired
     layout, :class:`BadInputError` when it cannot be read.
     """
+    from in_toto.models.layout import Layout
+    from in_toto.models.metadata import Metablock
+
     try:
         metablock = Metablock.load(str(path))
     except Exception as e:  # in-toto raises many types for a malformed file

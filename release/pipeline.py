@@ -47,17 +47,13 @@ from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from in_toto.models.metadata import Metablock
 
-from release import attest, authenticode, provenance, repository, signify
+from release import attest, provenance, signify
 from release.archive import ArtifactDigest, hash_file, link_hashed, sha256_file, workers
 from release.attest import GATES_REPORT, LAYOUT_NAME, StepRecord
-from release.audit.checks import audit
-from release.audit.checks import prepare as prepare_audit
-from release.authenticode import CodeSigner
 from release.binary_inputs import BinaryInputs, binary_inputs, check_build_scripts, forbidden_sources
 from release.bundle import package
 from release.cargo import HOST_TARGET, Toolchain, cargo_build, find_toolchain
@@ -85,14 +81,7 @@ from release.sandbox import (
     toolchain_env,
     toolchain_paths,
 )
-from release.sbom import (
-    CargoMetadata,
-    bundle_sbom,
-    parse_cargo_metadata,
-    run_cargo_metadata,
-    sbom_name,
-    write_sbom,
-)
+from release.sbom import CargoMetadata, parse_cargo_metadata, run_cargo_metadata, sbom_name
 from release.signers import RoleKey, has_private_key, load_role_key
 from release.signing import (
     publish_release_keys,
@@ -105,6 +94,11 @@ from release.signing import (
 )
 from release.source import hash_sources, source_commit, source_date_epoch
 from release.staging import build_lock, clean_stale, new_staging, publish
+
+if TYPE_CHECKING:
+    from in_toto.models.metadata import Metablock
+
+    from release.authenticode import CodeSigner
 
 GATES_SCRIPT = Path("governance") / "gates" / "check_gates.py"
 GATES_BANNER = "⛔ RELEASE ABORTED: GATES FAILED"
@@ -438,6 +432,8 @@ def step_codesign(r: Context, earlier: Earlier) -> Outcome[Codesigned]:
     so the signed binary is the same bytes on every run (and for every
     builder's packager, which packs these, not its own unsigned build).
     """
+    from release import authenticode  # Authenticode: the codesign step and the Windows packager only
+
     if r.codesigner is None:
         raise SigningError("the codesign step has no code-signing key", hint="run `make keys` (keys/README.md)")
     built = earlier[attest.STEP_BUILD].link.signed["products"]
@@ -483,6 +479,8 @@ def _check_signed_binaries(r: Context, bundle: Bundle, earlier: Earlier) -> dict
     signer can add a signature, never swap a binary. Returns each binary's
     unsigned SHA-256, for the link.
     """
+    from release import authenticode
+
     if attest.binaries_from(bundle) != attest.STEP_CODESIGN:
         return {}
     built = earlier[attest.STEP_BUILD].link.signed["products"]
@@ -513,6 +511,8 @@ def _check_signed_binaries(r: Context, bundle: Bundle, earlier: Earlier) -> dict
 
 def _package_step(bundle_id: str) -> StepFn:
     def step(r: Context, earlier: Earlier) -> Outcome[Packaged]:
+        from release.sbom_build import bundle_sbom, write_sbom  # the document model: a packager's only
+
         bundle = r.ws.bundle(bundle_id)
         metadata = result_of(earlier, attest.STEP_BUILD, Built).metadata
         signed = _check_signed_binaries(r, bundle, earlier)
@@ -1121,6 +1121,8 @@ def run_apart(
     with its own role's key from ``keys_dir`` only. The build and packaging
     steps run in ``sandbox``.
     """
+    from release import authenticode
+
     ws = load_workspace(root)
     chosen = [step_spec(ws, n)[0] for n in names]
     specs = steps(ws)
@@ -1204,6 +1206,8 @@ def verify_staged(r: Context, done: Mapping[str, Done], owner_pub: Path, layout_
     SBOMs against the archives' contents, the provenance against
     ``SHA256SUMS``) on the staged folder, which it does not modify.
     """
+    from release.audit.checks import audit  # the verifier: the run's last step (and the CI's verify job) only
+
     check_sums_against_links(r, done)
     report = audit(r.out, owner_pub, scratch_parent=r.staging)  # on the folder's file system: hard links
     if not report.verified:
@@ -1321,6 +1325,10 @@ def run_release(
     — or, with ``prebuilt`` binaries, :data:`UNSAFE_PREBUILT_DIR` (never the
     customer release folder, whatever the binaries are).
     """
+    # The run's own process only: a sandboxed step's never imports the repository or the verifier.
+    from release import authenticode, repository
+    from release.audit.checks import prepare as prepare_audit
+
     ws = load_workspace(root)
     release_dir = ws.root / "release"
     # A release of prebuilt binaries is never a customer release: it lands apart, under a layout saying so.

@@ -19,7 +19,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from release import authenticode, minisign, openpgp, signify, sigstore_bundle
+from release import minisign, openpgp, signify, sigstore_bundle
 from release.archive import ArtifactDigest, workers, write_bytes_atomic
 from release.errors import BadInputError, VerificationError
 from release.faults import failpoint
@@ -189,5 +189,7 @@ def ensure_dev_keys(keys_dir: Path) -> list[str]:
         write_minisign_pub(keys_dir, load_public_key(keys_dir / f"{ROLE}.pub"))
     created = [label for _, _, label in missing]
     if marker.exists():  # the Authenticode CA and certificate of a development folder (never next to production keys)
+        from release import authenticode  # X.509: key making only, not every process that signs
+
         created += authenticode.ensure_dev_codesign(keys_dir)
     return created

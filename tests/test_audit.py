@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from in_toto.models.metadata import Metablock
 from securesystemslib.signer import CryptoSigner
 
-from release import attest, inspection, provenance, sbom
+from release import attest, inspection, provenance, sbom, sbom_build
 from release.archive import ArtifactDigest, WrittenArchive, collect_tree, hash_file, hash_stream, write_tar_gz
 from release.attest import GATES_REPORT, StepRecord
 from release.audit import (
@@ -156,8 +156,9 @@ def _add_sboms(case: Case, cargo: Path) -> dict[str, ArtifactDigest]:
     out = {}
     for b in ws.bundles:
         archive = hash_file(case.folder / b.archive_name(VERSION))
-        bom = sbom.bundle_sbom(b, VERSION, archive, _contents(archive.path), metadata, EPOCH, toolchains[b.target])
-        out[b.step] = sbom.write_sbom(bom, case.folder / sbom.sbom_name(b, VERSION))
+        contents = _contents(archive.path)
+        bom = sbom_build.bundle_sbom(b, VERSION, archive, contents, metadata, EPOCH, toolchains[b.target])
+        out[b.step] = sbom_build.write_sbom(bom, case.folder / sbom.sbom_name(b, VERSION))
     return out
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cyclonedx.model import HashAlgorithm
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 from hypothesis import HealthCheck, given, settings
@@ -25,20 +26,16 @@ from release.errors import BadInputError
 from release.products import Bundle, load_workspace
 from release.sbom import (
     CRATES_IO,
-    SERIAL_NAMESPACE,
     SUFFIX,
     CargoMetadata,
     LocalCrate,
-    bundle_sbom,
     cargo_metadata,
     parse_cargo_metadata,
     read_sbom,
-    rustc_version,
-    sbom_json,
     sbom_name,
     validate_sbom,
-    write_sbom,
 )
+from release.sbom_build import SERIAL_NAMESPACE, bundle_sbom, rustc_version, sbom_json, write_sbom
 
 ROOT = Path(__file__).resolve().parent.parent
 EPOCH = 1_700_000_000
@@ -402,3 +399,7 @@ def test_the_validator_is_built_without_the_iri_grammar_which_stays_whole_for_ot
         [sys.executable, "-c", _FRESH_VALIDATOR], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
     )
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_the_reader_names_sha_256_as_cyclonedx_does() -> None:
+    assert HashAlgorithm.SHA_256.value == sbom.SHA_256_NAME
