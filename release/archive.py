@@ -253,34 +253,10 @@ def hash_stream(path: Path, f: IO[bytes]) -> ArtifactDigest:
     return ArtifactDigest(path, size, sha.hexdigest(), b2.digest())
 
 
-def copy_hashed(src: Path, dst: Path, mode: int = FILE_MODE) -> ArtifactDigest:
-    """Copy ``src`` to ``dst`` by streaming, hashing as it goes; return ``dst``'s digest."""
-    with src.open("rb") as fin, dst.open("wb") as fout:
-        hw = HashingWriter(fout)
-        while chunk := fin.read(CHUNK):
-            hw.write(chunk)
-        hw.flush()
-    os.chmod(dst, mode)
-    return hw.digest(dst)
-
-
 def sha256_file(path: Path) -> str:
     """The SHA-256 of an existing file, streamed: for files that are recorded but never signed."""
     with path.open("rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def link_hashed(src: Path, dst: Path) -> str:
-    """Put executable ``src`` at ``dst`` and return its SHA-256: a hard link when the file
-    system allows (nothing is written), else a streamed copy. ``src`` is never modified."""
-    if os.access(src, os.X_OK):
-        try:
-            os.link(src, dst)
-        except OSError:
-            pass  # another file system, or links refused: copy below
-        else:
-            return sha256_file(dst)
-    return copy_hashed(src, dst, EXEC_MODE).sha256
 
 
 def copy_private(src: int, size: int, dst: Path, mode: int) -> tuple[int, str]:
