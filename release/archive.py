@@ -253,34 +253,64 @@ def hash_stream(path: Path, f: IO[bytes]) -> ArtifactDigest:
     return ArtifactDigest(path, size, sha.hexdigest(), b2.digest())
 
 
-def copy_hashed(src: Path, dst: Path, mode: int = FILE_MODE) -> ArtifactDigest:
-    """Copy ``src`` to ``dst`` by streaming, hashing as it goes; return ``dst``'s digest."""
-    with src.open("rb") as fin, dst.open("wb") as fout:
-        hw = HashingWriter(fout)
-        while chunk := fin.read(CHUNK):
-            hw.write(chunk)
-        hw.flush()
-    os.chmod(dst, mode)
-    return hw.digest(dst)
-
-
 def sha256_file(path: Path) -> str:
     """The SHA-256 of an existing file, streamed: for files that are recorded but never signed."""
     with path.open("rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def link_hashed(src: Path, dst: Path) -> str:
-    """Put executable ``src`` at ``dst`` and return its SHA-256: a hard link when the file
-    system allows (nothing is written), else a streamed copy. ``src`` is never modified."""
-    if os.access(src, os.X_OK):
-        try:
-            os.link(src, dst)
-        except OSError:
-            pass  # another file system, or links refused: copy below
+def copy_private(src: int, size: int, dst: Path, mode: int) -> tuple[int, str]:
+    """Copy the first ``size`` bytes of the open file ``src`` into the new file ``dst``, then hash the copy.
+
+    The kernel copies (``copy_file_range``: file systems that share extents,
+    such as btrfs or XFS, clone them, others copy inside the kernel;
+    ``sendfile`` where the file systems differ): no byte passes through this
+    process but once, when the copy is read back for its SHA-256. The hash
+    is of the bytes at ``dst``, a file of its own (one name, its own inode)
+    that whatever writes ``src`` later cannot change. ``dst`` is created with
+    ``mode`` (``O_EXCL``, never followed); on any failure it is removed.
+    Returns the bytes copied (fewer than ``size`` when ``src`` ended early)
+    and the copy's SHA-256. Raises OSError.
+    """
+    fd = os.open(dst, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        copied = _kernel_copy(src, fd, size)
+        os.fchmod(fd, mode)  # the umask may have taken bits away
+        os.lseek(fd, 0, os.SEEK_SET)
+        with io.FileIO(fd, "r", closefd=False) as f:
+            sha256 = hashlib.file_digest(f, "sha256").hexdigest()
+    except BaseException:
+        os.close(fd)
+        dst.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    return copied, sha256
+
+
+_NO_KERNEL_COPY = (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)
+
+
+def _kernel_copy(src: int, dst: int, size: int) -> int:
+    """Copy bytes ``[0, size)`` of ``src`` to ``dst`` in the kernel; return how many there were."""
+    done = 0
+    sendfile = False
+    while done < size:
+        count = min(size - done, 1 << 30)
+        if not sendfile:
+            try:
+                n = os.copy_file_range(src, dst, count, done, done)
+            except OSError as e:
+                if e.errno not in _NO_KERNEL_COPY:
+                    raise
+                sendfile = True
+                os.lseek(dst, done, os.SEEK_SET)  # sendfile writes at the file's offset
+                continue
         else:
-            return sha256_file(dst)
-    return copy_hashed(src, dst, EXEC_MODE).sha256
+            n = os.sendfile(dst, src, done, count)
+        if n == 0:
+            break
+        done += n
+    return done
 
 
 def check_name(name: str, where: str) -> None:

@@ -175,7 +175,12 @@ def cargo_build(
             f"cargo build for {tc.target} failed (exit {proc.returncode})",
             hint=f"fix the build error below and run again\n{tail}",
         )
-    return target_dir / tc.target / "release"
+    return release_dir(target_dir, tc.target)
+
+
+def release_dir(target_dir: Path, target: str) -> Path:
+    """Where ``cargo build --release --target <target>`` leaves the binaries in ``target_dir``."""
+    return target_dir / target / "release"
 
 
 def dep_info_file(built: Path, filename: str) -> Path:

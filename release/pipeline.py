@@ -35,6 +35,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -52,11 +53,11 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from release import attest, provenance, signify
-from release.archive import ArtifactDigest, hash_file, link_hashed, sha256_file, workers
+from release.archive import EXEC_MODE, ArtifactDigest, copy_private, hash_file, sha256_file, workers
 from release.attest import GATES_REPORT, LAYOUT_NAME, StepRecord
 from release.binary_inputs import BinaryInputs, binary_inputs, check_build_scripts, forbidden_sources
 from release.bundle import package
-from release.cargo import HOST_TARGET, Toolchain, cargo_build, find_toolchain
+from release.cargo import HOST_TARGET, Toolchain, cargo_build, find_toolchain, release_dir
 from release.checksums import SUMS_NAME, parse, write_hash_list
 from release.errors import (
     EXIT_CODES,
@@ -123,7 +124,6 @@ class Context:
     hidden: tuple[Path, ...] = ()  # the key folders a sandboxed step must not see
     # Inside a sandboxed step: where it writes (its output folder), instead of the work folder.
     out_dir: Path | None = None
-    bin_dir: Path | None = None
     pgp_created: int = 0  # the creation time of the release key's OpenPGP form (keys/release.asc)
     codesigner: CodeSigner | None = None  # the Authenticode key and certificate (the codesign step only)
     # What ``cargo metadata`` printed for the source: run once by the run's first process, handed to the steps'.
@@ -137,8 +137,8 @@ class Context:
 
     @property
     def bin_root(self) -> Path:
-        """The build step's products: ``<target>/<binary>``."""
-        return self.bin_dir or self.staging / "bin"
+        """The build step's products, ``<target>/<binary>`` (copied there by :func:`_take_binaries`)."""
+        return self.staging / "bin"
 
     @property
     def signed_root(self) -> Path:
@@ -212,12 +212,49 @@ R = TypeVar("R", Gated, Built, Codesigned, Packaged, Attested, Signed, Summed)
 
 
 @dataclass(frozen=True)
+class Located:
+    """Where the build step left one declared binary, and which file it was: hostile until :func:`_take_binaries`.
+
+    ``path`` is where cargo produced it (or where the prebuilt folder holds
+    it), as the step spelled it; the rest is that file's identity as the
+    step saw it after checking it (``lstat``), so that a file replaced or
+    rewritten afterwards is not taken for it.
+    """
+
+    product: str  # bin/<target>/<file>
+    path: str
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+    @classmethod
+    def of(cls, product: str, path: Path) -> Located:
+        st = path.lstat()
+        return cls(product, str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def identity(self) -> tuple[int, ...]:
+        return (self.device, self.inode, self.size, self.mtime_ns, self.ctime_ns)
+
+
+def _identity(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+@dataclass(frozen=True)
 class Outcome(Generic[R]):
-    """What a step returns: its summary line, the evidence for its link, and its typed result."""
+    """What a step returns: its summary line, the evidence for its link, and its typed result.
+
+    The build step's ``binaries`` say where it left each declared binary;
+    its record then names no product: the caller of its sandbox copies and
+    hashes them (:func:`_take_binaries`) and the link records those hashes.
+    """
 
     summary: str
     record: StepRecord
     result: R
+    binaries: tuple[Located, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -323,39 +360,44 @@ def _check_version(path: Path, name: str, version: str) -> None:
 
 
 def step_build(r: Context, earlier: Earlier) -> Outcome[Built]:
-    """Build every target; copy the declared binaries into ``bin/<target>/``; prove what each was compiled from.
+    """Build every target; say where each declared binary is; prove what each was compiled from.
 
     Before cargo runs, a build script in a crate the declaration does not
     allow is refused (it would run arbitrary code). After each target is
     built, every binary's dep-info is judged (:mod:`release.binary_inputs`):
     a core binary compiled from an ``edge/`` file, or any binary from a file
     outside its crates, fails the step with :class:`PackagingError` (exit 6).
-    The link's environment records each binary's sources under
-    ``binary-inputs`` (each one a material of the link), and the SBOMs list them.
+    The host's binaries must answer ``--version``. The link's environment
+    records each binary's sources under ``binary-inputs`` (each one a
+    material of the link), and the SBOMs list them.
+
+    The binaries stay where cargo produced them, checked there: the outcome
+    says where each is (:class:`Located`) and records no product. The caller
+    of the step's sandbox copies them into ``bin/<target>/`` and hashes the
+    copies (:func:`_take_binaries`): each binary is copied once, by the
+    kernel, and hashed once, by the process that signs the link.
     """
     # Hashed again, not taken from the gates: the link records what the build read, so a source changed
     # after the gates ran fails the layout's rule (the build's materials must match the gates').
     materials = hash_sources(r.ws)
     materials[GATES_REPORT] = result_of(earlier, attest.STEP_GATES, Gated).report.sha256
     metadata = r.metadata()
-    placed, inputs = _compile(r, metadata, materials)
-    # Hashing the binaries is most of this step when cargo has nothing to do: one thread per core
-    # (hashlib releases the GIL), SHA-256 only (binaries are recorded, never signed).
-    with ThreadPoolExecutor(max_workers=workers(len(placed)), thread_name_prefix="hash") as pool:
-        hashes = list(pool.map(lambda job: link_hashed(job[1], job[2]), placed))
-    products = {f"bin/{target}/{dst.name}": h for (target, _, dst), h in zip(placed, hashes, strict=True)}
+    built, inputs = _compile(r, metadata, materials)
     if r.prebuilt is not None:
         record = StepRecord(
             name=attest.STEP_BUILD,
             command=["unsafe-prebuilt-binaries"],
             materials=materials,
-            products=products,
+            products={},
             environment={"unsafe-prebuilt-binaries": True},
         )
-        return Outcome(f"UNSAFE: {len(products)} prebuilt binaries, not built from the source", record, Built(metadata))
-    for target, _, dst in placed:
+        located = tuple(Located.of(product, src) for _, src, product in built)
+        summary = f"UNSAFE: {len(located)} prebuilt binaries, not built from the source"
+        return Outcome(summary, record, Built(metadata), located)
+    for target, src, _ in built:
         if target == HOST_TARGET:
-            _check_version(dst, dst.name, r.ws.version)
+            _check_version(src, src.name, r.ws.version)
+    located = tuple(Located.of(product, src) for _, src, product in built)  # as checked
     metadata = dataclasses.replace(
         metadata,
         inputs=MappingProxyType({i.product: tuple((p, materials[p]) for p in i.sources) for i in inputs}),
@@ -364,51 +406,60 @@ def step_build(r: Context, earlier: Earlier) -> Outcome[Built]:
         name=attest.STEP_BUILD,
         command=["cargo", "build", "--release", "--offline", "--locked"],
         materials=materials,
-        products=products,
+        products={},
         environment=_build_environment(r, inputs),
     )
     sources = len({p for i in inputs for p in i.sources})
     versions = ", ".join(f"{t}: {tc.version}" for t, tc in r.toolchains.items())
     summary = f"{versions}; {len(inputs)} binaries from {sources} source files, none forbidden"
-    return Outcome(summary, record, Built(metadata))
+    return Outcome(summary, record, Built(metadata), located)
+
+
+def _built_dir(r: Context, target: str) -> Path:
+    """Where the build step leaves ``target``'s binaries: cargo's release folder, or the prebuilt folder's."""
+    return r.prebuilt / target if r.prebuilt is not None else release_dir(r.target_dir, target)
+
+
+def binary_places(r: Context) -> dict[str, Path]:
+    """Where each declared binary is when the build step is done, by its product name ``bin/<target>/<file>``."""
+    return {f"bin/{b.target}/{f}": _built_dir(r, b.target) / f for b in r.ws.bundles for f in b.binary_files()}
 
 
 def _compile(
     r: Context, metadata: CargoMetadata, materials: Mapping[str, str]
-) -> tuple[list[tuple[str, Path, Path]], list[BinaryInputs]]:
+) -> tuple[list[tuple[str, Path, str]], list[BinaryInputs]]:
     """Build each target (or take the prebuilt binaries); judge each binary's sources.
 
-    Returns (target, built binary, its place in ``bin/<target>/``) for every
-    declared binary, and what each compiled binary was built from.
+    Returns (target, the binary where cargo produced it, its product name
+    ``bin/<target>/<file>``) for every declared binary, and what each
+    compiled binary was built from.
     """
     forbidden = {}
     if r.prebuilt is None:
         check_build_scripts(r.ws, metadata)
         forbidden = {b.id: forbidden_sources(r.ws, b) for b in r.ws.bundles if b.forbidden_paths}
-    placed: list[tuple[str, Path, Path]] = []
+    built: list[tuple[str, Path, str]] = []
     inputs: list[BinaryInputs] = []
     for target in r.ws.targets():
         needed = sorted({b for bundle in r.ws.bundles if bundle.target == target for b in bundle.binaries})
         if r.prebuilt is not None:
-            built = r.prebuilt / target
+            folder = _built_dir(r, target)
         else:
             tc = r.toolchains[target]
-            built = cargo_build(r.ws, tc, r.target_dir, None if target == HOST_TARGET else needed, r.epoch, r.log)
-        dest = r.bin_root / target
-        dest.mkdir(parents=True, exist_ok=True)
+            folder = cargo_build(r.ws, tc, r.target_dir, None if target == HOST_TARGET else needed, r.epoch, r.log)
         exe = ".exe" if "windows" in target else ""
         for name in needed:
-            src = built / f"{name}{exe}"
+            src = folder / f"{name}{exe}"
             if not src.is_file():
                 raise ToolchainError(
                     f"cargo did not produce {src.name} for {target}", hint="is it a [[bin]] of a crate?"
                 )
             if r.prebuilt is None:
                 inputs.append(
-                    binary_inputs(r.ws, metadata, target, src.name, built, r.target_dir, materials, forbidden)
+                    binary_inputs(r.ws, metadata, target, src.name, folder, r.target_dir, materials, forbidden)
                 )
-            placed.append((target, src, dest / src.name))
-    return placed, inputs
+            built.append((target, src, f"bin/{target}/{src.name}"))
+    return built, inputs
 
 
 def _build_environment(r: Context, inputs: Sequence[BinaryInputs]) -> dict[str, object]:
@@ -729,8 +780,12 @@ def _sandboxed(r: Context, spec: StepSpec) -> Outcome[Any]:
     its own output folder; nothing it writes is trusted until hashed here:
     every file must be a product it recorded, with the hash it recorded. Its
     products then move into the work folder, and the link (signed by the
-    caller) adds the sandbox the step ran in. A step killed by a signal kills
-    this process the same way; its error is raised here as its class.
+    caller) adds the sandbox the step ran in. The build step records no
+    product but where it left each binary: they are checked, copied into
+    the work folder and hashed here (:func:`_take_binaries`), once the
+    sandbox is gone (bubblewrap's PID namespace has ended every process in
+    it). A step killed by a signal kills this process the same way; its
+    error is raised here as its class.
     """
     output = r.staging / f".step-{spec.name}"
     shutil.rmtree(output, ignore_errors=True)
@@ -747,8 +802,10 @@ def _sandboxed(r: Context, spec: StepSpec) -> Outcome[Any]:
         os.kill(os.getpid(), killed)  # killed inside: the pipeline dies the same way
     if proc.returncode != 0:
         raise _inner_error(spec.name, output, proc)
-    record, summary = _read_record(output / f"{spec.name}{RECORD_SUFFIX}", spec.name)
+    record, summary, located = _read_record(output / f"{spec.name}{RECORD_SUFFIX}", spec.name)
     hashed = _take_products(r, output, record)
+    if spec.name == attest.STEP_BUILD:
+        record = dataclasses.replace(record, products=_take_binaries(r, located))
     shutil.rmtree(output, ignore_errors=True)
     record = dataclasses.replace(record, environment={**record.environment, "sandbox": r.sandbox.describe()})
     result = result_from(r, spec.name, record.products, record.materials, record.environment, hashed)
@@ -827,9 +884,9 @@ def write_inner_error(output: Path, error: ReleaseError) -> None:
 
 
 def write_record(path: Path, outcome: Outcome[Any]) -> None:
-    """Inside the sandbox: the step's evidence, for the caller to check and sign."""
+    """Inside the sandbox: the step's evidence (the build's: where its binaries are), for the caller to check."""
     rec = outcome.record
-    data = {
+    data: dict[str, object] = {
         "name": rec.name,
         "command": list(rec.command),
         "materials": dict(rec.materials),
@@ -838,11 +895,41 @@ def write_record(path: Path, outcome: Outcome[Any]) -> None:
         "environment": dict(rec.environment),
         "summary": outcome.summary,
     }
+    if rec.name == attest.STEP_BUILD:
+        data["binaries"] = [dataclasses.asdict(b) for b in outcome.binaries]
     path.write_text(json.dumps(data, sort_keys=True))
 
 
-def _read_record(path: Path, step: str) -> tuple[StepRecord, str]:
-    """A sandboxed step's record, read as hostile input: bounded, every field of its type."""
+_LOCATED_FIELDS = {f.name: f.type for f in dataclasses.fields(Located)}
+
+
+def _read_located(value: object, step: str) -> tuple[Located, ...]:
+    """The build record's ``binaries``: a list of :class:`Located`, every field present and of its type."""
+
+    def one(entry: object) -> Located | None:
+        if not isinstance(entry, dict) or set(entry) != set(_LOCATED_FIELDS):
+            return None
+        for name, kind in _LOCATED_FIELDS.items():
+            ok = isinstance(entry[name], str) if kind == "str" else type(entry[name]) is int
+            if not ok:
+                return None
+        return Located(**entry)
+
+    located = [one(e) for e in value] if isinstance(value, list) else [None]
+    if any(loc is None for loc in located):
+        raise VerificationError(
+            f"the {step} step's record: its binaries must be a list of {{{', '.join(_LOCATED_FIELDS)}}}"
+        )
+    return tuple(loc for loc in located if loc is not None)
+
+
+def _read_record(path: Path, step: str) -> tuple[StepRecord, str, tuple[Located, ...]]:
+    """A sandboxed step's record, read as hostile input: bounded, every field of its type.
+
+    Returns the record, its summary and, for the build step, where it says
+    its binaries are (checked by :func:`_take_binaries`, not here). The
+    build's record names no product: its binaries are hashed by the caller.
+    """
     try:
         with path.open("rb") as f:
             raw = f.read(MAX_RECORD + 1)
@@ -864,7 +951,17 @@ def _read_record(path: Path, step: str) -> tuple[StepRecord, str]:
         raise VerificationError(f"the {step} step's record is malformed")
     record = StepRecord(step, [str(c) for c in command], hashes(data.get("materials")), hashes(data.get("products")),
                         by, env)  # fmt: skip
-    return record, str(data.get("summary", ""))
+    located: tuple[Located, ...] = ()
+    if step == attest.STEP_BUILD:
+        if record.products:
+            raise VerificationError(
+                f"the {step} step's record: it records products ({', '.join(map(repr, sorted(record.products)[:3]))}),"
+                " but its binaries are hashed by its caller, from where it left them"
+            )
+        located = _read_located(data.get("binaries"), step)
+    elif "binaries" in data:
+        raise VerificationError(f"the {step} step's record: it names binaries, as only the build step's may")
+    return record, str(data.get("summary", "")), located
 
 
 def product_name_problem(name: str, step: str) -> str | None:
@@ -920,6 +1017,175 @@ def _take_products(r: Context, output: Path, record: StepRecord) -> dict[str, Ar
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(path, dest)
     return hashed
+
+
+def _take_binaries(r: Context, located: Sequence[Located]) -> dict[str, str]:
+    """Copy each declared binary from where the build step left it into ``bin/<target>/``; return their SHA-256s.
+
+    Runs in the caller of the build step's sandbox, after the sandbox is
+    gone, and trusts nothing the step recorded (``located``). Every declared
+    binary must be recorded once, and nothing else. Each must be recorded at
+    the one place cargo leaves it (:func:`binary_places`): an absolute path
+    spelled without ``.``, ``..`` or empty components, inside cargo's target
+    directory (the prebuilt folder, for ``--unsafe-prebuilt-binaries``), and
+    never inside a key folder or this run's staging folder. That file is
+    then reached from the target directory one folder at a time, never
+    through a symlink (``O_NOFOLLOW``), and must be a regular file (a FIFO
+    or device file is never opened), the very file the step recorded (its
+    device, inode, size, modification and change times: not one replaced or
+    rewritten since the step checked it), and no other declared binary's.
+    Any refusal is a :class:`VerificationError` naming the binary, and
+    nothing is placed.
+
+    Each binary is copied, not hard-linked: the copy is a file of its own,
+    so that nothing that later writes cargo's target directory can change
+    what the packagers read — a cargo build in another checkout that shares
+    ``CARGO_TARGET_DIR`` (the build lock is per checkout), a build script,
+    a later run — nor a chmod here change cargo's file. The kernel copies
+    (:func:`release.archive.copy_private`: a clone of the extents where the
+    file system can, else a copy inside the kernel), then the copy is read
+    once for its SHA-256, the hash of exactly the bytes the packagers read.
+    A binary that changes while it is copied is refused. The copies are mode
+    755, written beside their place and renamed into it only when every
+    binary has been copied. A binary with other names is taken (cargo
+    gives each a second one, ``deps/<crate>-<hash>``): what is hashed and
+    packed is the copy, whose one name is ours, so other names of the
+    source cannot change it; and no name a sandboxed step can make reaches
+    a file from outside cargo's target directory (a hard link cannot cross
+    the bind mount, and key folders are not even there to name).
+    """
+    places = binary_places(r)
+    recorded: dict[str, Located] = {}
+    for loc in located:
+        if loc.product not in places:
+            raise VerificationError(f"the build step recorded {loc.product!r}, which is not a declared binary")
+        if loc.product in recorded:
+            raise VerificationError(f"the build step recorded {loc.product!r} twice")
+        recorded[loc.product] = loc
+    missing = sorted(set(places) - set(recorded))
+    if missing:
+        raise VerificationError(f"the build step did not record where {', '.join(missing)} is")
+    root = r.prebuilt if r.prebuilt is not None else r.target_dir
+    opened: dict[str, tuple[int, os.stat_result]] = {}
+    try:
+        files: dict[tuple[int, int], str] = {}
+        for product in sorted(recorded):
+            loc = recorded[product]
+            problem = _place_problem(r, root, loc.path, places[product])
+            if problem is not None:
+                raise VerificationError(f"{product}: the build step recorded it at {loc.path!r}, {problem}")
+            opened[product] = _open_beneath(root, Path(loc.path).relative_to(root).parts, product, loc.path)
+            st = opened[product][1]
+            if _identity(st) != loc.identity():
+                raise VerificationError(
+                    f"{product}: {loc.path!r} is not the file the build step checked (replaced or rewritten since)"
+                )
+            other = files.setdefault((st.st_dev, st.st_ino), product)
+            if other != product:
+                raise VerificationError(f"{product}: {loc.path!r} is the same file as {other}")
+        return _copy_binaries(r, {p: (recorded[p].path, *opened[p]) for p in sorted(opened)})
+    finally:
+        for fd, _ in opened.values():
+            os.close(fd)
+
+
+def _place_problem(r: Context, root: Path, path: str, expected: Path) -> str | None:
+    """Why ``path`` (a build record's, for a binary whose place is ``expected``) is not that place, or None."""
+    if "\0" in path:
+        return "a path with a NUL in it"
+    if not path.startswith("/"):
+        return "not an absolute path"
+    if any(part in ("", ".", "..") for part in path.split("/")[1:]):
+        return "a path with a '.', '..' or empty component"
+    where = "the prebuilt folder" if r.prebuilt is not None else "cargo's target directory"
+    p = Path(path)
+    if p == root or not p.is_relative_to(root):
+        return f"not in {where} {root}"
+    for folder in r.hidden:
+        if p.is_relative_to(folder) or p.is_relative_to(folder.resolve()):
+            return f"inside the key folder {folder}"
+    if p.is_relative_to(r.staging) or p.is_relative_to(r.staging.resolve()):
+        return "inside this run's staging folder"
+    if p != expected:
+        return f"not where {'the prebuilt folder holds' if r.prebuilt is not None else 'cargo leaves'} it ({expected})"
+    return None
+
+
+_KINDS = ((stat.S_ISLNK, "a symlink"), (stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"),
+          (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device file"), (stat.S_ISBLK, "a device file"))  # fmt: skip
+
+
+def _open_beneath(root: Path, parts: Sequence[str], product: str, path: str) -> tuple[int, os.stat_result]:
+    """Open the regular file ``root/<parts>`` for reading, through real folders only; return it and its status.
+
+    Nothing but a regular file is opened (a FIFO or device file is only
+    ``lstat``-ed); a symlink anywhere below ``root`` is refused.
+    """
+    try:
+        folder = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        raise VerificationError(f"{product}: {path!r} is not there ({root}: {e.strerror})") from e
+    try:
+        for n, part in enumerate(parts[:-1], 1):
+            try:
+                inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder)
+            except FileNotFoundError:
+                raise VerificationError(f"{product}: {path!r} is not there") from None
+            except OSError as e:  # ELOOP: a symlink; ENOTDIR: a file
+                raise VerificationError(
+                    f"{product}: {path!r} is reached through a symlink or a file ({'/'.join(parts[:n])}: {e.strerror})"
+                ) from e
+            os.close(folder)
+            folder = inner
+        try:
+            st = os.stat(parts[-1], dir_fd=folder, follow_symlinks=False)
+        except FileNotFoundError:
+            raise VerificationError(f"{product}: {path!r} is not there") from None
+        kind = next((k for test, k in _KINDS if test(st.st_mode)), None if stat.S_ISREG(st.st_mode) else "not a file")
+        if kind is not None:
+            raise VerificationError(f"{product}: {path!r} is {kind}, not the regular file cargo writes")
+        fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=folder)
+        opened = os.fstat(fd)
+        if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino) or not stat.S_ISREG(opened.st_mode):
+            os.close(fd)
+            raise VerificationError(f"{product}: {path!r} changed while it was opened")
+        return fd, opened
+    finally:
+        os.close(folder)
+
+
+def _copy_binaries(r: Context, sources: Mapping[str, tuple[str, int, os.stat_result]]) -> dict[str, str]:
+    """Copy each opened binary to ``<product>``'s place in the work folder; return each copy's SHA-256.
+
+    All or nothing: each is copied beside its place, and renamed into it
+    only when every copy succeeded; on any failure the copies are removed.
+    """
+    parts = {product: (r.staging / product).with_name(f".{Path(product).name}.part") for product in sources}
+    for part in parts.values():
+        part.parent.mkdir(parents=True, exist_ok=True)
+        part.unlink(missing_ok=True)  # a crashed run's
+
+    def copy(product: str) -> str:
+        path, fd, before = sources[product]
+        copied, sha256 = copy_private(fd, before.st_size, parts[product], EXEC_MODE)
+        after = os.fstat(fd)
+        if copied != before.st_size or (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+            raise VerificationError(f"{product}: {path!r} changed while it was copied")
+        return sha256
+
+    placed: list[Path] = []
+    try:
+        # The kernel copies and hashlib hashes without the GIL: one thread per core.
+        with ThreadPoolExecutor(max_workers=workers(len(sources)), thread_name_prefix="copy") as pool:
+            hashes = dict(zip(sources, pool.map(copy, sources), strict=True))
+        for product, part in parts.items():
+            os.replace(part, r.staging / product)
+            placed.append(r.staging / product)
+    except BaseException:
+        for path in (*parts.values(), *placed):
+            path.unlink(missing_ok=True)
+        raise
+    return hashes
 
 
 def result_from(
@@ -1172,7 +1438,7 @@ def run_inner(
     base = Context(ws, work, target_dir, source_date_epoch(ws.root), MappingProxyType({}),
                    MappingProxyType(toolchains), prebuilt, cargo_metadata=metadata)  # fmt: skip
     earlier = MappingProxyType({n: load_done(base, n) for n in _wanted(spec, specs)})
-    r = dataclasses.replace(base, out_dir=output / "out", bin_dir=output / "bin" if name == attest.STEP_BUILD else None)
+    r = dataclasses.replace(base, out_dir=output / "out")
     r.out.mkdir(parents=True, exist_ok=True)
     write_record(output / f"{name}{RECORD_SUFFIX}", spec.run(r, earlier))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import os
@@ -18,6 +19,7 @@ from release.archive import (
     Entry,
     check_windows_names,
     collect_tree,
+    copy_private,
     hash_file,
     write_tar_gz,
     write_zip,
@@ -210,3 +212,68 @@ def test_workers_are_the_cores_this_process_may_use_and_no_more_than_the_jobs() 
     assert workers() == cores
     assert workers(10_000) == cores, "the affinity, not the host's CPU count, bounds the threads"
     assert workers(1) == 1 and workers(0) == 1, "at least one thread, even for no job"
+
+
+# --- a private copy, by the kernel, hashed once ---------------------------------------------------------------
+
+
+def _copy(src: Path, dst: Path, size: int | None = None) -> tuple[int, str]:
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        return copy_private(fd, src.stat().st_size if size is None else size, dst, 0o755)
+    finally:
+        os.close(fd)
+
+
+@given(data=st.binary(max_size=1 << 16))
+@settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_a_private_copy_is_the_source_hashed(tmp_path_factory: pytest.TempPathFactory, data: bytes) -> None:
+    folder = tmp_path_factory.mktemp("copy")
+    (folder / "src").write_bytes(data)
+    assert _copy(folder / "src", folder / "dst") == (len(data), hashlib.sha256(data).hexdigest())
+    st_dst = (folder / "dst").stat()
+    assert (folder / "dst").read_bytes() == data and stat.S_IMODE(st_dst.st_mode) == 0o755
+    assert st_dst.st_ino != (folder / "src").stat().st_ino and st_dst.st_nlink == 1
+
+
+def test_without_copy_file_range_it_copies_by_sendfile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Across file systems (EXDEV on kernels since 5.19) or where the file system has no copy_file_range."""
+    data = os.urandom(3 << 20)
+    (tmp_path / "src").write_bytes(data)
+    calls = []
+
+    def across(src: int, dst: int, count: int, *args: int) -> int:
+        calls.append(count)
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+
+    monkeypatch.setattr(os, "copy_file_range", across)
+    assert _copy(tmp_path / "src", tmp_path / "dst") == (len(data), hashlib.sha256(data).hexdigest())
+    assert (tmp_path / "dst").read_bytes() == data and len(calls) == 1
+
+
+def test_a_source_shorter_than_said_is_copied_as_it_is(tmp_path: Path) -> None:
+    (tmp_path / "src").write_bytes(b"short")
+    assert _copy(tmp_path / "src", tmp_path / "dst", size=100) == (5, hashlib.sha256(b"short").hexdigest())
+
+
+def test_a_private_copy_never_writes_through_what_is_at_its_place(tmp_path: Path) -> None:
+    """A file or a symlink already at ``dst`` is an error; neither it nor what it points to is written."""
+    (tmp_path / "src").write_bytes(b"binary")
+    (tmp_path / "victim").write_bytes(b"victim")
+    (tmp_path / "link").symlink_to(tmp_path / "victim")
+    for dst in (tmp_path / "victim", tmp_path / "link"):
+        with pytest.raises(FileExistsError):
+            _copy(tmp_path / "src", dst)
+    assert (tmp_path / "victim").read_bytes() == b"victim" and (tmp_path / "link").is_symlink()
+
+
+def test_a_failed_copy_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "src").write_bytes(b"binary")
+
+    def failing(*args: int) -> int:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, "copy_file_range", failing)
+    with pytest.raises(OSError, match="Input/output error"):
+        _copy(tmp_path / "src", tmp_path / "dst")
+    assert not (tmp_path / "dst").exists()

@@ -6,11 +6,17 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
+import shutil
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
@@ -353,3 +359,356 @@ def test_a_sandboxed_step_s_process_imports_only_what_a_step_uses() -> None:
                   "release.repository", "release.authenticode", "release.sbom_build", "jsonschema"):  # fmt: skip
         assert heavy not in loaded, heavy
     assert {"release.pipeline", "release.sbom", "release.attest"} <= loaded
+
+
+# --- the build's binaries: the caller takes them from where cargo left them, trusting no record ------------
+
+LINUX, WINDOWS = "x86_64-unknown-linux-gnu", "x86_64-pc-windows-gnu"
+CORE, OPS = f"bin/{LINUX}/ransomeye-core", f"bin/{LINUX}/ransomeye-ops"
+
+
+@dataclass
+class _Tree:
+    """A finished build as the caller finds it: cargo's target directory (each binary also under ``deps/``, as
+    cargo hard-links it), a key folder, this run's staging folder, a file elsewhere, and the honest record."""
+
+    top: Path
+    r: Context
+    keys: Path
+    outside: Path
+    binaries: list[dict[str, object]]
+
+    def place(self, product: str) -> Path:
+        _, target, file = product.split("/")
+        return self.r.target_dir / target / "release" / file
+
+    def entry(self, product: str) -> dict[str, object]:
+        return next(e for e in self.binaries if e["product"] == product)
+
+    def point(self, product: str, path: object) -> None:
+        """Record ``product`` at ``path``, with that file's identity when there is one (a consistent lie)."""
+        self.entry(product)["path"] = path
+        if isinstance(path, str | Path) and os.path.lexists(path):
+            self.entry(product).update(_identity(Path(path)))
+
+    def replace(self, product: str, make: Callable[[Path], object]) -> None:
+        """Put something else where cargo left ``product`` (after the build step recorded it)."""
+        place = self.place(product)
+        place.unlink()
+        make(place)
+
+
+def _identity(path: Path) -> dict[str, object]:
+    st = path.lstat()
+    return {"device": st.st_dev, "inode": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "ctime_ns": st.st_ctime_ns}  # fmt: skip
+
+
+def _content(product: str) -> bytes:
+    return f"the binary {product}\n".encode() * 1000
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> _Tree:
+    ws = load_workspace(ROOT)
+    target_dir, staging, keys = tmp_path / "target", tmp_path / "staging", tmp_path / "keys"
+    (staging / "out").mkdir(parents=True)
+    (staging / "out" / "gates-report.json").write_bytes(b"{}")
+    keys.mkdir()
+    (keys / "release.pem").write_bytes(b"PRIVATE KEY")
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"the caller's file")
+    binaries: list[dict[str, object]] = []
+    for b in ws.bundles:
+        for f in b.binary_files():
+            product = f"bin/{b.target}/{f}"
+            release = target_dir / b.target / "release"
+            (release / "deps").mkdir(parents=True, exist_ok=True)
+            deps = release / "deps" / f"{f.replace('-', '_')}-0123456789abcdef"
+            if not deps.exists():
+                deps.write_bytes(_content(product))
+                deps.chmod(0o755)
+                os.link(deps, release / f)  # as cargo "uplifts" a binary: two names, one file
+            binaries.append({"product": product, "path": str(release / f), **_identity(release / f)})
+    r = Context(ws, staging, target_dir, 1, MappingProxyType({}), MappingProxyType({}), hidden=(keys,))
+    return _Tree(tmp_path, r, keys, outside, binaries)
+
+
+def _take(tree: _Tree, **fields: object) -> dict[str, str]:
+    """The caller's half: read the build step's record (as written inside the sandbox), then place its binaries."""
+    output = tree.r.staging / ".step-build"
+    output.mkdir(exist_ok=True)
+    record = {"name": "build", "command": ["cargo"], "materials": {}, "products": {}, "byproducts": {},
+              "environment": {}, "summary": "", "binaries": tree.binaries, **fields}  # fmt: skip
+    path = output / f"build{pipeline.RECORD_SUFFIX}"
+    path.write_text(json.dumps(record))
+    _, _, located = pipeline._read_record(path, "build")
+    return pipeline._take_binaries(tree.r, located)
+
+
+def _state(top: Path) -> dict[str, object]:
+    """Every entry under ``top`` but the staging folder's step output: kind, link target or bytes."""
+    state: dict[str, object] = {}
+    for p in sorted(top.rglob("*")):
+        if ".step-build" in p.parts:
+            continue
+        st = p.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            state[str(p)] = ("link", os.readlink(p))
+        elif stat.S_ISREG(st.st_mode):
+            state[str(p)] = ("file", p.read_bytes(), st.st_ino, st.st_mtime_ns)
+        else:
+            state[str(p)] = ("other", stat.S_IFMT(st.st_mode))
+    return state
+
+
+def _in_target_dir_at_top(tree: _Tree) -> None:
+    """A --target-dir above the key folder and the staging (a mistake): the binaries are where cargo left them."""
+    for folder in list((tree.r.target_dir).iterdir()):
+        folder.rename(tree.top / folder.name)
+    tree.r = dataclasses.replace(tree.r, target_dir=tree.top)
+    for e in tree.binaries:
+        e["path"] = str(tree.place(str(e["product"])))
+
+
+def _prebuilt_run(tree: _Tree) -> None:
+    """A run of --unsafe-prebuilt-binaries: the binaries are in that folder, never in the target directory."""
+    prebuilt = tree.top / "prebuilt"
+    prebuilt.mkdir()
+    tree.r = dataclasses.replace(tree.r, prebuilt=prebuilt)
+
+
+def _socket(place: Path) -> None:
+    here = os.getcwd()
+    os.chdir(place.parent)  # a socket's path is short: bound by its name, from its folder
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.bind(place.name)
+    finally:
+        os.chdir(here)
+
+
+def _device(place: Path) -> None:
+    try:
+        os.mknod(place, stat.S_IFCHR | 0o600, os.makedev(1, 3))  # /dev/null's numbers
+    except PermissionError:
+        pytest.skip("making a device file needs CAP_MKNOD")
+
+
+def _symlinked_folder(tree: _Tree, folder: Path) -> None:
+    """``folder`` (inside the target directory) becomes a symlink to a copy of it elsewhere."""
+    elsewhere = tree.top / "elsewhere"
+    shutil.copytree(folder, elsewhere, symlinks=True)
+    shutil.rmtree(folder)
+    folder.symlink_to(elsewhere)
+
+
+def _rewrite_in_place(place: Path) -> None:
+    """The same file (inode) rewritten after the build step recorded it: same size, other bytes, another time."""
+    with place.open("r+b") as f:
+        f.write(b"X")
+    os.utime(place, ns=(1, 1))
+
+
+def _rewrite_keeping_its_time(place: Path) -> None:
+    """As above, its modification time put back (its change time cannot be: it moves on with the clock's tick)."""
+    recorded = place.lstat()
+    time.sleep(0.05)
+    with place.open("r+b") as f:
+        f.write(b"X")
+    os.utime(place, ns=(recorded.st_atime_ns, recorded.st_mtime_ns))
+
+
+def _replace_file(place: Path, data: bytes) -> None:
+    """Another file put at ``place`` (written beside it and renamed over it, as tools replace files)."""
+    new = place.with_name(place.name + ".new")
+    new.write_bytes(data)
+    os.replace(new, place)
+
+
+def _same_file_twice(tree: _Tree) -> None:
+    """Two declared binaries are one file: ransomeye-ops is made another name of ransomeye-core (recorded so)."""
+    tree.place(OPS).unlink()
+    os.link(tree.place(CORE), tree.place(OPS))
+    for product in (CORE, OPS):
+        tree.point(product, str(tree.place(product)))
+
+
+def _cargos_other_name(tree: _Tree) -> None:
+    """The very file, by the name cargo gives it in ``deps/``."""
+    tree.point(CORE, str(next(tree.place(CORE).parent.glob("deps/ransomeye_core-*"))))
+
+
+def _the_other_targets_place(tree: _Tree) -> None:
+    tree.point(f"bin/{WINDOWS}/ransomeye-agent.exe", str(tree.place(f"bin/{LINUX}/ransomeye-agent")))
+
+
+def _a_key_below_the_target_dir(tree: _Tree) -> None:
+    _in_target_dir_at_top(tree)
+    tree.point(CORE, str(tree.keys / "release.pem"))
+
+
+def _staged_below_the_target_dir(tree: _Tree) -> None:
+    _in_target_dir_at_top(tree)
+    tree.point(CORE, str(tree.r.out / "gates-report.json"))
+
+
+def _entry(**changes: object) -> dict[str, object]:
+    """One well-formed entry of a build record's ``binaries``, changed."""
+    entry: dict[str, object] = {"product": CORE, "path": "/x", "device": 1, "inode": 1, "size": 1, "mtime_ns": 1,
+                                "ctime_ns": 1}  # fmt: skip
+    return {**entry, **changes}
+
+
+def _undeclared(tree: _Tree, product: str) -> None:
+    tree.binaries.append({**tree.entry(CORE), "product": product})
+
+
+# Each refusal names the binary, then what the record said, as Python text (attacker's text is never printed raw).
+AGENT_EXE, AGENT = f"bin/{WINDOWS}/ransomeye-agent.exe", f"bin/{LINUX}/ransomeye-agent"  # the first of each target
+
+
+def at(problem: str, product: str = CORE) -> str:
+    return rf"^{re.escape(product)}: the build step recorded it at '.*', {problem}"
+
+
+def found(problem: str, product: str = CORE) -> str:
+    return rf"^{re.escape(product)}: '.*' is {problem}"
+
+
+def recorded(what: str) -> str:
+    return rf"^the build step {what}$"
+
+
+DOTS = r"a path with a '\.', '\.\.' or empty component$"
+ELSEWHERE = "not where cargo leaves it \\(.*/target/x86_64-unknown-linux-gnu/release/ransomeye-core\\)$"
+NOT_REGULAR = ", not the regular file cargo writes$"
+CHECKED = r"not the file the build step checked \(replaced or rewritten since\)$"
+HOSTILE_BINARIES: list[tuple[str, Callable[[_Tree], object], str]] = [
+    # Where the record says a binary is: only where cargo leaves it, spelled as cargo spells it.
+    ("outside the target directory", lambda t: t.point(CORE, str(t.outside)), at("not in cargo's target directory")),
+    ("a key file", lambda t: t.point(CORE, str(t.keys / "release.pem")), at("not in cargo's target directory")),
+    ("a staged file", lambda t: t.point(CORE, str(t.r.out / "gates-report.json")), at("not in cargo's target")),
+    ("'..' out of it", lambda t: t.point(CORE, f"{t.place(CORE).parent}/../../../outside"), at(DOTS)),
+    ("'..' back into it", lambda t: t.point(CORE, f"{t.place(CORE).parent}/../release/ransomeye-core"), at(DOTS)),
+    ("'.' in it", lambda t: t.point(CORE, f"{t.place(CORE).parent}/./ransomeye-core"), at(DOTS)),
+    ("a doubled slash", lambda t: t.point(CORE, f"{t.place(CORE).parent}//ransomeye-core"), at(DOTS)),
+    ("a relative path", lambda t: t.point(CORE, f"{LINUX}/release/ransomeye-core"), at("not an absolute path$")),
+    ("a NUL", lambda t: t.point(CORE, f"{t.place(CORE)}\0"), at("a path with a NUL in it$")),
+    ("cargo's other name for it", _cargos_other_name, at(ELSEWHERE)),
+    ("another binary's place", lambda t: t.point(CORE, str(t.place(OPS))), at(ELSEWHERE)),
+    ("the other target's place", _the_other_targets_place, at("not where cargo leaves it", AGENT_EXE)),
+    ("a key, the target directory above it", _a_key_below_the_target_dir, at("inside the key folder .*/keys$")),
+    ("a staged file, the target directory above it", _staged_below_the_target_dir, at("inside this run's staging")),
+    ("the target directory in a prebuilt run", _prebuilt_run, at("not in the prebuilt folder .*/prebuilt$", AGENT_EXE)),
+    # What is there: a regular file, reached through real folders, the very file the build step checked.
+    ("a symlink to a file outside", lambda t: t.replace(CORE, lambda p: p.symlink_to(t.outside)),
+     found("a symlink" + NOT_REGULAR)),
+    ("a symlink to a key", lambda t: t.replace(CORE, lambda p: p.symlink_to(t.keys / "release.pem")),
+     found("a symlink" + NOT_REGULAR)),
+    ("a symlink inside", lambda t: t.replace(CORE, lambda p: p.symlink_to(t.place(OPS))),
+     found("a symlink" + NOT_REGULAR)),
+    ("a symlinked target folder", lambda t: _symlinked_folder(t, t.r.target_dir / LINUX),
+     found(rf"reached through a symlink or a file \({LINUX}: ", AGENT)),
+    ("a symlinked release folder", lambda t: _symlinked_folder(t, t.place(CORE).parent),
+     found(rf"reached through a symlink or a file \({LINUX}/release: ", AGENT)),
+    ("a folder", lambda t: t.replace(CORE, lambda p: p.mkdir()), found("a folder" + NOT_REGULAR)),
+    ("a FIFO", lambda t: t.replace(CORE, os.mkfifo), found("a FIFO" + NOT_REGULAR)),
+    ("a socket", lambda t: t.replace(CORE, _socket), found("a socket" + NOT_REGULAR)),
+    ("a device file", lambda t: t.replace(CORE, _device), found("a device file" + NOT_REGULAR)),
+    ("no file", lambda t: t.place(CORE).unlink(), found("not there$")),
+    ("replaced since, same bytes", lambda t: _replace_file(t.place(CORE), _content(CORE)), found(CHECKED)),
+    ("rewritten in place since", lambda t: _rewrite_in_place(t.place(CORE)), found(CHECKED)),
+    ("rewritten, its time put back", lambda t: _rewrite_keeping_its_time(t.place(CORE)), found(CHECKED)),
+    ("two binaries, one file", _same_file_twice, rf"^{re.escape(OPS)}: '.*' is the same file as {re.escape(CORE)}$"),
+    # Which binaries: every declared one, once, and no other.
+    ("an undeclared binary", lambda t: _undeclared(t, f"bin/{LINUX}/evil"),
+     recorded(f"recorded 'bin/{LINUX}/evil', which is not a declared binary")),
+    ("a name out of bin/", lambda t: _undeclared(t, "bin/../keys/release.pem"),
+     recorded(r"recorded 'bin/\.\./keys/release\.pem', which is not a declared binary")),
+    ("a binary of another target", lambda t: _undeclared(t, f"bin/{WINDOWS}/ransomeye-core.exe"),
+     recorded(rf"recorded 'bin/{WINDOWS}/ransomeye-core\.exe', which is not a declared binary")),
+    ("one recorded twice", lambda t: t.binaries.append(dict(t.entry(CORE))), recorded(f"recorded '{CORE}' twice")),
+    ("one not recorded", lambda t: t.binaries.remove(t.entry(CORE)), recorded(f"did not record where {CORE} is")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("mutate, message", [c[1:] for c in HOSTILE_BINARIES], ids=[c[0] for c in HOSTILE_BINARIES])
+def test_a_build_record_cannot_make_the_caller_take_another_file(
+    tree: _Tree, mutate: Callable[[_Tree], object], message: str
+) -> None:
+    """A record rewritten (or a target directory changed) inside the sandbox: refused, nothing placed or touched."""
+    mutate(tree)
+    before = _state(tree.top)
+    with pytest.raises(VerificationError, match=message):
+        _take(tree)
+    assert not tree.r.bin_root.exists() or not any(tree.r.bin_root.rglob("*")), "nothing placed in staging"
+    assert _state(tree.top) == before, "nothing outside staging was touched"
+
+
+MALFORMED_RECORDS: list[tuple[str, dict[str, object], str]] = [
+    ("no binaries", {"binaries": None}, "binaries must be a list"),
+    ("a mapping", {"binaries": {CORE: "/x"}}, "binaries must be a list"),
+    ("a path that is no string", {"binaries": [_entry(path=5)]}, "binaries must be a list"),
+    ("an identity that is no number", {"binaries": [_entry(inode="1")]}, "binaries must be a list"),
+    ("a flag for a number", {"binaries": [_entry(size=True)]}, "binaries must be a list"),
+    ("a field more", {"binaries": [_entry(mode=0o755)]}, "binaries must be a list"),
+    ("a field missing", {"binaries": [{"product": CORE, "path": "/x"}]}, "binaries must be a list"),
+    ("products, hashed inside", {"products": {CORE: "0" * 64}}, "records products"),
+]
+
+
+@pytest.mark.parametrize("fields, message", [c[1:] for c in MALFORMED_RECORDS], ids=[c[0] for c in MALFORMED_RECORDS])
+def test_a_malformed_build_record_is_refused(tree: _Tree, fields: dict[str, object], message: str) -> None:
+    with pytest.raises(VerificationError, match=message):
+        _take(tree, **fields)
+    assert not tree.r.bin_root.exists()
+
+
+def test_the_binaries_are_copied_once_into_staging_and_hashed_there(tree: _Tree) -> None:
+    """The honest record: each binary lands in bin/<target>/<file>, a file of its own (nothing cargo or another run
+    does to the target directory afterwards reaches it), executable, recorded with the hash of its bytes there."""
+    before = _state(tree.r.target_dir)
+    products = _take(tree)
+    declared = {e["product"] for e in tree.binaries}
+    assert set(products) == declared and len(declared) == 9
+    for product, sha in products.items():
+        placed = tree.r.staging / product
+        st = placed.lstat()
+        assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o755
+        assert st.st_nlink == 1 and st.st_ino != tree.place(product).stat().st_ino, "a copy, not another name"
+        assert placed.read_bytes() == _content(product) and sha == hashlib.sha256(_content(product)).hexdigest()
+    assert _state(tree.r.target_dir) == before, "cargo's files are untouched (still two names each)"
+
+
+def test_prebuilt_binaries_are_taken_from_their_folder(tree: _Tree) -> None:
+    prebuilt = tree.top / "prebuilt"
+    for e in tree.binaries:
+        _, target, file = str(e["product"]).split("/")
+        (prebuilt / target).mkdir(parents=True, exist_ok=True)
+        shutil.copy(tree.place(str(e["product"])), prebuilt / target / file)
+        e.update({"path": str(prebuilt / target / file), **_identity(prebuilt / target / file)})
+    tree.r = dataclasses.replace(tree.r, prebuilt=prebuilt)
+    products = _take(tree)
+    assert products[CORE] == hashlib.sha256(_content(CORE)).hexdigest()
+    assert (tree.r.staging / CORE).read_bytes() == _content(CORE)
+
+
+def test_a_binary_changed_while_it_is_copied_is_refused_and_nothing_stays(
+    tree: _Tree, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process writing the file during the copy: the copy is refused, and every binary placed is removed."""
+    real = os.copy_file_range
+    core = tree.place(CORE).stat().st_ino
+
+    def copy_and_write(src: int, dst: int, count: int, *args: int) -> int:
+        copied = real(src, dst, count, *args)
+        if os.fstat(src).st_ino == core:
+            _rewrite_in_place(tree.place(CORE))
+        return copied
+
+    monkeypatch.setattr(os, "copy_file_range", copy_and_write)
+    monkeypatch.setattr(pipeline, "workers", lambda jobs=None: 1)  # one after another: some are placed before
+    with pytest.raises(VerificationError, match="changed while it was copied"):
+        _take(tree)
+    assert not any(p.is_file() for p in tree.r.bin_root.rglob("*")), "nothing placed in staging"
