@@ -292,19 +292,32 @@ class GatesRun:
 
     def __init__(self, ws: Workspace, report: Path) -> None:
         self.script = ws.root / GATES_SCRIPT
-        self.materials = hash_sources(ws)
+        self.materials: dict[str, str] = {}
+        self.proc: subprocess.Popen[str] | None = None
+        self.refused: ReleaseError | None = None  # a source that cannot be hashed: the gates step's error
+        self.failed: OSError | None = None
+        try:
+            self.materials = hash_sources(ws)
+        except ReleaseError as e:
+            self.refused = e
+            return
         cmd = [sys.executable, str(self.script), "--root", str(ws.root), "--report", str(report)]
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
         try:
-            self.proc: subprocess.Popen[str] | None = subprocess.Popen(
+            self.proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
             )
-            self.failed: OSError | None = None
         except OSError as e:
-            self.proc, self.failed = None, e
+            self.failed = e
 
     def finish(self) -> subprocess.CompletedProcess[str]:
-        """The gates' exit status and output; :class:`GateFailure` if they could not run or took 600 s."""
+        """The gates' exit status and output; :class:`GateFailure` if they could not run or took 600 s.
+
+        A source the gates could not be run on (:func:`hash_sources` refused
+        it) raises that error here, in the gates step, as if hashed now.
+        """
+        if self.refused is not None:
+            raise self.refused
         if self.proc is None:
             raise GateFailure(GATES_BANNER, hint=f"{self.script} could not run: {self.failed}")
         try:
