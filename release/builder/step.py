@@ -55,8 +55,9 @@ from release.sandbox import find_sandbox
 def _inner(ns: argparse.Namespace, root: Path) -> int:
     """The sandboxed half: run the step, and leave the error (if any) where the caller reads it."""
     output = ns.output.resolve()
+    prebuilt = ns.unsafe_prebuilt_binaries.resolve() if ns.unsafe_prebuilt_binaries is not None else None
     try:
-        run_inner(root, ns.step, ns.work.resolve(), output, ns.target_dir.resolve(), ns.unsafe_prebuilt_binaries)
+        run_inner(root, ns.step, ns.work.resolve(), output, ns.target_dir.resolve(), prebuilt)
     except ReleaseError as e:
         write_inner_error(output, e)
         raise
