@@ -1067,6 +1067,8 @@ def _take_binaries(r: Context, located: Sequence[Located]) -> dict[str, str]:
     a file from outside cargo's target directory (a hard link cannot cross
     the bind mount, and key folders are not even there to name).
     """
+    # The step saw these folders resolved (step.py resolves them; the sandbox binds resolved paths).
+    r = dataclasses.replace(r, target_dir=r.target_dir.resolve(), prebuilt=r.prebuilt and r.prebuilt.resolve())
     places = binary_places(r)
     recorded: dict[str, Located] = {}
     for loc in located:

@@ -712,3 +712,11 @@ def test_a_binary_changed_while_it_is_copied_is_refused_and_nothing_stays(
     with pytest.raises(VerificationError, match="changed while it was copied"):
         _take(tree)
     assert not any(p.is_file() for p in tree.r.bin_root.rglob("*")), "nothing placed in staging"
+
+
+def test_a_target_directory_given_through_a_symlink_is_the_folder_the_step_saw(tree: _Tree) -> None:
+    """The caller's --target-dir may be spelled through a symlink: the step saw (and recorded) the folder it names."""
+    alias = tree.top / "alias"
+    alias.symlink_to(tree.r.target_dir)
+    tree.r = dataclasses.replace(tree.r, target_dir=alias)
+    assert _take(tree)[CORE] == hashlib.sha256(_content(CORE)).hexdigest()

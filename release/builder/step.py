@@ -54,11 +54,11 @@ from release.sandbox import find_sandbox
 
 def _inner(ns: argparse.Namespace, root: Path) -> int:
     """The sandboxed half: run the step, and leave the error (if any) where the caller reads it."""
+    prebuilt = ns.unsafe_prebuilt_binaries.resolve() if ns.unsafe_prebuilt_binaries is not None else None
     output = ns.output.resolve()
     try:
         handed = sys.stdin.read()  # what the caller found for the run: toolchains, cargo metadata
-        run_inner(root, ns.step, ns.work.resolve(), output, ns.target_dir.resolve(), ns.unsafe_prebuilt_binaries,
-                  handed)  # fmt: skip
+        run_inner(root, ns.step, ns.work.resolve(), output, ns.target_dir.resolve(), prebuilt, handed)
     except ReleaseError as e:
         write_inner_error(output, e)
         raise
