@@ -41,6 +41,12 @@ from release.errors import BadInputError, PackagingError, SystemFailure
 from release.faults import failpoint
 
 CHUNK = 1 << 20
+MAX_FILE_BYTES = 1 << 30  # one input file; larger (or huge sparse) files are refused
+GZIP_LEVEL = 6
+ZIP_LEVEL = 6
+EXEC_MODE = 0o755
+FILE_MODE = 0o644
+_ZIP_MIN_EPOCH = 315532800  # 1980-01-01T00:00:00Z, the earliest DOS date
 
 
 def workers(jobs: int | None = None) -> int:
@@ -51,14 +57,6 @@ def workers(jobs: int | None = None) -> int:
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
     return max(1, min(cores, jobs if jobs is not None else cores))
-
-
-MAX_FILE_BYTES = 1 << 30  # one input file; larger (or huge sparse) files are refused
-GZIP_LEVEL = 6
-ZIP_LEVEL = 6
-EXEC_MODE = 0o755
-FILE_MODE = 0o644
-_ZIP_MIN_EPOCH = 315532800  # 1980-01-01T00:00:00Z, the earliest DOS date
 
 
 @dataclass(frozen=True)

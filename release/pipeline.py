@@ -231,8 +231,7 @@ class Located:
 
     @classmethod
     def of(cls, product: str, path: Path) -> Located:
-        st = path.lstat()
-        return cls(product, str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        return cls(product, str(path), *_identity(path.lstat()))
 
     def identity(self) -> tuple[int, ...]:
         return (self.device, self.inode, self.size, self.mtime_ns, self.ctime_ns)

@@ -163,11 +163,13 @@ def compile_packages(root: Path) -> None:
     ``target``, git-ignored and never part of the hashed source
     (:data:`release.source.CACHE_DIRS`). A folder that cannot be written (a
     read-only checkout) or a module that does not compile is left as it is;
-    its import says what is wrong.
+    its import says what is wrong. A ``__pycache__`` that is a symlink is
+    never written through (it could lead anywhere, a key folder included).
     """
     for package in PACKAGES:
         for folder in _package_folders(root / package):
-            compileall.compile_dir(folder, maxlevels=0, quiet=2)
+            if not (folder / "__pycache__").is_symlink():
+                compileall.compile_dir(folder, maxlevels=0, quiet=2)
 
 
 def _package_folders(top: Path) -> list[Path]:

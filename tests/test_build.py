@@ -378,6 +378,23 @@ def test_bad_key_fails_before_anything_runs(released: Repo) -> None:
     assert "release.pem: the private key is readable by group or others" in proc.stderr
     assert "chmod 600" in proc.stderr
     assert released.artifact_state() == before
+    # The gates had started (they read the source only, while the keys load): they end with the run.
+    assert "[1/" not in proc.stdout, "no step is reported"
+    assert _processes_running(released.root / "governance" / "gates" / "check_gates.py") == []
+    assert list((released.root / "release" / ".staging").glob("run-*")) == [], "the staging folder is removed"
+
+
+def _processes_running(script: Path) -> list[int]:
+    """The processes whose command line names ``script``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue  # not a process, or gone
+        if proc.name.isdigit() and str(script).encode() in argv:
+            found.append(int(proc.name))
+    return found
 
 
 def test_second_build_fails_fast_while_one_runs(released: Repo) -> None:

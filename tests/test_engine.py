@@ -317,6 +317,19 @@ def test_a_cache_folder_that_cannot_be_written_is_left_as_it_is(tmp_path: Path) 
     assert "release/builder/__pycache__/step" in _compiled(root)
 
 
+def test_a_cache_folder_that_is_a_symlink_is_never_written_through(tmp_path: Path) -> None:
+    """A checkout whose ``__pycache__`` points elsewhere (a key folder, say): nothing is written there."""
+    root = _project(tmp_path)
+    outside = tmp_path / "keys"
+    outside.mkdir()
+    (outside / "release.pem").write_text("secret\n")
+    (root / "governance" / "gates" / "__pycache__").symlink_to(outside)
+    compile_packages(root)
+    assert sorted(p.name for p in outside.iterdir()) == ["release.pem"]
+    assert (outside / "release.pem").read_text() == "secret\n"
+    assert "release/builder/__pycache__/step" in _compiled(root)
+
+
 def test_a_toolchain_is_handed_to_a_step_as_it_was_found() -> None:
     tc = Toolchain("x86_64-pc-windows-gnu", Path("/usr/bin/cargo"), Path("/usr/bin/rustc"), "rustc 1.63.0", "gcc")
     assert Toolchain.from_dict(json.loads(json.dumps(tc.to_dict()))) == tc
