@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import gzip
 import hashlib
 import io
 import os
@@ -32,12 +31,14 @@ import tarfile
 import time
 import unicodedata
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from release.errors import BadInputError, PackagingError, SystemFailure
+from release.deflate import AdaptiveDeflate, GzipWriter
+from release.errors import BadInputError, PackagingError, SystemFailure, ToolchainError
 from release.faults import failpoint
 
 CHUNK = 1 << 20
@@ -46,6 +47,7 @@ GZIP_LEVEL = 6
 ZIP_LEVEL = 6
 EXEC_MODE = 0o755
 FILE_MODE = 0o644
+_ZLIB_COMPRESSOR = type(zlib.compressobj())
 _ZIP_MIN_EPOCH = 315532800  # 1980-01-01T00:00:00Z, the earliest DOS date
 
 
@@ -466,7 +468,7 @@ def write_tar_gz(entries: Sequence[Entry], out_path: Path, epoch: int) -> Writte
     members: list[Member] = []
     with (
         _atomic_archive(out_path) as hw,
-        gzip.GzipFile(filename="", mode="wb", fileobj=hw, compresslevel=GZIP_LEVEL, mtime=0) as gz,
+        GzipWriter(hw, GZIP_LEVEL) as gz,
         tarfile.open(fileobj=gz, mode="w", format=tarfile.USTAR_FORMAT) as tar,
     ):
         for n, e in enumerate(entries):
@@ -516,6 +518,21 @@ def _dos_time(epoch: int) -> tuple[int, int, int, int, int, int]:
     return (t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec)
 
 
+def _store_what_does_not_compress(member: IO[bytes]) -> None:
+    """Give a zip member being written the archives' :class:`AdaptiveDeflate` in place of zipfile's own.
+
+    ``zipfile`` has no public hook for its compressor; a new Python whose member
+    writer no longer holds a zlib compressor in ``_compressor`` is refused here
+    rather than silently writing other bytes.
+    """
+    if not isinstance(getattr(member, "_compressor", None), _ZLIB_COMPRESSOR):
+        raise ToolchainError(
+            "this Python's zipfile no longer keeps its compressor where the zip writer replaces it",
+            hint="run the release with the Python version in pyproject.toml",
+        )
+    member._compressor = AdaptiveDeflate(ZIP_LEVEL)  # type: ignore[attr-defined]
+
+
 def write_zip(entries: Sequence[Entry], out_path: Path, epoch: int) -> WrittenArchive:
     """Write ``entries`` as a deterministic zip at ``out_path``; return its digest and inputs.
 
@@ -549,6 +566,7 @@ def write_zip(entries: Sequence[Entry], out_path: Path, epoch: int) -> WrittenAr
                 info.file_size = os.fstat(src.fileno()).st_size
                 reader = HashingReader(src)
                 with zf.open(info, "w") as dst:
+                    _store_what_does_not_compress(dst)
                     copied = 0
                     while chunk := reader.read(CHUNK):
                         dst.write(chunk)
