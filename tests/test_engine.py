@@ -288,10 +288,19 @@ def _compiled(root: Path) -> set[str]:
     return {p.relative_to(root).as_posix().split(".cpython")[0] for p in root.rglob("*.pyc")}
 
 
-def test_the_steps_python_is_compiled_once_before_they_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every module of the project's packages gets its bytecode, even under PYTHONDONTWRITEBYTECODE; nothing else."""
+@pytest.mark.parametrize("epoch", [None, "1700000000"], ids=["no-epoch", "SOURCE_DATE_EPOCH"])
+def test_the_steps_python_is_compiled_once_before_they_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, epoch: str | None
+) -> None:
+    """Every module of the project's packages gets its bytecode, even under PYTHONDONTWRITEBYTECODE; nothing else.
+    Bytecode that is current is kept, also under SOURCE_DATE_EPOCH (whose default, hash-checked bytecode
+    compileall would write again on every run)."""
     root = _project(tmp_path)
     monkeypatch.setattr("sys.dont_write_bytecode", True)
+    if epoch is None:
+        monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    else:
+        monkeypatch.setenv("SOURCE_DATE_EPOCH", epoch)
     compile_packages(root)  # the module that does not compile is left to its import to report
     assert _compiled(root) == {
         "release/__pycache__/__init__",
