@@ -1626,11 +1626,14 @@ def run_release(
             gates = GatesRun(ws, staging / "out" / GATES_REPORT)  # they read the source only: started first
             # Preflight: everything that can be checked before work starts.
             targets = (HOST_TARGET,) if prebuilt is not None else ws.targets()  # prebuilt: cargo metadata only
-            # The toolchains are looked for (rustc, cargo metadata: subprocesses) while the keys load and the
-            # repository is checked; a failure is still raised in the same order as if each ran in turn.
-            finding = ThreadPoolExecutor(max_workers=1, thread_name_prefix="toolchains")
-            found = finding.submit(_find_toolchains, ws, targets)
-            finding.shutdown(wait=False)
+            # The toolchains are looked for (rustc, cargo metadata: subprocesses) and the code-signing key is
+            # checked (an RSA key's check takes a tenth of a second) while the other keys load and the repository
+            # is checked; a failure is still raised in the same order as if each ran in turn.
+            preflight = ThreadPoolExecutor(max_workers=2, thread_name_prefix="preflight")
+            found = preflight.submit(_find_toolchains, ws, targets)
+            codesigns = attest.codesigned_binaries(ws)
+            signer = preflight.submit(authenticode.load_codesigner, keys_dir) if codesigns else None
+            preflight.shutdown(wait=False)
             epoch = source_date_epoch(ws.root)
             publics = functionaries(keys_dir, 1 if single_builder or prebuilt is not None else None)
             keys = {role: load_role_key(keys_dir, role) for role in attest.FUNCTIONARY_ROLES}
@@ -1647,7 +1650,7 @@ def run_release(
                 tuf = repository.prepare(
                     repository.repository_dir(ws.root), keys_dir, keys[attest.RELEASE_ROLE], repository.utc_now()
                 )
-            codesigner = authenticode.load_codesigner(keys_dir) if attest.codesigned_binaries(ws) else None
+            codesigner = signer.result() if signer is not None else None
             if codesigner is not None:
                 authenticode.check_ready(codesigner, epoch)
             layout, layout_origin = resolve_layout(ws, keys_dir, publics, prebuilt=prebuilt is not None)
