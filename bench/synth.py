@@ -22,6 +22,7 @@ from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
+from release.authenticode import PE_HEADER, minimal_pe_header
 from release.products import Bundle, Workspace
 
 CHUNK = 1 << 20
@@ -56,26 +57,7 @@ def text_block() -> bytes:
     return bytes(out[:_TEXT_BLOCK])
 
 
-PE_HEADER = 0x200
 _PE_CHECKSUM_AT = 64 + 24 + 64  # the DOS header, the PE signature and COFF header, then the checksum field
-
-
-def pe_header(size: int) -> bytes:
-    """A minimal PE32+ header (x86-64) for a file of ``size`` bytes: one data section holds the rest."""
-    raw = max((size - PE_HEADER) // 0x200 * 0x200, 0x200)
-    virtual = (raw + 0xFFF) // 0x1000 * 0x1000
-    dos = bytearray(64)
-    dos[0:2] = b"MZ"
-    struct.pack_into("<I", dos, 0x3C, 64)
-    coff = struct.pack("<4sHHIIIHH", b"PE\0\0", 0x8664, 1, 0, 0, 0, 240, 0x22)
-    optional = struct.pack("<HBBIIIII", 0x20B, 14, 0, raw, 0, 0, 0x1000, 0x1000)
-    image = 0x1000 + virtual
-    optional += struct.pack("<QIIHHHHHHIIIIHHQQQQII", 0x140000000, 0x1000, 0x200, 6, 0, 0, 0, 6, 0, 0,
-                            image, PE_HEADER, 0, 3, 0x8160, 1 << 20, 0x1000, 1 << 20, 0x1000, 0, 16)  # fmt: skip
-    optional += bytes(16 * 8)  # no data directories
-    section = struct.pack("<8sIIIIIIHHI", b".data", virtual, 0x1000, raw, PE_HEADER, 0, 0, 0, 0, 0xC0000040)
-    head = bytes(dos) + coff + optional + section
-    return head + bytes(PE_HEADER - len(head))
 
 
 def set_pe_checksum(path: Path) -> None:
@@ -100,7 +82,7 @@ def _write_binary(path: Path, size: int, block: bytes, offset: int) -> None:
     pe = path.suffix == ".exe"
     if pe:
         size = max(size, 2 * PE_HEADER) & ~1
-    head = pe_header(size) if pe else b""
+    head = minimal_pe_header(size) if pe else b""
     text = (size - len(head)) // 2
     with path.open("wb") as f:
         f.write(head)

@@ -18,6 +18,12 @@ rebuilt (:func:`extract_signature`, :func:`attach_signature`).
 A signed file's hash without its signature (:func:`signed_digests`) is
 computed in-process, in the same read as its own hash: the bytes
 ``osslsigncode remove-signature`` would write, without running it.
+
+The codesign step signs and checks in-process, streamed
+(:func:`sign_pe_streamed`, :func:`verify_pe_streamed`), since osslsigncode
+maps the whole file: it writes the bytes ``osslsigncode sign`` writes, from
+osslsigncode's own, checked signature of a stub PE file
+(:func:`signing_template`).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import io
 import os
 import shutil
 import stat
+import struct
 import subprocess
 import tempfile
 from collections.abc import Sequence
@@ -38,7 +45,7 @@ from typing import TypeVar
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from release.errors import BadInputError, SigningError, SystemFailure, ToolchainError, VerificationError
@@ -723,10 +730,25 @@ def _u32(data: bytes, at: int) -> int:
     return int.from_bytes(data[at : at + 4], "little")
 
 
-def _layout(head: bytes, size: int) -> _Layout:
-    """Parse the headers of a signed PE file of ``size`` bytes from ``head``, its first ``MAX_HEADERS`` bytes or all.
+@dataclass(frozen=True)
+class _Headers:
+    """What the headers of a PE file say about where signing writes (file offsets)."""
 
-    Raises :class:`_Refused` (see :func:`signed_digests`); reads nothing outside ``head``.
+    checksum_at: int  # the optional header's CheckSum (4 bytes)
+    entry_at: int  # the certificate table's data directory entry (8 bytes: its offset and size)
+    headers: int  # the headers' end (the section table's, or SizeOfHeaders if larger)
+    sections: tuple[tuple[int, int], ...]  # each section's raw data: (offset, size)
+
+    def table(self, head: bytes) -> tuple[int, int]:
+        """The certificate table's (offset, size) as its directory entry in ``head`` says."""
+        return _u32(head, self.entry_at), _u32(head, self.entry_at + 4)
+
+
+def _headers(head: bytes, size: int) -> _Headers:
+    """Parse the headers of a PE file of ``size`` bytes from ``head``, its first ``MAX_HEADERS`` bytes or all.
+
+    Raises :class:`_Refused` for a file that is not PE32 or PE32+ with a certificate table entry; reads nothing
+    outside ``head``.
     """
 
     def need(end: int, what: str) -> None:
@@ -757,7 +779,19 @@ def _layout(head: bytes, size: int) -> _Layout:
     need(headers_end, "headers")
     if _u32(head, directories - 4) < 5:  # NumberOfRvaAndSizes
         raise _Refused(f"NumberOfRvaAndSizes is {_u32(head, directories - 4)}: no certificate table entry")
-    table_at, table_size = _u32(head, entry_at), _u32(head, entry_at + 4)
+    raw = tuple(
+        (_u32(head, opt + opt_size + 40 * i + 20), _u32(head, opt + opt_size + 40 * i + 16)) for i in range(sections)
+    )
+    return _Headers(opt + 64, entry_at, max(headers_end, _u32(head, opt + 60)), raw)
+
+
+def _layout(head: bytes, size: int) -> _Layout:
+    """Parse the headers of a signed PE file of ``size`` bytes from ``head``, its first ``MAX_HEADERS`` bytes or all.
+
+    Raises :class:`_Refused` (see :func:`signed_digests`); reads nothing outside ``head``.
+    """
+    h = _headers(head, size)
+    table_at, table_size = h.table(head)
     where = f"the certificate table (offset {table_at}, {table_size} bytes)"
     if table_at == 0 and table_size == 0:
         raise _Refused("no signature (its certificate table entry is empty)")
@@ -771,14 +805,12 @@ def _layout(head: bytes, size: int) -> _Layout:
         raise _Refused(f"{where} is not 8-byte aligned")
     if table_size > MAX_CERT_TABLE:
         raise _Refused(f"{where} is larger than {MAX_CERT_TABLE} bytes")
-    headers = max(headers_end, _u32(head, opt + 60))  # and SizeOfHeaders
-    if table_at < headers:
-        raise _Refused(f"{where} overlaps the headers (the first {headers} bytes)")
-    for i in range(sections):
-        raw_size, raw_at = _u32(head, opt + opt_size + 40 * i + 16), _u32(head, opt + opt_size + 40 * i + 20)
+    if table_at < h.headers:
+        raise _Refused(f"{where} overlaps the headers (the first {h.headers} bytes)")
+    for i, (raw_at, raw_size) in enumerate(h.sections):
         if raw_size and raw_at + raw_size > table_at:
             raise _Refused(f"{where} overlaps the data of section {i + 1} (offset {raw_at}, {raw_size} bytes)")
-    return _Layout(opt + 64, entry_at, table_at, table_size, _u32(head, opt + 64))
+    return _Layout(h.checksum_at, h.entry_at, table_at, table_size, _u32(head, h.checksum_at))
 
 
 def _check_table(table: bytes) -> None:
@@ -875,3 +907,296 @@ def _one_pass(f: io.FileIO, buffer: bytearray, layout: _Layout, size: int, check
     if f.read(1):
         raise _Refused("it changed while being read")
     return whole.hexdigest(), unsigned.hexdigest(), _checksum(words, end)
+
+
+# --- signing and checking in-process, streamed -----------------------------------------------
+#
+# ``osslsigncode sign`` and ``verify`` map the whole PE file: their memory grows with it. The
+# codesign step signs in-process instead, READ_CHUNK bytes at a time, and writes the bytes
+# ``osslsigncode sign`` writes (tests/test_authenticode.py compares them byte for byte). The
+# PKCS#7 SignedData is osslsigncode's own: once per run, osslsigncode signs a stub PE file with
+# the same key, certificates, description and time, and ``osslsigncode verify`` checks it
+# (:func:`signing_template`). A binary's signature is that one with the three values that depend
+# on the file put in: its Authenticode digest, the message digest of the SpcIndirectDataContent
+# that holds it, and the RSA PKCS#1 v1.5 signature of the signed attributes. The signed file is
+# the binary padded with zeros to 8 bytes, then the certificate table (one WIN_CERTIFICATE,
+# padded to 8 bytes), with the table's directory entry and the CheckSum set.
+
+STUB_SIZE = 0x400  # the stub PE file osslsigncode signs: the headers and one section
+PE_HEADER = 0x200  # the headers of a minimal PE file (see :func:`minimal_pe_header`)
+
+
+def minimal_pe_header(size: int) -> bytes:
+    """The headers of a minimal PE32+ (x86-64) file of ``size`` bytes: one data section holds the rest."""
+    raw = max((size - PE_HEADER) // 0x200 * 0x200, 0x200)
+    virtual = (raw + 0xFFF) // 0x1000 * 0x1000
+    dos = bytearray(64)
+    dos[0:2] = b"MZ"
+    struct.pack_into("<I", dos, 0x3C, 64)
+    coff = struct.pack("<4sHHIIIHH", b"PE\0\0", 0x8664, 1, 0, 0, 0, 240, 0x22)
+    optional = struct.pack("<HBBIIIII", 0x20B, 14, 0, raw, 0, 0, 0x1000, 0x1000)
+    image = 0x1000 + virtual
+    optional += struct.pack("<QIIHHHHHHIIIIHHQQQQII", 0x140000000, 0x1000, 0x200, 6, 0, 0, 0, 6, 0, 0,
+                            image, PE_HEADER, 0, 3, 0x8160, 1 << 20, 0x1000, 1 << 20, 0x1000, 0, 16)  # fmt: skip
+    optional += bytes(16 * 8)  # no data directories
+    section = struct.pack("<8sIIIIIIHHI", b".data", virtual, 0x1000, raw, PE_HEADER, 0, 0, 0, 0, 0xC0000040)
+    head = bytes(dos) + coff + optional + section
+    return head + bytes(PE_HEADER - len(head))
+
+
+@dataclass(frozen=True)
+class SigningTemplate:
+    """osslsigncode's signature of the stub, and where in it the values that depend on the file lie."""
+
+    signer: CodeSigner
+    epoch: int
+    der: bytes  # the PKCS#7 ContentInfo (DER)
+    digest: bytes  # the stub's Authenticode digest (SHA-256), once in ``der``
+    content: bytes  # the SpcIndirectDataContent's contents, which the message digest covers; once in ``der``
+    message_digest: bytes  # once in ``der``
+    attrs: bytes  # the signed attributes as ``der`` holds them ([0] IMPLICIT); once in ``der``
+    signature: bytes  # once in ``der``
+    public_key: rsa.RSAPublicKey  # the leaf certificate's
+
+
+class _Pass:
+    """One read of an unsigned PE file: its Authenticode digest (SHA-256) and its word sum, the CheckSum as 0."""
+
+    def __init__(self, h: _Headers) -> None:
+        self._h = h
+        self.digest = hashlib.sha256()
+        self.words = 0
+
+    def add(self, chunk: memoryview, offset: int) -> None:
+        """Take the file's bytes at ``offset`` (the first call's chunk holds all the headers)."""
+        if offset == 0:
+            head = bytearray(chunk)
+            c, e = self._h.checksum_at, self._h.entry_at
+            self.digest.update(head[:c])
+            self.digest.update(head[c + 4 : e])
+            self.digest.update(head[e + 8 :])
+            head[c : c + 4] = bytes(4)
+            head[e : e + 8] = bytes(8)
+            self.words += _sum16(head, 0)
+        else:
+            self.digest.update(chunk)
+            self.words += _sum16(chunk, offset)
+
+
+def _pkcs7_parts(der: bytes) -> tuple[bytes, bytes, bytes, bytes]:
+    """From a PKCS#7 Authenticode signature: the SpcIndirectDataContent's contents, the message digest attribute's
+    value, the signed attributes ([0] IMPLICIT, as encoded) and the signature. Raises :class:`_Refused`."""
+    from asn1crypto import cms  # type: ignore[import-untyped]  # securesystemslib's dependency; PKCS#7 here only
+
+    try:
+        signed = cms.ContentInfo.load(der)["content"]
+        content = signed["encap_content_info"]["content"].contents
+        (info,) = signed["signer_infos"]
+        attrs = info["signed_attrs"]
+        digests = [a["values"][0].native for a in attrs if a["type"].native == "message_digest"]
+        signature = info["signature"].native
+        if len(digests) != 1 or info["digest_algorithm"]["algorithm"].native != "sha256":
+            raise _Refused("its signature has no single SHA-256 message digest")
+        return bytes(content), digests[0], attrs.dump(), signature
+    except (ValueError, TypeError, KeyError) as e:
+        raise _Refused(f"its signature is not a PKCS#7 SignedData ({e})") from e
+
+
+def _signature_of(data: bytes) -> bytes:
+    """The PKCS#7 signature (DER, its padding cut) in a signed PE file's certificate table ``data``."""
+    _check_table(data)
+    der = data[8 : _u32(data, 0)]
+    return der[: _der_length(der)]
+
+
+def signing_template(signer: CodeSigner, epoch: int) -> SigningTemplate:
+    """Have ``osslsigncode sign`` sign a stub PE file with ``signer`` at ``epoch``, check it with ``osslsigncode
+    verify``, and take its signature apart (see the section comment).
+
+    The stub's Authenticode digest, computed here, must be the one osslsigncode
+    signed, and its message digest the SpcIndirectDataContent's: this run's
+    osslsigncode and this code agree on both before anything is signed.
+    Raises :class:`SigningError` when they do not, or as :func:`sign_pe` does.
+    """
+    stub = minimal_pe_header(STUB_SIZE) + bytes(STUB_SIZE - PE_HEADER)
+    with tempfile.TemporaryDirectory(prefix="ransomeye-authenticode-") as tmp:
+        src, dst = Path(tmp) / "stub.exe", Path(tmp) / "stub-signed.exe"
+        src.write_bytes(stub)
+        sign_pe(signer, src, dst, epoch)
+        verify_pe(dst, signer.ca, at=epoch)
+        signed = dst.read_bytes()
+    h = _headers(stub, len(stub))
+    digest = _Pass(h)
+    digest.add(memoryview(stub), 0)
+    mismatch = "osslsigncode's signature of a stub PE file is not what this release tool makes of it"
+    try:
+        layout = _layout(signed[:MAX_HEADERS], len(signed))
+        der = _signature_of(signed[layout.table_at :])
+        content, message_digest, attrs, signature = _pkcs7_parts(der)
+    except _Refused as e:
+        raise SigningError(f"{mismatch}: {e}", hint=f"install the {TOOL} version the README names") from e
+    stub_digest = digest.digest.digest()
+    if not content.endswith(stub_digest) or hashlib.sha256(content).digest() != message_digest:
+        raise SigningError(f"{mismatch}: the digests differ", hint=f"install the {TOOL} version the README names")
+    for part in (stub_digest, content, message_digest, attrs, signature):
+        if der.count(part) != 1:
+            raise SigningError(f"{mismatch}: a value it signs is not where it is expected")
+    leaf = _load_cert(signer.cert, "code-signing certificate").public_key()
+    if not isinstance(leaf, rsa.RSAPublicKey):
+        raise SigningError(f"{signer.cert}: not an RSA certificate")
+    return SigningTemplate(signer, epoch, der, stub_digest, content, message_digest, attrs, signature, leaf)
+
+
+def _der_length(der: bytes) -> int:
+    """The length of the DER value that starts ``der`` (tag, length and contents)."""
+    if len(der) < 2:
+        return len(der)
+    first = der[1]
+    if first < 0x80:
+        return 2 + first
+    n = first & 0x7F
+    return 2 + n + int.from_bytes(der[2 : 2 + n], "big")
+
+
+def _signing_key(template: SigningTemplate) -> rsa.RSAPrivateKey:
+    """The code-signing key, which :func:`load_codesigner` checked; it must still match the leaf certificate."""
+    data = _read_bounded(template.signer.key, MAX_KEY_FILE, "code-signing key")
+    try:
+        # Checked (the slow RSA consistency check included) by load_codesigner; here it must match the certificate.
+        key = serialization.load_pem_private_key(data, password=None, unsafe_skip_rsa_key_validation=True)
+    except (TypeError, ValueError, UnsupportedAlgorithm) as e:
+        raise SigningError(f"{template.signer.key}: not the code-signing key that was checked", hint=_SETUP_HINT) from e
+    if (
+        not isinstance(key, rsa.RSAPrivateKey)
+        or key.public_key().public_numbers() != template.public_key.public_numbers()
+    ):
+        raise SigningError(f"{template.signer.key}: not the key of {template.signer.cert}", hint=_SETUP_HINT)
+    return key
+
+
+def signature_for(template: SigningTemplate, digest: bytes, key: rsa.RSAPrivateKey) -> bytes:
+    """The PKCS#7 signature osslsigncode makes for a file whose Authenticode digest is ``digest``."""
+    content = template.content[: -len(digest)] + digest
+    message_digest = hashlib.sha256(content).digest()
+    attrs = template.attrs.replace(template.message_digest, message_digest)
+    signature = key.sign(b"\x31" + attrs[1:], padding.PKCS1v15(), hashes.SHA256())  # signed as a SET OF
+    return (
+        template.der.replace(template.content, content)
+        .replace(template.attrs, attrs)
+        .replace(template.signature, signature)
+    )
+
+
+def _certificate_table(der: bytes) -> bytes:
+    length = -(-(8 + len(der)) // 8) * 8
+    return struct.pack("<IHH", length, *_WIN_CERT_PKCS_SIGNED_DATA) + der + bytes(length - 8 - len(der))
+
+
+def sign_pe_streamed(template: SigningTemplate, src: Path, dst: Path) -> None:
+    """Write ``dst``: ``src`` signed as ``osslsigncode sign`` signs it with the template's signer and time.
+
+    ``src`` is read once, ``READ_CHUNK`` bytes at a time, and written to a
+    temporary file beside ``dst`` that replaces ``dst`` only when complete.
+    Refused with :class:`BadInputError`: anything but a regular PE32 or PE32+
+    file with a certificate table entry, a file that is already signed, one of
+    4 GiB or more, one that changes while it is read.
+    """
+    key = _signing_key(template)
+    try:
+        fd = os.open(src, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise BadInputError(f"{src}: cannot be read ({e.strerror})") from e
+    with open(fd, "rb", buffering=0) as f:
+        st = os.fstat(fd)
+        try:
+            if not stat.S_ISREG(st.st_mode):
+                raise _Refused("not a regular file")
+            size = st.st_size
+            head = os.pread(fd, min(size, MAX_HEADERS), 0)
+            h = _headers(head, size)
+            if h.table(head) != (0, 0):
+                raise _Refused("it is signed already")
+            if size < h.headers:
+                raise _Refused("truncated headers")
+        except _Refused as e:
+            raise BadInputError(f"{src}: cannot be Authenticode-signed: {e}") from e
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".authenticode-") as tmp:
+            part = Path(tmp) / "out"
+            with part.open("wb") as out:
+                one = _Pass(h)
+                buffer = bytearray(min(READ_CHUNK, max(size, 1)))
+                view, offset = memoryview(buffer), 0
+                while offset < size:
+                    want = min(len(view), size - offset)
+                    if _read_full(f, view[:want]) != want:
+                        raise BadInputError(f"{src}: changed while being signed")
+                    one.add(view[:want], offset)
+                    out.write(view[:want])
+                    offset += want
+                if f.read(1):
+                    raise BadInputError(f"{src}: changed while being signed")
+                pad = bytes(-size % 8)
+                one.add(memoryview(pad), size)
+                table = _certificate_table(signature_for(template, one.digest.digest(), key))
+                table_at = size + len(pad)
+                entry = struct.pack("<II", table_at, len(table))
+                words = one.words + _sum16(entry, h.entry_at) + _sum16(table, table_at)
+                out.write(pad + table)
+                out.seek(h.entry_at)
+                out.write(entry)
+                out.seek(h.checksum_at)
+                out.write(_checksum(words, table_at + len(table)).to_bytes(4, "little"))
+            part.chmod(0o755 if st.st_mode & 0o111 else 0o644)
+            os.replace(part, dst)
+
+
+def verify_pe_streamed(template: SigningTemplate, path: Path) -> None:
+    """Check ``path`` as ``osslsigncode verify`` would, in one streamed read: its Authenticode digest against its
+    signature, the signature's message digest, the RSA signature under the leaf certificate that
+    :func:`signing_template` had osslsigncode check against the CA, the rest of the signature (certificates,
+    description, time) against the template's, and last its CheckSum.
+
+    Raises :class:`VerificationError` naming the fault.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise VerificationError(f"{path}: cannot be read ({e.strerror})") from e
+    with open(fd, "rb", buffering=0) as f:
+        size = os.fstat(fd).st_size
+        try:
+            head = os.pread(fd, min(size, MAX_HEADERS), 0)
+            layout = _layout(head, size)
+            table = os.pread(fd, layout.table_size, layout.table_at)
+            der = _signature_of(table)
+            content, message_digest, attrs, signature = _pkcs7_parts(der)
+            one = _Pass(_headers(head, size))
+            buffer = bytearray(min(READ_CHUNK, max(layout.table_at, 1)))
+            view, offset = memoryview(buffer), 0
+            while offset < layout.table_at:
+                want = min(len(view), layout.table_at - offset)
+                if _read_full(f, view[:want]) != want:
+                    raise _Refused("it changed while being read")
+                one.add(view[:want], offset)
+                offset += want
+            entry = struct.pack("<II", layout.table_at, layout.table_size)
+            words = one.words + _sum16(entry, layout.entry_at) + _sum16(table, layout.table_at)
+            if not content.endswith(one.digest.digest()):
+                raise _Refused("its Authenticode digest does not match its contents")
+            if hashlib.sha256(content).digest() != message_digest:
+                raise _Refused("its signature's message digest does not match")
+            template.public_key.verify(signature, b"\x31" + attrs[1:], padding.PKCS1v15(), hashes.SHA256())
+            if (
+                der.replace(content, template.content)
+                .replace(attrs, template.attrs)
+                .replace(signature, template.signature)
+                != template.der
+            ):
+                raise _Refused("its signature is not the one made with this signer, time and description")
+            if _checksum(words, size) != layout.stored_checksum:
+                raise _Refused("its CheckSum is wrong")
+        except InvalidSignature as e:
+            raise VerificationError(f"{path}: Authenticode signature not valid: its RSA signature is wrong") from e
+        except _Refused as e:
+            raise VerificationError(f"{path}: Authenticode signature not valid: {e}") from e

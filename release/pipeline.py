@@ -493,13 +493,19 @@ def step_codesign(r: Context, earlier: Earlier) -> Outcome[Codesigned]:
     Each binary is checked against the build's link before it is signed; the
     signature time is ``SOURCE_DATE_EPOCH`` and no timestamp server is asked,
     so the signed binary is the same bytes on every run (and for every
-    builder's packager, which packs these, not its own unsigned build).
+    builder's packager, which packs these, not its own unsigned build). It is
+    signed and checked in-process, streamed (memory does not grow with the
+    binary), into the bytes ``osslsigncode sign`` writes: the signature is
+    osslsigncode's own signature of a stub PE file, checked by ``osslsigncode
+    verify``, with the values that depend on the binary put in
+    (:func:`authenticode.signing_template`).
     """
     from release import authenticode  # Authenticode: the codesign step and the Windows packager only
 
     if r.codesigner is None:
         raise SigningError("the codesign step has no code-signing key", hint="run `make keys` (keys/README.md)")
     built = earlier[attest.STEP_BUILD].link.signed["products"]
+    template = authenticode.signing_template(r.codesigner, r.epoch)
     materials: dict[str, str] = {}
     products: dict[str, str] = {}
     for name in attest.codesigned_binaries(r.ws):
@@ -509,8 +515,8 @@ def step_codesign(r: Context, earlier: Earlier) -> Outcome[Codesigned]:
         if recorded is None or sha256_file(src) != recorded:
             raise VerificationError(f"{name}: is not the binary the build step recorded")
         dst.parent.mkdir(parents=True, exist_ok=True)
-        authenticode.sign_pe(r.codesigner, src, dst, r.epoch)
-        authenticode.verify_pe(dst, r.codesigner.ca, at=r.epoch)
+        authenticode.sign_pe_streamed(template, src, dst)
+        authenticode.verify_pe_streamed(template, dst)
         digests = authenticode.signed_digests(dst)  # one read: the signed binary's hash and its unsigned form's
         if digests.unsigned_sha256 != recorded:  # what every builder's packager will check
             raise SigningError(

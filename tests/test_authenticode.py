@@ -16,6 +16,7 @@ import re
 import shutil
 import struct
 import subprocess
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,17 +42,22 @@ from release.authenticode import (
     LEAF_NAME,
     MAX_CERT_TABLE,
     READ_CHUNK,
+    RSA_BITS,
     CodeSigner,
+    SigningTemplate,
     attach_signature,
     ensure_dev_codesign,
     extract_signature,
     is_pe,
     load_codesigner,
     sign_pe,
+    sign_pe_streamed,
     signed_digests,
+    signing_template,
     strip_signature,
     unsigned_sha256,
     verify_pe,
+    verify_pe_streamed,
 )
 from release.cargo import find_toolchain
 from release.errors import BadInputError, SigningError, ToolchainError, VerificationError
@@ -706,3 +712,209 @@ def test_load_codesigner_refuses(case: str, devkeys: Path, tmp_path: Path) -> No
     assert f"{keys / named}:" in err.value.message, err.value.message
     assert phrase in err.value.message, err.value.message
     assert err.value.hint, f"{case}: the refusal says how to fix it"
+
+
+# --- signing and checking in-process, streamed --------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def template(signer: CodeSigner) -> SigningTemplate:
+    return signing_template(signer, EPOCH)
+
+
+@pytest.mark.parametrize("case", list(UNSIGNED))
+def test_streamed_signing_writes_what_osslsigncode_sign_writes(
+    case: str, request: pytest.FixtureRequest, signer: CodeSigner, template: SigningTemplate, tmp_path: Path
+) -> None:
+    """The property that matters: byte for byte the stock tool's output, for every kind of PE file; and the
+    in-process check accepts it, as the stock ``osslsigncode verify`` does."""
+    unsigned = tmp_path / "unsigned.exe"
+    unsigned.write_bytes(UNSIGNED[case](request, tmp_path))
+    unsigned.chmod(0o755)
+    stock, ours = tmp_path / "stock.exe", tmp_path / "out" / "ours.exe"
+    sign_pe(signer, unsigned, stock, EPOCH)
+    sign_pe_streamed(template, unsigned, ours)
+    assert ours.read_bytes() == stock.read_bytes()
+    assert ours.stat().st_mode & 0o777 == 0o755, "an executable stays executable"
+    assert sorted(p.name for p in ours.parent.iterdir()) == ["ours.exe"], "no temporary file is left"
+    verify_pe_streamed(template, ours)
+    verify_pe_streamed(template, stock)
+
+
+def test_the_template_is_osslsigncodes_checked_signature_of_a_stub(
+    signer: CodeSigner, template: SigningTemplate
+) -> None:
+    assert (template.signer, template.epoch) == (signer, EPOCH)
+    later = signing_template(signer, EPOCH + 1)
+    assert later.der != template.der, "the signing time is in the signature"
+    assert len(template.signature) == RSA_BITS // 8
+
+
+def _digest_in_content(s: bytes, t: SigningTemplate) -> bytes:
+    at, _ = _table(s)
+    out = bytearray(s)
+    out[at + 8 + t.der.index(t.content) + len(t.content) - 1] ^= 0x01  # the content's last byte: the file's digest
+    return bytes(out)
+
+
+def _message_digest(s: bytes, t: SigningTemplate) -> bytes:
+    at, _ = _table(s)
+    out = bytearray(s)
+    out[at + 8 + t.der.index(t.message_digest) + 5] ^= 0x01
+    return bytes(out)
+
+
+def _rsa_signature(s: bytes, t: SigningTemplate) -> bytes:
+    at, _ = _table(s)
+    out = bytearray(s)
+    out[at + 8 + t.der.index(t.signature) + 7] ^= 0x01
+    return bytes(out)
+
+
+def _certificate_byte(s: bytes, t: SigningTemplate) -> bytes:
+    at, _ = _table(s)
+    leaf = x509.load_pem_x509_certificate(t.signer.cert.read_bytes()).public_bytes(serialization.Encoding.DER)
+    out = bytearray(s)
+    out[at + 8 + t.der.index(leaf) + len(leaf) - 40] ^= 0x01  # inside the CA's signature of the leaf
+    return bytes(out)
+
+
+def _header_byte(s: bytes, _: SigningTemplate) -> bytes:
+    return _set(s, E_LFANEW + 8, 0x12345678)  # the COFF TimeDateStamp: hashed, not a field signing sets
+
+
+def _code_byte(s: bytes, _: SigningTemplate) -> bytes:
+    out = bytearray(s)
+    out[0x400 + 100] ^= 0x01
+    return bytes(out)
+
+
+def _checksum_field(s: bytes, _: SigningTemplate) -> bytes:
+    return _set(s, E_LFANEW + 88, int.from_bytes(s[E_LFANEW + 88 : E_LFANEW + 92], "little") ^ 0x0100)
+
+
+TAMPERED: dict[str, tuple[str, Callable[[bytes, SigningTemplate], bytes], bool]] = {
+    # case: (what the refusal says, how the signed file becomes the tampered one, whether osslsigncode refuses it too)
+    "a code byte": ("its Authenticode digest does not match", _code_byte, True),
+    "a header byte": ("its Authenticode digest does not match", _header_byte, True),
+    "the CheckSum": ("its CheckSum is wrong", _checksum_field, False),
+    "the file's digest in the signature": ("its Authenticode digest does not match", _digest_in_content, True),
+    "the message digest": ("its signature's message digest does not match", _message_digest, True),
+    "the RSA signature": ("its RSA signature is wrong", _rsa_signature, True),
+    "a certificate": ("not the one made with this signer", _certificate_byte, True),
+}
+
+
+@pytest.mark.parametrize("case", list(TAMPERED))
+def test_the_streamed_check_refuses_what_was_changed_after_signing(
+    case: str, signed_image: tuple[bytes, bytes], template: SigningTemplate, devkeys: Path, tmp_path: Path
+) -> None:
+    phrase, tamper, stock_refuses = TAMPERED[case]
+    path = tmp_path / "tampered.exe"
+    path.write_bytes(tamper(signed_image[0], template))
+    with pytest.raises(VerificationError) as err:
+        verify_pe_streamed(template, path)
+    assert phrase in err.value.message and str(path) in err.value.message, err.value.message
+    if stock_refuses:
+        assert _stock_verify(path, devkeys / CA_CERT).returncode != 0, f"{case}: osslsigncode accepts it"
+
+
+def test_a_code_change_with_its_checksum_fixed_is_still_refused(
+    signed_image: tuple[bytes, bytes], template: SigningTemplate, tmp_path: Path
+) -> None:
+    """The CheckSum, which anyone can recompute, is no protection: the digest catches the change."""
+    data = bytearray(_code_byte(signed_image[0], template))
+    field = E_LFANEW + 88
+    data[field : field + 4] = _slow_checksum(bytes(data), field).to_bytes(4, "little")
+    path = tmp_path / "tampered.exe"
+    path.write_bytes(bytes(data))
+    with pytest.raises(VerificationError, match="its Authenticode digest does not match"):
+        verify_pe_streamed(template, path)
+
+
+def test_another_signers_file_is_refused(
+    signed_image: tuple[bytes, bytes], template: SigningTemplate, tmp_path: Path
+) -> None:
+    other = tmp_path / "other-keys"
+    ensure_dev_codesign(other)
+    theirs = signing_template(load_codesigner(other), EPOCH)
+    (tmp_path / "unsigned.exe").write_bytes(signed_image[1])
+    sign_pe_streamed(theirs, tmp_path / "unsigned.exe", tmp_path / "theirs.exe")
+    verify_pe_streamed(theirs, tmp_path / "theirs.exe")
+    with pytest.raises(VerificationError, match="its RSA signature is wrong"):
+        verify_pe_streamed(template, tmp_path / "theirs.exe")
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_the_streamed_check_refuses_hostile_pe_files(
+    case: str, signed_image: tuple[bytes, bytes], template: SigningTemplate, tmp_path: Path
+) -> None:
+    phrase, make = HOSTILE[case]
+    hostile = tmp_path / "hostile.exe"
+    hostile.write_bytes(make(*signed_image))
+    with pytest.raises(VerificationError) as err:
+        verify_pe_streamed(template, hostile)
+    assert phrase in err.value.message, err.value.message
+    assert [p.name for p in tmp_path.iterdir()] == ["hostile.exe"], "nothing written"
+
+
+def test_streamed_signing_refuses_what_it_cannot_sign_and_leaves_the_output_as_it_was(
+    signed_image: tuple[bytes, bytes], template: SigningTemplate, tmp_path: Path
+) -> None:
+    signed = tmp_path / "signed.exe"
+    signed.write_bytes(signed_image[0])
+    fifo = tmp_path / "fifo.exe"
+    os.mkfifo(fifo)
+    huge = tmp_path / "huge.exe"
+    huge.write_bytes(signed_image[1])
+    os.truncate(huge, 5 << 30)
+    text = tmp_path / "text.exe"
+    text.write_text("hello\n")
+    out = tmp_path / "out" / "dst.exe"
+    out.parent.mkdir()
+    out.write_bytes(b"what was there")
+    cases = {
+        signed: "it is signed already",
+        fifo: "not a regular file",
+        huge: "more than a PE file can hold",
+        text: "truncated DOS header",
+        tmp_path / "missing.exe": "cannot be read (No such file or directory)",
+    }
+    for path, phrase in cases.items():
+        with pytest.raises(BadInputError, match=re.escape(phrase)):
+            sign_pe_streamed(template, path, out)
+        assert out.read_bytes() == b"what was there", path
+        assert sorted(p.name for p in out.parent.iterdir()) == ["dst.exe"], path
+
+
+def test_a_key_swapped_after_the_check_is_not_used(
+    signed_image: tuple[bytes, bytes], devkeys: Path, tmp_path: Path
+) -> None:
+    keys = tmp_path / "keys"
+    shutil.copytree(devkeys, keys)
+    t = signing_template(load_codesigner(keys), EPOCH)
+    _put_key(keys / LEAF_KEY, rsa.generate_private_key(65537, 2048))
+    (tmp_path / "unsigned.exe").write_bytes(signed_image[1])
+    with pytest.raises(SigningError, match="not the key of"):
+        sign_pe_streamed(t, tmp_path / "unsigned.exe", tmp_path / "out.exe")
+    assert not (tmp_path / "out.exe").exists()
+
+
+def test_streamed_signing_and_checking_hold_a_few_chunks_whatever_the_size(
+    template: SigningTemplate, tmp_path: Path
+) -> None:
+    """What flat memory rests on: a 40 MiB binary is signed and checked holding a few READ_CHUNKs at most."""
+    unsigned = tmp_path / "big.exe"
+    with unsigned.open("wb") as f:
+        image = _pe_image(True, b"\xc3" * 3000)
+        f.write(image)
+        for _ in range(40):
+            f.write(random.Random(len(image)).randbytes(READ_CHUNK))
+    tracemalloc.start()
+    try:
+        sign_pe_streamed(template, unsigned, tmp_path / "signed.exe")
+        verify_pe_streamed(template, tmp_path / "signed.exe")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * READ_CHUNK, f"{peak} bytes held"
