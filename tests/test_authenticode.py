@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes, PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from release import authenticode
@@ -918,3 +918,29 @@ def test_streamed_signing_and_checking_hold_a_few_chunks_whatever_the_size(
     finally:
         tracemalloc.stop()
     assert peak < 4 * READ_CHUNK, f"{peak} bytes held"
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    edits=st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(1, 255)), min_size=1, max_size=4), cut=st.booleans()
+)
+def test_any_change_to_the_certificate_table_is_refused_with_a_message(
+    edits: list[tuple[int, int]],
+    cut: bool,
+    signed_image: tuple[bytes, bytes],
+    template: SigningTemplate,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Bytes of the signature changed anywhere (DER lengths and tags included): a VerificationError, never
+    another exception, never an acceptance."""
+    data = bytearray(signed_image[0])
+    at, size = _table(bytes(data))
+    for offset, xor in edits:
+        data[at + offset % size] ^= xor
+    if cut:
+        data = data[: at + edits[0][0] % size]
+    assume(bytes(data) != signed_image[0])  # edits at one place may cancel out
+    path = tmp_path_factory.mktemp("fuzz") / "tampered.exe"
+    path.write_bytes(bytes(data))
+    with pytest.raises(VerificationError):
+        verify_pe_streamed(template, path)
