@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from securesystemslib.signer import SSlibKey
 
 from release import inspection, provenance, sbom
 from release.archive import write_bytes_atomic
@@ -145,6 +144,8 @@ def _artifacts(hashes: Mapping[str, str]) -> dict[str, dict[str, str]]:
 
 def key_dict(public: Ed25519PublicKey) -> dict[str, Any]:
     """The in-toto/securesystemslib key dict (with ``keyid``) of ``public``."""
+    from securesystemslib.signer import SSlibKey  # its import loads every signing backend: not in a step's process
+
     key = SSlibKey.from_crypto(public)
     d: dict[str, Any] = key.to_dict()
     d["keyid"] = key.keyid
@@ -152,6 +153,8 @@ def key_dict(public: Ed25519PublicKey) -> dict[str, Any]:
 
 
 def keyid_of(public: Ed25519PublicKey) -> str:
+    from securesystemslib.signer import SSlibKey
+
     return str(SSlibKey.from_crypto(public).keyid)
 
 

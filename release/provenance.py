@@ -38,11 +38,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from securesystemslib.dsse import Envelope
-from securesystemslib.exceptions import FormatError, UnverifiedSignatureError
-from securesystemslib.exceptions import VerificationError as SslibVerificationError
-from securesystemslib.signer import SSlibKey
-
 from release.archive import ArtifactDigest, write_bytes_atomic
 from release.errors import BadInputError, VerificationError
 from release.signers import RoleKey
@@ -221,6 +216,8 @@ def canonical_json(data: Any) -> bytes:
 
 def sign_envelope(statement: Mapping[str, Any], key: RoleKey) -> dict[str, Any]:
     """A DSSE envelope of ``statement`` signed by ``key``; its keyid is the key's in-toto keyid."""
+    from securesystemslib.dsse import Envelope  # it loads every signing backend: not in a sandboxed step's process
+
     envelope = Envelope(canonical_json(statement), PAYLOAD_TYPE, {})
     envelope.sign(key.signer)
     data: dict[str, Any] = envelope.to_dict()
@@ -255,6 +252,11 @@ def verify_envelope(envelope: Mapping[str, Any], public_key: Mapping[str, Any]) 
     Statement with the SLSA v1 predicate. Raises :class:`VerificationError`
     naming what is wrong; :class:`BadInputError` for an unusable key.
     """
+    from securesystemslib.dsse import Envelope
+    from securesystemslib.exceptions import FormatError, UnverifiedSignatureError
+    from securesystemslib.exceptions import VerificationError as SslibVerificationError
+    from securesystemslib.signer import SSlibKey
+
     key_data = dict(public_key)
     keyid = key_data.pop("keyid", None)
     if not isinstance(keyid, str):

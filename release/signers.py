@@ -22,6 +22,7 @@ authorises); a signer whose key is not that key is refused before it signs.
 
 from __future__ import annotations
 
+import functools
 import getpass
 import importlib.util
 import os
@@ -31,16 +32,20 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib import parse
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from securesystemslib.signer import SIGNER_FOR_URI_SCHEME, CryptoSigner, HSMSigner, Key, Signature, Signer, SSlibKey
 
 from release.errors import BadInputError, SigningError
 from release.keys import load_public_key, passphrase_variable, private_key_path, public_key_path
+
+if TYPE_CHECKING:
+    # securesystemslib.signer loads every backend (PKCS#11, cloud KMS) on import, about 0.1 s: imported where a key
+    # is made, never by a sandboxed step's process, which signs nothing.
+    from securesystemslib.signer import Signer, SSlibKey
 
 KEYFILE = "keyfile"
 HSM = "hsm"
@@ -125,12 +130,16 @@ class RoleKey:
     @classmethod
     def from_private(cls, role: str, private: Ed25519PrivateKey, uri: str = "memory:") -> RoleKey:
         """A key held in memory (development tooling and tests)."""
+        from securesystemslib.signer import CryptoSigner
+
         public = private.public_key()
         return cls(role, uri, public, CryptoSigner(private, ssl_key(public)))
 
 
 def ssl_key(public: Ed25519PublicKey) -> SSlibKey:
     """The securesystemslib key (and so the in-toto key id) of ``public``."""
+    from securesystemslib.signer import SSlibKey
+
     return SSlibKey.from_crypto(public)
 
 
@@ -177,7 +186,7 @@ def load_role_key(
             )
         return key
     public = expect or _role_public(keys_dir, role, uri)
-    signer = Ed25519HSMSigner.from_priv_key_uri(uri, ssl_key(public), secrets)
+    signer = hsm_signer(uri, public, secrets)
     key = RoleKey(role, uri, public, signer)
     key.sign(b"ransomeye: does the token hold the published key?")  # before any work, not at the end
     return key
@@ -272,56 +281,77 @@ def _unlock(path: Path, data: bytes, password: bytes, var: str) -> Any:
         raise SigningError(f"{path}: wrong passphrase (from {var} or the terminal) or damaged key") from None
 
 
-class Ed25519HSMSigner(HSMSigner):
-    """securesystemslib's HSM signer (its URI form, token lookup and PIN handling), for Ed25519 keys.
+def hsm_signer(uri: str, public: Ed25519PublicKey, secrets: SecretsHandler) -> Signer:
+    """The signer of the key on a token at ``hsm:KEYID?label=TOKEN`` whose public half is ``public``.
 
-    Upstream signs ECDSA keys only; every release signature (minisign included)
-    is Ed25519, so this signs with the token's ``EC_EDWARDS`` private key of the
-    URI's id through ``CKM_EDDSA``.
+    Raises :class:`BadInputError` for a malformed URI, :class:`SigningError`
+    when no token can be reached (no PKCS#11 module or library).
     """
+    return _ed25519_hsm_signer().from_priv_key_uri(uri, ssl_key(public), secrets)
 
-    def __init__(self, hsm_keyid: int, public_key: SSlibKey, pin_handler: Any, token_label: str | None = None):
-        if public_key.scheme != "ed25519":
-            raise SigningError(f"hsm:{hsm_keyid}: the public key is {public_key.scheme}, not Ed25519")
-        self.hsm_keyid = hsm_keyid
-        self.token_label = token_label
-        self._public_key = public_key
-        self.pin_handler = pin_handler
 
-    @classmethod
-    def from_priv_key_uri(cls, priv_key_uri: str, public_key: Key, secrets_handler: Any = None) -> Ed25519HSMSigner:
-        _token_address(priv_key_uri)
-        try:
-            signer = super().from_priv_key_uri(priv_key_uri, public_key, secrets_handler)
-        except ValueError as e:
-            raise BadInputError(f"{priv_key_uri}: {e}", hint="the form is hsm:KEYID?label=TOKEN") from e
-        if not isinstance(signer, Ed25519HSMSigner):
-            raise TypeError(signer)
-        return signer
+@functools.cache
+def _ed25519_hsm_signer() -> type[Signer]:
+    """securesystemslib's HSM signer extended to Ed25519, registered under ``hsm:``; defined on first use.
 
-    def sign(self, payload: bytes) -> Signature:
-        import pkcs11
+    ``securesystemslib.signer`` loads every signing backend on import (about
+    0.1 s): this module imports it only where a key is made, so that a sandboxed
+    step's process, which signs nothing, never pays for it.
+    """
+    from securesystemslib.signer import SIGNER_FOR_URI_SCHEME, HSMSigner, Key, Signature
 
-        try:
-            with (
-                _TOKEN_LOCK,
-                self._find_token(self.token_label).open(user_pin=self.pin_handler(self.SECRETS_HANDLER_MSG)) as session,
-            ):
-                key = session.get_key(
-                    pkcs11.ObjectClass.PRIVATE_KEY, pkcs11.KeyType.EC_EDWARDS, id=pkcs11.util.biginteger(self.hsm_keyid)
-                )
-                if not isinstance(key, pkcs11.SignMixin):
-                    raise SigningError(f"hsm:{self.hsm_keyid}: the token's key cannot sign")
-                raw = key.sign(payload, mechanism=pkcs11.Mechanism.EDDSA)
-        except ValueError as e:  # upstream's token lookup: none, or several, with that label
-            raise SigningError(f"hsm:{self.hsm_keyid}: {e}", hint="check the URI's label= and SOFTHSM2_CONF") from None
-        except pkcs11.exceptions.PinIncorrect:
-            raise SigningError(f"hsm:{self.hsm_keyid}: the token refused the PIN") from None
-        except (pkcs11.exceptions.NoSuchKey, pkcs11.exceptions.MultipleObjectsReturned) as e:
-            raise SigningError(f"hsm:{self.hsm_keyid}: no single Ed25519 private key with that id on the token") from e
-        except pkcs11.exceptions.PKCS11Error as e:
-            raise SigningError(f"hsm:{self.hsm_keyid}: the token failed to sign ({type(e).__name__})") from e
-        return Signature(self.public_key.keyid, bytes(raw).hex())
+    class Ed25519HSMSigner(HSMSigner):
+        """securesystemslib's HSM signer (its URI form, token lookup and PIN handling), for Ed25519 keys.
+
+        Upstream signs ECDSA keys only; every release signature (minisign included)
+        is Ed25519, so this signs with the token's ``EC_EDWARDS`` private key of the
+        URI's id through ``CKM_EDDSA``.
+        """
+
+        def __init__(self, hsm_keyid: int, public_key: SSlibKey, pin_handler: Any, token_label: str | None = None):
+            if public_key.scheme != "ed25519":
+                raise SigningError(f"hsm:{hsm_keyid}: the public key is {public_key.scheme}, not Ed25519")
+            self.hsm_keyid = hsm_keyid
+            self.token_label = token_label
+            self._public_key = public_key
+            self.pin_handler = pin_handler
+
+        @classmethod
+        def from_priv_key_uri(cls, priv_key_uri: str, public_key: Key, secrets_handler: Any = None) -> Ed25519HSMSigner:
+            _token_address(priv_key_uri)
+            try:
+                signer = super().from_priv_key_uri(priv_key_uri, public_key, secrets_handler)
+            except ValueError as e:
+                raise BadInputError(f"{priv_key_uri}: {e}", hint="the form is hsm:KEYID?label=TOKEN") from e
+            if not isinstance(signer, Ed25519HSMSigner):
+                raise TypeError(signer)
+            return signer
+
+        def sign(self, payload: bytes) -> Signature:
+            import pkcs11
+
+            try:
+                pin = self.pin_handler(self.SECRETS_HANDLER_MSG)
+                with _TOKEN_LOCK, self._find_token(self.token_label).open(user_pin=pin) as session:
+                    key_id = pkcs11.util.biginteger(self.hsm_keyid)
+                    key = session.get_key(pkcs11.ObjectClass.PRIVATE_KEY, pkcs11.KeyType.EC_EDWARDS, id=key_id)
+                    if not isinstance(key, pkcs11.SignMixin):
+                        raise SigningError(f"hsm:{self.hsm_keyid}: the token's key cannot sign")
+                    raw = key.sign(payload, mechanism=pkcs11.Mechanism.EDDSA)
+            except ValueError as e:  # upstream's token lookup: none, or several, with that label
+                hint = "check the URI's label= and SOFTHSM2_CONF"
+                raise SigningError(f"hsm:{self.hsm_keyid}: {e}", hint=hint) from None
+            except pkcs11.exceptions.PinIncorrect:
+                raise SigningError(f"hsm:{self.hsm_keyid}: the token refused the PIN") from None
+            except (pkcs11.exceptions.NoSuchKey, pkcs11.exceptions.MultipleObjectsReturned) as e:
+                what = "no single Ed25519 private key with that id on the token"
+                raise SigningError(f"hsm:{self.hsm_keyid}: {what}") from e
+            except pkcs11.exceptions.PKCS11Error as e:
+                raise SigningError(f"hsm:{self.hsm_keyid}: the token failed to sign ({type(e).__name__})") from e
+            return Signature(self.public_key.keyid, bytes(raw).hex())
+
+    SIGNER_FOR_URI_SCHEME[HSM] = Ed25519HSMSigner
+    return Ed25519HSMSigner
 
 
 def _token_address(uri: str) -> tuple[int, str | None]:
@@ -340,6 +370,8 @@ def _token_address(uri: str) -> tuple[int, str | None]:
         )
     if importlib.util.find_spec("pkcs11") is None:
         raise SigningError(f"{uri}: python-pkcs11 is not installed", hint="run `make setup` (it is pinned)")
+    from securesystemslib.signer import HSMSigner
+
     keyid = int(parsed.path) if parsed.path else HSMSigner.SCHEME_KEYID
     return keyid, dict(parse.parse_qsl(parsed.query)).get("label")
 
@@ -347,6 +379,7 @@ def _token_address(uri: str) -> tuple[int, str | None]:
 def token_public_key(uri: str, secrets: SecretsHandler) -> Ed25519PublicKey:
     """The Ed25519 public key behind ``hsm:KEYID?label=TOKEN`` (to write ``keys/<role>.pub``)."""
     import pkcs11
+    from securesystemslib.signer import HSMSigner
 
     keyid, label = _token_address(uri)
     try:
@@ -367,7 +400,3 @@ def token_public_key(uri: str, secrets: SecretsHandler) -> Ed25519PublicKey:
         return Ed25519PublicKey.from_public_bytes(raw)
     except ValueError as e:
         raise SigningError(f"{uri}: the token's key is not an Ed25519 key") from e
-
-
-# Register the two backends under their URI schemes.
-SIGNER_FOR_URI_SCHEME[HSM] = Ed25519HSMSigner

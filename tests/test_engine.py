@@ -372,13 +372,15 @@ def test_a_step_not_handed_its_toolchains_and_metadata_stops_and_says_so(tmp_pat
 
 def test_a_sandboxed_step_s_process_imports_only_what_a_step_uses() -> None:
     """Each build and packaging step is a new process: it never imports the verifier, the repository, in-toto's
-    models or the SBOM document model (a packager imports that one when it writes its SBOM)."""
+    models, the signing backends (it signs nothing) or the SBOM document model (a packager imports that one when
+    it writes its SBOM)."""
     probe = "import sys; import release.builder.step; print('\\n'.join(sorted(sys.modules)))"
     proc = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); {probe}"],
                           capture_output=True, text=True, check=True, timeout=60)  # fmt: skip
     loaded = set(proc.stdout.split())
     for heavy in ("in_toto.models.layout", "cyclonedx.model", "tuf.api.metadata", "release.audit.checks",
-                  "release.repository", "release.authenticode", "release.sbom_build", "jsonschema"):  # fmt: skip
+                  "release.repository", "release.authenticode", "release.sbom_build", "jsonschema",
+                  "securesystemslib.signer", "release.hsm", "pkcs11"):  # fmt: skip
         assert heavy not in loaded, heavy
     assert {"release.pipeline", "release.sbom", "release.attest"} <= loaded
 

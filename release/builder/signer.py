@@ -31,12 +31,11 @@ from release.keys import ROLES, TUF_ONLINE_ROLES, load_public_key, public_key_pa
 from release.products import load_workspace, repo_root
 from release.signers import (
     HSM,
-    Ed25519HSMSigner,
     RoleKey,
+    hsm_signer,
     load_role_key,
     role_uri,
     secrets_from_environment,
-    ssl_key,
     token_public_key,
     uri_variable,
 )
@@ -108,9 +107,7 @@ def _cmd_import_public(ns: argparse.Namespace) -> int:
     secrets = secrets_from_environment(ns.role)
     public = token_public_key(uri, secrets)
     # The token must sign with that key before its public half is written anywhere.
-    RoleKey(ns.role, uri, public, Ed25519HSMSigner.from_priv_key_uri(uri, ssl_key(public), secrets)).sign(
-        b"ransomeye import-public self-test"
-    )
+    RoleKey(ns.role, uri, public, hsm_signer(uri, public, secrets)).sign(b"ransomeye import-public self-test")
     path = public_key_path(ns.keys_dir, ns.role)
     if path.exists() and load_public_key(path) != public:
         raise BadInputError(f"{path}: holds another key; refusing to replace it", hint="move it away first")
