@@ -331,13 +331,14 @@ def _ed25519_hsm_signer() -> type[Signer]:
             import pkcs11
 
             try:
-                pin = self.pin_handler(self.SECRETS_HANDLER_MSG)
-                with _TOKEN_LOCK, self._find_token(self.token_label).open(user_pin=pin) as session:
-                    key_id = pkcs11.util.biginteger(self.hsm_keyid)
-                    key = session.get_key(pkcs11.ObjectClass.PRIVATE_KEY, pkcs11.KeyType.EC_EDWARDS, id=key_id)
-                    if not isinstance(key, pkcs11.SignMixin):
-                        raise SigningError(f"hsm:{self.hsm_keyid}: the token's key cannot sign")
-                    raw = key.sign(payload, mechanism=pkcs11.Mechanism.EDDSA)
+                with _TOKEN_LOCK:  # the token is looked up before its PIN is asked for
+                    token = self._find_token(self.token_label)
+                    with token.open(user_pin=self.pin_handler(self.SECRETS_HANDLER_MSG)) as session:
+                        key_id = pkcs11.util.biginteger(self.hsm_keyid)
+                        key = session.get_key(pkcs11.ObjectClass.PRIVATE_KEY, pkcs11.KeyType.EC_EDWARDS, id=key_id)
+                        if not isinstance(key, pkcs11.SignMixin):
+                            raise SigningError(f"hsm:{self.hsm_keyid}: the token's key cannot sign")
+                        raw = key.sign(payload, mechanism=pkcs11.Mechanism.EDDSA)
             except ValueError as e:  # upstream's token lookup: none, or several, with that label
                 hint = "check the URI's label= and SOFTHSM2_CONF"
                 raise SigningError(f"hsm:{self.hsm_keyid}: {e}", hint=hint) from None
