@@ -1029,15 +1029,16 @@ def signing_template(signer: CodeSigner, epoch: int) -> SigningTemplate:
     digest = _Pass(h)
     digest.add(memoryview(stub), 0)
     mismatch = "osslsigncode's signature of a stub PE file is not what this release tool makes of it"
+    other_tool = f"install Debian's {TOOL} ({TOOL_HINT}); report the version that differs"
     try:
         layout = _layout(signed[:MAX_HEADERS], len(signed))
         der = _signature_of(signed[layout.table_at :])
         content, message_digest, attrs, signature = _pkcs7_parts(der)
     except _Refused as e:
-        raise SigningError(f"{mismatch}: {e}", hint=f"install the {TOOL} version the README names") from e
+        raise SigningError(f"{mismatch}: {e}", hint=other_tool) from e
     stub_digest = digest.digest.digest()
     if not content.endswith(stub_digest) or hashlib.sha256(content).digest() != message_digest:
-        raise SigningError(f"{mismatch}: the digests differ", hint=f"install the {TOOL} version the README names")
+        raise SigningError(f"{mismatch}: the digests differ", hint=other_tool)
     for part in (stub_digest, content, message_digest, attrs, signature):
         if der.count(part) != 1:
             raise SigningError(f"{mismatch}: a value it signs is not where it is expected")
