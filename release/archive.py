@@ -528,7 +528,7 @@ def _store_what_does_not_compress(member: IO[bytes]) -> None:
     if not isinstance(getattr(member, "_compressor", None), _ZLIB_COMPRESSOR):
         raise ToolchainError(
             "this Python's zipfile no longer keeps its compressor where the zip writer replaces it",
-            hint="run the release with the Python version in pyproject.toml",
+            hint="run the release with Python 3.11 to 3.13, whose zipfile the zip writer knows",
         )
     member._compressor = AdaptiveDeflate(ZIP_LEVEL)  # type: ignore[attr-defined]
 

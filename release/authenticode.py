@@ -37,7 +37,7 @@ import stat
 import struct
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -867,6 +867,21 @@ def _predicted_checksum(layout: _Layout, size: int, table: bytes) -> int:
     return _checksum(words, layout.table_at)
 
 
+def _chunks(f: io.FileIO, buffer: bytearray, size: int) -> Iterator[tuple[memoryview, int]]:
+    """The first ``size`` bytes of ``f``, read from its start into ``buffer`` piece by piece, with their offsets.
+
+    Raises :class:`_Refused` when the file ends before ``size`` bytes.
+    """
+    view, offset = memoryview(buffer), 0
+    f.seek(0)
+    while offset < size:
+        want = min(len(view), size - offset)
+        if _read_full(f, view[:want]) != want:
+            raise _Refused("it changed while being read")
+        yield view[:want], offset
+        offset += want
+
+
 def _read_full(f: io.FileIO, view: memoryview) -> int:
     got = 0
     while got < len(view):
@@ -884,13 +899,8 @@ def _one_pass(f: io.FileIO, buffer: bytearray, layout: _Layout, size: int, check
     Raises :class:`_Refused` when the file is not ``size`` bytes any more.
     """
     whole, unsigned = hashlib.sha256(), hashlib.sha256()
-    view, end, words, offset = memoryview(buffer), layout.table_at, 0, 0
-    f.seek(0)
-    while offset < size:
-        want = min(len(view), size - offset)
-        if _read_full(f, view[:want]) != want:
-            raise _Refused("it changed while being read")
-        chunk = view[:want]
+    end, words = layout.table_at, 0
+    for chunk, offset in _chunks(f, buffer, size):
         whole.update(chunk)
         part = chunk[: max(0, end - offset)]
         if offset == 0:  # the headers: the CheckSum and the certificate table's entry are in the first chunk
@@ -903,7 +913,6 @@ def _one_pass(f: io.FileIO, buffer: bytearray, layout: _Layout, size: int, check
         elif part:
             words += _sum16(part, offset)
             unsigned.update(part)
-        offset += want
     if f.read(1):
         raise _Refused("it changed while being read")
     return whole.hexdigest(), unsigned.hexdigest(), _checksum(words, end)
@@ -1093,11 +1102,14 @@ def _certificate_table(der: bytes) -> bytes:
     return struct.pack("<IHH", length, *_WIN_CERT_PKCS_SIGNED_DATA) + der + bytes(length - 8 - len(der))
 
 
-def sign_pe_streamed(template: SigningTemplate, src: Path, dst: Path) -> None:
+def sign_pe_streamed(template: SigningTemplate, src: Path, dst: Path, expected_sha256: str | None = None) -> None:
     """Write ``dst``: ``src`` signed as ``osslsigncode sign`` signs it with the template's signer and time.
 
     ``src`` is read once, ``READ_CHUNK`` bytes at a time, and written to a
     temporary file beside ``dst`` that replaces ``dst`` only when complete.
+    With ``expected_sha256``, the bytes read must have that SHA-256, checked
+    before anything is signed (:class:`VerificationError`): what is signed
+    is what was checked, read once through one descriptor.
     Refused with :class:`BadInputError`: anything but a regular PE32 or PE32+
     file with a certificate table entry, a file that is already signed, one of
     4 GiB or more, one that changes while it is read.
@@ -1107,11 +1119,12 @@ def sign_pe_streamed(template: SigningTemplate, src: Path, dst: Path) -> None:
         fd = os.open(src, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
         raise BadInputError(f"{src}: cannot be read ({e.strerror})") from e
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise BadInputError(f"{src}: cannot be Authenticode-signed: not a regular file")
     with open(fd, "rb", buffering=0) as f:
-        st = os.fstat(fd)
         try:
-            if not stat.S_ISREG(st.st_mode):
-                raise _Refused("not a regular file")
             size = st.st_size
             head = os.pread(fd, min(size, MAX_HEADERS), 0)
             h = _headers(head, size)
@@ -1125,18 +1138,20 @@ def sign_pe_streamed(template: SigningTemplate, src: Path, dst: Path) -> None:
         with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".authenticode-") as tmp:
             part = Path(tmp) / "out"
             with part.open("wb") as out:
-                one = _Pass(h)
-                buffer = bytearray(min(READ_CHUNK, max(size, 1)))
-                view, offset = memoryview(buffer), 0
-                while offset < size:
-                    want = min(len(view), size - offset)
-                    if _read_full(f, view[:want]) != want:
-                        raise BadInputError(f"{src}: changed while being signed")
-                    one.add(view[:want], offset)
-                    out.write(view[:want])
-                    offset += want
-                if f.read(1):
-                    raise BadInputError(f"{src}: changed while being signed")
+                one, whole = _Pass(h), hashlib.sha256()
+                try:
+                    for chunk, offset in _chunks(f, bytearray(min(READ_CHUNK, size)), size):
+                        one.add(chunk, offset)
+                        whole.update(chunk)
+                        out.write(chunk)
+                    if f.read(1):
+                        raise _Refused("it changed while being read")
+                except _Refused as e:
+                    raise BadInputError(f"{src}: changed while being signed") from e
+                if expected_sha256 is not None and whole.hexdigest() != expected_sha256:
+                    raise VerificationError(
+                        f"{src}: is not the file to sign (SHA-256 {whole.hexdigest()}, not {expected_sha256})"
+                    )
                 pad = bytes(-size % 8)
                 one.add(memoryview(pad), size)
                 table = _certificate_table(signature_for(template, one.digest.digest(), key))
@@ -1164,8 +1179,12 @@ def verify_pe_streamed(template: SigningTemplate, path: Path) -> None:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
         raise VerificationError(f"{path}: cannot be read ({e.strerror})") from e
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise VerificationError(f"{path}: Authenticode signature not valid: not a regular file")
     with open(fd, "rb", buffering=0) as f:
-        size = os.fstat(fd).st_size
+        size = st.st_size
         try:
             head = os.pread(fd, min(size, MAX_HEADERS), 0)
             layout = _layout(head, size)
@@ -1173,14 +1192,8 @@ def verify_pe_streamed(template: SigningTemplate, path: Path) -> None:
             der = _signature_of(table)
             content, message_digest, attrs, signature = _pkcs7_parts(der)
             one = _Pass(_headers(head, size))
-            buffer = bytearray(min(READ_CHUNK, max(layout.table_at, 1)))
-            view, offset = memoryview(buffer), 0
-            while offset < layout.table_at:
-                want = min(len(view), layout.table_at - offset)
-                if _read_full(f, view[:want]) != want:
-                    raise _Refused("it changed while being read")
-                one.add(view[:want], offset)
-                offset += want
+            for chunk, offset in _chunks(f, bytearray(min(READ_CHUNK, layout.table_at)), layout.table_at):
+                one.add(chunk, offset)
             entry = struct.pack("<II", layout.table_at, layout.table_size)
             words = one.words + _sum16(entry, layout.entry_at) + _sum16(table, layout.table_at)
             if not content.endswith(one.digest.digest()):

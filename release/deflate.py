@@ -75,7 +75,7 @@ class AdaptiveDeflate:
         self._level = level
         self._pending = bytearray()
         self._z: zlib._Compress | None = None
-        self._history = b""
+        self._history = b""  # the last 32 KiB of the latest stored block
         self._finished = False
 
     def compress(self, data: bytes | bytearray | memoryview) -> bytes:
@@ -117,6 +117,8 @@ class AdaptiveDeflate:
                 out = self._z.flush(zlib.Z_SYNC_FLUSH)
                 self._z = None
             out += stored_blocks(block)
+            # What a compressor started after this block is primed with: every block but the last is longer.
+            self._history = bytes(block[-_WINDOW:])
         else:
             if self._z is None:
                 if self._history:
@@ -124,7 +126,6 @@ class AdaptiveDeflate:
                 else:
                     self._z = zlib.compressobj(self._level, zlib.DEFLATED, -15)
             out = self._z.compress(block)
-        self._history = (self._history + bytes(block[-_WINDOW:]))[-_WINDOW:]
         return out
 
 

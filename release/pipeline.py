@@ -512,10 +512,9 @@ def step_codesign(r: Context, earlier: Earlier) -> Outcome[Codesigned]:
         recorded = built.get(name, {}).get("sha256")
         rel = Path(name).relative_to("bin")
         src, dst = r.bin_root / rel, r.signed_root / rel
-        if recorded is None or sha256_file(src) != recorded:
-            raise VerificationError(f"{name}: is not the binary the build step recorded")
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        authenticode.sign_pe_streamed(template, src, dst)
+        if recorded is None:
+            raise VerificationError(f"{name}: is not a binary the build step recorded")
+        authenticode.sign_pe_streamed(template, src, dst, expected_sha256=recorded)  # checked before it is signed
         authenticode.verify_pe_streamed(template, dst)
         digests = authenticode.signed_digests(dst)  # one read: the signed binary's hash and its unsigned form's
         if digests.unsigned_sha256 != recorded:  # what every builder's packager will check

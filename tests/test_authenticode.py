@@ -876,6 +876,7 @@ def test_streamed_signing_refuses_what_it_cannot_sign_and_leaves_the_output_as_i
     cases = {
         signed: "it is signed already",
         fifo: "not a regular file",
+        tmp_path / "out": "not a regular file",
         huge: "more than a PE file can hold",
         text: "truncated DOS header",
         tmp_path / "missing.exe": "cannot be read (No such file or directory)",
@@ -944,3 +945,33 @@ def test_any_change_to_the_certificate_table_is_refused_with_a_message(
     path.write_bytes(bytes(data))
     with pytest.raises(VerificationError):
         verify_pe_streamed(template, path)
+
+
+def test_a_file_other_than_the_one_to_sign_is_refused_before_it_is_signed(
+    signed_image: tuple[bytes, bytes], template: SigningTemplate, tmp_path: Path
+) -> None:
+    """The codesign step hands the build's recorded hash: the bytes read for signing must be those, checked in the
+    same read, before any signature is made; the output is left as it was."""
+    unsigned = tmp_path / "unsigned.exe"
+    unsigned.write_bytes(signed_image[1])
+    out = tmp_path / "out" / "dst.exe"
+    out.parent.mkdir()
+    out.write_bytes(b"what was there")
+    recorded = hashlib.sha256(signed_image[1]).hexdigest()
+    unsigned.write_bytes(_set(signed_image[1], 0x400 + 8, 0xC3C3C3C4))  # swapped after the build recorded it
+    with pytest.raises(VerificationError, match=f"is not the file to sign .*not {recorded}"):
+        sign_pe_streamed(template, unsigned, out, expected_sha256=recorded)
+    assert out.read_bytes() == b"what was there"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["dst.exe"]
+    unsigned.write_bytes(signed_image[1])
+    sign_pe_streamed(template, unsigned, out, expected_sha256=recorded)
+    verify_pe_streamed(template, out)
+
+
+def test_the_streamed_check_refuses_what_is_no_regular_file(template: SigningTemplate, tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.exe"  # opening it must not wait for a writer
+    os.mkfifo(fifo)
+    cases = {fifo: "not a regular file", tmp_path: "not a regular file", tmp_path / "missing.exe": "cannot be read"}
+    for path, phrase in cases.items():
+        with pytest.raises(VerificationError, match=re.escape(phrase)):
+            verify_pe_streamed(template, path)
