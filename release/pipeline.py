@@ -579,7 +579,7 @@ def _check_signed_binaries(r: Context, bundle: Bundle, earlier: Earlier) -> dict
 
 def _package_step(bundle_id: str) -> StepFn:
     def step(r: Context, earlier: Earlier) -> Outcome[Packaged]:
-        from release.sbom_build import bundle_sbom, write_sbom  # the document model: a packager's only
+        from release.sbom_build import bundle_sbom, write_sbom  # a packager's only
 
         bundle = r.ws.bundle(bundle_id)
         metadata = result_of(earlier, attest.STEP_BUILD, Built).metadata

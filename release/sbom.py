@@ -24,10 +24,12 @@ An SBOM ``<stem>.cdx.json`` (CycloneDX 1.6, JSON) describes one archive:
 
 The document is deterministic: the serial number is a UUID5 of the archive's
 SHA-256, the timestamp is the release epoch (``SOURCE_DATE_EPOCH``), and the
-JSON is written with sorted keys. Documents are made with the maintained
-``cyclonedx-python-lib`` (:mod:`release.sbom_build`, a packaging step's only)
-and checked against the CycloneDX JSON schema (:func:`validate_sbom`) by the
-verify step before anything is published.
+JSON is written with sorted keys. Documents are written by
+:mod:`release.sbom_build` (a packaging step's only) as plain JSON, byte for
+byte what the maintained ``cyclonedx-python-lib`` serializes for the same
+model (its tests compare the two), and checked against the CycloneDX JSON
+schema (:func:`validate_sbom`) by the verify step before anything is
+published.
 """
 
 from __future__ import annotations

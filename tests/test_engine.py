@@ -372,8 +372,8 @@ def test_a_step_not_handed_its_toolchains_and_metadata_stops_and_says_so(tmp_pat
 
 def test_a_sandboxed_step_s_process_imports_only_what_a_step_uses() -> None:
     """Each build and packaging step is a new process: it never imports the verifier, the repository, in-toto's
-    models, the signing backends (it signs nothing) or the SBOM document model (a packager imports that one when
-    it writes its SBOM)."""
+    models, the signing backends (it signs nothing) or the SBOM writer (a packager imports that one when it
+    writes its SBOM; it does not import cyclonedx-python-lib's document model, see tests/test_sbom.py)."""
     probe = "import sys; import release.builder.step; print('\\n'.join(sorted(sys.modules)))"
     proc = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); {probe}"],
                           capture_output=True, text=True, check=True, timeout=60)  # fmt: skip

@@ -10,15 +10,22 @@ import subprocess
 import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cyclonedx.model import HashAlgorithm
+from cyclonedx.model import HashAlgorithm, HashType, Property
+from cyclonedx.model.bom import Bom, BomMetaData
+from cyclonedx.model.component import Component, ComponentType
+from cyclonedx.model.license import DisjunctiveLicense, License, LicenseExpression
+from cyclonedx.output.json import JsonV1Dot6
 from cyclonedx.schema import SchemaVersion
+from cyclonedx.spdx import fixup_id, is_expression
 from cyclonedx.validation.json import JsonStrictValidator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from packageurl import PackageURL
 
 from release import sbom
 from release.archive import ArtifactDigest
@@ -35,7 +42,15 @@ from release.sbom import (
     sbom_name,
     validate_sbom,
 )
-from release.sbom_build import SERIAL_NAMESPACE, bundle_sbom, rustc_version, sbom_json, write_sbom
+from release.sbom_build import (
+    RUST_STD_LICENSE,
+    SERIAL_NAMESPACE,
+    _license,
+    bundle_sbom,
+    rustc_version,
+    sbom_json,
+    write_sbom,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 EPOCH = 1_700_000_000
@@ -399,6 +414,227 @@ def test_the_validator_is_built_without_the_iri_grammar_which_stays_whole_for_ot
         [sys.executable, "-c", _FRESH_VALIDATOR], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
     )
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+# --- the same document from cyclonedx-python-lib's model (the oracle) ------------------------
+#
+# release/sbom_build.py writes the JSON itself (the library's import cost every packager 70 ms);
+# these build the same SBOM with the library's document model and serializer, and compare bytes.
+
+
+def _lib_license(expression: str) -> License:
+    spdx_id = fixup_id(expression)
+    if spdx_id is not None:
+        return DisjunctiveLicense(id=spdx_id)
+    if "LicenseRef-" in expression or is_expression(expression):
+        return LicenseExpression(expression)
+    return DisjunctiveLicense(name=expression)
+
+
+def _lib_component(kind: ComponentType, name: str, ref: str, **kw: Any) -> Component:
+    return Component(type=kind, name=name, bom_ref=ref, **kw)
+
+
+def _lib_sha(value: str) -> HashType:
+    return HashType(alg=HashAlgorithm.SHA_256, content=value)
+
+
+def _library_sbom(
+    bundle: Bundle,
+    archive: ArtifactDigest,
+    contents: dict[str, str],
+    md: CargoMetadata,
+    epoch: int,
+    toolchain: str | None = None,
+) -> bytes:
+    """What release/sbom_build.py wrote when it used cyclonedx-python-lib: the same model, the library's JSON."""
+    top = bundle.stem(VERSION)
+    subject = _lib_component(
+        ComponentType.APPLICATION, bundle.name, f"archive:{archive.name}", version=VERSION,
+        hashes=[_lib_sha(archive.sha256), HashType(alg=HashAlgorithm.BLAKE2B_512, content=archive.blake2b.hex())],
+        properties=[Property(name=sbom.ARCHIVE_PROPERTY, value=archive.name),
+                    Property(name=sbom.BUNDLE_PROPERTY, value=bundle.id),
+                    Property(name=sbom.TARGET_PROPERTY, value=bundle.target)],
+    )  # fmt: skip
+    bom = Bom(
+        serial_number=uuid.uuid5(SERIAL_NAMESPACE, archive.sha256),
+        metadata=BomMetaData(component=subject, timestamp=datetime.fromtimestamp(epoch, UTC)),
+    )
+    bom.metadata.tools.components.add(
+        Component(type=ComponentType.APPLICATION, name="ransomeye-release", description="RansomEye release pipeline")
+    )
+    std = None
+    if toolchain is not None:
+        v = rustc_version(toolchain)
+        std = _lib_component(
+            ComponentType.LIBRARY, sbom.RUST_STD, f"{sbom.RUST_STD}@{v}", version=v,
+            description=f"The Rust standard library, linked into every binary ({toolchain})",
+            licenses=[_lib_license(RUST_STD_LICENSE)],
+            properties=[Property(name=sbom.TARGET_PROPERTY, value=bundle.target)],
+        )  # fmt: skip
+        bom.components.add(std)
+    binaries = {f"{top}/bin/{bundle.binary_file(b)}": b for b in bundle.binaries}
+    crates: dict[str, Component] = {}
+    files: list[Component] = []
+    for arcname in sorted(contents):
+        binary = binaries.get(arcname)
+        if binary is None:
+            files.append(_lib_component(ComponentType.FILE, arcname, f"file:{arcname}",
+                                        hashes=[_lib_sha(contents[arcname])],
+                                        properties=[Property(name=sbom.PATH_PROPERTY, value=arcname)]))  # fmt: skip
+            continue
+        for c in md.closure(binary):
+            crates.setdefault(c.key, _lib_component(
+                ComponentType.LIBRARY, c.name, f"crate:{c.key}", version=c.version, description=c.description,
+                licenses=[_lib_license(c.license)] if c.license else [],
+                properties=[] if c.source is None else [Property(name="cargo:source", value=c.source)],
+                purl=None if c.purl is None else PackageURL.from_string(c.purl),
+            ))  # fmt: skip
+        crate = md.crate_of(binary)
+        filename = arcname.rsplit("/", 1)[1]
+        sources = [
+            _lib_component(ComponentType.FILE, path, f"source:{arcname}:{path}", hashes=[_lib_sha(sha)],
+                           properties=[Property(name=sbom.SOURCE_PROPERTY, value=path)])
+            for path, sha in md.inputs.get(f"bin/{bundle.target}/{filename}", ())
+        ]  # fmt: skip
+        component = _lib_component(
+            ComponentType.APPLICATION, filename, f"file:{arcname}", version=crate.version,
+            hashes=[_lib_sha(contents[arcname])], licenses=[_lib_license(crate.license)] if crate.license else [],
+            properties=[Property(name=sbom.PATH_PROPERTY, value=arcname),
+                        Property(name=sbom.CRATE_PROPERTY, value=crate.key)],
+            components=sources,
+        )  # fmt: skip
+        files.append(component)
+        bom.register_dependency(component, [crates[crate.key], *([std] if std else [])])
+    for component in files:
+        bom.components.add(component)
+    for key in sorted(crates):
+        bom.components.add(crates[key])
+        bom.register_dependency(crates[key], [crates[d] for d in md.crates[key].deps])
+    bom.register_dependency(subject, files)
+    data = json.loads(JsonV1Dot6(bom).output_as_string())
+    return (json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+def _both(
+    bundle: Bundle, contents: dict[str, str], md: CargoMetadata, epoch: int = EPOCH, **kw: Any
+) -> tuple[bytes, bytes]:
+    archive = _archive(bundle)
+    ours = sbom_json(bundle_sbom(bundle, VERSION, archive, contents, md, epoch, **kw))
+    return ours, _library_sbom(bundle, archive, contents, md, epoch, **kw)
+
+
+SOURCES = (("app/src/main.rs", _sha("main")), ("app/src/net.rs", _sha("net")), ("app/build.rs", _sha("b")))
+
+
+@pytest.mark.parametrize("toolchain", [None, TOOLCHAIN], ids=["no-toolchain", "toolchain"])
+@pytest.mark.parametrize("inputs", [False, True], ids=["no-sources", "sources"])
+def test_the_document_is_byte_for_byte_what_cyclonedx_python_lib_writes(
+    metadata: CargoMetadata, toolchain: str | None, inputs: bool
+) -> None:
+    md = (
+        dataclasses.replace(metadata, inputs={"bin/x86_64-unknown-linux-gnu/app-server": SOURCES})
+        if inputs
+        else metadata
+    )
+    ours, library = _both(BUNDLE, CONTENTS, md, toolchain=toolchain)
+    assert ours == library
+    top = WINDOWS.stem(VERSION)
+    ours, library = _both(WINDOWS, {f"{top}/bin/app-cli.exe": _sha("exe")}, md, toolchain=toolchain)
+    assert ours == library
+
+
+@pytest.mark.skipif(shutil.which("cargo") is None, reason="needs cargo")
+def test_every_bundle_of_this_repository_gets_the_library_s_document() -> None:
+    """This workspace's own crates and bundles, each binary with sources and every asset as a file."""
+    cargo = shutil.which("cargo")
+    assert cargo is not None
+    md = cargo_metadata(ROOT, Path(cargo))
+    ws = load_workspace(ROOT)
+    for bundle in ws.bundles:
+        top = bundle.stem(VERSION)
+        contents = {f"{top}/bin/{bundle.binary_file(b)}": _sha(b) for b in bundle.binaries}
+        contents |= {f"{top}/{a}/index.html": _sha(a) for a in bundle.assets}
+        inputs = {f"bin/{bundle.target}/{bundle.binary_file(b)}": SOURCES for b in bundle.binaries}
+        ours, library = _both(bundle, contents, dataclasses.replace(md, inputs=inputs), toolchain=TOOLCHAIN)
+        assert ours == library, bundle.id
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    assets=st.dictionaries(_asset_name := st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_.-", min_size=1,
+                                                  max_size=12).filter(lambda s: s not in (".", "..")),
+                           st.binary(max_size=16), max_size=5),
+    sources=st.lists(st.tuples(_asset_name, st.binary(max_size=8)), max_size=4, unique_by=lambda t: t[0]),
+    licenses=st.tuples(*(st.sampled_from(["MIT", "mit", "MIT OR Apache-2.0", "Apache-2.0 WITH LLVM-exception",
+                                          "LicenseRef-X", "Proprietary", "GPL-2.0+", "(MIT", ""]),) * 3),
+    epoch=st.integers(min_value=0, max_value=4_000_000_000),
+)  # fmt: skip
+def test_generated_inputs_give_the_library_s_document(
+    assets: dict[str, bytes], sources: list[tuple[str, bytes]], licenses: tuple[str, str, str], epoch: int
+) -> None:
+    app = {**APP, "license": licenses[0] or None}
+    libx, liby = {**LIBX, "license": licenses[1] or None}, {**LIBY, "license": licenses[2] or None}
+    md = parse_cargo_metadata({**METADATA, "packages": [app, CLI, libx, liby, DEVONLY, BUILDONLY]})
+    md = dataclasses.replace(
+        md,
+        inputs={"bin/x86_64-unknown-linux-gnu/app-tool": tuple(sorted((f"src/{n}", _sha(str(d))) for n, d in sources))},
+    )
+    contents = {f"{TOP}/bin/app-server": _sha("s"), f"{TOP}/bin/app-tool": _sha("t")}
+    contents |= {f"{TOP}/ui/dist/{n}": hashlib.sha256(d).hexdigest() for n, d in assets.items()}
+    ours, library = _both(BUNDLE, contents, md, epoch, toolchain=TOOLCHAIN)
+    assert ours == library
+
+
+_PACKAGER_SBOM = """
+import sys
+from release import sbom_build
+assert sbom_build._license("MIT OR Apache-2.0") == {"expression": "MIT OR Apache-2.0"}
+print("\\n".join(sorted(sys.modules)))
+"""
+
+
+def test_a_packager_writes_its_sbom_without_the_library_s_document_model() -> None:
+    """The reason the document is written by hand: a packaging step's process never imports the library's model,
+    its serializer or licence parser (70 ms of each packager's fixed cost); it reads the schema's SPDX list."""
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r})" + _PACKAGER_SBOM],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    loaded = set(proc.stdout.split())
+    for heavy in ("cyclonedx.model", "cyclonedx.output", "cyclonedx.spdx", "license_expression", "packageurl",
+                  "serializable", "sortedcontainers"):  # fmt: skip
+        assert heavy not in loaded, heavy
+
+
+# Where the library's parser is laxer than the SPDX grammar, the document names the licence instead.
+STRICTER = {"MIT OR Apache-2.0 OR"}
+LICENSES = [
+    "MIT", "mit", "Apache-2.0", "GPL-2.0", "GPL-2.0+", "gpl-3.0-only", "Classpath-exception-2.0", "NOASSERTION",
+    "MIT OR Apache-2.0", "mit or apache-2.0", "MIT or Apache-2.0", "MIT  OR\tApache-2.0", "  MIT  ", "((MIT))",
+    "(MIT OR Apache-2.0) AND BSD-3-Clause", "BSD-3-Clause OR (Apache-2.0 AND MIT)", "MPL-2.0 OR (MIT AND X11)",
+    "Apache-2.0 WITH LLVM-exception", "Apache-2.0 with LLVM-exception", "GPL-2.0-only WITH Linux-syscall-note",
+    "GPL-2.0+ WITH Classpath-exception-2.0", "MIT AND (Apache-2.0 WITH LLVM-exception)",
+    "LicenseRef-Acme", "LicenseRef-a OR MIT", "DocumentRef-x:LicenseRef-y", "MIT WITH LicenseRef-x",
+    "Acme Proprietary", "MIT/Apache-2.0", "MIT AND", "MIT OR", "(MIT", "MIT OR ()", "()", "AND", "MIT WITH",
+    "WITH LLVM-exception", "MIT OR FooBar", "MIT WITH MIT", "MIT AND Classpath-exception-2.0", "MIT+", "Apache-2.0+",
+    "(MIT OR Apache-2.0) WITH LLVM-exception", "MIT OR Apache-2.0 OR",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("value", LICENSES)
+def test_licences_are_classified_as_the_library_does(value: str) -> None:
+    lib = _lib_license(value)
+    if isinstance(lib, LicenseExpression):
+        expected: dict[str, Any] = {"expression": lib.value}
+    else:
+        assert isinstance(lib, DisjunctiveLicense)
+        expected = {"license": {"id": lib.id} if lib.id else {"name": lib.name}}
+    if value in STRICTER:
+        assert expected == {"expression": value} and _license(value) == {"license": {"name": value}}
+    else:
+        assert _license(value) == expected
 
 
 def test_the_reader_names_sha_256_as_cyclonedx_does() -> None:
