@@ -1613,6 +1613,7 @@ def run_release(
     # The run's own process only: a sandboxed step's never imports the repository or the verifier.
     from release import authenticode, repository
     from release.audit.checks import prepare as prepare_audit
+    from release.audit.intoto import warm as warm_verifier
 
     ws = load_workspace(root)
     release_dir = ws.root / "release"
@@ -1674,7 +1675,14 @@ def run_release(
             prepare_audit()  # the verify step's fixed cost, compiled while the steps run in their sandboxes
             builders += [OtherBuilder(r, folder, commit or "") for folder in others]
 
+            packaging = {b.step for b in ws.bundles}
+            packed: set[str] = set()
+
             def gated(step: str) -> None:
+                if step in packaging:
+                    packed.add(step)
+                    if len(packaging - packed) <= 1:  # the last one runs alone: a core is free
+                        warm_verifier()  # in-toto-verify's interpreter starts and imports its command now
                 for builder in builders:
                     if step == attest.STEP_GATES:
                         builder.start()  # they build while this builder does

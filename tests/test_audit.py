@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tarfile
 import threading
+import time
 import zipfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +48,7 @@ from release.audit import (
     AuditReport,
     audit,
     evidence,
+    intoto,
     render_html,
     render_text,
     run_in_toto_verify,
@@ -401,6 +403,87 @@ def test_run_in_toto_verify_alone(complete: Case, tmp_path: Path) -> None:
     (complete.folder / "README.txt").write_text("hi\n")
     result = run_in_toto_verify(complete.folder, complete.owner_pub)
     assert not result.ok and "README.txt" in result.reason
+
+
+WARM_CASES = [
+    ("verifies", lambda c: None),
+    ("extra-file", lambda c: (c.folder / "README.txt").write_text("hi\n")),
+    ("link-edited-without-resigning", lambda c: _edit_link(c)),
+    ("layout-expired", lambda c: _new_layout(c, "owner", datetime.now(UTC) - timedelta(days=1))),
+    ("malicious-packager-honest-links", lambda c: _malicious_packager(c)),
+    ("missing-link", lambda c: c.link("sign").unlink()),
+]
+
+
+@pytest.mark.parametrize("tamper", [t for _, t in WARM_CASES], ids=[n for n, _ in WARM_CASES])
+def test_the_warm_verifier_gives_what_the_command_gives(today: Case, tmp_path: Path, tamper: Tamper) -> None:
+    """The interpreter :func:`intoto.warm` starts runs the stock command's ``main``: same verdict, same reason."""
+    assert intoto._interpreter(intoto.in_toto_verify_command()), "the stock command's #! names its interpreter"
+    tamper(today)
+    before = _state(today.folder)
+    cold = run_in_toto_verify(today.folder, today.owner_pub)
+    intoto.warm()
+    waiting = intoto._warm_proc
+    assert waiting is not None and waiting.poll() is None
+    warmed = run_in_toto_verify(today.folder, today.owner_pub)
+    assert intoto._warm_proc is None and waiting.returncode is not None, "one warm interpreter serves one run"
+    assert (warmed.ok, warmed.reason) == (cold.ok, cold.reason)
+    assert _state(today.folder) == before, "the folder is left as it was"
+
+
+def test_a_warm_verifier_started_for_another_environment_is_ended_unused(
+    today: Case, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (today.folder / "README.txt").write_text("hi\n")
+    intoto.warm()
+    waiting = intoto._warm_proc
+    assert waiting is not None
+    monkeypatch.setenv("PATH", os.environ.get("PATH", "") + os.pathsep + "/nonexistent")
+    result = run_in_toto_verify(today.folder, today.owner_pub)
+    assert not result.ok and "README.txt" in result.reason
+    assert waiting.returncode == 0, "ended without a request (a run in it would have failed: exit 1)"
+    assert intoto._warm_proc is None
+
+
+_UNUSED_WARM = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from release.audit import intoto
+intoto.warm()
+print(intoto._warm_proc.pid, flush=True)
+if sys.argv[2] == "kill":
+    import os, signal
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("ending", ["exit", "kill"])
+def test_an_unused_warm_verifier_ends_with_its_process(ending: str) -> None:
+    """A run that stops before its verify step (it fails, or is killed) leaves no interpreter waiting."""
+    proc = subprocess.run([sys.executable, "-c", _UNUSED_WARM, str(ROOT), ending],
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    pid = int(proc.stdout.split()[0])
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{pid}").exists() and "Z" not in _proc_state(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{pid}").exists() or "Z" in _proc_state(pid), "the warm interpreter still runs"
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "Z"
+
+
+def test_a_command_whose_interpreter_is_not_a_plain_path_is_run_cold(tmp_path: Path) -> None:
+    for first in (b"#!/usr/bin/env python3\n", b"#!python3\n", b"\x7fELF", b"#!" + str(tmp_path).encode() + b"\n"):
+        script = tmp_path / "in-toto-verify"
+        script.write_bytes(first + b"print()\n")
+        assert intoto._interpreter(str(script)) is None, first
+    assert intoto._interpreter(str(tmp_path / "missing")) is None
+    script.write_bytes(b"#!" + sys.executable.encode() + b"\n")
+    assert intoto._interpreter(str(script)) == sys.executable
 
 
 def _counting_hash_stream(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:

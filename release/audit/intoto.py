@@ -8,6 +8,13 @@ is copied), real copies for the ``.link`` files (in-toto writes its
 inspection link in place, which would write through a hard link) and
 wherever hard links are refused.
 
+A process about to verify can call :func:`warm` first: the stock command's
+interpreter starts then and imports its command module (a tenth of a
+second), and the next verification runs that module's ``main``, as the
+console script does, with the same arguments, environment and working
+directory, only sooner. The release pipeline does so while its last
+packaging step runs.
+
 Before anything runs, the folder gets the checks the README's customer
 procedure makes: only regular files are staged (nothing is followed), none
 over :data:`MAX_FILE_BYTES` (in-toto hashes every file before any check of
@@ -18,11 +25,14 @@ could otherwise run commands on the auditor's machine.
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from release.attest import LAYOUT_NAME
@@ -34,6 +44,23 @@ from release.inspection import MARKER, MAX_ARCHIVE_BYTES
 VERIFY_TIMEOUT = 600
 MAX_FILE_BYTES = MAX_ARCHIVE_BYTES
 _LOG_TAIL = 40
+# What the console script ``in-toto-verify`` runs, split where it waits: its module imported at once, then,
+# given the working directory and the arguments on one line, its ``main``. ``-P``: no working directory
+# on the import path, as a script's own directory is there instead of it.
+_WARM_SHIM = """\
+import json, os, sys
+from in_toto.in_toto_verify import main
+line = sys.stdin.readline()
+if not line:
+    raise SystemExit(0)
+given = json.loads(line)
+os.chdir(given["cwd"])
+sys.argv = ["in-toto-verify", *given["args"]]
+raise SystemExit(main())
+"""
+_warm_lock = threading.Lock()
+_warm_proc: subprocess.Popen[str] | None = None
+_warm_for: tuple[str, dict[str, str]] | None = None  # the command and environment it stands for
 
 
 def in_toto_verify_command() -> str:
@@ -48,6 +75,99 @@ def in_toto_verify_command() -> str:
             "in-toto-verify not found", hint="install in-toto (`pip install in-toto`, or `make setup`)"
         )
     return found
+
+
+def _interpreter(script: str) -> str | None:
+    """The interpreter a console script's ``#!`` line names, when that is one absolute path to an executable."""
+    try:
+        with open(script, "rb") as f:
+            first = f.readline(4096)
+    except OSError:
+        return None
+    words = first[2:].decode(errors="replace").split() if first.startswith(b"#!") else []
+    if len(words) != 1 or not os.path.isabs(words[0]):
+        return None
+    if not os.path.isfile(words[0]) or not os.access(words[0], os.X_OK):
+        return None
+    return words[0]
+
+
+def warm() -> None:
+    """Start the stock ``in-toto-verify``'s interpreter, importing its command, for the next verification.
+
+    Does nothing when one is waiting, or when the command is missing or its
+    ``#!`` line is not a plain interpreter path (the verification then starts
+    the command itself). Unused, the process ends when this one does.
+    """
+    global _warm_proc, _warm_for
+    with _warm_lock:
+        if _warm_proc is not None and _warm_proc.poll() is None:
+            return
+        try:
+            command = in_toto_verify_command()
+        except ToolchainError:
+            return
+        python = _interpreter(command)
+        if python is None:
+            return
+        env = verifier_env()
+        try:
+            _warm_proc = subprocess.Popen(
+                [python, "-P", "-c", _WARM_SHIM],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            )  # fmt: skip
+            _warm_for = (command, env)
+        except OSError:
+            _warm_proc = None
+
+
+def _take_warm(command: str | None = None) -> subprocess.Popen[str] | None:
+    """The waiting interpreter :func:`warm` started, if it is alive and stands for ``command`` run now; else None.
+
+    Taken either way (it serves one verification): one started for another
+    command or environment (changed since) is ended here.
+    """
+    global _warm_proc, _warm_for
+    with _warm_lock:
+        proc, started_for, _warm_proc, _warm_for = _warm_proc, _warm_for, None, None
+    if proc is None:
+        return None
+    if proc.poll() is None and command is not None and started_for == (command, verifier_env()):
+        return proc
+    _end(proc)
+    return None
+
+
+def _end(proc: subprocess.Popen[str]) -> None:
+    try:
+        proc.communicate("", timeout=5)  # no request: it exits
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+
+
+@atexit.register
+def _end_warm() -> None:
+    _take_warm()
+
+
+def _verify(command: list[str], cwd: Path, timeout: int) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` (the stock ``in-toto-verify`` and its arguments) in ``cwd``: in the warm interpreter if any.
+
+    Raises :class:`subprocess.TimeoutExpired` after ``timeout`` seconds, the process killed.
+    """
+    proc = _take_warm(command[0])
+    if proc is None:
+        return subprocess.run(
+            command, cwd=cwd, env=verifier_env(), capture_output=True, text=True, timeout=timeout, check=False
+        )  # fmt: skip
+    try:
+        out, err = proc.communicate(json.dumps({"cwd": str(cwd), "args": command[1:]}) + "\n", timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
 
 
 def verifier_env() -> dict[str, str]:
@@ -142,9 +262,7 @@ def run_in_toto_verify(
         if not (scratch / LAYOUT_NAME).is_file():
             return InTotoResult(False, f"no {LAYOUT_NAME} in the folder")
         try:
-            proc = subprocess.run(
-                command, cwd=scratch, env=verifier_env(), capture_output=True, text=True, timeout=timeout, check=False
-            )  # fmt: skip
+            proc = _verify(command, scratch, timeout)
         except subprocess.TimeoutExpired:
             return InTotoResult(False, f"in-toto-verify timed out after {timeout} s")
         except OSError as e:
