@@ -284,7 +284,7 @@ def _load_key(path: Path) -> rsa.RSAPrivateKey:
         )
     data = _read_bounded(path, MAX_KEY_FILE, "code-signing key")
     try:
-        key = serialization.load_pem_private_key(data, password=None)
+        key = serialization.load_pem_private_key(data, password=None, unsafe_skip_rsa_key_validation=True)
     except TypeError as e:
         raise SigningError(
             f"{path}: the code-signing key is encrypted; osslsigncode would need its passphrase on the command line",
@@ -303,6 +303,13 @@ def _load_key(path: Path) -> rsa.RSAPrivateKey:
             f"{path}: an RSA key of {key.key_size} bits is too weak (at least {MIN_RSA_BITS})",
             hint=f"make an RSA-{RSA_BITS} code-signing key and have the CA certify it",
         )
+    try:
+        serialization.load_pem_private_key(data, password=None)  # OpenSSL's check of the RSA numbers (primes)
+    except ValueError:
+        raise SigningError(
+            f"{path}: the code-signing key is damaged: its RSA numbers do not agree",
+            hint="restore the key from its backup, or make a new one and have the CA certify it",
+        ) from None
     return key
 
 
@@ -377,9 +384,11 @@ def load_codesigner(keys_dir: Path) -> CodeSigner:
 
     Everything is checked before anything is signed: the files exist; the key
     is a regular 0600 file holding an unencrypted RSA key (a passphrase is never
-    taken from a command line); the certificate matches the key, allows digital
-    signatures and code signing, and was issued by the CA; the CA certificate
-    is a CA (BasicConstraints ca=True, keyCertSign). Reads files only.
+    taken from a command line) whose RSA numbers agree (OpenSSL's key check:
+    its primes are primes, its exponents theirs); the certificate matches the
+    key, allows digital signatures and code signing, and was issued by the
+    CA; the CA certificate is a CA (BasicConstraints ca=True, keyCertSign).
+    Reads files only.
 
     Raises :class:`SigningError` naming the file and how to fix it.
     """

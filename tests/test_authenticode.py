@@ -650,6 +650,14 @@ def _symlink_key(keys: Path) -> None:
     (keys / LEAF_KEY).symlink_to(keys / "real.key")
 
 
+def damage_key(keys: Path) -> None:
+    """The code-signing key with one CRT exponent changed: it parses and matches its certificate, its numbers
+    disagree (a bit flipped on disk, or a broken generator)."""
+    n = _private(keys, LEAF_KEY).private_numbers()
+    bad = rsa.RSAPrivateNumbers(n.p, n.q, n.d, n.dmp1 ^ 2, n.dmq1, n.iqmp, n.public_numbers)
+    _put_key(keys / LEAF_KEY, bad.private_key(unsafe_skip_rsa_key_validation=True))
+
+
 CODE_SIGNING = [ExtendedKeyUsageOID.CODE_SIGNING]
 REFUSALS: dict[str, tuple[str, str, Callable[[Path], object]]] = {
     # case: (file named, phrase, how the folder is broken)
@@ -659,6 +667,7 @@ REFUSALS: dict[str, tuple[str, str, Callable[[Path], object]]] = {
     "key mode 0644": (LEAF_KEY, "not 0600", lambda k: (k / LEAF_KEY).chmod(0o644)),
     "key is a link": (LEAF_KEY, "not a regular file", _symlink_key),
     "garbage key": (LEAF_KEY, "not a PEM private key", lambda k: (k / LEAF_KEY).write_text("nope\n")),
+    "key whose numbers disagree": (LEAF_KEY, "damaged: its RSA numbers do not agree", damage_key),
     "missing key": (LEAF_KEY, "not found", lambda k: (k / LEAF_KEY).unlink()),
     "missing certificate": (LEAF_CERT, "not found", lambda k: (k / LEAF_CERT).unlink()),
     "missing CA": (CA_CERT, "not found", lambda k: (k / CA_CERT).unlink()),

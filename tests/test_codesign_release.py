@@ -19,6 +19,7 @@ from release import authenticode, openpgp
 from release.errors import EXIT_CODES, BadInputError, ReleaseError, SigningError, ToolchainError
 from release.signers import RoleKey
 from tests.conftest import Repo
+from tests.test_authenticode import damage_key
 
 Break = Callable[[Path], None]
 
@@ -54,6 +55,7 @@ def _openpgp_key_not_a_key(keys: Path) -> None:
 CASES: list[tuple[str, Break, type[ReleaseError], str]] = [
     ("code-signing key missing", _missing_key, SigningError, "codesign.key: not found"),
     ("code-signing key is Ed25519", _ed25519_key, SigningError, "not an RSA key"),
+    ("code-signing key damaged", damage_key, SigningError, "codesign.key: the code-signing key is damaged"),
     ("the CA cannot sign code", _ca_not_a_ca, SigningError, "codesign-ca.pem"),
     ("code-signing key mode 0644", _key_readable_by_others, SigningError, "codesign.key"),
     ("release.asc holds another key", _openpgp_key_of_another, SigningError, "release.asc"),
