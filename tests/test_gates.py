@@ -12,6 +12,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -88,6 +90,62 @@ def test_cli_exits_0_on_the_real_repository(tmp_path: Path) -> None:
     assert [line.split(":")[0] for line in lines] == [f"PASS {name}" for name in GATE_NAMES]
     assert result.stderr == ""
     assert json.loads(out.read_bytes())["passed"] is True
+
+
+_GATES_PROCESS = """
+import atexit, runpy, sys
+http = ("requests", "urllib3", "charset_normalizer", "idna", "certifi", "http.client")
+atexit.register(lambda: print(" ".join(m for m in sorted(sys.modules) if m.split(".")[0] in http or m in http),
+                              file=sys.stderr))
+sys.argv = [sys.argv[1], "--root", sys.argv[2], "--report", sys.argv[3]]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_the_gates_process_has_no_http_client_and_writes_the_same_report(tmp_path: Path) -> None:
+    """Run as a command, the gates never import an HTTP stack (detect-secrets' requests is an offline stand-in),
+    and their report is byte for byte the one the gates write in a process that has the real library."""
+    script = REPO / "governance" / "gates" / "check_gates.py"
+    out = tmp_path / "gates.json"
+    proc = subprocess.run([sys.executable, "-c", _GATES_PROCESS, str(script), str(REPO), str(out)],
+                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stderr.split() == ["requests", "requests.exceptions"], "the stand-in, and nothing under it"
+    report = run_gates(REPO)
+    assert out.read_bytes() == report.to_json()
+
+
+def test_a_plugin_that_tries_the_network_in_the_gates_process_is_refused() -> None:
+    """What the stand-in is for: detect-secrets' verify() sends the candidate secret to its service; here any
+    request raises, whatever the plugin catches."""
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "from governance.gates import offline; offline.install(); offline.install()\n"
+        "from detect_secrets.plugins.stripe import StripeDetector\n"
+        "from detect_secrets.plugins.slack import SlackDetector\n"
+        "for plugin, secret in ((StripeDetector(), 'sk_live_' + 'a' * 24), (SlackDetector(), 'xoxb-1-2-abc')):\n"
+        "    try:\n"
+        "        plugin.verify(secret)\n"
+        "    except offline.OfflineError:\n"
+        "        print('refused')\n"
+        "import requests\n"
+        "try:\n"
+        "    requests.Session\n"
+        "except AttributeError:\n"
+        "    print('no session')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(REPO)], capture_output=True, text=True, timeout=120,
+                          check=False)  # fmt: skip
+    assert proc.stdout.split("\n")[:3] == ["refused", "refused", "no session"], proc.stdout + proc.stderr
+
+
+def test_the_stand_in_comes_first_or_not_at_all() -> None:
+    code = (
+        "import sys, requests; sys.path.insert(0, sys.argv[1]); from governance.gates import offline; offline.install()"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(REPO)], capture_output=True, text=True, timeout=120,
+                          check=False)  # fmt: skip
+    assert proc.returncode != 0 and "requests is already imported" in proc.stderr
 
 
 def test_fixture_repository_passes(repo: Path) -> None:

@@ -41,6 +41,9 @@ from release.bootstrap import ensure_environment, ensure_repo_on_path
 ensure_repo_on_path()
 if __name__ == "__main__":
     ensure_environment("detect_secrets")
+    from governance.gates import offline
+
+    offline.install()  # before detect-secrets: the gates' process has no HTTP client
 
 from governance.gates.report import write_report
 from governance.gates.suite import run_gates
