@@ -27,7 +27,8 @@ SHA-256, the timestamp is the release epoch (``SOURCE_DATE_EPOCH``), and the
 JSON is written with sorted keys. Documents are written by
 :mod:`release.sbom_build` (a packaging step's only) as plain JSON, byte for
 byte what the maintained ``cyclonedx-python-lib`` serializes for the same
-model (its tests compare the two), and checked against the CycloneDX JSON
+model (its tests compare the two; licences are classified by the schema's
+own SPDX list, see there), and checked against the CycloneDX JSON
 schema (:func:`validate_sbom`) by the verify step before anything is
 published.
 """

@@ -8,6 +8,14 @@ equal, byte for byte, for every bundle of this repository and generated
 inputs): importing that library's document model and licence parser cost
 every packaging step's process about 70 ms, a quarter of its fixed cost.
 The verify step still validates every SBOM against the CycloneDX schema.
+
+Licences are classified by the SPDX list the CycloneDX schema itself allows
+for ``license.id`` (which the library also uses for single ids) and the
+SPDX expression grammar; the library checks expressions against the list of
+its ``license-expression`` dependency instead. The two lists differ on some
+ids (newer ones the schema has, aliases and ``+`` forms the other accepts),
+so for those a licence is written as an expression here and a name there, or
+the reverse; both are valid CycloneDX, and the tests list the differences.
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ _RUSTC_VERSION = re.compile(r"^rustc (\S+)")
 # The SPDX licence and exception ids a CycloneDX ``license.id`` may take: the enum that ships with the schema.
 _SPDX_SCHEMA = ("schema", "_res", "spdx.SNAPSHOT.schema.json")
 _OPERATORS = ("AND", "OR", "WITH")
+_REF = re.compile(r"(DocumentRef-[A-Za-z0-9.-]+:)?LicenseRef-[A-Za-z0-9.-]+")
 _TOKEN = re.compile(r"\s*(\(|\)|[A-Za-z0-9.:+-]+)")
 
 Json = dict[str, Any]
@@ -77,11 +86,17 @@ def _spdx() -> _Spdx:
         path = Path(folder).joinpath(*_SPDX_SCHEMA)
         if path.is_file():
             ids = [str(i) for i in json.loads(path.read_text(encoding="utf-8")).get("enum", [])]
-            split = next((n for n in range(1, len(ids)) if ids[n].lower() < ids[n - 1].lower()), len(ids))
-            return _Spdx({i.lower(): i for i in ids[:split]}, {i.lower(): i for i in ids[split:]})
+            restarts = [n for n in range(1, len(ids)) if ids[n].lower() < ids[n - 1].lower()]
+            if len(restarts) != 1:
+                raise ToolchainError(
+                    f"{path}: not the SPDX licences, then the exceptions, each in order "
+                    f"({len(ids)} ids, {len(restarts)} places where the order starts again)",
+                    hint="install the cyclonedx-python-lib that requirements.lock pins (`make setup`)",
+                )
+            return _Spdx({i.lower(): i for i in ids[: restarts[0]]}, {i.lower(): i for i in ids[restarts[0] :]})
     raise ToolchainError(
-        "the SPDX licence list of the CycloneDX schema is missing (cyclonedx-python-lib is not installed)",
-        hint="run `make setup`",
+        "the SPDX licence list of the CycloneDX schema (cyclonedx/" + "/".join(_SPDX_SCHEMA) + ") is missing",
+        hint="install the cyclonedx-python-lib that requirements.lock pins (`make setup`)",
     )
 
 
@@ -89,9 +104,9 @@ def _is_expression(value: str) -> bool:
     """Whether ``value`` is an SPDX licence expression over known ids: ``A OR (B AND C WITH E)``.
 
     Operators in any case; every licence id must be in the schema's list of
-    licences (``GPL-2.0+`` is there, ``MIT+`` is not; ``LicenseRef-`` and
-    ``DocumentRef-`` references are taken), and every id after ``WITH``, which
-    follows a licence id, in its list of exceptions.
+    licences (``GPL-2.0+`` is there, ``MIT+`` is not; ``LicenseRef-x`` and
+    ``DocumentRef-d:LicenseRef-x`` references are taken), and every id after
+    ``WITH``, which follows a licence id, in its list of exceptions.
     """
     words: list[str] = []
     pos = 0
@@ -116,9 +131,7 @@ def _is_expression(value: str) -> bool:
                 return False
             at += 1
             return True
-        if word.upper() in _OPERATORS or not (
-            word.lower() in spdx.licenses or word.startswith(("LicenseRef-", "DocumentRef-"))
-        ):
+        if word.upper() in _OPERATORS or not (word.lower() in spdx.licenses or _REF.fullmatch(word)):
             return False
         at += 1
         if peek().upper() == "WITH":  # an exception follows a licence id, never a parenthesised expression
