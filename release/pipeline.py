@@ -1681,7 +1681,7 @@ def run_release(
             def gated(step: str) -> None:
                 if step in packaging:
                     packed.add(step)
-                    if len(packaging - packed) <= 1:  # the last one runs alone: a core is free
+                    if len(packaging - packed) <= 1:  # one is left: it runs alone, or next, with a core free
                         warm_verifier()  # in-toto-verify's interpreter starts and imports its command now
                 for builder in builders:
                     if step == attest.STEP_GATES:

@@ -445,6 +445,21 @@ def test_a_warm_verifier_started_for_another_environment_is_ended_unused(
     assert intoto._warm_proc is None
 
 
+def test_no_warm_verifier_when_pythonpath_depends_on_where_it_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A relative PYTHONPATH entry is made absolute against the directory Python starts in: only a cold run,
+    started in the scratch folder, is the run the customer's command makes."""
+    for value in ("lib", "/usr/lib:", f"{os.sep}abs{os.pathsep}rel"):
+        monkeypatch.setenv("PYTHONPATH", value)
+        intoto.warm()
+        assert intoto._warm_proc is None, value
+    monkeypatch.setenv("PYTHONPATH", "/nonexistent")
+    intoto.warm()
+    waiting = intoto._warm_proc
+    assert waiting is not None
+    intoto._end_warm()
+    assert waiting.returncode == 0 and intoto._warm_proc is None
+
+
 _UNUSED_WARM = """
 import sys
 sys.path.insert(0, sys.argv[1])
@@ -477,7 +492,9 @@ def _proc_state(pid: int) -> str:
 
 
 def test_a_command_whose_interpreter_is_not_a_plain_path_is_run_cold(tmp_path: Path) -> None:
-    for first in (b"#!/usr/bin/env python3\n", b"#!python3\n", b"\x7fELF", b"#!" + str(tmp_path).encode() + b"\n"):
+    shell = b'#!/bin/sh\nexec \'/a path/with space/python3\' "$0" "$@"\n'  # what pip writes for such a path
+    for first in (b"#!/usr/bin/env python3\n", b"#!python3\n", b"\x7fELF", b"#!" + str(tmp_path).encode() + b"\n",
+                  shell, b"#!" + sys.executable.encode() + b" -E\n"):  # fmt: skip
         script = tmp_path / "in-toto-verify"
         script.write_bytes(first + b"print()\n")
         assert intoto._interpreter(str(script)) is None, first

@@ -78,26 +78,40 @@ def in_toto_verify_command() -> str:
 
 
 def _interpreter(script: str) -> str | None:
-    """The interpreter a console script's ``#!`` line names, when that is one absolute path to an executable."""
+    """The Python a console script's ``#!`` line names, when that is one absolute path to an executable ``python*``.
+
+    Anything else (``/usr/bin/env python3``, the ``/bin/sh`` trampoline pip
+    writes for a long or spaced path, a binary) is None: the command runs itself.
+    """
     try:
         with open(script, "rb") as f:
             first = f.readline(4096)
     except OSError:
         return None
     words = first[2:].decode(errors="replace").split() if first.startswith(b"#!") else []
-    if len(words) != 1 or not os.path.isabs(words[0]):
+    if len(words) != 1 or not os.path.isabs(words[0]) or not os.path.basename(words[0]).startswith("python"):
         return None
     if not os.path.isfile(words[0]) or not os.access(words[0], os.X_OK):
         return None
     return words[0]
 
 
+def _same_start(env: dict[str, str]) -> bool:
+    """Whether an interpreter started now, elsewhere, sees what one started in the scratch folder would.
+
+    Python makes each empty or relative ``PYTHONPATH`` entry absolute against
+    the directory it starts in: with one, only a cold run is the same run.
+    """
+    return all(entry and os.path.isabs(entry) for entry in env.get("PYTHONPATH", "/").split(os.pathsep))
+
+
 def warm() -> None:
     """Start the stock ``in-toto-verify``'s interpreter, importing its command, for the next verification.
 
-    Does nothing when one is waiting, or when the command is missing or its
-    ``#!`` line is not a plain interpreter path (the verification then starts
-    the command itself). Unused, the process ends when this one does.
+    Does nothing when one is waiting, when the command is missing or its
+    ``#!`` line is not a plain Python path, or when ``PYTHONPATH`` holds a
+    relative entry (the verification then starts the command itself, in the
+    scratch folder). Unused, the process ends when this one does.
     """
     global _warm_proc, _warm_for
     with _warm_lock:
@@ -108,9 +122,9 @@ def warm() -> None:
         except ToolchainError:
             return
         python = _interpreter(command)
-        if python is None:
-            return
         env = verifier_env()
+        if python is None or not _same_start(env):
+            return
         try:
             _warm_proc = subprocess.Popen(
                 [python, "-P", "-c", _WARM_SHIM],
@@ -159,11 +173,12 @@ def _verify(command: list[str], cwd: Path, timeout: int) -> subprocess.Completed
     proc = _take_warm(command[0])
     if proc is None:
         return subprocess.run(
-            command, cwd=cwd, env=verifier_env(), capture_output=True, text=True, timeout=timeout, check=False
+            command, cwd=cwd, env=verifier_env(), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            timeout=timeout, check=False,
         )  # fmt: skip
-    try:
+    try:  # its standard input ends after the request: what the inspection reads there, as from /dev/null
         out, err = proc.communicate(json.dumps({"cwd": str(cwd), "args": command[1:]}) + "\n", timeout=timeout)
-    except subprocess.TimeoutExpired:
+    except BaseException:  # a timeout, or this process interrupted: the verification ends with it
         proc.kill()
         proc.communicate()
         raise
