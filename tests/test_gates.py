@@ -139,13 +139,19 @@ def test_a_plugin_that_tries_the_network_in_the_gates_process_is_refused() -> No
     assert proc.stdout.split("\n")[:3] == ["refused", "refused", "no session"], proc.stdout + proc.stderr
 
 
-def test_the_stand_in_comes_first_or_not_at_all() -> None:
-    code = (
-        "import sys, requests; sys.path.insert(0, sys.argv[1]); from governance.gates import offline; offline.install()"
-    )
-    proc = subprocess.run([sys.executable, "-c", code, str(REPO)], capture_output=True, text=True, timeout=120,
-                          check=False)  # fmt: skip
-    assert proc.returncode != 0 and "requests is already imported" in proc.stderr
+def test_the_stand_in_comes_first_or_the_gates_do_not_run(tmp_path: Path) -> None:
+    """A start-up hook that imports the real requests first (a .pth file here): one message, no traceback."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "early.pth").write_text("import requests\n")
+    code = "import site, runpy, sys; site.addsitedir(sys.argv[1]); sys.argv = sys.argv[2:]; "
+    code += "runpy.run_path(sys.argv[0], run_name='__main__')"
+    script = REPO / "governance" / "gates" / "check_gates.py"
+    proc = subprocess.run([sys.executable, "-c", code, str(site), str(script), "--root", str(REPO)],
+                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "requests was imported before the gates started" in proc.stderr and "hint:" in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
 
 
 def test_fixture_repository_passes(repo: Path) -> None:

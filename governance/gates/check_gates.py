@@ -42,8 +42,13 @@ ensure_repo_on_path()
 if __name__ == "__main__":
     ensure_environment("detect_secrets")
     from governance.gates import offline
+    from release.cli import exit_process, fail
+    from release.errors import ReleaseError
 
-    offline.install()  # before detect-secrets: the gates' process has no HTTP client
+    try:
+        offline.install()  # before detect-secrets: requests in the gates' process sends nothing
+    except ReleaseError as e:
+        exit_process(fail("check_gates", e))
 
 from governance.gates.report import write_report
 from governance.gates.suite import run_gates
