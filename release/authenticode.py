@@ -284,14 +284,14 @@ def _load_key(path: Path) -> rsa.RSAPrivateKey:
         )
     data = _read_bounded(path, MAX_KEY_FILE, "code-signing key")
     try:
-        key = serialization.load_pem_private_key(data, password=None, unsafe_skip_rsa_key_validation=True)
+        key = serialization.load_pem_private_key(data, password=None)  # with OpenSSL's check of RSA numbers
     except TypeError as e:
         raise SigningError(
             f"{path}: the code-signing key is encrypted; osslsigncode would need its passphrase on the command line",
             hint="keep the key unencrypted in a 0600 file on the signing machine, or in a PKCS#11 token",
         ) from e
     except (ValueError, UnsupportedAlgorithm) as e:
-        raise SigningError(f"{path}: not a PEM private key", hint=_SETUP_HINT) from e
+        raise _unreadable_key(path, data) from e
     if not isinstance(key, rsa.RSAPrivateKey):
         raise SigningError(
             f"{path}: not an RSA key ({type(key).__name__.removeprefix('_')}); Authenticode signing here uses "
@@ -303,14 +303,21 @@ def _load_key(path: Path) -> rsa.RSAPrivateKey:
             f"{path}: an RSA key of {key.key_size} bits is too weak (at least {MIN_RSA_BITS})",
             hint=f"make an RSA-{RSA_BITS} code-signing key and have the CA certify it",
         )
+    return key
+
+
+def _unreadable_key(path: Path, data: bytes) -> SigningError:
+    """Why a key file did not load: an RSA key whose numbers do not agree (it parses unchecked), or no key."""
     try:
-        serialization.load_pem_private_key(data, password=None)  # OpenSSL's check of the RSA numbers (primes)
-    except ValueError:
-        raise SigningError(
+        unchecked = serialization.load_pem_private_key(data, password=None, unsafe_skip_rsa_key_validation=True)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return SigningError(f"{path}: not a PEM private key", hint=_SETUP_HINT)
+    if isinstance(unchecked, rsa.RSAPrivateKey):
+        return SigningError(
             f"{path}: the code-signing key is damaged: its RSA numbers do not agree",
             hint="restore the key from its backup, or make a new one and have the CA certify it",
-        ) from None
-    return key
+        )
+    return SigningError(f"{path}: not a PEM private key", hint=_SETUP_HINT)
 
 
 def _load_cert(path: Path, what: str) -> x509.Certificate:

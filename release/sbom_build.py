@@ -60,6 +60,7 @@ _RUSTC_VERSION = re.compile(r"^rustc (\S+)")
 # The SPDX licence and exception ids a CycloneDX ``license.id`` may take: the enum that ships with the schema.
 _SPDX_SCHEMA = ("schema", "_res", "spdx.SNAPSHOT.schema.json")
 _OPERATORS = ("AND", "OR", "WITH")
+_MAX_NESTING = 32  # parentheses inside one another in a licence expression
 _REF = re.compile(r"(DocumentRef-[A-Za-z0-9.-]+:)?LicenseRef-[A-Za-z0-9.-]+")
 _TOKEN = re.compile(r"\s*(\(|\)|[A-Za-z0-9.:+-]+)")
 
@@ -103,10 +104,11 @@ def _spdx() -> _Spdx:
 def _is_expression(value: str) -> bool:
     """Whether ``value`` is an SPDX licence expression over known ids: ``A OR (B AND C WITH E)``.
 
-    Operators in any case; every licence id must be in the schema's list of
-    licences (``GPL-2.0+`` is there, ``MIT+`` is not; ``LicenseRef-x`` and
-    ``DocumentRef-d:LicenseRef-x`` references are taken), and every id after
-    ``WITH``, which follows a licence id, in its list of exceptions.
+    Operators in any case, parentheses at most :data:`_MAX_NESTING` deep;
+    every licence id must be in the schema's list of licences (``GPL-2.0+``
+    is there, ``MIT+`` is not; ``LicenseRef-x`` and ``DocumentRef-d:LicenseRef-x``
+    references are taken), and every id after ``WITH``, which follows a
+    licence id, in its list of exceptions.
     """
     words: list[str] = []
     pos = 0
@@ -117,19 +119,21 @@ def _is_expression(value: str) -> bool:
         words.append(m.group(1))
         pos = m.end()
     spdx = _spdx()
-    at = 0
+    at = depth = 0
 
     def peek() -> str:
         return words[at] if at < len(words) else ""
 
     def term() -> bool:
-        nonlocal at
+        nonlocal at, depth
         word = peek()
         if word == "(":
-            at += 1
+            if depth == _MAX_NESTING:
+                return False  # a licence nested this deep is no licence: a name (never a RecursionError)
+            at, depth = at + 1, depth + 1
             if not expression() or peek() != ")":
                 return False
-            at += 1
+            at, depth = at + 1, depth - 1
             return True
         if word.upper() in _OPERATORS or not (word.lower() in spdx.licenses or _REF.fullmatch(word)):
             return False

@@ -183,11 +183,17 @@ def test_malformed_metadata_is_refused(data: dict[str, Any], message: str) -> No
         parse_cargo_metadata(data)
 
 
-@pytest.mark.skipif(shutil.which("cargo") is None, reason="needs cargo")
-def test_cargo_metadata_of_this_workspace() -> None:
+@pytest.fixture(scope="module")
+def this_workspace() -> CargoMetadata:
+    """``cargo metadata`` of this repository's workspace."""
     cargo = shutil.which("cargo")
     assert cargo is not None
-    md = cargo_metadata(ROOT, Path(cargo))
+    return cargo_metadata(ROOT, Path(cargo))
+
+
+@pytest.mark.skipif(shutil.which("cargo") is None, reason="needs cargo")
+def test_cargo_metadata_of_this_workspace(this_workspace: CargoMetadata) -> None:
+    md = this_workspace
     ws = load_workspace(ROOT)
     declared = {b for bundle in ws.bundles for b in bundle.binaries}
     assert declared <= set(md.binaries)
@@ -546,18 +552,15 @@ def test_the_document_is_byte_for_byte_what_cyclonedx_python_lib_writes(
 
 
 @pytest.mark.skipif(shutil.which("cargo") is None, reason="needs cargo")
-def test_every_bundle_of_this_repository_gets_the_library_s_document() -> None:
+def test_every_bundle_of_this_repository_gets_the_library_s_document(this_workspace: CargoMetadata) -> None:
     """This workspace's own crates and bundles, each binary with sources and every asset as a file."""
-    cargo = shutil.which("cargo")
-    assert cargo is not None
-    md = cargo_metadata(ROOT, Path(cargo))
-    ws = load_workspace(ROOT)
-    for bundle in ws.bundles:
+    for bundle in load_workspace(ROOT).bundles:
         top = bundle.stem(VERSION)
         contents = {f"{top}/bin/{bundle.binary_file(b)}": _sha(b) for b in bundle.binaries}
         contents |= {f"{top}/{a}/index.html": _sha(a) for a in bundle.assets}
         inputs = {f"bin/{bundle.target}/{bundle.binary_file(b)}": SOURCES for b in bundle.binaries}
-        ours, library = _both(bundle, contents, dataclasses.replace(md, inputs=inputs), toolchain=TOOLCHAIN)
+        md = dataclasses.replace(this_workspace, inputs=inputs)
+        ours, library = _both(bundle, contents, md, toolchain=TOOLCHAIN)
         assert ours == library, bundle.id
 
 
@@ -627,6 +630,9 @@ DIFFERS: dict[str, tuple[dict[str, Any], str]] = {
     "Apache-2.0 WITH GPL-2.0-with-autoconf-exception": (
         {"license": {"name": "Apache-2.0 WITH GPL-2.0-with-autoconf-exception"}}, NOT_SPDX + ": a licence after WITH"),
     " ": ({"license": {"name": " "}}, "blank"),
+    "(" * 33 + "MIT" + ")" * 33: ({"license": {"name": "(" * 33 + "MIT" + ")" * 33}}, "nested deeper than 32"),
+    "(" * 5000 + "MIT" + ")" * 5000: (
+        {"license": {"name": "(" * 5000 + "MIT" + ")" * 5000}}, "hostile: nested past Python's recursion limit"),
 }  # fmt: skip
 LICENSES = [
     "MIT", "mit", "Apache-2.0", "GPL-2.0", "GPL-2.0+", "gpl-3.0-only", "Classpath-exception-2.0", "NOASSERTION",
@@ -638,7 +644,8 @@ LICENSES = [
     "Acme Proprietary", "MIT/Apache-2.0", "MIT AND", "MIT OR", "(MIT", "MIT OR ()", "()", "AND", "MIT WITH",
     "WITH LLVM-exception", "MIT OR FooBar", "MIT WITH MIT", "MIT AND Classpath-exception-2.0", "MIT+", "Apache-2.0+",
     "(MIT OR Apache-2.0) WITH LLVM-exception", "DocumentRef-x", "DocumentRef-x:LicenseRef-y OR MIT",
-    "ESA-PL-permissive-2.4", "GPL-2.0-with-GCC-exception", *DIFFERS,
+    "ESA-PL-permissive-2.4", "GPL-2.0-with-GCC-exception", "(" * 32 + "MIT OR Apache-2.0" + ")" * 32,
+    "MIT OR " * 5000 + "Apache-2.0", *DIFFERS,
 ]  # fmt: skip
 
 

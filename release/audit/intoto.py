@@ -102,7 +102,8 @@ def _same_start(env: dict[str, str]) -> bool:
     Python makes each empty or relative ``PYTHONPATH`` entry absolute against
     the directory it starts in: with one, only a cold run is the same run.
     """
-    return all(entry and os.path.isabs(entry) for entry in env.get("PYTHONPATH", "/").split(os.pathsep))
+    entries = env.get("PYTHONPATH")
+    return entries is None or all(os.path.isabs(entry) for entry in entries.split(os.pathsep))
 
 
 def warm() -> None:
