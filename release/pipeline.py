@@ -547,10 +547,10 @@ def _check_signed_binaries(r: Context, bundle: Bundle, earlier: Earlier) -> dict
     signer can add a signature, never swap a binary. Returns each binary's
     unsigned SHA-256, for the link.
     """
-    from release import authenticode
-
     if attest.binaries_from(bundle) != attest.STEP_CODESIGN:
         return {}
+    from release import authenticode  # a packager of signed binaries only: it imports the X.509 code
+
     built = earlier[attest.STEP_BUILD].link.signed["products"]
     signed = result_of(earlier, attest.STEP_CODESIGN, Codesigned).binaries
     unsigned: dict[str, str] = {}

@@ -385,6 +385,30 @@ def test_a_sandboxed_step_s_process_imports_only_what_a_step_uses() -> None:
     assert {"release.pipeline", "release.sbom", "release.attest"} <= loaded
 
 
+def test_only_a_packager_of_code_signed_binaries_imports_the_authenticode_checks() -> None:
+    """The Authenticode module brings the X.509 code (about 30 ms of a step process's start): a packager of
+    binaries the codesign step did not sign checks no signature and never imports it; the packager of signed
+    binaries imports it before it reads anything."""
+    ws = load_workspace(ROOT)
+    unsigned = [b.id for b in ws.bundles if attest.binaries_from(b) != attest.STEP_CODESIGN]
+    signed = [b.id for b in ws.bundles if attest.binaries_from(b) == attest.STEP_CODESIGN]
+    assert unsigned and signed
+    probe = (
+        "import sys; from pathlib import Path; from release import pipeline; "
+        f"from release.products import load_workspace; ws = load_workspace(Path({str(ROOT)!r})); "
+        f"checked = [pipeline._check_signed_binaries(None, ws.bundle(b), {{}}) for b in {unsigned!r}]; "
+        "print(checked, 'release.authenticode' in sys.modules, 'cryptography.x509' in sys.modules)"
+    )
+    proc = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); {probe}"],
+                          capture_output=True, text=True, check=True, timeout=60)  # fmt: skip
+    assert proc.stdout.strip() == f"{[{}] * len(unsigned)} False False"  # nothing to check, nothing imported
+    probe = probe.replace(repr(unsigned), repr(signed[:1]))
+    proc = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); {probe}"],
+                          capture_output=True, text=True, check=False, timeout=60)  # fmt: skip
+    assert proc.returncode == 1 and "KeyError" in proc.stderr  # no codesign result handed: after the import
+    assert "release/authenticode.py" not in proc.stderr
+
+
 # --- the build's binaries: the caller takes them from where cargo left them, trusting no record ------------
 
 LINUX, WINDOWS = "x86_64-unknown-linux-gnu", "x86_64-pc-windows-gnu"
