@@ -1610,11 +1610,6 @@ def run_release(
     — or, with ``prebuilt`` binaries, :data:`UNSAFE_PREBUILT_DIR` (never the
     customer release folder, whatever the binaries are).
     """
-    # The run's own process only: a sandboxed step's never imports the repository or the verifier.
-    from release import authenticode, repository
-    from release.audit.checks import prepare as prepare_audit
-    from release.audit.intoto import warm as warm_verifier
-
     ws = load_workspace(root)
     release_dir = ws.root / "release"
     # A release of prebuilt binaries is never a customer release: it lands apart, under a layout saying so.
@@ -1630,6 +1625,9 @@ def run_release(
             compile_packages(ws.root)  # for the gates and every sandboxed step's process
             (staging / "out").mkdir()
             gates = GatesRun(ws, staging / "out" / GATES_REPORT)  # they read the source only: started first
+            # Then the modules only this run's own process uses (a sandboxed step's never imports them), while the
+            # gates run: the Authenticode checks (in the thread that reads the key), the TUF repository (a customer
+            # release only), the verifier (once the run has started).
             # Preflight: everything that can be checked before work starts.
             targets = (HOST_TARGET,) if prebuilt is not None else ws.targets()  # prebuilt: cargo metadata only
             # The toolchains are looked for (rustc, cargo metadata: subprocesses) and the code-signing key is
@@ -1638,7 +1636,7 @@ def run_release(
             preflight = ThreadPoolExecutor(max_workers=2, thread_name_prefix="preflight")
             found = preflight.submit(_find_toolchains, ws, targets)
             codesigns = attest.codesigned_binaries(ws)
-            signer = preflight.submit(authenticode.load_codesigner, keys_dir) if codesigns else None
+            signer = preflight.submit(_load_codesigner, keys_dir) if codesigns else None
             preflight.shutdown(wait=False)
             epoch = source_date_epoch(ws.root)
             publics = functionaries(keys_dir, 1 if single_builder or prebuilt is not None else None)
@@ -1653,11 +1651,15 @@ def run_release(
             # A customer release lands in the TUF repository too (checked, and its keys loaded, before any work).
             tuf = None
             if prebuilt is None:
+                from release import repository
+
                 tuf = repository.prepare(
                     repository.repository_dir(ws.root), keys_dir, keys[attest.RELEASE_ROLE], repository.utc_now()
                 )
             codesigner = signer.result() if signer is not None else None
             if codesigner is not None:
+                from release import authenticode
+
                 authenticode.check_ready(codesigner, epoch)
             layout, layout_origin = resolve_layout(ws, keys_dir, publics, prebuilt=prebuilt is not None)
             toolchains, metadata = found.result()
@@ -1670,6 +1672,9 @@ def run_release(
                 f"(SOURCE_DATE_EPOCH={epoch}); {publics.threshold} builder(s), "
                 f"{'sandboxed by bubblewrap' if box.enabled else 'UNSANDBOXED'}"
             )
+            from release.audit.checks import prepare as prepare_audit
+            from release.audit.intoto import warm as warm_verifier
+
             specs = steps(ws)
             total = len(specs) + len(others) + 1
             prepare_audit()  # the verify step's fixed cost, compiled while the steps run in their sandboxes
@@ -1699,6 +1704,8 @@ def run_release(
                 failpoint("verify")
             staged = None
             if tuf is not None:
+                from release import repository
+
                 repo, tuf_keys = tuf
                 names = sorted(p.name for p in r.out.iterdir())
                 products = repository.product_files(ws, names)
@@ -1721,6 +1728,13 @@ def run_release(
                 builder.stop()
             shutil.rmtree(staging, ignore_errors=True)
     return artifacts_dir
+
+
+def _load_codesigner(keys_dir: Path) -> CodeSigner:
+    """:func:`authenticode.load_codesigner`, its module imported by the thread that calls it (not the run's own)."""
+    from release import authenticode
+
+    return authenticode.load_codesigner(keys_dir)
 
 
 def check_committed(root: Path, commit: str | None) -> None:

@@ -25,11 +25,12 @@ from release.cli import exit_process, run
 from release.keys import DEV_MARKER
 from release.pipeline import UNSAFE_PREBUILT_DIR, human_size, run_release
 from release.products import Workspace, load_workspace, repo_root
-from release.repository import REPOSITORY_DIRNAME, TRUSTED_ROOT_NAME
 from release.sandbox import find_sandbox
 
 
-def _summary(ws: Workspace, artifacts_dir: Path, keys_dir: Path) -> str:
+def _summary(ws: Workspace, artifacts_dir: Path, keys_dir: Path, customer: bool) -> str:
+    """What was published, and how a customer verifies it (and fetches it, from the TUF repository of a customer
+    release: a prebuilt run never adds to it, nor imports its code)."""
     lines = [f"Published RansomEye {ws.version} to {artifacts_dir}:"]
     for p in sorted(artifacts_dir.iterdir()):
         if not p.name.startswith(".") and not p.name.endswith(".link"):
@@ -39,12 +40,15 @@ def _summary(ws: Workspace, artifacts_dir: Path, keys_dir: Path) -> str:
     lines.append(
         f"Verify: cd {artifacts_dir} && in-toto-verify --layout {LAYOUT_NAME} --verification-keys {keys_dir}/owner.pub"
     )
-    repository = artifacts_dir.parent / REPOSITORY_DIRNAME
-    if (repository / "metadata" / "timestamp.json").exists() and (keys_dir / TRUSTED_ROOT_NAME).exists():
-        lines.append(
-            f"Fetch:  python3 release/fetch.py --root {keys_dir / TRUSTED_ROOT_NAME} "
-            f"--mirror file://{repository} --product core"
-        )
+    if customer:
+        from release.repository import REPOSITORY_DIRNAME, TRUSTED_ROOT_NAME
+
+        repository = artifacts_dir.parent / REPOSITORY_DIRNAME
+        if (repository / "metadata" / "timestamp.json").exists() and (keys_dir / TRUSTED_ROOT_NAME).exists():
+            lines.append(
+                f"Fetch:  python3 release/fetch.py --root {keys_dir / TRUSTED_ROOT_NAME} "
+                f"--mirror file://{repository} --product core"
+            )
     if (keys_dir / DEV_MARKER).exists():
         bar = "!" * 72
         lines += [bar, "!! Signed with DEVELOPMENT keys: for testing only, never for customers.", bar]
@@ -100,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             single_builder=ns.single_builder,
             sandbox=sandbox,
         )
-        print(_summary(load_workspace(root), artifacts_dir, ns.keys_dir))
+        print(_summary(load_workspace(root), artifacts_dir, ns.keys_dir, customer=prebuilt is None))
         if prebuilt is not None:
             print("UNSAFE: made from prebuilt binaries, not a customer release (the release folder is untouched).")
         print(f"Done in {time.monotonic() - started:.1f}s.")
