@@ -33,9 +33,9 @@ import unicodedata
 import zipfile
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import IO, Any
 
 from release.deflate import AdaptiveDeflate, GzipWriter
 from release.errors import BadInputError, PackagingError, SystemFailure, ToolchainError
@@ -82,12 +82,23 @@ class Entry:
 
 @dataclass(frozen=True)
 class ArtifactDigest:
-    """A written file: its path, size and digests, computed while writing."""
+    """A written file: its path, size and digests, computed while writing.
+
+    ``sha256_state`` is the SHA-256 object that hashed exactly those bytes (it
+    gave ``sha256``), kept so that a signature hashing the file and then its
+    own trailer (OpenPGP) continues from it instead of reading the file
+    again: never updated, only copied. ``identity`` is the file's
+    :func:`file_identity` once those bytes were in it: a file whose identity
+    changed since is read again. Both are None where the digest was not
+    computed from the file as it stands.
+    """
 
     path: Path
     size: int
     sha256: str
     blake2b: bytes
+    sha256_state: Any = field(default=None, compare=False, repr=False)
+    identity: tuple[int, ...] | None = field(default=None, compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -232,7 +243,20 @@ def write_bytes_atomic(path: Path, data: bytes, what: str) -> ArtifactDigest:
 
 def digest_bytes(path: Path, data: bytes) -> ArtifactDigest:
     """The digest of ``data``, just written to ``path`` (hashed from memory, not read back)."""
-    return ArtifactDigest(path, len(data), hashlib.sha256(data).hexdigest(), hashlib.blake2b(data).digest())
+    sha = hashlib.sha256(data)
+    try:
+        identity = file_identity(os.stat(path, follow_symlinks=False), len(data))
+    except OSError:
+        identity = None
+    return ArtifactDigest(path, len(data), sha.hexdigest(), hashlib.blake2b(data).digest(), sha, identity)
+
+
+def file_identity(st: os.stat_result, size: int) -> tuple[int, ...] | None:
+    """What tells a regular file of ``size`` bytes from the same file rewritten: device, inode, size, modification
+    time (not the change time, which a rename sets); None for anything else, or another size."""
+    if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def hash_file(path: Path) -> ArtifactDigest:
@@ -250,7 +274,8 @@ def hash_stream(path: Path, f: IO[bytes]) -> ArtifactDigest:
         sha.update(chunk)
         b2.update(chunk)
         size += len(chunk)
-    return ArtifactDigest(path, size, sha.hexdigest(), b2.digest())
+    identity = file_identity(os.fstat(f.fileno()), size)
+    return ArtifactDigest(path, size, sha.hexdigest(), b2.digest(), sha, identity)
 
 
 def sha256_file(path: Path) -> str:

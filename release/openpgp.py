@@ -4,8 +4,12 @@ Only one shape is written and read back: a v4 primary key of the legacy EdDSA
 algorithm (22) on Ed25519, one user ID with its positive self-certification,
 and detached binary-document signatures. Every signature is made through the
 signer seam (:meth:`release.signers.RoleKey.sign`): for v4 EdDSA the signed
-message is the SHA-512 digest of the hashed data, and the 64-byte Ed25519
-signature is carried as the two MPIs ``r`` and ``s``.
+message is the digest of the hashed data, and the 64-byte Ed25519 signature
+is carried as the two MPIs ``r`` and ``s``. A file's signature hashes it with
+SHA-256, so the digest pass that hashed the file for its SHA-256 serves (no
+second read of an archive); the key's self-certification uses SHA-512. Both
+are read back, and a file's signature over SHA-512 (as releases before made)
+still verifies; no other hash is accepted.
 
 The output is deterministic: the same key, file, user ID and times give the
 same bytes (Ed25519 is deterministic, the armor has no Version or Comment
@@ -30,7 +34,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from release.archive import write_bytes_atomic
+from release.archive import ArtifactDigest, file_identity, write_bytes_atomic
 from release.errors import BadInputError, SigningError, VerificationError
 from release.signers import RoleKey
 
@@ -47,7 +51,11 @@ CHUNK = 1 << 20
 
 _VERSION = 4
 _EDDSA = 22
+_SHA256 = 8
 _SHA512 = 10
+_HASHES = {_SHA256: ("SHA-256", hashlib.sha256), _SHA512: ("SHA-512", hashlib.sha512)}
+_DOCUMENT_HASH = _SHA256  # what a file's signature is made over (SHA-256 or SHA-512 are read back)
+_KEY_HASH = _SHA512  # the self-certification's: the published key's bytes do not change
 _ED25519_OID = bytes.fromhex("2b06010401da470f01")  # 1.3.6.1.4.1.11591.15.1
 _NATIVE_POINT = 0x40  # the prefix of a native (raw) Ed25519 point
 _TAG_SIGNATURE = 2
@@ -115,11 +123,11 @@ def transferable_public_key(key: RoleKey, user_id: str, created: int) -> bytes:
 
 @dataclass(frozen=True)
 class DocumentHash:
-    """The SHA-512 state after a file's bytes, what a binary-document signature goes on to hash its trailer into."""
+    """The SHA-256 state after a file's bytes, what a binary-document signature goes on to hash its trailer into."""
 
     path: Path
-    state: Any  # a hashlib SHA-512 object; copied, never updated, by the signature
-    sha256: str  # the same bytes' SHA-256, which a signature expecting other bytes refuses
+    state: Any  # a hashlib SHA-256 object; copied, never updated, by the signature
+    sha256: str  # its digest: a signature expecting other bytes refuses
 
     @classmethod
     def of(cls, path: Path, expect_sha256: str | None = None) -> DocumentHash:
@@ -128,14 +136,31 @@ class DocumentHash:
         Pure hashing (hashlib releases the GIL): files can be hashed on every
         core before one key signs them in turn.
         """
-        h = hashlib.sha512()
-        seen = hashlib.sha256()
+        h = hashlib.sha256()
         for chunk in _file_chunks(path):
             h.update(chunk)
-            seen.update(chunk)
-        if expect_sha256 is not None and seen.hexdigest() != expect_sha256:
+        if expect_sha256 is not None and h.hexdigest() != expect_sha256:
             raise BadInputError(f"{path}: changed since it was hashed; not signed")
-        return cls(path, h, seen.hexdigest())
+        return cls(path, h, h.hexdigest())
+
+    @classmethod
+    def known(cls, digest: ArtifactDigest) -> DocumentHash | None:
+        """The file ``digest`` names, hashed already by the pass that gave its SHA-256, if it is still that file.
+
+        None (the file is to be read) when that pass kept no state, or the
+        file's identity (:func:`release.archive.file_identity`: device,
+        inode, size, modification time) is not the one it had then. A
+        signature continuing from the state covers the bytes the digest
+        stands for, as a minisign signature of the same digest does.
+        """
+        state = digest.sha256_state
+        if state is None or digest.identity is None or state.name != "sha256" or state.hexdigest() != digest.sha256:
+            return None
+        try:
+            now = file_identity(os.stat(digest.path, follow_symlinks=False), digest.size)
+        except OSError:
+            return None
+        return cls(digest.path, state, digest.sha256) if now == digest.identity else None
 
 
 def detached_signature(
@@ -169,11 +194,8 @@ def detached_signature(
             "creation time",
         )
     fpr = fingerprint(raw_public(key.public), key_created)
-    hashed = _hashed_part(_BINARY_DOCUMENT, signed_at, fpr, False)
-    h = (document or DocumentHash.of(path, expect_sha256)).state.copy()
-    h.update(hashed)
-    h.update(b"\x04\xff" + struct.pack(">I", len(hashed)))
-    digest = h.digest()
+    hashed = _hashed_part(_BINARY_DOCUMENT, signed_at, fpr, False, _DOCUMENT_HASH)
+    digest = _finish((document or DocumentHash.of(path, expect_sha256)).state.copy(), hashed)
     left16, sig = digest[:2], key.sign(digest)
     return armor(_packet(_TAG_SIGNATURE, _signature_body(hashed, fpr, left16, sig)), SIGNATURE_BLOCK)
 
@@ -275,14 +297,14 @@ def read_public_key(text: str, where: str) -> OpenPGPKey:
         raise BadInputError(f"{where}: the user ID is not UTF-8") from None
     if len(uid) > MAX_USER_ID_BYTES or not user_id.isprintable():
         raise BadInputError(f"{where}: the user ID is too long or holds control characters")
-    sig = _parse_signature(sig_body, where)
+    sig = _parse_signature(sig_body, where, (_KEY_HASH,))
     if sig.sig_type != _POSITIVE_CERTIFICATION or sig.flags != _CERTIFY_AND_SIGN:
         raise BadInputError(f"{where}: the self-signature is not a positive certification for certify and sign")
     if sig.issuer_fpr != fpr or sig.issuer_id != fpr[-8:]:
         raise BadInputError(f"{where}: the self-signature names another key")
     if sig.created < created:
         raise BadInputError(f"{where}: the self-signature is older than the key")
-    digest = _digest([_key_hash_prefix(body), b"\xb4" + struct.pack(">I", len(uid)) + uid], sig.hashed)
+    digest = _digest([_key_hash_prefix(body), b"\xb4" + struct.pack(">I", len(uid)) + uid], sig.hashed, _KEY_HASH)
     if digest[:2] != sig.left16:
         raise BadInputError(f"{where}: the self-signature does not match the key and user ID")
     try:
@@ -292,14 +314,16 @@ def read_public_key(text: str, where: str) -> OpenPGPKey:
     return OpenPGPKey(public, created, fpr, fpr[-8:], user_id)
 
 
-def verify_detached(key: OpenPGPKey, text: str, path: Path, where: str) -> int:
+def verify_detached(key: OpenPGPKey, text: str, path: Path, where: str, known: ArtifactDigest | None = None) -> int:
     """Check the armored detached signature ``text`` (:func:`detached_signature`'s) of the file ``path`` by ``key``.
 
-    Streams the file. Returns the signature's creation time; raises
+    Streams the file, unless ``known`` is its digest with the SHA-256 state
+    that gave it and the signature is over SHA-256 (it then checks the bytes
+    that digest stands for). Returns the signature's creation time; raises
     :class:`VerificationError` naming ``where`` when it is not a binary-document
     signature by ``key`` over exactly these bytes.
     """
-    created, issuer = verify_detached_by(key.public, text, path, where)
+    created, issuer = verify_detached_by(key.public, text, path, where, known)
     if issuer != key.fingerprint:
         raise VerificationError(f"{where}: made by the key {issuer.hex().upper()}, not {key.fingerprint_hex}")
     if created < key.created:
@@ -307,7 +331,9 @@ def verify_detached(key: OpenPGPKey, text: str, path: Path, where: str) -> int:
     return created
 
 
-def verify_detached_by(public: bytes, text: str, path: Path, where: str) -> tuple[int, bytes]:
+def verify_detached_by(
+    public: bytes, text: str, path: Path, where: str, known: ArtifactDigest | None = None
+) -> tuple[int, bytes]:
     """:func:`verify_detached` by the raw Ed25519 key ``public``, whatever OpenPGP creation time it was given.
 
     The issuer fingerprint is hashed into what is signed, so the signature
@@ -317,15 +343,19 @@ def verify_detached_by(public: bytes, text: str, path: Path, where: str) -> tupl
         packets = list(_packets(dearmor(text, where, SIGNATURE_BLOCK), where))
         if [tag for tag, _ in packets] != [_TAG_SIGNATURE]:
             raise BadInputError(f"{where}: not one signature packet")
-        sig = _parse_signature(packets[0][1], where)
+        sig = _parse_signature(packets[0][1], where, (_SHA256, _SHA512))
     except BadInputError as e:
         raise VerificationError(e.message) from None
     if sig.sig_type != _BINARY_DOCUMENT or sig.flags is not None:
         raise VerificationError(f"{where}: not a signature of a file")
     if sig.issuer_id != sig.issuer_fpr[-8:]:
         raise VerificationError(f"{where}: its issuer key id and fingerprint disagree")
+    document = DocumentHash.known(known) if known is not None and known.path == path else None
     try:
-        digest = _digest(_file_chunks(path), sig.hashed)
+        if document is not None and sig.hash_algorithm == _SHA256:
+            digest = _finish(document.state.copy(), sig.hashed)
+        else:
+            digest = _digest(_file_chunks(path), sig.hashed, sig.hash_algorithm)
     except BadInputError as e:
         raise VerificationError(e.message) from None
     try:
@@ -365,6 +395,7 @@ class _Signature:
     issuer_fpr: bytes
     issuer_id: bytes
     hashed: bytes  # version .. hashed subpackets: the part hashed with the trailer
+    hash_algorithm: int
     left16: bytes
     r: bytes
     s: bytes
@@ -413,21 +444,27 @@ def _packet(tag: int, body: bytes) -> bytes:
     return bytes([0xC0 | tag]) + length + body
 
 
-def _hashed_part(sig_type: int, created: int, fpr: bytes, key_flags: bool) -> bytes:
+def _hashed_part(sig_type: int, created: int, fpr: bytes, key_flags: bool, hash_algorithm: int) -> bytes:
     subpackets = _subpacket(_SUB_CREATION_TIME, struct.pack(">I", created))
     if key_flags:
         subpackets += _subpacket(_SUB_KEY_FLAGS, bytes([_CERTIFY_AND_SIGN]))
     subpackets += _subpacket(_SUB_ISSUER_FINGERPRINT, bytes([_VERSION]) + fpr)
-    return struct.pack(">BBBBH", _VERSION, sig_type, _EDDSA, _SHA512, len(subpackets)) + subpackets
+    return struct.pack(">BBBBH", _VERSION, sig_type, _EDDSA, hash_algorithm, len(subpackets)) + subpackets
 
 
-def _digest(data: Iterator[bytes] | list[bytes], hashed: bytes) -> bytes:
-    h = hashlib.sha512()
+def _digest(data: Iterator[bytes] | list[bytes], hashed: bytes, hash_algorithm: int) -> bytes:
+    h = _HASHES[hash_algorithm][1]()
     for chunk in data:
         h.update(chunk)
+    return _finish(h, hashed)
+
+
+def _finish(h: Any, hashed: bytes) -> bytes:
+    """The signed digest: the hash ``h`` of the data, continued with the signature's hashed part and v4 trailer."""
     h.update(hashed)
     h.update(b"\x04\xff" + struct.pack(">I", len(hashed)))
-    return h.digest()
+    digest: bytes = h.digest()
+    return digest
 
 
 def _sign(
@@ -440,8 +477,8 @@ def _sign(
     key_flags: bool = False,
 ) -> tuple[bytes, bytes, bytes]:
     """The hashed part, the digest's left 16 bits and the Ed25519 signature of the digest."""
-    hashed = _hashed_part(sig_type, created, fpr, key_flags)
-    digest = _digest(data, hashed)
+    hashed = _hashed_part(sig_type, created, fpr, key_flags, _KEY_HASH)
+    digest = _digest(data, hashed, _KEY_HASH)
     return hashed, digest[:2], key.sign(digest)
 
 
@@ -556,11 +593,13 @@ def _parse_public_key(body: bytes, where: str) -> tuple[bytes, int]:
     return point[1:], created
 
 
-def _parse_signature(body: bytes, where: str) -> _Signature:
+def _parse_signature(body: bytes, where: str, hashes: tuple[int, ...]) -> _Signature:
+    """A signature packet of ours, made over one of ``hashes`` (else :class:`BadInputError`)."""
     r = _Reader(body, where, "the signature packet")
     version, sig_type, algorithm, hash_algorithm = r.byte(), r.byte(), r.byte(), r.byte()
-    if (version, algorithm, hash_algorithm) != (_VERSION, _EDDSA, _SHA512):
-        raise BadInputError(f"{where}: only v4 EdDSA signatures over SHA-512 are accepted")
+    if (version, algorithm) != (_VERSION, _EDDSA) or hash_algorithm not in hashes:
+        over = " or ".join(_HASHES[h][0] for h in hashes)
+        raise BadInputError(f"{where}: only v4 EdDSA signatures over {over} are accepted")
     hashed_subpackets = _subpackets(r.take(r.u16()), where)
     hashed = body[: r.pos]
     unhashed_subpackets = _subpackets(r.take(r.u16()), where)
@@ -584,6 +623,7 @@ def _parse_signature(body: bytes, where: str) -> _Signature:
         issuer_fpr[1:],
         unhashed_subpackets[_SUB_ISSUER],
         hashed,
+        hash_algorithm,
         left16,
         sig_r.rjust(32, b"\x00"),
         sig_s.rjust(32, b"\x00"),

@@ -86,22 +86,36 @@ def publish_release_keys(keys_dir: Path, key: RoleKey) -> int:
 def sign_openpgp(
     key: RoleKey, digest: ArtifactDigest, epoch: int, created: int, document: openpgp.DocumentHash | None = None
 ) -> ArtifactDigest:
-    """Write ``<file>.asc``, an armored OpenPGP detached signature of ``digest``'s file; return its digest."""
+    """Write ``<file>.asc``, an armored OpenPGP detached signature of ``digest``'s file; return its digest.
+
+    The file is hashed (SHA-256) by the pass that gave ``digest``, when it kept its state: not read again.
+    """
+    document = document or openpgp.DocumentHash.known(digest)
     text = openpgp.detached_signature(key, digest.path, epoch, created, digest.sha256, document)
     return write_bytes_atomic(digest.path.with_name(digest.name + PGP_SUFFIX), text.encode(), "the OpenPGP signature")
 
 
 def sign_openpgp_all(key: RoleKey, digests: Sequence[ArtifactDigest], epoch: int, created: int) -> list[ArtifactDigest]:
-    """:func:`sign_openpgp` for each of ``digests``: the files hashed on every core, then signed one by one.
-
-    OpenPGP hashes the whole file with SHA-512 (no digest the packagers kept
-    serves), so this is the release's one re-read; hashing runs in threads
-    (hashlib releases the GIL), signing in the caller's (a key on a token
+    """:func:`sign_openpgp` for each of ``digests``, signed one by one in the caller's thread (a key on a token
     signs one thing at a time).
+
+    A file's OpenPGP signature hashes it with SHA-256, continuing from the
+    state of the pass that gave its digest (the run hashed each archive once,
+    when it took it from its packaging step): no file is read again. A digest
+    without that state (made elsewhere) has its file hashed, on every core
+    (hashlib releases the GIL), and refused if it is not those bytes.
     """
-    with ThreadPoolExecutor(max_workers=workers(len(digests)), thread_name_prefix="openpgp") as pool:
-        documents = list(pool.map(lambda d: openpgp.DocumentHash.of(d.path, d.sha256), digests))
-    return [sign_openpgp(key, d, epoch, created, doc) for d, doc in zip(digests, documents, strict=True)]
+    known = {d.path: openpgp.DocumentHash.known(d) for d in digests}
+    unknown = [d for d in digests if known[d.path] is None]
+    with ThreadPoolExecutor(max_workers=workers(len(unknown)), thread_name_prefix="openpgp") as pool:
+        known.update(
+            zip(
+                (d.path for d in unknown),
+                pool.map(lambda d: openpgp.DocumentHash.of(d.path, d.sha256), unknown),
+                strict=True,
+            )
+        )
+    return [sign_openpgp(key, d, epoch, created, known[d.path]) for d in digests]
 
 
 def write_sigstore_bundle(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 
 from release import openpgp
 from release.archive import hash_file
-from release.errors import BadInputError, SigningError
+from release.errors import BadInputError, SigningError, VerificationError
 from release.signers import RoleKey
 from release.signing import sign_openpgp_all
 
@@ -344,3 +345,152 @@ def test_files_signed_together_each_verify_with_the_stock_tools(tmp_path: Path, 
     digests[2].path.write_bytes(b"swapped")
     with pytest.raises(BadInputError, match="changed since it was hashed"):
         sign_openpgp_all(key, digests, SIGNED_AT, openpgp.DEV_KEY_CREATED)
+
+
+# --- a file's signature is over SHA-256, continued from the pass that hashed the file -----------------------------
+
+
+def _hash_byte(sig_text: str) -> int:
+    """The hash algorithm a detached signature names (its packet body's fourth byte; the packet header is 2 bytes)."""
+    return openpgp.dearmor(sig_text)[2 + 3]
+
+
+def _signature_over(art: Path, hash_algorithm: int, key: RoleKey | None = None) -> str:
+    """A detached signature of ``art`` over ``hash_algorithm``, built as :func:`openpgp.detached_signature` builds
+    one: the shape releases made before their signatures went over SHA-256 (10), or a hostile one."""
+    key = key or _key()
+    fpr = openpgp.fingerprint(openpgp.raw_public(key.public), openpgp.DEV_KEY_CREATED)
+    hashed = openpgp._hashed_part(openpgp._BINARY_DOCUMENT, SIGNED_AT, fpr, False, hash_algorithm)
+    maker = openpgp._HASHES.get(hash_algorithm, ("", hashlib.sha256))[1]
+    digest = openpgp._finish(maker(art.read_bytes()), hashed)
+    body = openpgp._signature_body(hashed, fpr, digest[:2], key.sign(digest))
+    return openpgp.armor(openpgp._packet(openpgp._TAG_SIGNATURE, body), openpgp.SIGNATURE_BLOCK)
+
+
+def test_a_file_s_signature_is_over_sha_256_and_the_key_s_certification_over_sha_512(tmp_path: Path) -> None:
+    asc, _, sig = _signed(tmp_path)
+    assert _hash_byte(sig.read_text()) == 8, "SHA-256: the digest pass of the file serves"
+    key_bytes = openpgp.dearmor(asc.read_text())
+    assert key_bytes[_SIG_AT : _SIG_AT + 4] == bytes([4, 0x13, 22, 10]), "the published key's bytes do not change"
+
+
+@pytest.mark.parametrize("verify", TOOLS)
+def test_a_signature_over_sha_512_as_releases_made_before_still_verifies(tmp_path: Path, verify: Verifier) -> None:
+    asc, art, sig = _signed(tmp_path)
+    sig.write_text(_signature_over(art, 10))
+    assert _hash_byte(sig.read_text()) == 10
+    key = openpgp.read_public_key(asc.read_text(), "keys/release.asc")
+    assert openpgp.verify_detached(key, sig.read_text(), art, sig.name) == SIGNED_AT
+    assert openpgp.verify_detached(key, sig.read_text(), art, sig.name, hash_file(art)) == SIGNED_AT
+    proc = verify(tmp_path, asc, sig, art)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    art.write_bytes(BIG + b"!")
+    with pytest.raises(VerificationError, match="does not match"):
+        openpgp.verify_detached(key, sig.read_text(), art, sig.name)
+
+
+@pytest.mark.parametrize("algorithm", [1, 2, 3, 9, 11, 0, 255], ids=["MD5", "SHA-1", "RIPEMD-160", "SHA-384",
+                                                                     "SHA-224", "zero", "255"])  # fmt: skip
+def test_a_file_s_signature_over_any_other_hash_is_refused(tmp_path: Path, algorithm: int) -> None:
+    asc, art, sig = _signed(tmp_path)
+    key = openpgp.read_public_key(asc.read_text(), "keys/release.asc")
+    with pytest.raises(VerificationError, match="only v4 EdDSA signatures over SHA-256 or SHA-512 are accepted"):
+        openpgp.verify_detached(key, _signature_over(art, algorithm), art, sig.name)
+
+
+def test_a_signature_relabelled_to_the_other_accepted_hash_does_not_match(tmp_path: Path) -> None:
+    asc, art, sig = _signed(tmp_path)
+    key = openpgp.read_public_key(asc.read_text(), "keys/release.asc")
+    relabelled = _rearmored(sig.read_text(), lambda d: d[:5] + b"\x0a" + d[6:], openpgp.SIGNATURE_BLOCK)
+    assert _hash_byte(relabelled) == 10
+    for known in (None, hash_file(art)):
+        with pytest.raises(VerificationError, match="does not match"):
+            openpgp.verify_detached(key, relabelled, art, sig.name, known)
+
+
+def test_signing_from_the_digest_s_pass_reads_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run hashed each archive once, when it took it from its packaging step: its OpenPGP signature continues
+    from that pass. The signature is byte for byte the one made by reading the file, which is not opened."""
+    key = _key()
+    arts = [tmp_path / f"ransomeye-{n}-1.0.0.tar.gz" for n in range(3)]
+    for n, art in enumerate(arts):
+        art.write_bytes(BIG + bytes([n]) * n)
+    digests = [hash_file(a) for a in arts]
+    read = [openpgp.detached_signature(key, a, SIGNED_AT, openpgp.DEV_KEY_CREATED) for a in arts]
+
+    def no_read(path: Path) -> None:
+        raise AssertionError(f"{path} read again")
+
+    monkeypatch.setattr(openpgp, "_file_chunks", no_read)
+    signed = sign_openpgp_all(key, digests, SIGNED_AT, openpgp.DEV_KEY_CREATED)
+    assert [s.path.read_text() for s in signed] == read
+    key_file = openpgp.read_public_key(
+        openpgp.armor(openpgp.transferable_public_key(key, openpgp.USER_ID, openpgp.DEV_KEY_CREATED), _BLOCK), "k"
+    )
+    for d, s in zip(digests, signed, strict=True):  # the audit's check continues from its own pass too
+        assert openpgp.verify_detached(key_file, s.path.read_text(), d.path, s.name, d) == SIGNED_AT
+
+
+def _rewrite_same_size(path: Path, keep_mtime: bool) -> None:
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    if keep_mtime:
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    else:
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+
+
+@pytest.mark.parametrize("change", ["swapped", "same size", "renamed over", "removed"])
+def test_a_file_changed_after_its_digest_is_read_again_and_refused(tmp_path: Path, change: str) -> None:
+    key = _key()
+    art = tmp_path / "ransomeye-core-1.0.0.tar.gz"
+    art.write_bytes(BIG)
+    digest = hash_file(art)
+    if change == "swapped":
+        art.write_bytes(b"swapped")
+    elif change == "same size":
+        _rewrite_same_size(art, keep_mtime=False)
+    elif change == "renamed over":
+        other = tmp_path / "other"
+        other.write_bytes(BIG[:-1] + b"!")
+        os.replace(other, art)
+    else:
+        art.unlink()
+    assert openpgp.DocumentHash.known(digest) is None, "its identity changed: it is read again"
+    with pytest.raises(BadInputError, match=r"changed since it was hashed|cannot read the file"):
+        sign_openpgp_all(key, [digest], SIGNED_AT, openpgp.DEV_KEY_CREATED)
+    assert not (tmp_path / (art.name + ".asc")).exists(), "nothing signed"
+
+
+@pytest.mark.parametrize("verify", TOOLS)
+def test_a_rewrite_that_restores_the_modification_time_is_caught_by_verification(
+    tmp_path: Path, verify: Verifier
+) -> None:
+    """The limit of the identity: a same-size rewrite that sets the modification time back is not seen when
+    signing, so the signature covers the bytes that were hashed. It then matches no file: the stock verifiers
+    refuse it, and so does the release's verify step (which hashes what is on disk) before anything is published."""
+    key = _key()
+    asc = openpgp.write_public_key(tmp_path, key, openpgp.DEV_KEY_CREATED)
+    art = tmp_path / "ransomeye-core-1.0.0.tar.gz"
+    art.write_bytes(BIG)
+    digest = hash_file(art)
+    _rewrite_same_size(art, keep_mtime=True)
+    (signed,) = sign_openpgp_all(key, [digest], SIGNED_AT, openpgp.DEV_KEY_CREATED)
+    assert verify(tmp_path, asc, signed.path, art).returncode != 0
+    key_file = openpgp.read_public_key(asc.read_text(), "keys/release.asc")
+    with pytest.raises(VerificationError, match="does not match"):
+        openpgp.verify_detached(key_file, signed.path.read_text(), art, signed.name, hash_file(art))
+
+
+def test_a_digest_of_another_file_or_without_its_pass_is_not_used(tmp_path: Path) -> None:
+    asc, art, sig = _signed(tmp_path)
+    key = openpgp.read_public_key(asc.read_text(), "keys/release.asc")
+    other = tmp_path / "other.tar.gz"
+    other.write_bytes(b"other bytes")
+    for known in (hash_file(other), dataclasses.replace(hash_file(art), sha256_state=None),
+                  dataclasses.replace(hash_file(art), identity=None)):  # fmt: skip
+        assert openpgp.verify_detached(key, sig.read_text(), art, sig.name, known) == SIGNED_AT
+    assert openpgp.DocumentHash.known(dataclasses.replace(hash_file(art), sha256="0" * 64)) is None, "not its pass"
+    assert openpgp.DocumentHash.known(hash_file(art)) is not None

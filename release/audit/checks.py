@@ -490,8 +490,8 @@ def check_formats(a: _Audit) -> Check:
         issuer, done = None, 0
         try:
             asc = name + openpgp.SUFFIX
-            _, issuer = openpgp.verify_detached_by(
-                raw, a.folder.text(asc, MAX_SIGNATURE_BYTES) or "", a.folder.files[name], asc
+            _, issuer = openpgp.verify_detached_by(  # over SHA-256: from the folder's one pass over the file
+                raw, a.folder.text(asc, MAX_SIGNATURE_BYTES) or "", a.folder.files[name], asc, digest
             )
             done += 1
             if name != SUMS_NAME:
@@ -503,7 +503,7 @@ def check_formats(a: _Audit) -> Check:
             return issuer, done, e
         return issuer, done, None
 
-    # Each file's SHA-512 (OpenPGP) in a thread of its own, the results taken in the files' order.
+    # In threads (a signature over SHA-512, as releases before made, hashes its file again), in the files' order.
     names = [*sorted(a.archives), SUMS_NAME]
     with ThreadPoolExecutor(max_workers=workers(len(names))) as pool:
         for name, (issuer, done, error) in zip(names, pool.map(verify, names), strict=True):
