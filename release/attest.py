@@ -25,28 +25,27 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-from release import inspection, provenance, sbom
+from release import inspection, sbom
 from release.archive import write_bytes_atomic
-from release.checksums import SUMS_NAME
 from release.errors import BadInputError, VerificationError
-from release.minisign import SUFFIX as SIG_SUFFIX
-from release.openpgp import SUFFIX as PGP_SUFFIX
+from release.names import MINISIGN_SUFFIX as SIG_SUFFIX
+from release.names import OPENPGP_SUFFIX as PGP_SUFFIX
+from release.names import SIGNIFY_SUMS_NAME as SIGNIFY_SUMS
+from release.names import SIGSTORE_SUFFIX, SUMS_NAME, provenance_name
 from release.products import Bundle, Workspace
-from release.signers import RoleKey
-from release.signify import SUMS_NAME as SIGNIFY_SUMS
-from release.sigstore_bundle import SUFFIX as SIGSTORE_SUFFIX
 
 if TYPE_CHECKING:  # in-toto's models are imported where links and layouts are made: a sandboxed step makes neither
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey  # nor does it load keys
     from in_toto.models.layout import Inspection, Layout, Step
     from in_toto.models.metadata import Metablock
+
+    from release.signers import RoleKey
 
 LAYOUT_NAME = "root.layout"
 GATES_REPORT = "gates-report.json"
 INSPECTION = "verify-release"
 SBOM_SUFFIX = sbom.SUFFIX
-PROVENANCE_GLOB = provenance.provenance_name("*")
+PROVENANCE_GLOB = provenance_name("*")
 MAX_EXPIRY_DAYS = 365
 EXPIRES_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -319,7 +318,7 @@ def product_names(ws: Workspace) -> list[list[Any]]:
         [STEP_BUILD, []],
         *([[STEP_CODESIGN, []]] if codesigned_binaries(ws) else []),
         *([b.step, [archive, sbom_file]] for b, archive, sbom_file in archives),
-        [STEP_PROVENANCE, [provenance.provenance_name(v)]],
+        [STEP_PROVENANCE, [provenance_name(v)]],
         [STEP_SIGN, [*(p + SIG_SUFFIX for p in payloads), *extra]],
         [STEP_CHECKSUMS, list(SUMS_FILES)],
     ]

@@ -15,12 +15,13 @@ from pathlib import Path
 
 from release.archive import ArtifactDigest, hash_file, write_bytes_atomic
 from release.errors import BadInputError, VerificationError
+from release.names import MINISIGN_SUFFIX, OPENPGP_SUFFIX, PROVENANCE_SUFFIX, SIGNIFY_SUMS_NAME
+from release.names import SUMS_NAME as SUMS_NAME  # the module's own name for it, kept
 
-SUMS_NAME = "SHA256SUMS"
 # The checksum list and its signatures (they cover it, it cannot list them).
-EXCLUDED = frozenset({SUMS_NAME, SUMS_NAME + ".minisig", SUMS_NAME + ".asc", "SHA256.sig"})
+EXCLUDED = frozenset({SUMS_NAME, SUMS_NAME + MINISIGN_SUFFIX, SUMS_NAME + OPENPGP_SUFFIX, SIGNIFY_SUMS_NAME})
 # in-toto metadata is verified by its own signatures, not listed.
-EXCLUDED_SUFFIXES = (".link", ".layout", ".intoto.jsonl")
+EXCLUDED_SUFFIXES = (".link", ".layout", PROVENANCE_SUFFIX)
 
 
 def covered_files(release_dir: Path) -> list[Path]:

@@ -24,11 +24,12 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from release.errors import BadInputError, VerificationError
+from release.names import MINISIGN_SUFFIX
 
 PUBKEY_ALG = b"Ed"
 PREHASHED_ALG = b"ED"
 LEGACY_ALG = b"Ed"
-SUFFIX = ".minisig"
+SUFFIX = MINISIGN_SUFFIX
 
 
 @dataclass(frozen=True)

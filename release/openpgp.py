@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from release.archive import ArtifactDigest, file_identity, write_bytes_atomic
 from release.errors import BadInputError, SigningError, VerificationError
+from release.names import OPENPGP_SUFFIX
 from release.signers import RoleKey
 
 DEV_KEY_CREATED = 1577836800  # 2020-01-01T00:00:00Z: the development key's fixed creation time
@@ -43,7 +44,7 @@ USER_ID = "RansomEye release signing key (development)"
 PUBLIC_KEY_BLOCK = "PGP PUBLIC KEY BLOCK"
 SIGNATURE_BLOCK = "PGP SIGNATURE"
 ARMOR_KINDS = (PUBLIC_KEY_BLOCK, SIGNATURE_BLOCK)
-SUFFIX = ".asc"
+SUFFIX = OPENPGP_SUFFIX
 
 MAX_ARMOR_CHARS = 16 * 1024  # a key or signature of ours is well under 1 KiB
 MAX_USER_ID_BYTES = 1024

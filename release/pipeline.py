@@ -50,9 +50,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-from release import attest, provenance, signify
+from release import attest
 from release.archive import EXEC_MODE, ArtifactDigest, copy_private, hash_file, sha256_file, workers
 from release.attest import GATES_REPORT, LAYOUT_NAME, StepRecord
 from release.binary_inputs import BinaryInputs, binary_inputs, check_build_scripts, forbidden_sources
@@ -71,9 +69,8 @@ from release.errors import (
     VerificationError,
 )
 from release.faults import failpoint
-from release.keys import DEV_MARKER, builder_dirs, load_public_key, public_key_path
+from release.names import SIGNIFY_SUMS_NAME, provenance_name
 from release.products import Bundle, Workspace, load_workspace
-from release.provenance import build_statement, provenance_name, sign_envelope, write_envelope
 from release.sandbox import (
     UNSANDBOXED,
     Sandbox,
@@ -83,23 +80,17 @@ from release.sandbox import (
     toolchain_paths,
 )
 from release.sbom import CargoMetadata, parse_cargo_metadata, run_cargo_metadata, sbom_name
-from release.signers import RoleKey, has_private_key, load_role_key
-from release.signing import (
-    publish_release_keys,
-    sign_all,
-    sign_digest,
-    sign_openpgp,
-    sign_openpgp_all,
-    write_signify_sums,
-    write_sigstore_bundle,
-)
 from release.source import hash_sources, source_commit, source_date_epoch
 from release.staging import build_lock, clean_stale, new_staging, publish
 
+# The keys, the signing formats and the provenance are imported by the functions of the run's own process that
+# use them: a sandboxed step's process (release/builder/step.py) signs nothing and does not load them.
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     from in_toto.models.metadata import Metablock
 
     from release.authenticode import CodeSigner
+    from release.signers import RoleKey
 
 GATES_SCRIPT = Path("governance") / "gates" / "check_gates.py"
 GATES_BANNER = "⛔ RELEASE ABORTED: GATES FAILED"
@@ -604,6 +595,8 @@ def _package_step(bundle_id: str) -> StepFn:
 
 def step_provenance(r: Context, earlier: Earlier) -> Outcome[Attested]:
     """Write the SLSA v1 provenance of the archives, from what the links recorded (DSSE, build key)."""
+    from release.provenance import build_statement, sign_envelope, write_envelope
+
     key = r.keys[attest.BUILD_ROLE]
     links = {name: done.link.signed for name, done in earlier.items()}
     subjects = {p.archive.name: p.archive.sha256 for p in sorted(results_of(earlier, Packaged), key=_by_archive)}
@@ -633,6 +626,9 @@ def step_sign(r: Context, earlier: Earlier) -> Outcome[Signed]:
     whose one subject is the archive and whose predicate is the release's
     SLSA provenance, for cosign and @sigstore/verify).
     """
+    from release.provenance import PREDICATE_TYPE
+    from release.signing import sign_all, sign_openpgp_all, write_sigstore_bundle
+
     key = r.keys[attest.RELEASE_ROLE]
     packaged = sorted(results_of(earlier, Packaged), key=_by_archive)
     report = result_of(earlier, attest.STEP_GATES, Gated).report
@@ -642,7 +638,7 @@ def step_sign(r: Context, earlier: Earlier) -> Outcome[Signed]:
     predicate = provenance_predicate(envelope)
     signatures += sign_openpgp_all(key, [p.archive for p in packaged], r.epoch, r.pgp_created)
     for p in packaged:
-        signatures.append(write_sigstore_bundle(key, p.archive, provenance.PREDICATE_TYPE, predicate))
+        signatures.append(write_sigstore_bundle(key, p.archive, PREDICATE_TYPE, predicate))
     signatures.sort(key=lambda d: d.name)
     record = StepRecord(
         name=attest.STEP_SIGN,
@@ -662,6 +658,8 @@ def provenance_predicate(envelope: ArtifactDigest) -> dict[str, Any]:
     like every other signature, is byte-identical when the commit is released
     again; the whole provenance is the ``.intoto.jsonl`` beside it.
     """
+    from release import provenance
+
     with envelope.path.open("rb") as f:
         data = f.read(MAX_RECORD + 1)
     if len(data) > MAX_RECORD or hashlib.sha256(data).hexdigest() != envelope.sha256:
@@ -680,6 +678,8 @@ def provenance_predicate(envelope: ArtifactDigest) -> dict[str, Any]:
 
 def step_checksums(r: Context, earlier: Earlier) -> Outcome[Summed]:
     """Write and sign ``SHA256SUMS`` from the hashes already known (the verify step checks it against the links)."""
+    from release.signing import sign_digest, sign_openpgp, write_signify_sums
+
     signed = result_of(earlier, attest.STEP_SIGN, Signed)
     produced = [*signed.payloads, *signed.signatures]
     sums = write_hash_list(r.out, produced)
@@ -688,7 +688,7 @@ def step_checksums(r: Context, earlier: Earlier) -> Outcome[Summed]:
     sums_sig = sign_digest(key, sums, r.ws.version, r.epoch)
     sums_pgp = sign_openpgp(key, sums, r.epoch, r.pgp_created)
     listed = [d for d in signed.payloads if any(_is_archive(d.name, b) for b in r.ws.bundles)]
-    signify_sums = write_signify_sums(key, r.out / signify.SUMS_NAME, listed)
+    signify_sums = write_signify_sums(key, r.out / SIGNIFY_SUMS_NAME, listed)
     record = StepRecord(
         name=attest.STEP_CHECKSUMS,
         command=["sha256sums"],
@@ -1407,6 +1407,8 @@ def run_apart(
     steps run in ``sandbox``.
     """
     from release import authenticode
+    from release.signers import load_role_key
+    from release.signing import publish_release_keys
 
     ws = load_workspace(root)
     chosen = [step_spec(ws, n)[0] for n in names]
@@ -1515,6 +1517,7 @@ def functionaries(keys_dir: Path, builders: int | None = None) -> attest.Functio
 
     ``builders`` limits how many builders (1: this one only, for ``--single-builder``).
     """
+    from release.keys import builder_dirs, load_public_key, public_key_path
 
     def pub(folder: Path, role: str) -> Ed25519PublicKey:
         return load_public_key(public_key_path(folder, role))
@@ -1538,6 +1541,9 @@ def resolve_layout(
     builders than this build has); otherwise, with development keys, a layout
     signed now with the development owner key.
     """
+    from release.keys import DEV_MARKER, load_public_key
+    from release.signers import has_private_key, load_role_key
+
     committed = ws.root / COMMITTED_LAYOUT
     if committed.exists() and prebuilt:
         raise BadInputError(
@@ -1566,6 +1572,8 @@ def resolve_layout(
 
 def _check_authority(path: Path, metablock: Metablock, keys_dir: Path, keys: attest.Functionaries) -> None:
     """Each of this build's keys must be authorised for its steps, and the layout must want no more builders."""
+    from release.keys import public_key_path
+
     first = keys.builders[0]
     mine = [
         (attest.STEP_GATES, attest.GATES_ROLE, keys.gates),
@@ -1638,6 +1646,10 @@ def run_release(
             codesigns = attest.codesigned_binaries(ws)
             signer = preflight.submit(_load_codesigner, keys_dir) if codesigns else None
             preflight.shutdown(wait=False)
+            from release.keys import builder_dirs
+            from release.signers import load_role_key
+            from release.signing import publish_release_keys
+
             epoch = source_date_epoch(ws.root)
             publics = functionaries(keys_dir, 1 if single_builder or prebuilt is not None else None)
             keys = {role: load_role_key(keys_dir, role) for role in attest.FUNCTIONARY_ROLES}
@@ -1758,6 +1770,8 @@ def check_committed(root: Path, commit: str | None) -> None:
 
 def check_local_builder(folder: Path) -> None:
     """A builder run on this machine needs its private keys here (``make release`` with development keys)."""
+    from release.signers import has_private_key
+
     missing = [r for r in attest.BUILDER_ROLES if not has_private_key(folder, r)]
     if missing:
         raise BadInputError(
@@ -1916,6 +1930,8 @@ class OtherBuilder:
             cls = {c: k for k, c in EXIT_CODES.items()}.get(code, SystemFailure)
             raise cls(f"the builder {self.keys.name} failed: {lines[0] if lines else f'exit {code}'}",
                       hint="\n".join(lines[1:]) or None)  # fmt: skip
+        from release.keys import load_public_key, public_key_path
+
         out = self.home / "work" / "out"
         names = {attest.link_filename(step, load_public_key(public_key_path(self.keys, attest.step_role(step))))
                  for step in builder_steps(self.r.ws)}  # fmt: skip

@@ -40,6 +40,8 @@ from typing import Any
 
 from release.archive import ArtifactDigest, write_bytes_atomic
 from release.errors import BadInputError, VerificationError
+from release.names import PROVENANCE_SUFFIX
+from release.names import provenance_name as provenance_name  # the module's own name for it, kept
 from release.signers import RoleKey
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -52,14 +54,9 @@ UNSAFE_PREBUILT_BUILD_TYPE = "urn:ransomeye:release-build:unsafe-prebuilt-binari
 UNSAFE_PREBUILT = "unsafe-prebuilt-binaries"
 # The link environment's record of the sandbox a step ran in (release/sandbox.py); {"unsandboxed": true} when opted out.
 SANDBOX = "sandbox"
-SUFFIX = ".intoto.jsonl"
+SUFFIX = PROVENANCE_SUFFIX
 STEP_PROVENANCE = "provenance"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-
-def provenance_name(version: str) -> str:
-    """The provenance file of a release, e.g. ``ransomeye-1.0.0.intoto.jsonl``."""
-    return f"ransomeye-{version}{SUFFIX}"
 
 
 def _timestamp(value: Any, where: str) -> datetime:

@@ -26,9 +26,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from release.errors import BadInputError, VerificationError
+from release.names import SIGNIFY_SUMS_NAME
 from release.signers import RoleKey
 
-SUMS_NAME = "SHA256.sig"  # the signed checksum list of a release, checked by `signify -C -x SHA256.sig`
+SUMS_NAME = SIGNIFY_SUMS_NAME  # the signed checksum list of a release, checked by `signify -C -x SHA256.sig`
 PKALG = b"Ed"
 PUBLIC_COMMENT = "RansomEye release signify public key"
 SIGNATURE_COMMENT = "verify with release.signify.pub"

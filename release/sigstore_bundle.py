@@ -34,13 +34,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from release.errors import BadInputError, VerificationError
+from release.names import SIGSTORE_SUFFIX
 from release.signers import RoleKey
 
 MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 # The in-toto and DSSE names (the same values as release.provenance's: an adapter does not import a sibling adapter).
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
-SUFFIX = ".sigstore.json"
+SUFFIX = SIGSTORE_SUFFIX
 # A bundle is a statement and a signature: a few KiB, a provenance's dependency list at most a few MiB.
 MAX_BUNDLE_BYTES = 16 * 1024 * 1024
 # The deepest JSON a bundle of ours holds is well under this; deeper is an attack on the parser.

@@ -22,7 +22,6 @@ if __package__ in (None, ""):
 
 from release.attest import LAYOUT_NAME
 from release.cli import exit_process, run
-from release.keys import DEV_MARKER
 from release.pipeline import UNSAFE_PREBUILT_DIR, human_size, run_release
 from release.products import Workspace, load_workspace, repo_root
 from release.sandbox import find_sandbox
@@ -49,6 +48,8 @@ def _summary(ws: Workspace, artifacts_dir: Path, keys_dir: Path, customer: bool)
                 f"Fetch:  python3 release/fetch.py --root {keys_dir / TRUSTED_ROOT_NAME} "
                 f"--mirror file://{repository} --product core"
             )
+    from release.keys import DEV_MARKER
+
     if (keys_dir / DEV_MARKER).exists():
         bar = "!" * 72
         lines += [bar, "!! Signed with DEVELOPMENT keys: for testing only, never for customers.", bar]
