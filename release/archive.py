@@ -22,6 +22,7 @@ file) is refused rather than streamed for minutes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import io
@@ -253,10 +254,23 @@ def digest_bytes(path: Path, data: bytes) -> ArtifactDigest:
 
 def file_identity(st: os.stat_result, size: int) -> tuple[int, ...] | None:
     """What tells a regular file of ``size`` bytes from the same file rewritten: device, inode, size, modification
-    time (not the change time, which a rename sets); None for anything else, or another size."""
+    and change times (a write, ``utime`` or rename sets the change time, and nothing sets it back); None for
+    anything else, or another size. Two writes within one tick of a file system's clock can leave both times
+    as they were: the verify step, which hashes what is on disk, is the check that does not depend on them."""
     if not stat.S_ISREG(st.st_mode) or st.st_size != size:
         return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def renamed(digest: ArtifactDigest, path: Path) -> ArtifactDigest:
+    """``digest``, of a file this process has just renamed to ``path``: the same file (device, inode, size,
+    modification time) keeps its hash state, with the change time the rename gave it; any other loses it."""
+    try:
+        now = file_identity(os.stat(path, follow_symlinks=False), digest.size)
+    except OSError:
+        now = None
+    same = now is not None and digest.identity is not None and now[:4] == digest.identity[:4]
+    return dataclasses.replace(digest, path=path, identity=now if same else None)
 
 
 def hash_file(path: Path) -> ArtifactDigest:
@@ -270,11 +284,14 @@ def hash_stream(path: Path, f: IO[bytes]) -> ArtifactDigest:
     sha = hashlib.sha256()
     b2 = hashlib.blake2b(digest_size=64)
     size = 0
+    before = os.fstat(f.fileno())
     while chunk := f.read(CHUNK):
         sha.update(chunk)
         b2.update(chunk)
         size += len(chunk)
     identity = file_identity(os.fstat(f.fileno()), size)
+    if identity != file_identity(before, size):  # written while it was read: these bytes are no file's
+        identity = None
     return ArtifactDigest(path, size, sha.hexdigest(), b2.digest(), sha, identity)
 
 

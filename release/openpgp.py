@@ -150,7 +150,8 @@ class DocumentHash:
 
         None (the file is to be read) when that pass kept no state, or the
         file's identity (:func:`release.archive.file_identity`: device,
-        inode, size, modification time) is not the one it had then. A
+        inode, size, modification and change times) is not the one it had
+        then. A
         signature continuing from the state covers the bytes the digest
         stands for, as a minisign signature of the same digest does.
         """

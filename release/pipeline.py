@@ -51,7 +51,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from release import attest
-from release.archive import EXEC_MODE, ArtifactDigest, copy_private, hash_file, sha256_file, workers
+from release.archive import EXEC_MODE, ArtifactDigest, copy_private, hash_file, renamed, sha256_file, workers
 from release.attest import GATES_REPORT, LAYOUT_NAME, StepRecord
 from release.binary_inputs import BinaryInputs, binary_inputs, check_build_scripts, forbidden_sources
 from release.bundle import package
@@ -1028,12 +1028,13 @@ def _take_products(r: Context, output: Path, record: StepRecord) -> dict[str, Ar
         if sha != record.products[name]:
             raise VerificationError(f"{name}: differs from what the {record.name} step recorded")
         if "/" not in name:
-            hashed[name] = dataclasses.replace(d, path=r.out / name)
+            hashed[name] = d
     for path, name in wanted.items():
         dest = r.staging / name if "/" in name else r.out / name
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(path, dest)
-    return hashed
+    # Each keeps the hash state of the pass that read it (its signatures continue it) while it is the same file.
+    return {name: renamed(d, r.out / name) for name, d in hashed.items()}
 
 
 def _take_binaries(r: Context, located: Sequence[Located]) -> dict[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import os
 import shutil
 import subprocess
@@ -16,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from release import openpgp
-from release.archive import hash_file
+from release.archive import hash_file, hash_stream, renamed
 from release.errors import BadInputError, SigningError, VerificationError
 from release.signers import RoleKey
 from release.signing import sign_openpgp_all
@@ -281,7 +282,10 @@ HOSTILE_KEYS: dict[str, tuple[str, str]] = {
     "user ID changed": (_with(_other_uid), "self-signature"),
     "user ID not UTF-8": (_with(lambda d: d[: _UID_AT + 2] + b"\xff" + d[_UID_AT + 3 :]), "UTF-8"),
     "signature s flipped": (_with(_flip(-1)), "self-signature"),
-    "signature hash algorithm": (_with(lambda d: d[: _SIG_AT + 3] + b"\x08" + d[_SIG_AT + 4 :]), "SHA-512"),
+    "signature hash algorithm": (
+        _with(lambda d: d[: _SIG_AT + 3] + b"\x08" + d[_SIG_AT + 4 :]),
+        "only v4 EdDSA signatures over SHA-512 are accepted",
+    ),
 }
 
 
@@ -428,7 +432,8 @@ def test_signing_from_the_digest_s_pass_reads_no_file(tmp_path: Path, monkeypatc
         openpgp.armor(openpgp.transferable_public_key(key, openpgp.USER_ID, openpgp.DEV_KEY_CREATED), _BLOCK), "k"
     )
     for d, s in zip(digests, signed, strict=True):  # the audit's check continues from its own pass too
-        assert openpgp.verify_detached(key_file, s.path.read_text(), d.path, s.name, d) == SIGNED_AT
+        for _ in range(2):  # the kept state is copied, never advanced: the same digest serves again
+            assert openpgp.verify_detached(key_file, s.path.read_text(), d.path, s.name, d) == SIGNED_AT
 
 
 def _rewrite_same_size(path: Path, keep_mtime: bool) -> None:
@@ -442,7 +447,8 @@ def _rewrite_same_size(path: Path, keep_mtime: bool) -> None:
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
 
 
-@pytest.mark.parametrize("change", ["swapped", "same size", "renamed over", "removed"])
+@pytest.mark.parametrize("change", ["swapped", "same size", "same size, modification time restored", "renamed over",
+                                    "removed"])  # fmt: skip
 def test_a_file_changed_after_its_digest_is_read_again_and_refused(tmp_path: Path, change: str) -> None:
     key = _key()
     art = tmp_path / "ransomeye-core-1.0.0.tar.gz"
@@ -452,6 +458,8 @@ def test_a_file_changed_after_its_digest_is_read_again_and_refused(tmp_path: Pat
         art.write_bytes(b"swapped")
     elif change == "same size":
         _rewrite_same_size(art, keep_mtime=False)
+    elif change == "same size, modification time restored":
+        _rewrite_same_size(art, keep_mtime=True)
     elif change == "renamed over":
         other = tmp_path / "other"
         other.write_bytes(BIG[:-1] + b"!")
@@ -464,24 +472,70 @@ def test_a_file_changed_after_its_digest_is_read_again_and_refused(tmp_path: Pat
     assert not (tmp_path / (art.name + ".asc")).exists(), "nothing signed"
 
 
-@pytest.mark.parametrize("verify", TOOLS)
-def test_a_rewrite_that_restores_the_modification_time_is_caught_by_verification(
-    tmp_path: Path, verify: Verifier
-) -> None:
-    """The limit of the identity: a same-size rewrite that sets the modification time back is not seen when
-    signing, so the signature covers the bytes that were hashed. It then matches no file: the stock verifiers
-    refuse it, and so does the release's verify step (which hashes what is on disk) before anything is published."""
-    key = _key()
-    asc = openpgp.write_public_key(tmp_path, key, openpgp.DEV_KEY_CREATED)
-    art = tmp_path / "ransomeye-core-1.0.0.tar.gz"
-    art.write_bytes(BIG)
-    digest = hash_file(art)
+def test_verification_reads_again_a_file_changed_after_its_digest(tmp_path: Path) -> None:
+    """The audit checks a signature from its own pass over the file; a digest of the file as it was is not
+    trusted once the file changed, even at the same size with its modification time set back."""
+    asc, art, sig = _signed(tmp_path)
+    key = openpgp.read_public_key(asc.read_text(), "keys/release.asc")
+    stale = hash_file(art)
+    assert openpgp.verify_detached(key, sig.read_text(), art, sig.name, stale) == SIGNED_AT
     _rewrite_same_size(art, keep_mtime=True)
-    (signed,) = sign_openpgp_all(key, [digest], SIGNED_AT, openpgp.DEV_KEY_CREATED)
-    assert verify(tmp_path, asc, signed.path, art).returncode != 0
-    key_file = openpgp.read_public_key(asc.read_text(), "keys/release.asc")
+    assert openpgp.DocumentHash.known(stale) is None
     with pytest.raises(VerificationError, match="does not match"):
-        openpgp.verify_detached(key_file, signed.path.read_text(), art, signed.name, hash_file(art))
+        openpgp.verify_detached(key, sig.read_text(), art, sig.name, stale)
+
+
+def test_a_file_renamed_by_the_run_keeps_its_pass_and_any_other_loses_it(tmp_path: Path) -> None:
+    """The run hashes a step's product in its output folder, then renames it into the work folder: the same
+    file keeps the state (with the change time the rename gave it); a file put there instead does not."""
+    art, moved = tmp_path / "out.tar.gz", tmp_path / "work.tar.gz"
+    art.write_bytes(BIG)
+    d = hash_file(art)
+    os.replace(art, moved)
+    assert openpgp.DocumentHash.known(dataclasses.replace(d, path=moved)) is None, "the rename set its change time"
+    kept = renamed(d, moved)
+    assert kept.identity is not None and openpgp.DocumentHash.known(kept) is not None
+    art.write_bytes(BIG)
+    d = hash_file(art)
+    other = tmp_path / "other"
+    other.write_bytes(BIG)
+    os.replace(other, moved)  # another file (inode) with the same bytes at the name
+    assert renamed(d, moved).identity is None
+    # The limit: a same-size rewrite that sets the modification time back between the hash and the rename is
+    # not seen (the rename sets the change time anyway). The run renames right after hashing, once the step's
+    # processes are gone; the signature such a file would get matches no file, and verification says so.
+    art.write_bytes(BIG)
+    d = hash_file(art)
+    _rewrite_same_size(art, keep_mtime=True)
+    os.replace(art, moved)
+    kept = renamed(d, moved)
+    assert kept.identity is not None
+    key = _key()
+    (signed,) = sign_openpgp_all(key, [kept], SIGNED_AT, openpgp.DEV_KEY_CREATED)
+    public = openpgp.read_public_key(
+        openpgp.armor(openpgp.transferable_public_key(key, openpgp.USER_ID, openpgp.DEV_KEY_CREATED), _BLOCK), "k"
+    )
+    with pytest.raises(VerificationError, match="does not match"):
+        openpgp.verify_detached(public, signed.path.read_text(), moved, signed.name, hash_file(moved))
+
+
+def test_a_file_written_while_it_is_hashed_keeps_no_pass(tmp_path: Path) -> None:
+    art = tmp_path / "a.tar.gz"
+    art.write_bytes(BIG)
+
+    class Writing(io.FileIO):
+        def read(self, size: int | None = -1) -> bytes:
+            data = super().read(size) or b""
+            if self.tell() == len(data):  # after the first read: another writer changes what is still to come
+                with open(art, "r+b") as w:
+                    w.seek(len(BIG) - 1)
+                    w.write(b"!")
+            return data
+
+    with Writing(art) as f:
+        d = hash_stream(art, f)
+    assert d.sha256_state is not None and d.identity is None, "the hashed bytes are no version of the file"
+    assert openpgp.DocumentHash.known(d) is None
 
 
 def test_a_digest_of_another_file_or_without_its_pass_is_not_used(tmp_path: Path) -> None:
