@@ -151,9 +151,8 @@ class DocumentHash:
         None (the file is to be read) when that pass kept no state, or the
         file's identity (:func:`release.archive.file_identity`: device,
         inode, size, modification and change times) is not the one it had
-        then. A
-        signature continuing from the state covers the bytes the digest
-        stands for, as a minisign signature of the same digest does.
+        then. A signature continuing from the state covers the bytes the
+        digest stands for, as a minisign signature of the same digest does.
         """
         state = digest.sha256_state
         if state is None or digest.identity is None or state.name != "sha256" or state.hexdigest() != digest.sha256:
@@ -352,9 +351,10 @@ def verify_detached_by(
         raise VerificationError(f"{where}: not a signature of a file")
     if sig.issuer_id != sig.issuer_fpr[-8:]:
         raise VerificationError(f"{where}: its issuer key id and fingerprint disagree")
-    document = DocumentHash.known(known) if known is not None and known.path == path else None
+    usable = known is not None and known.path == path and sig.hash_algorithm == _SHA256
+    document = DocumentHash.known(known) if usable and known is not None else None
     try:
-        if document is not None and sig.hash_algorithm == _SHA256:
+        if document is not None:
             digest = _finish(document.state.copy(), sig.hashed)
         else:
             digest = _digest(_file_chunks(path), sig.hashed, sig.hash_algorithm)

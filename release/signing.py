@@ -105,17 +105,14 @@ def sign_openpgp_all(key: RoleKey, digests: Sequence[ArtifactDigest], epoch: int
     without that state (made elsewhere) has its file hashed, on every core
     (hashlib releases the GIL), and refused if it is not those bytes.
     """
-    known = {d.path: openpgp.DocumentHash.known(d) for d in digests}
-    unknown = [d for d in digests if known[d.path] is None]
-    with ThreadPoolExecutor(max_workers=workers(len(unknown)), thread_name_prefix="openpgp") as pool:
-        known.update(
-            zip(
-                (d.path for d in unknown),
-                pool.map(lambda d: openpgp.DocumentHash.of(d.path, d.sha256), unknown),
-                strict=True,
-            )
-        )
-    return [sign_openpgp(key, d, epoch, created, known[d.path]) for d in digests]
+    documents = {d.path: openpgp.DocumentHash.known(d) for d in digests}
+    unknown = [d for d in digests if documents[d.path] is None]
+    if unknown:
+        with ThreadPoolExecutor(max_workers=workers(len(unknown)), thread_name_prefix="openpgp") as pool:
+            hashed = pool.map(lambda d: openpgp.DocumentHash.of(d.path, d.sha256), unknown)
+            for d, document in zip(unknown, hashed, strict=True):
+                documents[d.path] = document
+    return [sign_openpgp(key, d, epoch, created, documents[d.path]) for d in digests]
 
 
 def write_sigstore_bundle(

@@ -30,6 +30,8 @@ from release.sandbox import find_sandbox
 def _summary(ws: Workspace, artifacts_dir: Path, keys_dir: Path, customer: bool) -> str:
     """What was published, and how a customer verifies it (and fetches it, from the TUF repository of a customer
     release: a prebuilt run never adds to it, nor imports its code)."""
+    from release.keys import DEV_MARKER  # after the run: the keys' code is not imported before the gates start
+
     lines = [f"Published RansomEye {ws.version} to {artifacts_dir}:"]
     for p in sorted(artifacts_dir.iterdir()):
         if not p.name.startswith(".") and not p.name.endswith(".link"):
@@ -48,8 +50,6 @@ def _summary(ws: Workspace, artifacts_dir: Path, keys_dir: Path, customer: bool)
                 f"Fetch:  python3 release/fetch.py --root {keys_dir / TRUSTED_ROOT_NAME} "
                 f"--mirror file://{repository} --product core"
             )
-    from release.keys import DEV_MARKER
-
     if (keys_dir / DEV_MARKER).exists():
         bar = "!" * 72
         lines += [bar, "!! Signed with DEVELOPMENT keys: for testing only, never for customers.", bar]
