@@ -1492,12 +1492,17 @@ def verify_staged(r: Context, done: Mapping[str, Done], owner_pub: Path, layout_
     Checks ``SHA256SUMS`` against the links first, then runs the full audit
     (the stock ``in-toto-verify`` with its inspection, every signature, the
     SBOMs against the archives' contents, the provenance against
-    ``SHA256SUMS``) on the staged folder, which it does not modify.
+    ``SHA256SUMS``) on the staged folder, which it does not modify. The
+    audit's own checks take this run's digest of each archive and SBOM while
+    the file is the one that was hashed (:meth:`Folder.adopt`).
     """
     from release.audit.checks import audit  # the verifier: the run's last step (and the CI's verify job) only
 
     check_sums_against_links(r, done)
-    report = audit(r.out, owner_pub, scratch_parent=r.staging)  # on the folder's file system: hard links
+    # The archives and SBOMs this process hashed when it took them from their packagers: not read again by the
+    # audit while they are the same files (in-toto-verify reads every file itself).
+    known = {d.name: d for p in results_of(done, Packaged) for d in (p.archive, p.sbom)}
+    report = audit(r.out, owner_pub, scratch_parent=r.staging, known=known)  # on the folder's file system
     if not report.verified:
         failures = "; ".join(f.text() for f in report.findings[:3])
         more = f" (and {len(report.findings) - 3} more)" if len(report.findings) > 3 else ""

@@ -576,6 +576,79 @@ def test_the_audit_reads_each_file_once_to_hash_it(complete: Case, monkeypatch: 
     assert max(counts.values()) == 1, {n: c for n, c in counts.items() if c > 1}
 
 
+def test_known_digests_of_the_same_files_are_not_read_again(complete: Case, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pipeline's own digests of its archives (from the pass that took them from the packagers): the audit's
+    checks use them instead of reading the archives again; in-toto-verify still reads every file."""
+    known = {name: hash_file(complete.folder / name) for name in ARCHIVES}
+    counts = _counting_hash_stream(monkeypatch)
+    report = audit(complete.folder, complete.owner_pub, known=known)
+    assert report.verified, "\n".join(f.text() for f in report.findings)
+    assert not set(ARCHIVES) & set(counts), counts
+    assert report.in_toto.ok
+
+
+def _rewritten_times_restored(path: Path) -> None:
+    st = path.stat()
+    path.write_bytes(path.read_bytes())
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _renamed_over(path: Path) -> None:
+    other = path.with_name(path.name + ".new")
+    shutil.copy2(path, other)
+    os.replace(other, path)
+
+
+def _a_link_to_a_copy(path: Path) -> None:
+    copy = path.with_name(path.name + ".copy")
+    shutil.copy2(path, copy)
+    path.unlink()
+    path.symlink_to(copy.name)
+
+
+# How the folder's file differs from the one a known digest was made of; the digest must not be taken.
+NOT_THE_SAME_FILE: dict[str, Callable[[Path], object]] = {
+    "rewritten with the same bytes, times restored": _rewritten_times_restored,
+    "another file renamed over it": _renamed_over,
+    "replaced by a link to a copy": _a_link_to_a_copy,
+    "removed": lambda p: p.unlink(),
+    "touched": lambda p: os.utime(p),
+}
+
+
+@pytest.mark.parametrize("change", list(NOT_THE_SAME_FILE))
+def test_a_known_digest_is_taken_only_while_the_file_is_the_same_file(tmp_path: Path, change: str) -> None:
+    """A known digest that lies about the bytes shows which one the folder used: the file is read for any other."""
+    path = tmp_path / "a.tar.gz"
+    path.write_bytes(os.urandom(70_000))
+    lying = dataclasses.replace(hash_file(path), sha256="0" * 64)  # the file's identity, another file's hash
+    same = evidence.Folder.scan(tmp_path)
+    assert same.adopt({path.name: lying}) == [path.name] and same.digest(path.name) == lying
+    NOT_THE_SAME_FILE[change](path)
+    folder = evidence.Folder.scan(tmp_path)
+    assert folder.adopt({path.name: lying}) == []
+    got = folder.digest(path.name)
+    if path.is_file() and not path.is_symlink():
+        assert got is not None and got.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    else:
+        assert got is None
+
+
+def test_a_known_digest_without_an_identity_or_of_another_size_is_not_taken(tmp_path: Path) -> None:
+    path = tmp_path / "a.zip"
+    path.write_bytes(b"archive bytes")
+    digest = hash_file(path)
+    folder = evidence.Folder.scan(tmp_path)
+    unknown = {
+        path.name: dataclasses.replace(digest, identity=None),
+        "absent.zip": digest,
+    }
+    assert folder.adopt(unknown) == []
+    assert folder.adopt({path.name: dataclasses.replace(digest, size=digest.size + 1)}) == []
+    assert folder.adopt({path.name: digest}) == [path.name]
+    assert folder.adopt({path.name: digest}) == [], "taken once: a digest already there stays"
+
+
 def _counting_archive_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Count the archives the audit unpacks itself (each name, once per read)."""
     read: list[str] = []

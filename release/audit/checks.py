@@ -58,7 +58,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from release import attest, inspection, minisign, openpgp, provenance, sbom, signify, sigstore_bundle
-from release.archive import workers
+from release.archive import ArtifactDigest, workers
 from release.audit.evidence import (
     MAX_ENTRIES,
     MAX_SIGNATURE_BYTES,
@@ -1153,7 +1153,13 @@ def _in_toto_check(result: InTotoResult) -> Check:
     return f.done("in-toto-verify passed with the owner key: layout, links, artifact rules and the inspection")
 
 
-def audit(release_dir: Path, owner_pub: Path, *, scratch_parent: Path | None = None) -> AuditReport:
+def audit(
+    release_dir: Path,
+    owner_pub: Path,
+    *,
+    scratch_parent: Path | None = None,
+    known: Mapping[str, ArtifactDigest] | None = None,
+) -> AuditReport:
     """Audit the release in ``release_dir`` with the owner's public key ``owner_pub``.
 
     Reads only the folder and the key, never writes to the folder (the stock
@@ -1164,6 +1170,12 @@ def audit(release_dir: Path, owner_pub: Path, *, scratch_parent: Path | None = N
     Raises :class:`BadInputError` ("could not run") when the folder cannot be
     listed, the key is not an Ed25519 PEM public key, or ``in-toto-verify`` is
     missing.
+
+    ``known``: digests the calling process computed itself of files it put in
+    the folder (the release pipeline's own, from the pass that checked each
+    step's products), by name. A file that is still the file that pass read
+    (:meth:`Folder.adopt`) is not read again by these checks; ``in-toto-verify``
+    reads every file whatever is known.
     """
     if not release_dir.is_dir():
         raise BadInputError(f"{release_dir}: not a directory", hint="give the folder of a downloaded release")
@@ -1172,6 +1184,8 @@ def audit(release_dir: Path, owner_pub: Path, *, scratch_parent: Path | None = N
         folder = Folder.scan(release_dir)
     except OSError as e:
         raise BadInputError(f"{release_dir}: cannot list the release folder: {e.strerror or e}") from e
+    if known:
+        folder.adopt(known)  # before in-toto-verify's scratch copy links the files (a link changes their identity)
     prepare()
     a = _Audit(folder=folder, owner=owner, owner_keyid=attest.keyid_of(owner))
     # Every file the checks may hash (none larger than a release file), largest first, hashed while they start.

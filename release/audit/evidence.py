@@ -8,6 +8,7 @@ outside it except the owner's public key.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -25,7 +26,7 @@ from in_toto.models.link import Link
 from in_toto.models.metadata import Metablock
 
 from release import inspection
-from release.archive import ArtifactDigest, hash_stream
+from release.archive import ArtifactDigest, file_identity, hash_stream
 from release.audit.model import MemberInfo
 from release.errors import VerificationError
 from release.products import ARCHIVE_FORMATS, SEMVER
@@ -127,6 +128,33 @@ class Folder:
         if mine:
             self._hash_into(name, future)
         return future.result()
+
+    def adopt(self, known: Mapping[str, ArtifactDigest]) -> list[str]:
+        """Take the digests of files this process wrote or hashed itself, for files that are still those files.
+
+        A digest is taken only with its :func:`~release.archive.file_identity`
+        (device, inode, size, modification and change times), and only when
+        the folder's file of that name, not followed if a link, has that very
+        identity now; every other file is hashed from the folder as usual.
+        Call it before anything else reads or links the folder's files (a new
+        hard link changes a file's change time). Returns the names taken.
+        """
+        taken = []
+        for name, known_digest in sorted(known.items()):
+            path = self.files.get(name)
+            if path is None or known_digest.identity is None:
+                continue
+            try:
+                now = file_identity(os.stat(path, follow_symlinks=False), known_digest.size)
+            except OSError:
+                continue
+            if now != known_digest.identity:
+                continue
+            future, mine = self._claim(name)
+            if mine:
+                future.set_result(dataclasses.replace(known_digest, path=path))
+                taken.append(name)
+        return taken
 
     def prefetch(self, names: Iterable[str], executor: Executor) -> None:
         """Start hashing the files ``names`` (those in the folder, not yet hashed or being hashed) on ``executor``.
