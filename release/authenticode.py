@@ -28,6 +28,7 @@ osslsigncode's own, checked signature of a stub PE file
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import io
@@ -70,6 +71,9 @@ TOOL_HINT = "apt-get install osslsigncode"
 TOOL_TIMEOUT = 120  # seconds; osslsigncode hashes the file once, a large installer takes a few seconds
 PE_PROBE = 4096  # bytes read by is_pe: the DOS header and, in any file we make, the PE header
 MAX_KEY_FILE = 64 * 1024
+# Beside the key: a note that these exact key bytes passed OpenSSL's RSA key check on an earlier run.
+CHECKED_SUFFIX = ".checked"
+_CHECKED_CONTEXT = b"RansomEye: these code-signing key bytes passed OpenSSL's RSA key check\n"
 MAX_CERT_FILE = 256 * 1024
 _MAX_REASON = 2000  # characters of osslsigncode's output quoted in an error
 
@@ -283,8 +287,10 @@ def _load_key(path: Path) -> rsa.RSAPrivateKey:
             hint=f"chmod 600 {path}",
         )
     data = _read_bounded(path, MAX_KEY_FILE, "code-signing key")
+    checked = _checked_before(path, data)
     try:
-        key = serialization.load_pem_private_key(data, password=None)  # with OpenSSL's check of RSA numbers
+        # OpenSSL's check of the RSA numbers (a tenth of a second), unless these very bytes passed it before.
+        key = serialization.load_pem_private_key(data, password=None, unsafe_skip_rsa_key_validation=checked)
     except TypeError as e:
         raise SigningError(
             f"{path}: the code-signing key is encrypted; osslsigncode would need its passphrase on the command line",
@@ -303,7 +309,50 @@ def _load_key(path: Path) -> rsa.RSAPrivateKey:
             f"{path}: an RSA key of {key.key_size} bits is too weak (at least {MIN_RSA_BITS})",
             hint=f"make an RSA-{RSA_BITS} code-signing key and have the CA certify it",
         )
+    if not checked:
+        _note_checked(path, data)
     return key
+
+
+def _check_note(data: bytes) -> bytes:
+    return hashlib.sha256(_CHECKED_CONTEXT + data).hexdigest().encode("ascii") + b"\n"
+
+
+def _checked_before(path: Path, data: bytes) -> bool:
+    """Whether ``data``, the key file's bytes, passed OpenSSL's RSA key check before (:func:`_note_checked`).
+
+    The note is the SHA-256 of those bytes (with a context string): any other
+    bytes, a damaged key's too, are checked in full. A note that is missing,
+    unreadable, a link or not a regular file counts as none.
+    """
+    try:
+        fd = os.open(path.with_name(path.name + CHECKED_SUFFIX), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode) and os.read(fd, 128) == _check_note(data)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _note_checked(path: Path, data: bytes) -> None:
+    """Note beside the key (mode 0600, written whole) that ``data`` passed the check; a folder that cannot be
+    written to gets no note, and the next run checks the key again."""
+    note = path.with_name(path.name + CHECKED_SUFFIX)
+    tmp = note.with_name(f".{note.name}.part")
+    with contextlib.suppress(OSError):
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(_check_note(data))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, note)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def _unreadable_key(path: Path, data: bytes) -> SigningError:
@@ -392,10 +441,12 @@ def load_codesigner(keys_dir: Path) -> CodeSigner:
     Everything is checked before anything is signed: the files exist; the key
     is a regular 0600 file holding an unencrypted RSA key (a passphrase is never
     taken from a command line) whose RSA numbers agree (OpenSSL's key check:
-    its primes are primes, its exponents theirs); the certificate matches the
-    key, allows digital signatures and code signing, and was issued by the
-    CA; the CA certificate is a CA (BasicConstraints ca=True, keyCertSign).
-    Reads files only.
+    its primes are primes, its exponents theirs; once per key: the bytes that
+    passed are noted beside it, in ``codesign.key.checked``, and the same
+    bytes are not checked again); the certificate matches the key, allows
+    digital signatures and code signing, and was issued by the CA; the CA
+    certificate is a CA (BasicConstraints ca=True, keyCertSign). Reads
+    files, and writes only that note.
 
     Raises :class:`SigningError` naming the file and how to fix it.
     """

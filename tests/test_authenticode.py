@@ -723,6 +723,88 @@ def test_load_codesigner_refuses(case: str, devkeys: Path, tmp_path: Path) -> No
     assert err.value.hint, f"{case}: the refusal says how to fix it"
 
 
+def _fresh_keys(devkeys: Path, tmp_path: Path) -> Path:
+    keys = tmp_path / "keys"
+    shutil.copytree(devkeys, keys)
+    (keys / (LEAF_KEY + authenticode.CHECKED_SUFFIX)).unlink(missing_ok=True)
+    return keys
+
+
+def _checks_made(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Whether each load of the code-signing key ran OpenSSL's RSA check (True) or was spared it (False)."""
+    made: list[bool] = []
+    real = serialization.load_pem_private_key
+
+    def loading(data: bytes, password: bytes | None, **kw: Any) -> PrivateKeyTypes:
+        made.append(not kw.get("unsafe_skip_rsa_key_validation", False))
+        return real(data, password, **kw)
+
+    monkeypatch.setattr(serialization, "load_pem_private_key", loading)
+    return made
+
+
+def test_the_rsa_check_runs_once_per_key(devkeys: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    keys = _fresh_keys(devkeys, tmp_path)
+    made = _checks_made(monkeypatch)
+    first = load_codesigner(keys)
+    note = keys / (LEAF_KEY + authenticode.CHECKED_SUFFIX)
+    assert made == [True] and note.is_file() and not note.is_symlink()
+    assert note.stat().st_mode & 0o777 == 0o600
+    assert (keys / LEAF_KEY).read_bytes() not in note.read_bytes()
+    assert load_codesigner(keys) == first and made == [True, False], "the same bytes are not checked again"
+    damage_key(keys)  # another key at the same name: the note is of other bytes
+    made.clear()
+    with pytest.raises(SigningError, match="damaged: its RSA numbers do not agree"):
+        load_codesigner(keys)
+    assert made[0] is True, "checked in full"
+
+
+def _note_linked(keys: Path, note: Path) -> None:
+    elsewhere = keys.parent / "elsewhere"
+    elsewhere.write_bytes(authenticode._check_note((keys / LEAF_KEY).read_bytes()))
+    note.symlink_to(elsewhere)
+
+
+def _note_fifo(keys: Path, note: Path) -> None:
+    os.mkfifo(note)
+
+
+# A note beside the key that is not one this process wrote: counts as none (the key is checked in full), is never
+# followed, never blocks, and leaves everything outside the keys folder as it was.
+HOSTILE_NOTES: dict[str, Callable[[Path, Path], object]] = {
+    "a link to a right note": _note_linked,
+    "a FIFO": _note_fifo,
+    "a directory": lambda keys, note: note.mkdir(),
+    "empty": lambda keys, note: note.write_bytes(b""),
+    "garbage": lambda keys, note: note.write_bytes(os.urandom(4096)),
+    "the note of other bytes": lambda keys, note: note.write_bytes(authenticode._check_note(b"another key")),
+    "the right note, then more": lambda keys, note: note.write_bytes(
+        authenticode._check_note((keys / LEAF_KEY).read_bytes()) + b"more"
+    ),
+    "the key's plain SHA-256": lambda keys, note: note.write_text(
+        hashlib.sha256((keys / LEAF_KEY).read_bytes()).hexdigest() + "\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_NOTES))
+def test_a_note_not_written_for_these_key_bytes_spares_no_check(
+    case: str, devkeys: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = _fresh_keys(devkeys, tmp_path)
+    note = keys / (LEAF_KEY + authenticode.CHECKED_SUFFIX)
+    HOSTILE_NOTES[case](keys, note)
+    outside = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    made = _checks_made(monkeypatch)  # set after the case is made: only the loads of the code-signing key count
+    load_codesigner(keys)
+    assert made == [True]
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == outside
+    if not note.is_dir():  # replaced by the note of these bytes (a directory there is left: no note then)
+        assert note.is_file() and not note.is_symlink()
+        assert load_codesigner(keys) and made == [True, False]
+    assert not list(keys.glob(".*.part"))
+
+
 # --- signing and checking in-process, streamed --------------------------------------------
 
 
