@@ -120,6 +120,7 @@ class Context:
     # What ``cargo metadata`` printed for the source: run once by the run's first process, handed to the steps'.
     cargo_metadata: Mapping[str, Any] | None = None
     gates: GatesRun | None = None  # the gates, started before the rest of the run was ready (run_release)
+    early: EarlyStep | None = None  # the build step's process, started while the gates run (run_release)
 
     @property
     def out(self) -> Path:
@@ -804,16 +805,16 @@ def _sandboxed(r: Context, spec: StepSpec) -> Outcome[Any]:
     it). A step killed by a signal kills this process the same way; its
     error is raised here as its class.
     """
-    output = r.staging / f".step-{spec.name}"
-    shutil.rmtree(output, ignore_errors=True)
-    output.mkdir()
-    if spec.name == attest.STEP_BUILD:
-        r.target_dir.mkdir(parents=True, exist_ok=True)
-    command = sandbox_command(r, spec.name, output)
-    try:
-        proc = subprocess.run(command, input=handed_on(r), capture_output=True, text=True, check=False)
-    except OSError as e:
-        raise ToolchainError(f"the {spec.name} step could not start: {e}") from e
+    early = r.early.take(spec.name) if r.early is not None else None
+    if early is not None:
+        output, proc = early.output, early.finish(handed_on(r))
+    else:
+        output = _step_output(r, spec.name)
+        command = sandbox_command(r, spec.name, output)
+        try:
+            proc = subprocess.run(command, input=handed_on(r), capture_output=True, text=True, check=False)
+        except OSError as e:
+            raise ToolchainError(f"the {spec.name} step could not start: {e}") from e
     killed = _killed_by(proc.returncode, output)
     if killed:
         os.kill(os.getpid(), killed)  # killed inside: the pipeline dies the same way
@@ -827,6 +828,66 @@ def _sandboxed(r: Context, spec: StepSpec) -> Outcome[Any]:
     record = dataclasses.replace(record, environment={**record.environment, "sandbox": r.sandbox.describe()})
     result = result_from(r, spec.name, record.products, record.materials, record.environment, hashed)
     return Outcome(summary, record, result)
+
+
+def _step_output(r: Context, step: str) -> Path:
+    """The sandboxed ``step``'s output folder, new and empty (and cargo's target directory for the build)."""
+    output = r.staging / f".step-{step}"
+    shutil.rmtree(output, ignore_errors=True)
+    output.mkdir()
+    if step == attest.STEP_BUILD:
+        r.target_dir.mkdir(parents=True, exist_ok=True)
+    return output
+
+
+class EarlyStep:
+    """A sandboxed step's process started before its turn: its interpreter starts and imports its code, then waits.
+
+    The run starts the build step's process while the gates run (their process
+    leaves a core free): the step then does not wait for its interpreter. Its
+    first act is to read its standard input (:func:`handed_on`, given when the
+    step runs), so nothing of the step is done before the gates pass; a run
+    that ends first kills it (:meth:`stop`), and bubblewrap's
+    ``--die-with-parent`` ends it with this process (so only a sandboxed step
+    is started early). A process that could not start is started again at its
+    turn, which raises the error.
+    """
+
+    def __init__(self, r: Context, step: str) -> None:
+        self.step = step
+        self.output = _step_output(r, step)
+        self.command = sandbox_command(r, step, self.output)
+        self.proc: subprocess.Popen[str] | None = None
+        with contextlib.suppress(OSError):
+            self.proc = subprocess.Popen(
+                self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+
+    def take(self, step: str) -> EarlyStep | None:
+        """This, for the step it was started for, once (and only if it started)."""
+        if step != self.step or self.proc is None:
+            return None
+        return self
+
+    def finish(self, handed: str) -> subprocess.CompletedProcess[str]:
+        """Hand the step its input; wait for it to end (killed if this thread is interrupted)."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            raise SystemFailure(f"the {self.step} step's process was handed its input twice")
+        try:
+            out, err = proc.communicate(handed)
+        except BaseException:
+            proc.kill()
+            proc.communicate()
+            raise
+        return subprocess.CompletedProcess(self.command, proc.returncode, out, err)
+
+    def stop(self) -> None:
+        """End the process if its step never ran (the run stopped before it)."""
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            proc.kill()
+            proc.communicate()
 
 
 def handed_on(r: Context) -> str:
@@ -1633,6 +1694,7 @@ def run_release(
         published = False
         builders: list[OtherBuilder] = []
         gates: GatesRun | None = None
+        early: EarlyStep | None = None
         try:
             failpoint("staging:created")
             clean_stale(release_dir, keep=staging)
@@ -1685,6 +1747,11 @@ def run_release(
             r = Context(ws, staging, target_dir, epoch, MappingProxyType(keys), MappingProxyType(toolchains), prebuilt,
                         box, (keys_dir, *others, ws.root / "keys"), pgp_created=pgp_created,
                         codesigner=codesigner, cargo_metadata=metadata, gates=gates)  # fmt: skip
+            if box.enabled:
+                # The build step's sandbox starts now, from this thread (the one its --die-with-parent watches),
+                # while the gates still run; it waits for its input, handed to it once they passed.
+                early = EarlyStep(r, attest.STEP_BUILD)
+                r = dataclasses.replace(r, early=early)
             print(
                 f"RansomEye {ws.version}: release build of {commit or 'a tree without git'} "
                 f"(SOURCE_DATE_EPOCH={epoch}); {publics.threshold} builder(s), "
@@ -1740,6 +1807,8 @@ def run_release(
         except KeyboardInterrupt:
             raise Interrupted(published) from None
         finally:
+            if early is not None:
+                early.stop()
             if gates is not None:
                 gates.stop()
             for builder in builders:

@@ -19,7 +19,7 @@ import pytest
 
 from release.pipeline import functionaries
 from release.products import Bundle, Workspace
-from tests.conftest import Repo
+from tests.conftest import Repo, release_env
 
 STEPS = [
     "gates", "build", "codesign", "package-core", "package-agent-linux", "package-agent-windows", "package-dpi",
@@ -252,6 +252,46 @@ def test_gates_forced_to_fail_abort_the_release(repo_copy: Repo) -> None:
     assert BANNER in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     assert "[2/8] build" not in proc.stdout, "the build exits at once"
+    _assert_nothing_published(repo_copy)
+
+
+def _step_processes(root: Path, step: str) -> list[int]:
+    """The processes running ``step``'s sandboxed half (``step.py <step> --inner``) of the checkout ``root``."""
+    script = str(root / "release" / "builder" / "step.py").encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if script in argv and step.encode() in argv and b"--inner" in argv and entry.name.isdigit():
+            found.append(int(entry.name))
+    return found
+
+
+def test_the_build_process_started_while_the_gates_run_does_nothing_when_they_fail(repo_copy: Repo) -> None:
+    """The build step's sandbox starts while the gates run and waits for its input: gates that fail after it
+    started leave the build undone (no cargo ran, nothing written to the target directory) and the process gone."""
+    gates = repo_copy.root / "governance" / "gates" / "check_gates.py"
+    gates.write_text("import sys, time\ntime.sleep(3)\nsys.exit(1)\n")
+    target = repo_copy.root / "target"
+    before = sorted(str(p.relative_to(target)) for p in target.rglob("*")) if target.exists() else []
+    repo_copy.commit()
+    build = [sys.executable, str(repo_copy.root / "release" / "builder" / "build.py")]
+    proc = subprocess.Popen(build, cwd=repo_copy.root, env=release_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    seen: set[int] = set()
+    while proc.poll() is None:
+        seen.update(_step_processes(repo_copy.root, "build"))
+        time.sleep(0.05)
+    out, err = proc.communicate()
+    assert proc.returncode != 0 and BANNER in out + err, out + err
+    assert seen, "the build step's process was started while the gates ran"
+    assert "] build" not in out, "the build step did not run"
+    after = sorted(str(p.relative_to(target)) for p in target.rglob("*")) if target.exists() else []
+    assert after == before, "nothing was built"
+    assert not _step_processes(repo_copy.root, "build")
+    assert list((repo_copy.root / "release" / ".staging").iterdir()) == []
     _assert_nothing_published(repo_copy)
 
 
