@@ -333,12 +333,16 @@ def verify_detached(key: OpenPGPKey, text: str, path: Path, where: str, known: A
 
 
 def verify_detached_by(
-    public: bytes, text: str, path: Path, where: str, known: ArtifactDigest | None = None
+    public: bytes, text: str, path: Path, where: str, known: ArtifactDigest | None = None, *, as_read: bool = False
 ) -> tuple[int, bytes]:
     """:func:`verify_detached` by the raw Ed25519 key ``public``, whatever OpenPGP creation time it was given.
 
     The issuer fingerprint is hashed into what is signed, so the signature
     binds it; returns (the signature's creation time, that fingerprint).
+    ``known``: the file's digest with the state of the pass that gave it,
+    continued while the file is still that file (:meth:`DocumentHash.known`),
+    or, ``as_read``, whatever became of the file since: the digest a caller's
+    every other check of the file uses (an audit's folder).
     """
     try:
         packets = list(_packets(dearmor(text, where, SIGNATURE_BLOCK), where))
@@ -352,7 +356,13 @@ def verify_detached_by(
     if sig.issuer_id != sig.issuer_fpr[-8:]:
         raise VerificationError(f"{where}: its issuer key id and fingerprint disagree")
     usable = known is not None and known.path == path and sig.hash_algorithm == _SHA256
-    document = DocumentHash.known(known) if usable and known is not None else None
+    document = None
+    if usable and known is not None:
+        state = known.sha256_state
+        if as_read and state is not None and state.name == "sha256" and state.hexdigest() == known.sha256:
+            document = DocumentHash(known.path, state, known.sha256)
+        else:
+            document = DocumentHash.known(known)
     try:
         if document is not None:
             digest = _finish(document.state.copy(), sig.hashed)

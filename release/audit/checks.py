@@ -491,8 +491,8 @@ def check_formats(a: _Audit) -> Check:
         try:
             asc = name + openpgp.SUFFIX
             _, issuer = openpgp.verify_detached_by(  # over SHA-256: from the folder's one pass over the file
-                raw, a.folder.text(asc, MAX_SIGNATURE_BYTES) or "", a.folder.files[name], asc, digest
-            )
+                raw, a.folder.text(asc, MAX_SIGNATURE_BYTES) or "", a.folder.files[name], asc, digest, as_read=True
+            )  # the digest every check of this audit uses, even once in-toto-verify's scratch copy linked the file
             done += 1
             if name != SUMS_NAME:
                 bundle = name + sigstore_bundle.SUFFIX
