@@ -263,30 +263,38 @@ _SETUP_HINT = (
 
 
 def _read_bounded(path: Path, limit: int, what: str) -> bytes:
+    return _read_file(path, limit, what)[0]
+
+
+def _read_file(path: Path, limit: int, what: str) -> tuple[bytes, os.stat_result]:
+    """The bytes of the regular file ``path`` (a link is not followed, a FIFO not waited on) and its status, both
+    of the one file opened: what is judged is what is read."""
+    not_regular = SigningError(f"{path}: {what} is not a regular file", hint="replace it by the file itself (no link)")
     try:
-        st = path.lstat()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError as e:
         raise SigningError(f"{path}: {what} not found", hint=_SETUP_HINT) from e
-    if not stat.S_ISREG(st.st_mode):
-        raise SigningError(f"{path}: {what} is not a regular file", hint="replace it by the file itself (no link)")
-    if st.st_size > limit:
-        raise SigningError(f"{path}: {what} is too large ({st.st_size} bytes)", hint=_SETUP_HINT)
-    return path.read_bytes()
+    except OSError as e:  # ELOOP: a link; anything else this file cannot be opened for
+        if path.is_symlink():
+            raise not_regular from e
+        raise SigningError(f"{path}: cannot read the {what}: {e.strerror or e}", hint=_SETUP_HINT) from e
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise not_regular
+        data = f.read(limit + 1)
+    if st.st_size > limit or len(data) > limit:
+        raise SigningError(f"{path}: {what} is too large ({max(st.st_size, len(data))} bytes)", hint=_SETUP_HINT)
+    return data, st
 
 
 def _load_key(path: Path) -> rsa.RSAPrivateKey:
-    try:
-        st = path.lstat()
-    except FileNotFoundError as e:
-        raise SigningError(f"{path}: code-signing key not found", hint=_SETUP_HINT) from e
-    if not stat.S_ISREG(st.st_mode):
-        raise SigningError(f"{path}: the code-signing key is not a regular file", hint="replace it by the key itself")
+    data, st = _read_file(path, MAX_KEY_FILE, "code-signing key")
     if st.st_mode & 0o077:
         raise SigningError(
             f"{path}: the code-signing key is readable by others (mode {stat.S_IMODE(st.st_mode):04o}, not 0600)",
             hint=f"chmod 600 {path}",
         )
-    data = _read_bounded(path, MAX_KEY_FILE, "code-signing key")
     checked = _checked_before(path, data)
     try:
         # OpenSSL's check of the RSA numbers (a tenth of a second), unless these very bytes passed it before.
@@ -323,14 +331,17 @@ def _checked_before(path: Path, data: bytes) -> bool:
 
     The note is the SHA-256 of those bytes (with a context string): any other
     bytes, a damaged key's too, are checked in full. A note that is missing,
-    unreadable, a link or not a regular file counts as none.
+    unreadable, a link, not a regular file, not this user's or open to others
+    (not mode 0600) counts as none.
     """
     try:
         fd = os.open(path.with_name(path.name + CHECKED_SUFFIX), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return False
     try:
-        return stat.S_ISREG(os.fstat(fd).st_mode) and os.read(fd, 128) == _check_note(data)
+        st = os.fstat(fd)
+        mine = stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o077
+        return mine and os.read(fd, 128) == _check_note(data)
     except OSError:
         return False
     finally:

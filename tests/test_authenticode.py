@@ -658,6 +658,11 @@ def damage_key(keys: Path) -> None:
     _put_key(keys / LEAF_KEY, bad.private_key(unsafe_skip_rsa_key_validation=True))
 
 
+def _fifo_key(path: Path) -> None:
+    path.unlink()
+    os.mkfifo(path, 0o600)  # read, it would wait for a writer forever
+
+
 CODE_SIGNING = [ExtendedKeyUsageOID.CODE_SIGNING]
 REFUSALS: dict[str, tuple[str, str, Callable[[Path], object]]] = {
     # case: (file named, phrase, how the folder is broken)
@@ -669,6 +674,16 @@ REFUSALS: dict[str, tuple[str, str, Callable[[Path], object]]] = {
     "garbage key": (LEAF_KEY, "not a PEM private key", lambda k: (k / LEAF_KEY).write_text("nope\n")),
     "key whose numbers disagree": (LEAF_KEY, "damaged: its RSA numbers do not agree", damage_key),
     "missing key": (LEAF_KEY, "not found", lambda k: (k / LEAF_KEY).unlink()),
+    "key is a FIFO": (
+        LEAF_KEY,
+        "not a regular file",
+        lambda k: _fifo_key(k / LEAF_KEY),
+    ),
+    "key too large": (
+        LEAF_KEY,
+        "too large",
+        lambda k: (k / LEAF_KEY).write_bytes(b"\n" * (authenticode.MAX_KEY_FILE + 1)),
+    ),
     "missing certificate": (LEAF_CERT, "not found", lambda k: (k / LEAF_CERT).unlink()),
     "missing CA": (CA_CERT, "not found", lambda k: (k / CA_CERT).unlink()),
     "certificate of another key": (
@@ -765,6 +780,14 @@ def _note_linked(keys: Path, note: Path) -> None:
     note.symlink_to(elsewhere)
 
 
+def _right_note(keys: Path, note: Path, mode: int, owner: int | None = None) -> None:
+    """The note of these key bytes, but with ``mode``, or another ``owner``'s: anyone could have written it."""
+    note.write_bytes(authenticode._check_note((keys / LEAF_KEY).read_bytes()))
+    note.chmod(mode)
+    if owner is not None:
+        os.chown(note, owner, -1)
+
+
 def _note_fifo(keys: Path, note: Path) -> None:
     os.mkfifo(note)
 
@@ -781,6 +804,8 @@ HOSTILE_NOTES: dict[str, Callable[[Path, Path], object]] = {
     "the right note, then more": lambda keys, note: note.write_bytes(
         authenticode._check_note((keys / LEAF_KEY).read_bytes()) + b"more"
     ),
+    "the right note, open to others": lambda keys, note: _right_note(keys, note, 0o644),
+    "the right note, another user's": lambda keys, note: _right_note(keys, note, 0o600, os.geteuid() + 4242),
     "the key's plain SHA-256": lambda keys, note: note.write_text(
         hashlib.sha256((keys / LEAF_KEY).read_bytes()).hexdigest() + "\n"
     ),
