@@ -145,17 +145,23 @@ class DocumentHash:
         return cls(path, h, h.hexdigest())
 
     @classmethod
-    def known(cls, digest: ArtifactDigest) -> DocumentHash | None:
+    def known(cls, digest: ArtifactDigest, *, as_read: bool = False) -> DocumentHash | None:
         """The file ``digest`` names, hashed already by the pass that gave its SHA-256, if it is still that file.
 
         None (the file is to be read) when that pass kept no state, or the
         file's identity (:func:`release.archive.file_identity`: device,
         inode, size, modification and change times) is not the one it had
-        then. A signature continuing from the state covers the bytes the
-        digest stands for, as a minisign signature of the same digest does.
+        then; ``as_read``, whatever became of the file since (the digest is
+        the one every other check of the caller uses: an audit's folder). A
+        signature continuing from the state covers the bytes the digest
+        stands for, as a minisign signature of the same digest does.
         """
         state = digest.sha256_state
-        if state is None or digest.identity is None or state.name != "sha256" or state.hexdigest() != digest.sha256:
+        if state is None or state.name != "sha256" or state.hexdigest() != digest.sha256:
+            return None
+        if as_read:
+            return cls(digest.path, state, digest.sha256)
+        if digest.identity is None:
             return None
         try:
             now = file_identity(os.stat(digest.path, follow_symlinks=False), digest.size)
@@ -340,9 +346,7 @@ def verify_detached_by(
     The issuer fingerprint is hashed into what is signed, so the signature
     binds it; returns (the signature's creation time, that fingerprint).
     ``known``: the file's digest with the state of the pass that gave it,
-    continued while the file is still that file (:meth:`DocumentHash.known`),
-    or, ``as_read``, whatever became of the file since: the digest a caller's
-    every other check of the file uses (an audit's folder).
+    continued as :meth:`DocumentHash.known` allows (``as_read`` passed on).
     """
     try:
         packets = list(_packets(dearmor(text, where, SIGNATURE_BLOCK), where))
@@ -356,13 +360,7 @@ def verify_detached_by(
     if sig.issuer_id != sig.issuer_fpr[-8:]:
         raise VerificationError(f"{where}: its issuer key id and fingerprint disagree")
     usable = known is not None and known.path == path and sig.hash_algorithm == _SHA256
-    document = None
-    if usable and known is not None:
-        state = known.sha256_state
-        if as_read and state is not None and state.name == "sha256" and state.hexdigest() == known.sha256:
-            document = DocumentHash(known.path, state, known.sha256)
-        else:
-            document = DocumentHash.known(known)
+    document = DocumentHash.known(known, as_read=as_read) if usable and known is not None else None
     try:
         if document is not None:
             digest = _finish(document.state.copy(), sig.hashed)

@@ -864,7 +864,7 @@ class EarlyStep:
             )
 
     def take(self, step: str) -> EarlyStep | None:
-        """This, for the step it was started for, once (and only if it started)."""
+        """This, for the step it was started for, while its process waits (:meth:`finish` hands it its input)."""
         if step != self.step or self.proc is None:
             return None
         return self
