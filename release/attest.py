@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from release import inspection, sbom
+from release import sbom
 from release.archive import write_bytes_atomic
 from release.errors import BadInputError, VerificationError
 from release.names import MINISIGN_SUFFIX as SIG_SUFFIX
@@ -287,6 +287,8 @@ def inspection_config(
         ]
         for b in ws.bundles
     ]
+    from release import inspection  # the layout's: never imported by a step's process
+
     return [
         ["schema", inspection.SCHEMA],
         ["layout", LAYOUT_NAME],
@@ -309,6 +311,8 @@ def inspection_config(
 
 def product_names(ws: Workspace) -> list[list[Any]]:
     """Every file each step may write into the release folder, for version ``@V@`` (the archives' version)."""
+    from release import inspection
+
     v = inspection.VERSION_PLACEHOLDER
     archives = [(b, f"{b.name}-{v}.{b.format}", f"{b.name}-{v}{SBOM_SUFFIX}") for b in ws.bundles]
     payloads = [GATES_REPORT, *(n for _, archive, sbom_file in archives for n in (archive, sbom_file))]
@@ -330,6 +334,8 @@ def inspect_command(config: list[list[Any]]) -> list[str]:
     ``-I`` keeps the release folder (the working directory) off ``sys.path``
     and ignores ``PYTHON*`` variables; ``-S`` skips site packages.
     """
+    from release import inspection
+
     source = Path(inspection.__file__).read_text(encoding="utf-8")
     return ["python3", "-I", "-S", "-c", source, json.dumps(config, separators=(",", ":"))]
 
@@ -524,6 +530,8 @@ def _release_inspection(ws: Workspace, steps: list[Step], allow_prebuilt: bool) 
     release, and then one marker file per reason, which DISALLOW * names.
     """
     from in_toto.models.layout import Inspection
+
+    from release import inspection
 
     delivered = [
         ["REQUIRE", SUMS_NAME],

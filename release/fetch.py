@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import hashlib
 import json
 import os
@@ -56,6 +57,8 @@ from pathlib import Path
 from typing import Any
 from urllib import parse
 
+if __name__ == "__main__":
+    gc.disable()  # while the modules load: see release.cli.run
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from release.bootstrap import ensure_environment

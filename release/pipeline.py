@@ -27,7 +27,6 @@ provenance and sign), writes each link and reports progress. Errors are
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import fcntl
 import hashlib
@@ -40,9 +39,7 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
@@ -86,6 +83,8 @@ from release.staging import build_lock, clean_stale, new_staging, publish
 # The keys, the signing formats and the provenance are imported by the functions of the run's own process that
 # use them: a sandboxed step's process (release/builder/step.py) signs nothing and does not load them.
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     from in_toto.models.metadata import Metablock
 
@@ -596,6 +595,8 @@ def _package_step(bundle_id: str) -> StepFn:
 
 def step_provenance(r: Context, earlier: Earlier) -> Outcome[Attested]:
     """Write the SLSA v1 provenance of the archives, from what the links recorded (DSSE, build key)."""
+    import uuid
+
     from release.provenance import build_statement, sign_envelope, write_envelope
 
     key = r.keys[attest.BUILD_ROLE]
@@ -1254,6 +1255,8 @@ def _copy_binaries(r: Context, sources: Mapping[str, tuple[str, int, os.stat_res
             raise VerificationError(f"{product}: {path!r} changed while it was copied")
         return sha256
 
+    from concurrent.futures import ThreadPoolExecutor  # the run's own process only, as every pool here
+
     placed: list[Path] = []
     try:
         # The kernel copies and hashlib hashes without the GIL: one thread per core.
@@ -1368,6 +1371,8 @@ def run_steps(
     declared order is raised. :func:`stages` is the same order, level by
     level.
     """
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
     stages(specs)  # refuses a step declared before what it reads
     total = total or len(specs) + 1
     workers = _step_workers()
@@ -1709,6 +1714,8 @@ def run_release(
             # The toolchains are looked for (rustc, cargo metadata: subprocesses) and the code-signing key is
             # checked (an RSA key's check takes a tenth of a second) while the other keys load and the repository
             # is checked; a failure is still raised in the same order as if each ran in turn.
+            from concurrent.futures import ThreadPoolExecutor
+
             preflight = ThreadPoolExecutor(max_workers=2, thread_name_prefix="preflight")
             found = preflight.submit(_find_toolchains, ws, targets)
             codesigns = attest.codesigned_binaries(ws)
@@ -1860,12 +1867,13 @@ def _git_all(commands: Sequence[Sequence[str]]) -> bool:
     return all(subprocess.run(cmd, capture_output=True, check=False).returncode == 0 for cmd in commands)
 
 
-_PRCTL = ctypes.CDLL(None, use_errno=True).prctl  # resolved once: the child only calls it
+def _die_with_parent() -> Callable[[], object]:
+    """What a child runs before it starts: be killed when this process dies (a crashed run leaves no builder
+    behind). ``prctl`` is resolved here, in this process: the child only calls it."""
+    import ctypes  # only a run with other builders starts such a child
 
-
-def _die_with_parent() -> None:
-    """In a child, before it runs: be killed when this process dies (a crashed run leaves no builder behind)."""
-    _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    return lambda: prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _git_clean_at(src: Path, commit: str) -> bool:
@@ -1982,7 +1990,7 @@ class OtherBuilder:
                 return 1
             self.proc = subprocess.Popen(
                 cmd, cwd=self.src, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                preexec_fn=_die_with_parent,
+                preexec_fn=_die_with_parent(),
             )  # fmt: skip
         return self.proc.wait()
 

@@ -13,9 +13,7 @@ was unsandboxed, and the audit shows it.
 
 from __future__ import annotations
 
-import compileall
 import os
-import py_compile
 import shutil
 import subprocess
 import sys
@@ -153,11 +151,6 @@ def coverage_paths() -> list[Path]:
     return [Path(data).resolve().parent] if data and os.environ.get("COVERAGE_PROCESS_CONFIG") else []
 
 
-# Bytecode checked by the source's mtime, also under SOURCE_DATE_EPOCH (whose default, hash-checked bytecode
-# compileall cannot see is current, and would write again on every run).
-_BY_TIMESTAMP = py_compile.PycInvalidationMode.TIMESTAMP
-
-
 def compile_packages(root: Path) -> None:
     """Compile the project's own Python (``PACKAGES``) into its ``__pycache__`` folders; what is current is kept.
 
@@ -172,10 +165,16 @@ def compile_packages(root: Path) -> None:
     its import says what is wrong. A ``__pycache__`` that is a symlink is
     never written through (it could lead anywhere, a key folder included).
     """
+    import compileall  # the run's own process only: a step's process never compiles
+    import py_compile
+
+    # Bytecode checked by the source's mtime, also under SOURCE_DATE_EPOCH (whose default, hash-checked bytecode
+    # compileall cannot see is current, and would write again on every run).
+    by_timestamp = py_compile.PycInvalidationMode.TIMESTAMP
     for package in PACKAGES:
         for folder in _package_folders(root / package):
             if not (folder / "__pycache__").is_symlink():
-                compileall.compile_dir(folder, maxlevels=0, quiet=2, invalidation_mode=_BY_TIMESTAMP)
+                compileall.compile_dir(folder, maxlevels=0, quiet=2, invalidation_mode=by_timestamp)
 
 
 def _package_folders(top: Path) -> list[Path]:

@@ -10,11 +10,9 @@ directories left by a crashed run are removed by the next run, under the lock.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import fcntl
 import os
-import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,6 +88,8 @@ def new_staging(release_dir: Path) -> Path:
     """Create a fresh, private staging directory for one run."""
     root = release_dir / STAGING_DIRNAME
     root.mkdir(parents=True, exist_ok=True)
+    import secrets  # a run's own process only: a step's never makes a staging directory
+
     path = root / f"run-{os.getpid()}-{secrets.token_hex(4)}"
     path.mkdir(mode=0o755)
     return path
@@ -97,6 +97,8 @@ def new_staging(release_dir: Path) -> Path:
 
 def _exchange(a: Path, b: Path) -> bool:
     """Atomically swap two directories; False when the system cannot."""
+    import ctypes
+
     libc = ctypes.CDLL(None, use_errno=True)
     fn = getattr(libc, "renameat2", None)
     if fn is None:

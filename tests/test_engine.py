@@ -385,7 +385,53 @@ def test_a_sandboxed_step_s_process_imports_only_what_a_step_uses() -> None:
                   "release.signing", "release.provenance", "release.openpgp", "release.minisign",
                   "release.signify", "release.sigstore_bundle"):  # fmt: skip
         assert heavy not in loaded, heavy
+    # Nor what only the run's own process uses: its pools, the staging folder's names and directory swap, other
+    # builders' death signal, the provenance's invocation id, the bytecode compiler (8 ms of each step's start).
+    for own in ("concurrent.futures", "ctypes", "secrets", "uuid", "compileall", "py_compile"):
+        assert own not in loaded, own
     assert {"release.pipeline", "release.sbom", "release.attest"} <= loaded
+
+
+def test_the_command_runner_turns_a_collector_kept_off_while_loading_back_on_and_leaves_one_on_as_it_is() -> None:
+    """:func:`release.cli.run`: a collector a script kept off while its modules loaded is on when the command
+    runs, with what was loaded frozen (never walked again); one that was on (a test calling ``main``) is left
+    as it is, nothing frozen."""
+    check = (
+        "import gc\n"
+        "from release import cli\n"
+        "state = lambda args: print(gc.isenabled(), gc.get_freeze_count() > 0) or 0\n"
+        "cli.run('x', state, [])\n"
+        "gc.disable()\n"
+        "cli.run('x', state, [])\n"
+    )
+    proc = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r})\n{check}"],
+                          capture_output=True, text=True, check=True, timeout=60)  # fmt: skip
+    assert proc.stdout.split() == ["True", "False", "True", "True"]
+
+
+COMMAND_SCRIPTS = [
+    "release/builder/step.py",
+    "release/builder/build.py",
+    "governance/gates/check_gates.py",
+    "release/audit/audit.py",
+    "release/fetch.py",
+]
+
+
+@pytest.mark.parametrize("script", COMMAND_SCRIPTS)
+def test_a_command_run_as_a_script_loads_its_modules_with_the_collector_off(script: str) -> None:
+    """Run as a script, each command's modules load with the garbage collector off (about a twentieth of a
+    step process's start): it is still off when the script hands its command to :func:`release.cli.run`."""
+    probe = (
+        "import gc, runpy, sys\n"
+        "from release import cli\n"
+        "cli.run = lambda prog, main, argv=None: print('collector on:', gc.isenabled()) or 0\n"
+        f"sys.argv = [{script!r}, '--help']\n"
+        f"runpy.run_path({str(ROOT / script)!r}, run_name='__main__')\n"
+    )
+    proc = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r})\n{probe}"],
+                          capture_output=True, text=True, check=False, timeout=60)  # fmt: skip
+    assert "collector on: False" in proc.stdout, proc.stdout + proc.stderr
 
 
 def test_the_build_command_starts_without_the_verifier_tuf_or_the_authenticode_code() -> None:

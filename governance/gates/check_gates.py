@@ -25,8 +25,12 @@ library.
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from pathlib import Path
+
+if __name__ == "__main__":
+    gc.disable()  # while the modules load: see release.cli.run
 
 _HERE = Path(__file__).resolve().parent
 # Run as a script, Python puts this directory first on sys.path, where its

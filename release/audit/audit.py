@@ -17,9 +17,12 @@ Exit codes: 0 verified; 1 verification failed (every failure is named);
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from pathlib import Path
 
+if __name__ == "__main__":
+    gc.disable()  # while the modules load: see release.cli.run
 if __package__ in (None, ""):
     # Run as a script: the repository root goes first, and this directory (which
     # Python put first) goes, so its module names can never shadow anything.

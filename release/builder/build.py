@@ -9,11 +9,14 @@ nothing. Exit codes: the table in ``release/errors.py`` (the README lists it).
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import time
 from pathlib import Path
 
+if __name__ == "__main__":
+    gc.disable()  # while the modules load: see release.cli.run
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from release.bootstrap import ensure_environment
