@@ -386,8 +386,9 @@ def test_a_sandboxed_step_s_process_imports_only_what_a_step_uses() -> None:
                   "release.signify", "release.sigstore_bundle"):  # fmt: skip
         assert heavy not in loaded, heavy
     # Nor what only the run's own process uses: its pools, the staging folder's names and directory swap, other
-    # builders' death signal, the provenance's invocation id, the bytecode compiler (8 ms of each step's start).
-    for own in ("concurrent.futures", "ctypes", "secrets", "uuid", "compileall", "py_compile"):
+    # builders' death signal, the bytecode compiler (8 ms of each step's start). (Nor the provenance's uuid; not
+    # asserted: coverage's own start imports it when the suite measures the probe.)
+    for own in ("concurrent.futures", "ctypes", "secrets", "compileall", "py_compile"):
         assert own not in loaded, own
     assert {"release.pipeline", "release.sbom", "release.attest"} <= loaded
 
