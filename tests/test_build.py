@@ -19,7 +19,7 @@ import pytest
 
 from release.pipeline import functionaries
 from release.products import Bundle, Workspace
-from tests.conftest import Repo, release_env
+from tests.conftest import Repo, git, release_env
 
 STEPS = [
     "gates", "build", "codesign", "package-core", "package-agent-linux", "package-agent-windows", "package-dpi",
@@ -471,13 +471,23 @@ def test_build_before_setup_says_which_command_to_run(repo_copy: Repo, tmp_path:
 
 
 def test_two_clones_build_identical_releases(released: Repo, tmp_path: Path) -> None:
-    """Another copy, at another path, later, with another umask, gives the same bytes."""
-    from tests.conftest import make_repo
+    """Another clone of the released commit, at another path, later, with another umask, gives the same bytes.
 
-    other = make_repo(tmp_path / "elsewhere" / "deeper" / "checkout", keys_from=released.keys)
+    The commit is the one the release's provenance names: the session's repository copy may have moved on
+    since its release was built (other tests commit changes to it and build again), whatever order they run in.
+    """
+    from release.rebuild import release_commit
+
+    other = Repo(tmp_path / "elsewhere" / "deeper" / "checkout")
+    git(tmp_path, "clone", "-q", str(released.root), str(other.root))
+    git(other.root, "checkout", "-q", release_commit(released.artifacts, released.ws.version))
+    for p in released.keys.iterdir():  # the same keys (not committed), so that every signature can be the same
+        if p.name not in (".gitignore", "README.md") and not (other.keys / p.name).exists():
+            (shutil.copytree if p.is_dir() else shutil.copy2)(p, other.keys / p.name)
+    assert git(other.root, "status", "--porcelain").stdout == "", "the keys are not part of the commit"
     old = os.umask(0o077)
     try:
-        proc = other.build()
+        proc = other.build(commit=False)
     finally:
         os.umask(old)
     assert proc.returncode == 0, proc.stdout + proc.stderr
