@@ -26,6 +26,7 @@ provenance and sign), writes each link and reports progress. Errors are
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import fcntl
@@ -184,6 +185,8 @@ class Packaged:
 @dataclass(frozen=True)
 class Attested:
     envelope: ArtifactDigest
+    # The statement's bytes as the provenance step signed and wrote them (None: a step run apart, read back).
+    statement: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -609,14 +612,16 @@ def step_provenance(r: Context, earlier: Earlier) -> Outcome[Attested]:
         builder_id=f"urn:ransomeye:release-builder:{attest.keyid_of(key.public)[:16]}",
         invocation_id=f"urn:uuid:{uuid.uuid4()}",
     )
-    envelope = write_envelope(sign_envelope(statement, key), r.out / provenance_name(r.ws.version))
+    signed = sign_envelope(statement, key)
+    envelope = write_envelope(signed, r.out / provenance_name(r.ws.version))
     record = StepRecord(
         name=attest.STEP_PROVENANCE,
         command=["slsa-provenance"],
         materials=subjects,
         products={envelope.name: envelope.sha256},
     )
-    return Outcome(f"{envelope.name} ({len(subjects)} subjects)", record, Attested(envelope))
+    payload = base64.b64decode(signed["payload"], validate=True)
+    return Outcome(f"{envelope.name} ({len(subjects)} subjects)", record, Attested(envelope, payload))
 
 
 def step_sign(r: Context, earlier: Earlier) -> Outcome[Signed]:
@@ -634,10 +639,11 @@ def step_sign(r: Context, earlier: Earlier) -> Outcome[Signed]:
     key = r.keys[attest.RELEASE_ROLE]
     packaged = sorted(results_of(earlier, Packaged), key=_by_archive)
     report = result_of(earlier, attest.STEP_GATES, Gated).report
-    envelope = result_of(earlier, attest.STEP_PROVENANCE, Attested).envelope
+    attested = result_of(earlier, attest.STEP_PROVENANCE, Attested)
+    envelope = attested.envelope
     payloads = sorted([*(p.archive for p in packaged), *(p.sbom for p in packaged), report], key=lambda d: d.name)
     signatures = sign_all(key, payloads, r.ws.version, r.epoch)
-    predicate = provenance_predicate(envelope)
+    predicate = provenance_predicate(attested)
     signatures += sign_openpgp_all(key, [p.archive for p in packaged], r.epoch, r.pgp_created)
     for p in packaged:
         signatures.append(write_sigstore_bundle(key, p.archive, PREDICATE_TYPE, predicate))
@@ -652,26 +658,35 @@ def step_sign(r: Context, earlier: Earlier) -> Outcome[Signed]:
     return Outcome(summary, record, Signed(tuple(payloads), tuple(signatures)))
 
 
-def provenance_predicate(envelope: ArtifactDigest) -> dict[str, Any]:
+def provenance_predicate(attested: Attested) -> dict[str, Any]:
     """The part of the provenance's SLSA predicate that is the same on every run of the commit.
 
-    The bytes read must be the envelope's recorded bytes. The run's metadata
+    From the statement the provenance step signed and wrote, kept in memory
+    (the file is not read back); for a provenance step run apart, from the
+    envelope's file, whose bytes must be the recorded bytes. The run's metadata
     (its invocation id and times) is left out, so that each Sigstore bundle,
     like every other signature, is byte-identical when the commit is released
     again; the whole provenance is the ``.intoto.jsonl`` beside it.
     """
     from release import provenance
 
-    with envelope.path.open("rb") as f:
-        data = f.read(MAX_RECORD + 1)
-    if len(data) > MAX_RECORD or hashlib.sha256(data).hexdigest() != envelope.sha256:
-        raise VerificationError(f"{envelope.name}: is not the provenance the provenance step recorded")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise VerificationError(f"{envelope.name}: not UTF-8") from e
-    statement = provenance.unverified_statement(provenance.read_envelope(text, envelope.name))
-    predicate = statement.get("predicate") if statement else None
+    envelope = attested.envelope
+    if attested.statement is not None:
+        try:
+            statement = json.loads(attested.statement)
+        except (ValueError, RecursionError) as e:
+            raise VerificationError(f"{envelope.name}: its statement is not JSON") from e
+    else:
+        with envelope.path.open("rb") as f:
+            data = f.read(MAX_RECORD + 1)
+        if len(data) > MAX_RECORD or hashlib.sha256(data).hexdigest() != envelope.sha256:
+            raise VerificationError(f"{envelope.name}: is not the provenance the provenance step recorded")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise VerificationError(f"{envelope.name}: not UTF-8") from e
+        statement = provenance.unverified_statement(provenance.read_envelope(text, envelope.name))
+    predicate = statement.get("predicate") if isinstance(statement, dict) else None
     if not isinstance(predicate, dict) or not isinstance(predicate.get("runDetails"), dict):
         raise VerificationError(f"{envelope.name}: holds no provenance predicate")
     run = {k: v for k, v in predicate["runDetails"].items() if k != "metadata"}
@@ -769,7 +784,7 @@ def _utc_now() -> str:
 def _run_step(r: Context, spec: StepSpec, earlier: Earlier) -> Done:
     """Run one step (a builder's step in its sandbox) and write its signed link (with its start and finish times)."""
     started = _utc_now()
-    outcome = _sandboxed(r, spec) if spec.name in builder_steps(r.ws) else spec.run(r, earlier)
+    outcome = _sandboxed(r, spec, earlier) if spec.name in builder_steps(r.ws) else spec.run(r, earlier)
     record = outcome.record
     record = dataclasses.replace(record, environment={**record.environment, "started": started, "finished": _utc_now()})
     link = attest.write_link(record, r.keys[attest.step_role(spec.name)], r.out)
@@ -792,7 +807,7 @@ def builder_steps(ws: Workspace) -> tuple[str, ...]:
     return (attest.STEP_BUILD, *(b.step for b in ws.bundles))
 
 
-def _sandboxed(r: Context, spec: StepSpec) -> Outcome[Any]:
+def _sandboxed(r: Context, spec: StepSpec, earlier: Earlier) -> Outcome[Any]:
     """Run ``spec`` in the sandbox (``step.py <step> --inner``); take its products and record, checked.
 
     The step reads the work folder and the source read-only and writes only
@@ -808,12 +823,12 @@ def _sandboxed(r: Context, spec: StepSpec) -> Outcome[Any]:
     """
     early = r.early.take(spec.name) if r.early is not None else None
     if early is not None:
-        output, proc = early.output, early.finish(handed_on(r))
+        output, proc = early.output, early.finish(handed_on(r, earlier))
     else:
         output = _step_output(r, spec.name)
         command = sandbox_command(r, spec.name, output)
         try:
-            proc = subprocess.run(command, input=handed_on(r), capture_output=True, text=True, check=False)
+            proc = subprocess.run(command, input=handed_on(r, earlier), capture_output=True, text=True, check=False)
         except OSError as e:
             raise ToolchainError(f"the {spec.name} step could not start: {e}") from e
     killed = _killed_by(proc.returncode, output)
@@ -891,16 +906,21 @@ class EarlyStep:
             proc.communicate()
 
 
-def handed_on(r: Context) -> str:
-    """What a sandboxed step reads on its standard input: the toolchains and the cargo metadata this run found.
+def handed_on(r: Context, earlier: Earlier) -> str:
+    """What a sandboxed step reads on its standard input: the toolchains and cargo metadata this run found, and
+    the links of the steps it runs after.
 
     Found once, by the process that runs the steps, instead of again by
-    each step's (``rustc`` and ``cargo metadata`` in every sandbox); read
-    back by :func:`run_inner`. The step trusts its caller, as it trusts its
-    command line.
+    each step's (``rustc`` and ``cargo metadata`` in every sandbox); the
+    links as this process wrote or read them (the links of several builders
+    already found to agree, :func:`load_done`), so the step reads no link
+    back; read by :func:`run_inner`. The step trusts its caller, as it
+    trusts its command line; every file a link names it still hashes
+    (:func:`result_from`).
     """
     toolchains = {t: tc.to_dict() for t, tc in r.toolchains.items()}
-    return json.dumps({"toolchains": toolchains, "cargo-metadata": r.cargo_metadata})
+    links = {name: [done.link.path.name, done.link.signed] for name, done in earlier.items()}
+    return json.dumps({"toolchains": toolchains, "cargo-metadata": r.cargo_metadata, "links": links})
 
 
 def _killed_by(code: int, output: Path) -> int:
@@ -1332,13 +1352,31 @@ def load_done(r: Context, step: str) -> Done:
         raise BadInputError(
             f"no link of the {step} step in {r.out}", hint="run that step first, or copy its link there"
         )
-    signed = []
+    links = []
     for path in paths:
         try:
-            data = json.loads(path.read_text())["signed"]
+            links.append((path, json.loads(path.read_text())["signed"]))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise VerificationError(f"{path.name}: not a readable in-toto link") from e
+    return _done_from_links(r, step, links)
+
+
+def _handed_done(r: Context, step: str, handed: Any) -> Done:
+    """A step another process finished, from its link as :func:`handed_on` hands it: ``[file name, signed]``."""
+    name, data = handed
+    if not isinstance(name, str) or Path(name).name != name or not name.endswith(".link"):
+        raise ValueError(f"{name!r} is not the file name of a link")
+    return _done_from_links(r, step, [(r.out / name, data)])
+
+
+def _done_from_links(r: Context, step: str, links: Sequence[tuple[Path, Any]]) -> Done:
+    """A finished step from the ``signed`` part of its links (several builders' links must agree)."""
+    signed = []
+    for path, data in links:
+        try:
             signed.append((path, data, {k: v["sha256"] for k, v in data["materials"].items()},
                            {k: v["sha256"] for k, v in data["products"].items()}))  # fmt: skip
-        except (OSError, ValueError, KeyError, TypeError) as e:
+        except (KeyError, TypeError, AttributeError) as e:
             raise VerificationError(f"{path.name}: not a readable in-toto link") from e
     path, data, materials, products = signed[0]
     if any((m, p) != (materials, products) for _, _, m, p in signed[1:]):
@@ -1525,7 +1563,13 @@ def run_inner(
                             f"(its cargo metadata is a {type(metadata).__name__}, not a JSON object)")  # fmt: skip
     base = Context(ws, work, target_dir, source_date_epoch(ws.root), MappingProxyType({}),
                    MappingProxyType(toolchains), prebuilt, cargo_metadata=metadata)  # fmt: skip
-    earlier = MappingProxyType({n: load_done(base, n) for n in _wanted(spec, specs)})
+    try:
+        links = given["links"]
+        earlier = MappingProxyType({n: _handed_done(base, n, links[n]) for n in _wanted(spec, specs)})
+    except (KeyError, TypeError, ValueError) as e:
+        raise SystemFailure(
+            f"the {name} step was not handed the links of the steps it runs after ({type(e).__name__}: {e})"
+        ) from e
     r = dataclasses.replace(base, out_dir=output / "out")
     r.out.mkdir(parents=True, exist_ok=True)
     write_record(output / f"{name}{RECORD_SUFFIX}", spec.run(r, earlier))

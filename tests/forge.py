@@ -33,7 +33,7 @@ from release.archive import WrittenArchive, hash_file
 from release.attest import StepRecord
 from release.checksums import write_hash_list
 from release.keys import builder_dirs
-from release.pipeline import provenance_predicate
+from release.pipeline import Attested, provenance_predicate
 from release.signers import RoleKey, load_role_key
 from release.signing import publish_release_keys, sign_digest, sign_openpgp, write_signify_sums, write_sigstore_bundle
 from tests.conftest import EPOCH, Repo
@@ -107,7 +107,7 @@ class Download:
         archives = [d for d in payloads if d.name in ARCHIVES]
         created = publish_release_keys(self.repo.keys, release)
         envelope = hash_file(self.folder / provenance.provenance_name(VERSION))
-        predicate = provenance_predicate(envelope)
+        predicate = provenance_predicate(Attested(envelope))
         sigs = [sign_digest(release, d, VERSION, EPOCH) for d in payloads]
         for a in archives:
             sigs.append(sign_openpgp(release, a, EPOCH, created))

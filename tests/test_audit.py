@@ -61,7 +61,7 @@ from release.cargo import HOST_TARGET, find_toolchain
 from release.checksums import SUMS_NAME, write_hash_list
 from release.errors import BadInputError
 from release.keys import load_public_key
-from release.pipeline import functionaries, provenance_predicate
+from release.pipeline import Attested, functionaries, provenance_predicate
 from release.signing import publish_release_keys, sign_digest, sign_openpgp, write_signify_sums, write_sigstore_bundle
 from tests.conftest import EPOCH, ROOT, Repo
 from tests.forge import Download, declared
@@ -203,7 +203,7 @@ def sign_in_every_format(
     each archive (the provenance in the folder is the bundles' predicate)."""
     release = case.key("release")
     created = publish_release_keys(case.repo.keys, release)
-    predicate = provenance_predicate(hash_file(case.folder / PROVENANCE))
+    predicate = provenance_predicate(Attested(hash_file(case.folder / PROVENANCE)))
     sigs = [sign_digest(release, d, VERSION, EPOCH) for d in signed]
     for a in archives:
         sigs.append(sign_openpgp(release, a, EPOCH, created))

@@ -370,6 +370,63 @@ def test_a_step_not_handed_its_toolchains_and_metadata_stops_and_says_so(tmp_pat
     assert list(output.iterdir()) == []
 
 
+_HANDED = '{"toolchains": {}, "cargo-metadata": null%s}'
+
+
+@pytest.mark.parametrize(
+    "links, reason",
+    [
+        ("", "KeyError: 'links'"),
+        (', "links": []', "TypeError"),
+        (', "links": {}', "KeyError"),  # package-core runs after the build and the gates
+        (', "links": {"gates": null, "build": ["build.1.link", {}]}', "TypeError"),
+        (', "links": {"gates": ["gates.1.link"], "build": ["build.1.link", {}]}', "ValueError"),
+        (', "links": {"gates": ["../gates.1.link", {}], "build": ["build.1.link", {}]}', "not the file name of a link"),
+        (', "links": {"gates": ["/tmp/gates.1.link", {}], "build": ["build.1.link", {}]}', "not the file name"),
+        (', "links": {"gates": ["gates.1.json", {}], "build": ["build.1.link", {}]}', "not the file name of a link"),
+        (', "links": {"gates": [7, {}], "build": ["build.1.link", {}]}', "not the file name of a link"),
+    ],
+)
+def test_a_step_not_handed_the_links_it_runs_after_stops_and_says_so(tmp_path: Path, links: str, reason: str) -> None:
+    """A sandboxed step reads no link back: the links of the steps it runs after come with its input, or it stops."""
+    output = tmp_path / "output"
+    output.mkdir()
+    with pytest.raises(ReleaseError, match="was not handed the links of the steps it runs after") as caught:
+        pipeline.run_inner(ROOT, "package-core", tmp_path, output, tmp_path / "target", None, _HANDED % links)
+    assert reason in caught.value.message
+    assert list(output.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "gates",
+    [
+        '["gates.1.link", []]',  # not a link's signed part
+        '["gates.1.link", {"materials": {}, "products": []}]',
+        '["gates.1.link", {"materials": {}, "products": {"gates-report.json": {}}}]',
+    ],
+)
+def test_a_handed_link_that_is_not_a_link_is_refused(tmp_path: Path, gates: str) -> None:
+    output = tmp_path / "output"
+    output.mkdir()
+    handed = _HANDED % f', "links": {{"gates": {gates}, "build": ["build.1.link", {{}}]}}'
+    with pytest.raises(ReleaseError, match=r"^gates\.1\.link: not a readable in-toto link"):
+        pipeline.run_inner(ROOT, "package-core", tmp_path, output, tmp_path / "target", None, handed)
+    assert list(output.iterdir()) == []
+
+
+def test_a_handed_link_names_files_the_step_still_checks(tmp_path: Path) -> None:
+    """A link as handed is what the step trusts; every product of it that the step reads is hashed again first."""
+    output = tmp_path / "output"
+    output.mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "gates-report.json").write_text("{}")  # not what the gates' link recorded
+    gates = {"materials": {}, "products": {"gates-report.json": {"sha256": "0" * 64}}}
+    handed = _HANDED % f', "links": {{"gates": ["gates.1.link", {json.dumps(gates)}], "build": ["build.1.link", {{}}]}}'
+    with pytest.raises(ReleaseError, match=r"gates-report\.json: differs from what the gates step recorded"):
+        pipeline.run_inner(ROOT, "package-core", tmp_path, output, tmp_path / "target", None, handed)
+    assert list(output.iterdir()) == []
+
+
 def test_a_sandboxed_step_s_process_imports_only_what_a_step_uses() -> None:
     """Each build and packaging step is a new process: it never imports the verifier, the repository, in-toto's
     models, the keys, the signing formats and backends or cryptography (it signs nothing: about 15 ms of each

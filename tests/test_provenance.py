@@ -262,3 +262,34 @@ def test_round_trip_keeps_every_subject(build_key: RoleKey, subjects: dict[str, 
     statement = build_statement(subjects, LINKS, COMMIT, "b", "i")
     verified = verify_envelope(sign_envelope(statement, build_key), key_dict(build_key.public))
     assert statement_subjects(verified) == subjects
+
+
+def test_the_sign_step_takes_the_predicate_from_memory_as_it_would_read_it_back(
+    build_key: RoleKey, tmp_path: Path
+) -> None:
+    """The Sigstore bundles' predicate: from the statement the provenance step kept, the same as from the file.
+
+    Without the run's metadata (its invocation id and times), in both cases; the file is not read when the
+    statement is kept (it is gone here), and read back, checked against its recorded hash, when it is not.
+    """
+    from release.archive import hash_file
+    from release.pipeline import Attested, provenance_predicate
+
+    envelope = sign_envelope(_statement(), build_key)
+    path = tmp_path / provenance_name("1.0.0")
+    digest = write_envelope(envelope, path)
+    read_back = provenance_predicate(Attested(digest))
+    assert hash_file(path) == digest
+    path.unlink()
+    kept = provenance_predicate(Attested(digest, base64.b64decode(envelope["payload"])))
+    assert kept == read_back
+    assert kept["buildDefinition"] == _statement()["predicate"]["buildDefinition"]
+    assert "metadata" not in kept["runDetails"] and "metadata" in _statement()["predicate"]["runDetails"]
+    with pytest.raises(FileNotFoundError):
+        provenance_predicate(Attested(digest))
+    for bad in (b"not json", b"[]", b'{"predicate": []}', b'{"predicate": {"runDetails": 1}}'):
+        with pytest.raises(
+            VerificationError,
+            match=r"^ransomeye-1\.0\.0\.intoto\.jsonl: (its statement is not JSON|holds no provenance predicate)$",
+        ):
+            provenance_predicate(Attested(digest, bad))

@@ -60,7 +60,7 @@ def _inner(ns: argparse.Namespace, root: Path) -> int:
     prebuilt = ns.unsafe_prebuilt_binaries.resolve() if ns.unsafe_prebuilt_binaries is not None else None
     output = ns.output.resolve()
     try:
-        handed = sys.stdin.read()  # what the caller found for the run: toolchains, cargo metadata
+        handed = sys.stdin.read()  # from the caller: toolchains, cargo metadata, the earlier steps' links
         run_inner(root, ns.step, ns.work.resolve(), output, ns.target_dir.resolve(), prebuilt, handed)
     except ReleaseError as e:
         write_inner_error(output, e)
