@@ -1361,12 +1361,12 @@ def load_done(r: Context, step: str) -> Done:
     return _done_from_links(r, step, links)
 
 
-def _handed_done(r: Context, step: str, handed: Any) -> Done:
-    """A step another process finished, from its link as :func:`handed_on` hands it: ``[file name, signed]``."""
+def _handed_link(r: Context, handed: Any) -> tuple[Path, Any]:
+    """A link as :func:`handed_on` hands it, ``[file name, signed]``: its path in the work folder and its data."""
     name, data = handed
     if not isinstance(name, str) or Path(name).name != name or not name.endswith(".link"):
         raise ValueError(f"{name!r} is not the file name of a link")
-    return _done_from_links(r, step, [(r.out / name, data)])
+    return r.out / name, data
 
 
 def _done_from_links(r: Context, step: str, links: Sequence[tuple[Path, Any]]) -> Done:
@@ -1564,12 +1564,12 @@ def run_inner(
     base = Context(ws, work, target_dir, source_date_epoch(ws.root), MappingProxyType({}),
                    MappingProxyType(toolchains), prebuilt, cargo_metadata=metadata)  # fmt: skip
     try:
-        links = given["links"]
-        earlier = MappingProxyType({n: _handed_done(base, n, links[n]) for n in _wanted(spec, specs)})
+        links = {n: _handed_link(base, given["links"][n]) for n in _wanted(spec, specs)}
     except (KeyError, TypeError, ValueError) as e:
         raise SystemFailure(
             f"the {name} step was not handed the links of the steps it runs after ({type(e).__name__}: {e})"
         ) from e
+    earlier = MappingProxyType({n: _done_from_links(base, n, [link]) for n, link in links.items()})
     r = dataclasses.replace(base, out_dir=output / "out")
     r.out.mkdir(parents=True, exist_ok=True)
     write_record(output / f"{name}{RECORD_SUFFIX}", spec.run(r, earlier))

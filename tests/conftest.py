@@ -121,11 +121,19 @@ def make_repo(dest: Path, keys_from: Path | None = None) -> Repo:
     if keys_from is None:
         ensure_dev_keys(repo.keys)
     else:
-        for p in keys_from.iterdir():
-            if p.name not in (".gitignore", "README.md"):
-                (shutil.copytree if p.is_dir() else shutil.copy2)(p, repo.keys / p.name)
+        copy_keys(keys_from, repo.keys)
     repo.commit("the sources")
     return repo
+
+
+def copy_keys(src: Path, dest: Path) -> None:
+    """Copy a checkout's keys (git ignores them) into another checkout's ``keys/``, over what it holds."""
+    for p in src.iterdir():
+        if p.name not in (".gitignore", "README.md"):
+            if p.is_dir():
+                shutil.copytree(p, dest / p.name, dirs_exist_ok=True)
+            else:
+                shutil.copy2(p, dest / p.name)
 
 
 @pytest.fixture(scope="session", autouse=True)

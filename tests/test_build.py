@@ -19,7 +19,7 @@ import pytest
 
 from release.pipeline import functionaries
 from release.products import Bundle, Workspace
-from tests.conftest import Repo, git, release_env
+from tests.conftest import Repo, copy_keys, git, release_env
 
 STEPS = [
     "gates", "build", "codesign", "package-core", "package-agent-linux", "package-agent-windows", "package-dpi",
@@ -481,9 +481,7 @@ def test_two_clones_build_identical_releases(released: Repo, tmp_path: Path) -> 
     other = Repo(tmp_path / "elsewhere" / "deeper" / "checkout")
     git(tmp_path, "clone", "-q", str(released.root), str(other.root))
     git(other.root, "checkout", "-q", release_commit(released.artifacts, released.ws.version))
-    for p in released.keys.iterdir():  # the same keys (not committed), so that every signature can be the same
-        if p.name not in (".gitignore", "README.md") and not (other.keys / p.name).exists():
-            (shutil.copytree if p.is_dir() else shutil.copy2)(p, other.keys / p.name)
+    copy_keys(released.keys, other.keys)  # the same keys (not committed), so that every signature can be the same
     assert git(other.root, "status", "--porcelain").stdout == "", "the keys are not part of the commit"
     old = os.umask(0o077)
     try:
